@@ -1,0 +1,227 @@
+"""Whole micrographs: particles in ice, per-particle defocus, CTF, detector, shot noise.
+
+Image formation (weak-phase object, shared design notes): phase = sigma * V_z; the image
+contrast is 2 IFT{Phase(k) CTF(k)}, computed per defocus slab of the ice so each particle is
+imaged at the defocus of its depth; intensity I = 1 + contrast. Outputs, in electrons per pixel:
+``clean`` = dose px^2 * MTF(I) (noiseless, flat solvent: NT2C's training target) and ``noisy`` =
+the detector's noisy counts of I plus an amorphous-ice phase texture, whose expectation over noise
+and ice is exactly ``clean``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from .detector import apply_detector, ice_phase_ft, mtf_filter
+from .geometry import matrix_to_euler, place_particles, random_rotations
+from .optics import Acquisition, CTFGrid, interaction_constant
+from .potential import Projector, box_size_for, next_fast_size
+from .structure import Structure
+
+
+@dataclass
+class SimulationConfig:
+    """Everything a simulation run needs besides the structures.
+
+    defocus_um: (min, max) nominal defocus [µm], drawn uniformly per micrograph (positive =
+    underfocus); astigmatism_um: defocus U - V [µm], azimuth random; ice_thickness [Å];
+    size: (width, height) [px]; particles: particles per micrograph, unless concentration
+    [particles/µm^2] is given; count: number of micrographs; slab_thickness: depth [Å] of the ice
+    slabs sharing one defocus; library_size: 0 projects every particle from its atoms, N > 0 draws
+    from N precomputed projections per structure pasted with sub-pixel shifts (fast batch mode);
+    pad: field margin [px] against CTF wrap-around.
+    """
+
+    acquisition: Acquisition = field(default_factory=Acquisition)
+    defocus_um: tuple[float, float] = (1.0, 2.5)
+    astigmatism_um: float = 0.05
+    ice_thickness: float = 300.0
+    size: tuple[int, int] = (1024, 1024)
+    particles: int = 50
+    concentration: float | None = None
+    count: int = 1
+    seed: int = 0
+    slab_thickness: float = 100.0
+    library_size: int = 0
+    pad: int = 128
+
+    def validate(self) -> "SimulationConfig":
+        """Raise :class:`InputError` naming the first parameter out of range."""
+        self.acquisition.validate()
+        lo, hi = self.defocus_um
+        if not (-5.0 <= lo <= hi <= 20.0):
+            raise InputError(f"defocus range ({lo}, {hi}) µm: need -5 <= min <= max <= 20")
+        if not 0 <= self.astigmatism_um <= 5:
+            raise InputError(f"astigmatism = {self.astigmatism_um} µm: need 0 <= value <= 5")
+        if not 0 <= self.ice_thickness <= 5000:
+            raise InputError(f"ice thickness = {self.ice_thickness} Å: need 0 <= value <= 5000")
+        width, height = self.size
+        if width < 16 or height < 16 or width * height > 2 ** 31:
+            raise InputError(f"micrograph size {width} x {height} px: need 16 to 46340 px a side")
+        if self.count < 1:
+            raise InputError(f"count = {self.count}: need at least one micrograph")
+        if self.particles < 0 or (self.concentration is not None and self.concentration < 0):
+            raise InputError("particles/concentration: must not be negative")
+        if self.slab_thickness <= 0 or self.library_size < 0 or self.pad < 0:
+            raise InputError("slab thickness must be > 0, library size and pad >= 0")
+        return self
+
+    def particles_per_micrograph(self) -> int:
+        if self.concentration is None:
+            return int(self.particles)
+        area_um2 = self.size[0] * self.size[1] * (self.acquisition.pixel_size * 1e-4) ** 2
+        return int(round(self.concentration * area_um2))
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["defocus_um"] = list(self.defocus_um)
+        out["size"] = list(self.size)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SimulationConfig":
+        data = dict(data)
+        data["acquisition"] = Acquisition(**data.get("acquisition", {}))
+        for key in ("defocus_um", "size"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+@dataclass
+class SimulatedMicrograph:
+    """One simulated micrograph: ``clean`` and ``noisy`` in e/px (float32, H x W) and its particles."""
+
+    clean: np.ndarray
+    noisy: np.ndarray
+    particles: list[dict]
+    defocus_u: float
+    defocus_v: float
+    astigmatism_angle: float
+
+    def pixel_snr(self) -> float:
+        """var(clean) / var(noisy - clean): the per-pixel SNR of this micrograph."""
+        signal = float(self.clean.var())
+        noise = float((self.noisy - self.clean).var())
+        return signal / noise if noise > 0 else math.inf
+
+
+class MicrographSimulator:
+    """Simulates micrographs of given structures; projectors (and libraries) are built once."""
+
+    def __init__(self, structures: list[Structure], config: SimulationConfig, device="cpu"):
+        if not structures:
+            raise InputError("no structure given: pass at least one PDB/mmCIF file")
+        self.config = config.validate()
+        self.structures = structures
+        self.device = torch.device(device)
+        acq = config.acquisition
+        self.projectors = [Projector(s, box_size_for(s, acq.pixel_size), acq.pixel_size, acq.b_factor, self.device)
+                           for s in structures]
+        self.radius_px = max(s.radius for s in structures) / acq.pixel_size
+        width, height = config.size
+        if min(width, height) < 2 * self.radius_px:
+            raise InputError(f"micrograph size {width} x {height} px is too small for one particle "
+                             f"of diameter {2 * self.radius_px:.0f} px at {acq.pixel_size} Å/px")
+        self.libraries = [self._library(i) for i in range(len(structures))] if config.library_size else None
+
+    def _library(self, index: int) -> tuple[np.ndarray, torch.Tensor]:
+        rng = np.random.default_rng([self.config.seed, 7919, index])
+        rotations = random_rotations(self.config.library_size, rng)
+        projector = self.projectors[index]
+        spectra = torch.stack([projector.project_ft(r) for r in rotations])
+        return rotations, spectra
+
+    def _particle_box(self, kind: int, rotation_or_view, shift: np.ndarray) -> torch.Tensor:
+        projector = self.projectors[kind]
+        if self.libraries is None:
+            return projector.project(rotation_or_view, tuple(shift))
+        spectrum = self.libraries[kind][1][rotation_or_view]
+        box = projector.box
+        ky = torch.fft.fftfreq(box, device=self.device)[:, None]
+        kx = torch.fft.rfftfreq(box, device=self.device)[None, :]
+        ramp = torch.exp(-2j * math.pi * (kx * float(shift[0]) + ky * float(shift[1])))
+        return torch.fft.irfft2(spectrum * ramp, s=(box, box))
+
+    def simulate(self, index: int, noise_draw: int = 0) -> SimulatedMicrograph:
+        """Micrograph number ``index``. The specimen (particles, defocus) depends on (seed, index)
+        alone; ice and shot noise also on ``noise_draw``, so one specimen can be re-imaged."""
+        cfg, acq = self.config, self.config.acquisition
+        rng = np.random.default_rng([cfg.seed, index])
+        noise_rng = np.random.default_rng([cfg.seed, index, 1 + noise_draw])
+        width, height = cfg.size
+        df = rng.uniform(*cfg.defocus_um) * 1e4
+        astig_angle = rng.uniform(0.0, math.pi)
+        df_u, df_v = df + cfg.astigmatism_um * 5e3, df - cfg.astigmatism_um * 5e3
+        particles = self._draw_particles(rng, width, height, df_u, df_v, astig_angle)
+        shape = (next_fast_size(height + 2 * cfg.pad), next_fast_size(width + 2 * cfg.pad))
+        ctf_grid = CTFGrid(shape, acq, envelope_defocus=df, device=self.device)
+        contrast_ft = self._signal_contrast_ft(particles, ctf_grid, shape)
+        ice_ft = ice_phase_ft(shape, acq.pixel_size, cfg.ice_thickness, noise_rng, self.device)
+        ice_ft = ice_ft * (2.0 * ctf_grid(df_u, df_v, astig_angle))
+        crop = (slice(cfg.pad, cfg.pad + height), slice(cfg.pad, cfg.pad + width))
+        clean_i = 1.0 + torch.fft.irfft2(contrast_ft, s=shape)[crop]
+        noisy_i = 1.0 + torch.fft.irfft2(contrast_ft + ice_ft, s=shape)[crop]
+        mean_counts = acq.dose * acq.pixel_size ** 2
+        clean = torch.fft.irfft2(mtf_filter(torch.fft.rfft2(clean_i), (height, width), acq.detector),
+                                 s=(height, width)) * mean_counts
+        noisy = apply_detector(noisy_i, acq, noise_rng)
+        for p in particles:
+            p.pop("_rotation")
+        return SimulatedMicrograph(clean.cpu().numpy().astype(np.float32), noisy.cpu().numpy().astype(np.float32),
+                                   particles, df_u, df_v, astig_angle)
+
+    def _draw_particles(self, rng, width, height, df_u, df_v, astig_angle) -> list[dict]:
+        cfg = self.config
+        n = cfg.particles_per_micrograph()
+        centres = place_particles(n, width, height, 2 * self.radius_px, self.radius_px, rng)
+        kinds = rng.integers(0, len(self.structures), len(centres))
+        if self.libraries is None:
+            views = random_rotations(len(centres), rng)
+        else:
+            views = rng.integers(0, cfg.library_size, len(centres))
+        particles = []
+        for (x, y), kind, view in zip(centres, kinds, views):
+            radius = self.structures[kind].radius
+            room = max(0.0, cfg.ice_thickness / 2 - radius)
+            z = rng.uniform(-room, room)
+            slab = int((z + cfg.ice_thickness / 2) // cfg.slab_thickness)
+            slab_z = (slab + 0.5) * cfg.slab_thickness - cfg.ice_thickness / 2
+            rotation = view if self.libraries is None else self.libraries[kind][0][view]
+            rot, tilt, psi = matrix_to_euler(rotation)
+            particles.append(dict(x=float(x), y=float(y), kind=int(kind), z=float(z), slab=slab,
+                                  rot=rot, tilt=tilt, psi=psi, defocus_u=df_u + slab_z, defocus_v=df_v + slab_z,
+                                  defocus_angle=math.degrees(astig_angle), _rotation=view))
+        return particles
+
+    def _signal_contrast_ft(self, particles: list[dict], ctf_grid: CTFGrid, shape: tuple[int, int]) -> torch.Tensor:
+        """Sum over defocus slabs of 2 * sigma * FT(projected potential) * CTF(slab defocus)."""
+        acq, pad = self.config.acquisition, self.config.pad
+        sigma = interaction_constant(acq.voltage)
+        total = torch.zeros((shape[0], shape[1] // 2 + 1), dtype=torch.complex64, device=self.device)
+        for slab in sorted({p["slab"] for p in particles}):
+            members = [p for p in particles if p["slab"] == slab]
+            field_ = torch.zeros(shape, dtype=torch.float32, device=self.device)
+            for p in members:
+                ix, iy = round(p["x"]), round(p["y"])
+                box = self._particle_box(p["kind"], p["_rotation"], np.array([p["x"] - ix, p["y"] - iy]))
+                _paste(field_, box, iy + pad, ix + pad)
+            p0 = members[0]
+            transfer = ctf_grid(p0["defocus_u"], p0["defocus_v"], math.radians(p0["defocus_angle"]))
+            total += torch.fft.rfft2(field_) * (2.0 * sigma * transfer)
+        return total
+
+
+def _paste(field_: torch.Tensor, box: torch.Tensor, cy: int, cx: int) -> None:
+    """Add ``box`` into ``field_`` with the box's pixel (n//2, n//2) at (cy, cx), clipped."""
+    n = box.shape[0]
+    y0, x0 = cy - n // 2, cx - n // 2
+    ys, xs = max(0, y0), max(0, x0)
+    ye, xe = min(field_.shape[0], y0 + n), min(field_.shape[1], x0 + n)
+    if ye > ys and xe > xs:
+        field_[ys:ye, xs:xe] += box[ys - y0:ye - y0, xs - x0:xe - x0]

@@ -1,0 +1,20 @@
+"""
+@article{Li2022NT2C,
+  title = {Noise-Transfer2Clean: denoising cryo-EM images based on noise modeling and transfer},
+  author = {Li, Hongjia and Zhang, Hui and Wan, Xiaohua and Yang, Zhidong and Li, Chengmin and
+            Li, Jintao and Han, Renmin and Zhu, Ping and Zhang, Fa},
+  journal = {Bioinformatics},
+  volume = {38},
+  number = {7},
+  pages = {2022--2029},
+  year = {2022},
+  doi = {10.1093/bioinformatics/btac052}
+}
+
+@article{Yang2024SaID,
+  title = {Simulation-aware pretrained general denoiser for cryo-EM micrographs},
+  author = {Yang, Zhidong and others},
+  journal = {Journal of Computational Biology},
+  year = {2024}
+}
+"""

@@ -1,0 +1,42 @@
+"""scipion-em-nt2c: Noise-Transfer2Clean cryo-EM micrograph denoising for Scipion."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "nt2c_core" / "__init__.py").read_text()).group(1)
+
+setup(
+    name="scipion-em-nt2c",
+    version=VERSION,
+    description="Noise-Transfer2Clean (NT2C) cryo-EM micrograph denoising: core library, CLI and Scipion plugin",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="GPLv3",
+    python_requires=">=3.10",
+    packages=find_packages(include=["nt2c_core", "nt2c_core.*", "nt2c_scipion", "nt2c_scipion.*"]),
+    package_data={
+        "nt2c_core": ["data/*.pdb.gz", "data/*.pt", "data/*.json"],
+        "nt2c_scipion": ["protocols.conf", "templates/*.json.template", "*.png"],
+    },
+    install_requires=[
+        "scipion-pyworkflow>=3.0",
+        "scipion-em>=3.0",
+        # Any torch >= 2.1 works; install the build for your machine (CPU or CUDA) first.
+        "torch>=2.1",
+        "mrcfile",
+        "numpy",
+        "scikit-image",
+        "gemmi>=0.6",
+        "tqdm",
+        "matplotlib",
+    ],
+    extras_require={"test": ["pytest", "starfile"]},
+    entry_points={
+        "console_scripts": ["nt2c = nt2c_core.cli:main"],
+        "pyworkflow.plugin": ["nt2c_scipion = nt2c_scipion"],
+    },
+    classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Bio-Informatics"],
+)
