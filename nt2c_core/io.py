@@ -41,6 +41,10 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as exc:  # disk full, quota, permissions: nothing half-written is left
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise InputError(f"{path}: could not be written ({exc.strerror or exc}); nothing was left behind") from exc
     except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()

@@ -13,7 +13,7 @@ AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
 
 COMMANDS: dict[str, tuple[AddArguments, Run, str]] = {}
-MODULES = ("simulate",)
+MODULES = ("simulate", "train", "noise", "denoise", "evaluate", "demo")
 
 
 def register(name: str, help_text: str, add_arguments: AddArguments, run: Run) -> None:

@@ -1,0 +1,206 @@
+"""Training the WGAN-GP noise synthesizer on extracted noise patches (paper eq. 2).
+
+Loss: critic E[D(fake)] - E[D(real)] + lambda E[(||grad D(x_hat)||_2 - 1)^2], n_critic critic
+steps per generator step, Adam. Real batches are random crops (same pixel size: never resized)
+with random flips; rot90 is not used, so row/column detector artifacts keep their orientation.
+Every iteration's random numbers derive from (seed, iteration): ``resume`` is exact.
+Writes the generator as an NT2C model file (kind 'noise-gan'), ``MODEL.ckpt`` checkpoints,
+``MODEL.loss.csv``/``.png`` and ``MODEL.samples.png`` (real vs generated patches).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..errors import InputError
+from ..io import atomic_write
+from ..models.gan import SCALE, Critic, NoiseGenerator, gradient_penalty
+from ..models.store import save_model
+
+
+@dataclass
+class GANConfig:
+    """iterations: generator steps; n_critic: critic steps per generator step; crop: training
+    patch size [px] (a multiple of 32, at most the extracted patch size; None = that size);
+    latent/width: network sizes; lr/betas: Adam; gp_weight: lambda of eq. 2."""
+
+    iterations: int = 2000
+    n_critic: int = 5
+    batch_size: int = 32
+    crop: int | None = None
+    latent: int = 64
+    width: int = 32
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    gp_weight: float = 10.0
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 200
+
+
+def _torch_gen(seed: int, step: int, device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
+
+
+def _real_batch(patches: np.ndarray, rng: np.random.Generator, batch: int, crop: int) -> np.ndarray:
+    n, h, w = patches.shape
+    out = np.empty((batch, 1, crop, crop), np.float32)
+    for b in range(batch):
+        i, y, x = int(rng.integers(n)), int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
+        tile = patches[i, y:y + crop, x:x + crop]
+        if rng.integers(2):
+            tile = tile[::-1]
+        if rng.integers(2):
+            tile = tile[:, ::-1]
+        out[b, 0] = tile
+    return out
+
+
+def train_noise_gan(patches: np.ndarray, output: str | os.PathLike, config: GANConfig | None = None,
+                    resume: bool = False, device: str = "cpu", progress: bool = True,
+                    metadata: dict | None = None) -> Path:
+    """Train the generator/critic on noise ``patches`` (N, d, d) and write the generator model."""
+    config = config or GANConfig()
+    patches = np.asarray(patches, np.float32)
+    if patches.ndim != 3 or len(patches) < 2:
+        raise InputError(f"noise patches: need a stack of at least 2 patches, got shape {patches.shape}")
+    crop = config.crop or (min(patches.shape[1:]) // SCALE) * SCALE
+    if crop < SCALE or crop % SCALE or crop > min(patches.shape[1:]):
+        raise InputError(f"GAN crop {crop} px: must be a multiple of {SCALE} no larger than the patches "
+                         f"({patches.shape[1]} px); extract larger patches or choose a smaller crop")
+    dev = torch.device(device)
+    output = Path(output)
+    torch.manual_seed(config.seed)
+    gen, critic = NoiseGenerator(config.latent, config.width).to(dev), Critic(config.width).to(dev)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=config.lr, betas=config.betas)
+    opt_d = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=config.betas)
+    ckpt = Path(f"{output}.ckpt")
+    start, log = 0, []
+    if resume and ckpt.exists():
+        start, log = _load(ckpt, gen, critic, opt_g, opt_d, config)
+    side = crop // SCALE
+    t0 = time.perf_counter()
+    bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, desc="noise GAN",
+               disable=not progress)
+    window: list[tuple[float, float, float]] = []
+    for it in bar:
+        rng = np.random.default_rng([config.seed, it])
+        tgen = _torch_gen(config.seed, it, dev)
+        for _ in range(config.n_critic):
+            real = torch.from_numpy(_real_batch(patches, rng, config.batch_size, crop)).to(dev)
+            z = torch.randn(config.batch_size, config.latent, side, side, generator=tgen, device=dev)
+            with torch.no_grad():
+                fake = gen(z, tgen)
+            wdist = critic(real).mean() - critic(fake).mean()
+            gp = gradient_penalty(critic, real, fake, tgen)
+            loss_d = -wdist + config.gp_weight * gp
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+        z = torch.randn(config.batch_size, config.latent, side, side, generator=tgen, device=dev)
+        loss_g = -critic(gen(z, tgen)).mean()
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        window.append((wdist.item(), gp.item(), loss_g.item()))
+        bar.set_postfix(W=f"{window[-1][0]:.3f}")
+        done = it + 1
+        if done % config.log_every == 0 or done == config.iterations:
+            w = np.mean(window, 0)
+            log.append({"iteration": done, "wasserstein": float(w[0]), "gradient_penalty": float(w[1]),
+                        "generator_loss": float(w[2])})
+            window = []
+        if done % config.checkpoint_every == 0 or done == config.iterations:
+            _save(ckpt, gen, critic, opt_g, opt_d, config, done, log)
+    meta = {"kind": "noise-gan", "crop": crop, "patch_size": int(patches.shape[1]), "patches": int(len(patches)),
+            "normalization": "patches z-scored with their micrograph's mean and std", "seed": config.seed,
+            "created": datetime.datetime.now().isoformat(timespec="seconds"),
+            "training": {**asdict(config), "seconds_this_run": round(time.perf_counter() - t0, 1)},
+            **(metadata or {})}
+    save_model(output, gen.cpu().eval(), meta)
+    _write_log(output, log)
+    save_sample_grid(Path(f"{output}.samples.png"), patches, gen, crop, config.seed)
+    return output
+
+
+def _save(path, gen, critic, opt_g, opt_d, config, step, log) -> None:
+    payload = {"format": "nt2c-gan-checkpoint", "step": step, "config": json.dumps(asdict(config)),
+               "log": json.dumps(log), "generator": gen.state_dict(), "critic": critic.state_dict(),
+               "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()}
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _load(path, gen, critic, opt_g, opt_d, config) -> tuple[int, list]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"{path}: unreadable checkpoint ({exc}); delete it to start again") from exc
+    old = json.loads(payload["config"])
+    new = json.loads(json.dumps(asdict(config)))
+    if any(old.get(k) != v for k, v in new.items() if k != "iterations"):
+        raise InputError(f"{path}: checkpoint was made with other GAN settings; use the same to resume")
+    gen.load_state_dict(payload["generator"])
+    critic.load_state_dict(payload["critic"])
+    opt_g.load_state_dict(payload["opt_g"])
+    opt_d.load_state_dict(payload["opt_d"])
+    return int(payload["step"]), json.loads(payload["log"])
+
+
+def _write_log(output: Path, log: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(f"{output}.loss.csv")
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["iteration", "wasserstein", "gradient_penalty", "generator_loss"])
+        writer.writeheader()
+        writer.writerows(log)
+    if not log:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = [r["iteration"] for r in log]
+    ax.plot(steps, [r["wasserstein"] for r in log], label="critic's Wasserstein estimate")
+    ax.plot(steps, [r["gradient_penalty"] for r in log], label="gradient penalty")
+    ax.set_xlabel("generator iteration")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_write(Path(f"{output}.loss.png")) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def save_sample_grid(path: Path, real: np.ndarray, gen: NoiseGenerator, crop: int, seed: int, count: int = 6) -> None:
+    """PNG: a row of real noise patches over a row of generated ones, same contrast stretch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fake = gen.sample(count, crop, seed + 12345)[:, 0].numpy()
+    rows = [real[:count, :crop, :crop], fake]
+    lo, hi = np.percentile(np.concatenate([r.ravel() for r in rows]), (1, 99))
+    fig, axes = plt.subplots(2, count, figsize=(1.6 * count, 3.6))
+    for r, (label, images) in enumerate(zip(("real", "generated"), rows)):
+        for c in range(count):
+            ax = axes[r, c]
+            if c < len(images):
+                ax.imshow(images[c], cmap="gray", vmin=lo, vmax=hi)
+            ax.axis("off")
+        axes[r, 0].set_title(label, fontsize=9, loc="left")
+    fig.tight_layout()
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)

@@ -1,0 +1,262 @@
+"""Denoiser training: a plain PyTorch loop with L2 loss, Adam, cosine learning-rate decay,
+validation PSNR, atomic checkpoints and exact resume.
+
+Checkpoint ``MODEL.ckpt`` (every ``checkpoint_every`` steps) holds the network, optimizer, scaler
+and loss log; as the crops of each step depend only on (seed, step) (``pairs.PairSet.sample``),
+``resume=True`` continues a stopped run to the same result as an uninterrupted one. The loss log
+is written as ``MODEL.loss.csv`` and ``MODEL.loss.png``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .errors import InputError
+from .io import atomic_write
+from .metrics import psnr
+from .models.store import load_model, save_model
+from .models.unet import UNet
+from .normalization import NORMALIZATION
+from .pairs import PairSet
+
+
+@dataclass
+class TrainConfig:
+    """steps: optimizer steps; batch_size: crops per step; crop: crop size [px] (multiple of 32);
+    lr: initial Adam learning rate, decayed by a cosine to lr * final_lr_fraction; val_fraction:
+    micrographs held out for validation; val_every / checkpoint_every: in steps; width /
+    first_kernel: U-Net size (ignored with an init model, whose architecture is kept)."""
+
+    steps: int = 2000
+    batch_size: int = 8
+    crop: int = 256
+    lr: float = 1e-3
+    final_lr_fraction: float = 0.05
+    val_fraction: float = 0.1
+    val_every: int = 100
+    checkpoint_every: int = 100
+    seed: int = 0
+    width: int = 48
+    first_kernel: int = 11
+    amp: bool = True
+
+    def validate(self, pairs: PairSet) -> "TrainConfig":
+        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise InputError("steps, batch size and learning rate must be positive")
+        if self.crop < 32 or self.crop % 32:
+            raise InputError(f"crop = {self.crop} px: must be a multiple of 32, at least 32")
+        small = [n for n, x in zip(pairs.names, pairs.noisy) if min(x.shape) < self.crop]
+        if small:
+            raise InputError(f"crop = {self.crop} px is larger than micrograph(s) {', '.join(small[:3])}")
+        return self
+
+
+@dataclass
+class TrainResult:
+    """Where the model went (None when stopped early), and how it scored on the validation
+    micrographs (PSNR, dB)."""
+
+    model_path: Path | None
+    steps: int
+    val_psnr: float | None
+    raw_val_psnr: float | None
+    seconds: float
+    log: list[dict] = field(default_factory=list)
+
+
+def checkpoint_path(model_path: str | os.PathLike) -> Path:
+    return Path(f"{model_path}.ckpt")
+
+
+def train_denoiser(pairs: PairSet, output: str | os.PathLike, config: TrainConfig | None = None,
+                   init: str | os.PathLike | None = None, resume: bool = False, device: str = "cpu",
+                   progress: bool = True, metadata: dict | None = None, stop_after: int | None = None,
+                   transform=None) -> TrainResult:
+    """Train a U-Net on ``pairs`` (noisy -> clean) and write the model file ``output``.
+
+    ``init``: a model file whose architecture and weights start the run (fine from coarse).
+    ``resume``: continue from ``output``.ckpt when it exists. ``metadata``: extra fields recorded
+    in the model file (acquisition, stage...). ``stop_after``: stop at this step with a checkpoint
+    and no model file, as an interrupted or time-boxed run does (``resume`` continues it).
+    ``transform(x, y, key) -> (x, y)``: rewrites each batch (and each validation micrograph) before
+    use, e.g. :class:`nt2c_core.noise.reweight.NoiseTransfer` for the fine denoiser; ``key`` is the
+    step, so resumed runs see the same data."""
+    config = (config or TrainConfig()).validate(pairs)
+    output = Path(output)
+    dev = torch.device(device)
+    train, val = pairs.split(config.val_fraction)
+    torch.manual_seed(config.seed)
+    network = load_model(init, "cpu")[0] if init else UNet(config.width, config.first_kernel)
+    network = network.to(dev, memory_format=torch.channels_last).train()
+    optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
+    schedule = lambda step: _cosine(step, config)  # noqa: E731
+    autocast, scaler = _amp(dev, config.amp)
+    start, log, running = 0, [], []
+    ckpt = checkpoint_path(output)
+    if resume and ckpt.exists():
+        start, log, running = _load_checkpoint(ckpt, network, optimizer, scaler, config)
+    t0 = time.perf_counter()
+    if transform is not None:
+        val = _transformed(val, transform)
+    raw_val = _raw_psnr(val)
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="train", disable=not progress)
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = schedule(step)
+        batch = train.sample(np.random.default_rng([config.seed, step]), config.batch_size, config.crop)
+        if transform is not None:
+            batch = transform(*batch, step)
+        x, y = (torch.from_numpy(a).to(dev, memory_format=torch.channels_last) for a in batch)
+        with autocast():
+            loss = nn.functional.mse_loss(network(x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        running.append(loss.item())
+        bar.set_postfix(loss=f"{running[-1]:.4f}")
+        done = step + 1
+        if done % config.val_every == 0 or done == config.steps:
+            row = {"step": done, "loss": float(np.mean(running)), "lr": schedule(step),
+                   "val_psnr": _val_psnr(network, val, dev, autocast)}
+            log.append(row)
+            running = []
+            bar.write(_format_row(row, raw_val))
+        stopping = stop_after is not None and done >= stop_after
+        if done % config.checkpoint_every == 0 or done == config.steps or stopping:
+            _save_checkpoint(ckpt, network, optimizer, scaler, config, done, log, running)
+            write_loss_log(output, log)
+        if stopping:
+            return TrainResult(None, done, None, raw_val, time.perf_counter() - t0, log)
+    seconds = time.perf_counter() - t0
+    val_psnr = log[-1]["val_psnr"] if log else None
+    meta = {"kind": "denoiser", "normalization": NORMALIZATION, "pixel_size": pairs.pixel_size, "seed": config.seed,
+            "created": datetime.datetime.now().isoformat(timespec="seconds"),
+            "training": {**asdict(config), "init": str(init) if init else None, "train_micrographs": train.names,
+                         "val_micrographs": val.names, "val_psnr_db": val_psnr, "raw_val_psnr_db": raw_val,
+                         "seconds_this_run": round(seconds, 1)}, **(metadata or {})}
+    save_model(output, network.float().cpu(), meta)
+    plot_loss_log(output, log)
+    return TrainResult(output, config.steps, val_psnr, raw_val, seconds, log)
+
+
+def _cosine(step: int, config: TrainConfig) -> float:
+    t = min(step / max(config.steps - 1, 1), 1.0)
+    low = config.lr * config.final_lr_fraction
+    return low + 0.5 * (config.lr - low) * (1 + math.cos(math.pi * t))
+
+
+def _amp(dev: torch.device, enabled: bool):
+    """(autocast context factory, grad scaler): bf16 (or fp16 with scaling) on CUDA, off on CPU."""
+    if dev.type != "cuda" or not enabled:
+        return contextlib.nullcontext, torch.amp.GradScaler("cuda", enabled=False)
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return (lambda: torch.autocast("cuda", dtype=dtype)), torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+
+
+def _transformed(val: PairSet, transform) -> PairSet:
+    """Validation pairs passed once through ``transform`` with fixed keys (same every run)."""
+    noisy, clean = [], []
+    for i, (x, y) in enumerate(zip(val.noisy, val.clean)):
+        nx, ny = transform(x[None, None], y[None, None], 10 ** 9 + i)
+        noisy.append(nx[0, 0])
+        clean.append(ny[0, 0])
+    return PairSet(noisy, clean, val.names, val.pixel_size)
+
+
+def _raw_psnr(val: PairSet) -> float | None:
+    return float(np.mean([psnr(x, y) for x, y in zip(val.noisy, val.clean)])) if len(val) else None
+
+
+@torch.no_grad()
+def _val_psnr(network: nn.Module, val: PairSet, dev: torch.device, autocast) -> float | None:
+    if not len(val):
+        return None
+    network.eval()
+    scores = []
+    for x, y in zip(val.noisy, val.clean):
+        with autocast():
+            out = network(torch.from_numpy(x)[None, None].to(dev)).float()[0, 0].cpu().numpy()
+        scores.append(psnr(out, y))
+    network.train()
+    return float(np.mean(scores))
+
+
+def _format_row(row: dict, raw_val: float | None) -> str:
+    text = f"step {row['step']}: loss {row['loss']:.5f}, lr {row['lr']:.2e}"
+    if row["val_psnr"] is not None:
+        text += f", validation PSNR {row['val_psnr']:.2f} dB (raw {raw_val:.2f} dB)"
+    return text
+
+
+def _save_checkpoint(path: Path, network, optimizer, scaler, config: TrainConfig, step: int, log: list,
+                     running: list) -> None:
+    payload = {"format": "nt2c-checkpoint", "step": step, "config": json.dumps(asdict(config)),
+               "log": json.dumps(log), "running": json.dumps(running), "architecture": json.dumps(network.config),
+               "network": network.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _load_checkpoint(path: Path, network, optimizer, scaler, config: TrainConfig) -> tuple[int, list, list]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"{path}: unreadable checkpoint ({exc}); delete it to start again") from exc
+    old = json.loads(payload["config"])
+    mismatch = [k for k, v in asdict(config).items() if k != "steps" and old.get(k) != v]
+    if mismatch or json.loads(payload["architecture"]) != network.config:
+        raise InputError(f"{path}: checkpoint was made with other settings ({', '.join(mismatch) or 'architecture'});"
+                         " use the same settings to resume, or start without --resume")
+    network.load_state_dict(payload["network"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scaler.load_state_dict(payload["scaler"])
+    return int(payload["step"]), json.loads(payload["log"]), json.loads(payload["running"])
+
+
+def write_loss_log(model_path: Path, log: list[dict]) -> Path:
+    path = Path(f"{model_path}.loss.csv")
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["step", "loss", "lr", "val_psnr"])
+        writer.writeheader()
+        writer.writerows(log)
+    return path
+
+
+def plot_loss_log(model_path: Path, log: list[dict]) -> Path | None:
+    """Training loss and validation PSNR against step, as ``MODEL.loss.png``."""
+    if not log:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in log]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.semilogy(steps, [r["loss"] for r in log], color="C0")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training L2 loss", color="C0")
+    if any(r["val_psnr"] is not None for r in log):
+        ax2 = ax.twinx()
+        ax2.plot(steps, [r["val_psnr"] for r in log], color="C1")
+        ax2.set_ylabel("validation PSNR (dB)", color="C1")
+    fig.tight_layout()
+    path = Path(f"{model_path}.loss.png")
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,16 @@
+"""The demo's quick mode runs the whole job end to end and writes a complete report."""
+
+import json
+
+from nt2c_core.cli import main
+
+
+def test_quick_demo_writes_report_with_scores(tmp_path):
+    assert main(["demo", "-o", str(tmp_path), "--quick", "--device", "cpu"]) == 0
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert set(report["metrics"]) == {"raw", "gaussian", "coarse"}
+    assert all(v["psnr_db"] > 0 for v in report["metrics"].values())
+    assert 0 < report["pixel_snr"]["test"] < 1
+    assert (tmp_path / "report" / "before_after.png").stat().st_size > 10000
+    assert (tmp_path / "models" / "coarse.pt").is_file()
+    assert (tmp_path / "models" / "coarse.pt.loss.png").is_file()
