@@ -1,90 +1,113 @@
-"""``make demo`` / ``nt2c demo``: the main job on an embedded default dataset, on CPU in minutes.
+"""``make demo`` / ``nt2c demo``: the whole NT2C pipeline on an embedded default data set, on CPU.
 
-1. Simulate training pairs of apoferritin (shipped in the package) with a 300 kV K3 acquisition.
-2. Simulate held-out "experimental" micrographs of the 20S proteasome (never seen in training).
-3. Train the coarse U-Net denoiser on the apoferritin pairs.
-4. Denoise the held-out micrographs and write a report: PNGs of clean / noisy / Gaussian /
-   denoised, the loss plot, and ``report.json`` with the parameters, measured pixel SNR and
-   PSNR/SSIM of raw, best Gaussian filter and the coarse denoiser against ground truth.
+1. "Experimental" micrographs of the 20S proteasome (``simulate/experimental.py``): noise from a
+   richer process than the training simulator (ice-thickness gradient, gain-reference stripes,
+   correlated detector noise), ground truth kept aside.
+2. ``nt2c run`` on them: simulate training pairs of the same structure with the same acquisition,
+   coarse U-Net, SSIM noise-patch extraction, WGAN-GP noise model, re-weighted fine U-Net, denoise.
+3. A report: ``report.json`` with PSNR/SSIM against the truth for raw, best Gaussian filter, coarse
+   and fine; ``before_after.png``; the noise-patch overlays, GAN samples and loss plots.
+Resumable: rerunning continues where it stopped.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from . import __version__
-from .data import APOFERRITIN, PROTEASOME
-from .denoise import Denoiser
-from .io import atomic_write, read_mrc, write_json
+from .data import PROTEASOME
+from .denoise import Denoiser, TileSettings
+from .io import atomic_write, list_mrcs, read_mrc, write_json
 from .metrics import psnr, ssim
-from .pairs import load_pairs
-from .simulate import Acquisition, SimulationConfig, simulate_dataset
-from .training import TrainConfig, train_denoiser
+from .noise.extract import ExtractionSettings
+from .noise.synthesize import GANConfig
+from .pipeline import PipelineConfig, run_pipeline
+from .simulate import Acquisition, SimulationConfig
+from .simulate.experimental import ExperimentalNoise, make_experimental_dataset
+from .training import TrainConfig
 
 ACQUISITION = Acquisition(voltage_kv=300, cs_mm=2.7, amplitude_contrast=0.07, pixel_size=2.0, dose=40.0,
                           detector="K3")
 GAUSS_SIGMAS = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
 
 
+def demo_config(out: Path, quick: bool, device: str) -> tuple[SimulationConfig, PipelineConfig]:
+    """The experimental data set and the pipeline settings of the demo (``quick``: seconds)."""
+    scale = 0.1 if quick else 1.0
+    experimental = SimulationConfig(ACQUISITION, size=(512, 512), particles=10, defocus_um=(1.2, 2.8),
+                                    count=2 if quick else 6, seed=99)
+    simulation = SimulationConfig(ACQUISITION, size=(256, 256), particles=10, defocus_um=(1.0, 3.0),
+                                  count=6 if quick else 32, library_size=200, seed=0)
+    steps = max(int(500 * scale), 10)
+    pipeline = PipelineConfig(
+        raw=[str(out / "experimental" / "raw" / "*.mrc")], structures=[str(PROTEASOME)], simulation=simulation,
+        coarse=TrainConfig(steps=steps, batch_size=8, crop=128, width=24, lr=2e-3, val_every=max(steps // 5, 1),
+                           checkpoint_every=max(steps // 5, 1), val_fraction=0.1),
+        extraction=ExtractionSettings(patch=96, step=48, sub_patches=4, threshold=0.7),
+        gan=GANConfig(iterations=max(int(300 * scale), 4), batch_size=32, crop=64, latent=32, width=8, lr=2e-4,
+                      log_every=max(int(30 * scale), 1), checkpoint_every=100),
+        fine=TrainConfig(steps=max(int(400 * scale), 10), batch_size=8, crop=128, width=24, lr=5e-4,
+                         val_every=max(int(80 * scale), 1), checkpoint_every=max(int(80 * scale), 1), val_fraction=0.1),
+        tiles=TileSettings(512, 128, 1), min_noise_patches=4 if quick else 16, device=device)
+    return experimental, pipeline
+
+
 def run_demo(out_dir: str | os.PathLike, quick: bool = False, device: str = "cpu") -> dict:
-    """Run the demo into ``out_dir`` (resumable: finished stages are kept) and return the report."""
+    """Run the demo into ``out_dir`` and return the report."""
     out = Path(out_dir)
-    n_train, steps = (8, 40) if quick else (32, 600)
-    train_cfg = SimulationConfig(ACQUISITION, size=(256, 256), particles=10, defocus_um=(1.0, 3.0),
-                                 count=n_train, library_size=200, seed=0)
-    test_cfg = SimulationConfig(ACQUISITION, size=(512, 512), particles=30, defocus_um=(1.0, 3.0), count=3, seed=99)
-    print("[1/4] simulating training pairs (apoferritin)")
-    train_sim = simulate_dataset([APOFERRITIN], train_cfg, out / "simulated_train")
-    print("[2/4] simulating held-out micrographs (20S proteasome)")
-    test_sim = simulate_dataset([PROTEASOME], test_cfg, out / "simulated_test")
-    model = out / "models" / "coarse.pt"
-    print("[3/4] training the coarse denoiser")
-    if not model.exists():
-        config = TrainConfig(steps=steps, batch_size=8, crop=128, width=24, lr=2e-3, val_every=max(steps // 6, 1),
-                             checkpoint_every=max(steps // 6, 1), val_fraction=0.1, seed=0)
-        train_denoiser(load_pairs(out / "simulated_train"), model, config, resume=True, device=device,
-                       metadata={"acquisition": ACQUISITION.to_dict(), "stage": "coarse"})
-    print("[4/4] denoising and scoring")
-    scores = _score(Denoiser.from_file(model, device), out / "simulated_test", out / "report")
+    experimental, pipeline = demo_config(out, quick, device)
+    if not (out / "experimental" / "experimental.json").exists():
+        print("[demo] making the 'experimental' micrographs (ground truth kept aside)")
+        make_experimental_dataset([PROTEASOME], experimental, out / "experimental", ExperimentalNoise())
+    summary = run_pipeline(pipeline, out / "work")
+    print("[demo] scoring against the ground truth")
+    work = out / "work"
+    scores = _score(out / "experimental", work, pipeline.tiles, device, out / "report")
+    for name in ("gan/model.pt.samples.png", "coarse/model.pt.loss.png", "fine/model.pt.loss.png",
+                 "gan/model.pt.loss.png"):
+        if (work / name).exists():
+            shutil.copyfile(work / name, out / "report" / name.replace("/model.pt.", "_"))
+    overlays = sorted((work / "noise" / "overlays").glob("*.png"))
+    if overlays:
+        shutil.copyfile(overlays[0], out / "report" / "noise_patches_overlay.png")
     report = {"nt2c_version": __version__, "created": datetime.datetime.now().isoformat(timespec="seconds"),
-              "acquisition": ACQUISITION.to_dict(), "training_simulation": train_cfg.to_dict(),
-              "test_simulation": test_cfg.to_dict(), "model": str(model),
-              "pixel_snr": {"train": _mean(train_sim.snr), "test": _mean(test_sim.snr)}, "metrics": scores}
+              "quick": quick, "acquisition": ACQUISITION.to_dict(), "experimental": experimental.to_dict(),
+              "noise_patches": summary["stages"]["noise"]["patches"], "metrics": scores,
+              "fine_minus_coarse_psnr_db": scores["fine"]["psnr_db"] - scores["coarse"]["psnr_db"]}
     write_json(out / "report" / "report.json", report)
     print(_table(scores))
     print(f"report: {out / 'report'}")
     return report
 
 
-def _mean(values: dict) -> float | None:
-    return float(np.mean(list(values.values()))) if values else None
-
-
-def _score(denoiser: Denoiser, sim_dir: Path, report_dir: Path) -> dict:
-    rows = {"raw": [], "gaussian": [], "coarse": []}
+def _score(exp_dir: Path, work: Path, tiles: TileSettings, device: str, report_dir: Path) -> dict:
+    coarse = Denoiser.from_file(work / "coarse" / "model.pt", device, tiles)
+    rows: dict[str, list] = {"raw": [], "gaussian": [], "coarse": [], "fine": []}
     per_sigma = {s: [] for s in GAUSS_SIGMAS}
-    images = []
-    for path in sorted((sim_dir / "noisy").glob("*.mrc")):
-        noisy, _ = read_mrc(path)
-        clean, _ = read_mrc(sim_dir / "clean" / path.name)
-        denoised = denoiser.denoise(noisy)
-        gauss = {s: gaussian_filter(noisy.astype(np.float64), s) for s in GAUSS_SIGMAS}
+    sample = None
+    for path in list_mrcs(exp_dir / "raw"):
+        raw, _ = read_mrc(path)
+        truth, _ = read_mrc(exp_dir / "truth" / path.name)
+        fine, _ = read_mrc(work / "denoised" / path.name)
+        coarse_out = coarse.denoise(raw)
+        gauss = {s: gaussian_filter(raw.astype(np.float64), s) for s in GAUSS_SIGMAS}
         for s, g in gauss.items():
-            per_sigma[s].append(psnr(g, clean))
-        images.append((path.stem, clean, noisy, gauss, denoised))
-        rows["raw"].append((psnr(noisy, clean), ssim(noisy, clean)))
-        rows["coarse"].append((psnr(denoised, clean), ssim(denoised, clean)))
-    best = max(per_sigma, key=lambda s: np.mean(per_sigma[s]))
-    for name, clean, noisy, gauss, denoised in images:
-        rows["gaussian"].append((psnr(gauss[best], clean), ssim(gauss[best], clean)))
-    _figure(report_dir / "before_after.png", images[0], best)
-    return {method: {"psnr_db": float(np.mean([r[0] for r in v])), "ssim": float(np.mean([r[1] for r in v])),
-                     **({"sigma_px": best} if method == "gaussian" else {})} for method, v in rows.items()}
+            per_sigma[s].append((psnr(g, truth), ssim(g, truth)))
+        for name, image in (("raw", raw), ("coarse", coarse_out), ("fine", fine)):
+            rows[name].append((psnr(image, truth), ssim(image, truth)))
+        if sample is None:
+            sample = (path.stem, truth, raw, gauss, coarse_out, fine)
+    best = max(per_sigma, key=lambda s: np.mean([r[0] for r in per_sigma[s]]))
+    rows["gaussian"] = per_sigma[best]
+    _figure(report_dir / "before_after.png", sample, best)
+    return {m: {"psnr_db": float(np.mean([r[0] for r in v])), "ssim": float(np.mean([r[1] for r in v])),
+                **({"sigma_px": best} if m == "gaussian" else {})} for m, v in rows.items()}
 
 
 def _figure(path: Path, sample, sigma: float) -> None:
@@ -93,20 +116,20 @@ def _figure(path: Path, sample, sigma: float) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    name, clean, noisy, gauss, denoised = sample
-    panels = [("ground truth (clean)", clean), ("raw (simulated noisy)", noisy),
-              (f"Gaussian filter, sigma {sigma} px", gauss[sigma]), ("NT2C coarse denoiser", denoised)]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4.4))
+    name, truth, raw, gauss, coarse, fine = sample
+    panels = [("ground truth", truth), ("raw ('experimental')", raw), (f"Gaussian, sigma {sigma} px", gauss[sigma]),
+              ("NT2C coarse", coarse), ("NT2C fine", fine)]
+    fig, axes = plt.subplots(1, 5, figsize=(20, 4.4))
     for ax, (title, image) in zip(axes, panels):
         lo, hi = np.percentile(image, (1, 99))
         ax.imshow(image, cmap="gray", vmin=lo, vmax=hi)
         ax.set_title(title)
         ax.axis("off")
-    fig.suptitle(f"{name}: 20S proteasome, 2 Å/px, 40 e/Å² (structure not seen in training)")
+    fig.suptitle(f"{name}: 20S proteasome, 2 Å/px, 40 e/Å², with stripes, correlated noise and an ice gradient")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
+        fig.savefig(tmp, format="png", dpi=70)
     plt.close(fig)
 
 

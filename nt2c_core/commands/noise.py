@@ -30,12 +30,15 @@ def add_extract(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step", type=int, default=None, help="tile step [px] (default d/2)")
     p.add_argument("--sub-patches", type=int, default=d.sub_patches, help="N sub-patches per tile (square number)")
     p.add_argument("--threshold", type=float, default=d.threshold, help="minimum pairwise SSIM of a background tile")
+    p.add_argument("--smooth", type=float, default=d.smooth, help="Gaussian smoothing of the enhanced image [px] (0 = paper)")
+    p.add_argument("--no-flatten", action="store_true", help="keep slow background trends (paper's exact rule)")
     p.add_argument("--min-patches", type=int, default=16, help="fewer patches in all is an error")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
 
 
 def run_extract(args: argparse.Namespace) -> int:
-    settings = ExtractionSettings(args.patch, args.step, args.sub_patches, args.threshold)
+    settings = ExtractionSettings(args.patch, args.step, args.sub_patches, args.threshold, smooth=args.smooth,
+                                  flatten=not args.no_flatten)
     denoiser = Denoiser.from_file(args.coarse, resolve_device(args.device))
     report = extract_noise(args.inputs, denoiser.denoise, args.output, settings, args.min_patches)
     print(f"{report.total} noise patches from {len(report.counts)} micrographs -> {report.stack}")

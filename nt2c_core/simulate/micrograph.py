@@ -111,6 +111,19 @@ class SimulatedMicrograph:
         return signal / noise if noise > 0 else math.inf
 
 
+@dataclass
+class ImageTerms:
+    """Relative intensity terms of one micrograph before the detector (see ``image_terms``)."""
+
+    signal: torch.Tensor
+    ice: torch.Tensor
+    particles: list[dict]
+    defocus_u: float
+    defocus_v: float
+    astigmatism_angle: float
+    noise_rng: np.random.Generator
+
+
 class MicrographSimulator:
     """Simulates micrographs of given structures; projectors (and libraries) are built once."""
 
@@ -151,6 +164,18 @@ class MicrographSimulator:
     def simulate(self, index: int, noise_draw: int = 0) -> SimulatedMicrograph:
         """Micrograph number ``index``. The specimen (particles, defocus) depends on (seed, index)
         alone; ice and shot noise also on ``noise_draw``, so one specimen can be re-imaged."""
+        terms = self.image_terms(index, noise_draw)
+        acq = self.config.acquisition
+        height, width = terms.signal.shape
+        clean = torch.fft.irfft2(mtf_filter(torch.fft.rfft2(terms.signal), (height, width), acq.detector),
+                                 s=(height, width)) * (acq.dose * acq.pixel_size ** 2)
+        noisy = apply_detector(terms.signal + terms.ice, acq, terms.noise_rng)
+        return SimulatedMicrograph(clean.cpu().numpy().astype(np.float32), noisy.cpu().numpy().astype(np.float32),
+                                   terms.particles, terms.defocus_u, terms.defocus_v, terms.astigmatism_angle)
+
+    def image_terms(self, index: int, noise_draw: int = 0) -> "ImageTerms":
+        """The relative intensity before the detector: ``signal`` (1 + particle contrast) and the
+        ice texture's contrast ``ice`` (H x W tensors), plus the noise generator to continue with."""
         cfg, acq = self.config, self.config.acquisition
         rng = np.random.default_rng([cfg.seed, index])
         noise_rng = np.random.default_rng([cfg.seed, index, 1 + noise_draw])
@@ -165,16 +190,11 @@ class MicrographSimulator:
         ice_ft = ice_phase_ft(shape, acq.pixel_size, cfg.ice_thickness, noise_rng, self.device)
         ice_ft = ice_ft * (2.0 * ctf_grid(df_u, df_v, astig_angle))
         crop = (slice(cfg.pad, cfg.pad + height), slice(cfg.pad, cfg.pad + width))
-        clean_i = 1.0 + torch.fft.irfft2(contrast_ft, s=shape)[crop]
-        noisy_i = 1.0 + torch.fft.irfft2(contrast_ft + ice_ft, s=shape)[crop]
-        mean_counts = acq.dose * acq.pixel_size ** 2
-        clean = torch.fft.irfft2(mtf_filter(torch.fft.rfft2(clean_i), (height, width), acq.detector),
-                                 s=(height, width)) * mean_counts
-        noisy = apply_detector(noisy_i, acq, noise_rng)
+        signal = 1.0 + torch.fft.irfft2(contrast_ft, s=shape)[crop]
+        ice = torch.fft.irfft2(ice_ft, s=shape)[crop]
         for p in particles:
             p.pop("_rotation")
-        return SimulatedMicrograph(clean.cpu().numpy().astype(np.float32), noisy.cpu().numpy().astype(np.float32),
-                                   particles, df_u, df_v, astig_angle)
+        return ImageTerms(signal, ice, particles, df_u, df_v, astig_angle, noise_rng)
 
     def _draw_particles(self, rng, width, height, df_u, df_v, astig_angle) -> list[dict]:
         cfg = self.config

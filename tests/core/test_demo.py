@@ -8,9 +8,10 @@ from nt2c_core.cli import main
 def test_quick_demo_writes_report_with_scores(tmp_path):
     assert main(["demo", "-o", str(tmp_path), "--quick", "--device", "cpu"]) == 0
     report = json.loads((tmp_path / "report" / "report.json").read_text())
-    assert set(report["metrics"]) == {"raw", "gaussian", "coarse"}
+    assert set(report["metrics"]) == {"raw", "gaussian", "coarse", "fine"}
     assert all(v["psnr_db"] > 0 for v in report["metrics"].values())
-    assert 0 < report["pixel_snr"]["test"] < 1
+    assert report["noise_patches"] >= 4
     assert (tmp_path / "report" / "before_after.png").stat().st_size > 10000
-    assert (tmp_path / "models" / "coarse.pt").is_file()
-    assert (tmp_path / "models" / "coarse.pt.loss.png").is_file()
+    for stage in ("simulate", "coarse", "noise", "gan", "fine", "denoised"):
+        assert (tmp_path / "work" / stage / "DONE.json").is_file()
+    assert len(list((tmp_path / "work" / "denoised").glob("*.mrc"))) == 2

@@ -3,39 +3,18 @@ best Gaussian filter on held-out micrographs of a structure never seen in traini
 
 Measured when written (2 CPU cores, about 3 minutes): raw 23.4 dB, best Gaussian 26.0 dB, U-Net
 27.1 dB. Asserted margins: >= 3 dB over raw and >= 0.5 dB over the best Gaussian.
+The trained model is the session fixture ``trained`` (tests/core/conftest.py).
 """
 
 import json
 
 import numpy as np
-import pytest
 from scipy.ndimage import gaussian_filter
 
 from nt2c_core.cli import main
-from nt2c_core.data import APOFERRITIN, PROTEASOME
 from nt2c_core.denoise import Denoiser
 from nt2c_core.io import read_mrc
 from nt2c_core.metrics import psnr
-from nt2c_core.pairs import load_pairs
-from nt2c_core.simulate import Acquisition, SimulationConfig, simulate_dataset
-from nt2c_core.training import TrainConfig, train_denoiser
-
-ACQ = Acquisition(pixel_size=2.0, dose=40.0)
-SIZE = (256, 256)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("quality")
-    train_cfg = SimulationConfig(ACQ, size=SIZE, particles=10, defocus_um=(1.0, 3.0), count=24,
-                                 library_size=100, seed=0)
-    simulate_dataset([APOFERRITIN], train_cfg, root / "train", progress=False)
-    test_cfg = SimulationConfig(ACQ, size=SIZE, particles=10, defocus_um=(1.0, 3.0), count=4, seed=99)
-    simulate_dataset([PROTEASOME], test_cfg, root / "test", progress=False)
-    config = TrainConfig(steps=400, batch_size=8, crop=128, width=24, lr=2e-3, val_every=100,
-                         checkpoint_every=200, val_fraction=0.15, seed=0)
-    result = train_denoiser(load_pairs(root / "train"), root / "coarse.pt", config, progress=False)
-    return root, result
 
 
 def test_unet_beats_raw_and_best_gaussian_on_an_unseen_structure(trained):

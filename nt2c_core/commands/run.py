@@ -1,0 +1,31 @@
+"""``nt2c run CONFIG.json``: every NT2C stage in order, resumable (see ``nt2c_core.pipeline``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..pipeline import PipelineConfig, run_pipeline
+from . import register
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", help="pipeline config JSON (see --example)")
+    p.add_argument("-w", "--work", help="work folder (one subfolder per stage)")
+    p.add_argument("--example", action="store_true", help="print an example config and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.example or not args.config:
+        example = PipelineConfig(raw=["raw/*.mrc"], structures=["model.cif"])
+        print(json.dumps(example.to_dict(), indent=2))
+        return 0
+    if not args.work:
+        raise SystemExit("nt2c run: error: --work is required")
+    summary = run_pipeline(PipelineConfig.from_file(args.config), args.work)
+    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "per_micrograph"}
+                      for k, v in summary["stages"].items()}, indent=2))
+    return 0
+
+
+register("run", "Run every NT2C stage on raw micrographs (resumable).", add_arguments, run)

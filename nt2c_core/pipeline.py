@@ -1,0 +1,181 @@
+"""The whole NT2C procedure for a folder of raw micrographs, resumable stage by stage.
+
+Work dir layout (one subfolder per stage; a stage is complete when its ``DONE.json`` exists, so
+a rerun skips it; training stages also resume from their checkpoints):
+  simulate/  clean/noisy pairs of the structure(s) with the data's acquisition
+  coarse/    model.pt: coarse U-Net trained on the simulated pairs
+  noise/     noise_patches.mrcs/.star, overlays/: background tiles of the raw micrographs
+  gan/       model.pt: WGAN-GP noise synthesizer
+  fine/      model.pt: fine U-Net, started from the coarse one, trained on noise-transferred pairs
+  denoised/  every raw micrograph denoised with the fine model
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import glob
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import __version__
+from .denoise import Denoiser, TileSettings, denoise_files
+from .errors import InputError
+from .io import read_mrc, write_json
+from .models.store import load_model
+from .noise.extract import ExtractionSettings, extract_noise
+from .noise.reweight import NoiseTransfer
+from .noise.synthesize import GANConfig, train_noise_gan
+from .pairs import load_pairs
+from .simulate import Acquisition, SimulationConfig, simulate_dataset
+from .training import TrainConfig, train_denoiser
+
+STAGES = ("simulate", "coarse", "noise", "gan", "fine", "denoised")
+
+
+@dataclass
+class PipelineConfig:
+    """raw: micrograph paths or glob patterns; structures: PDB/mmCIF files for the simulation;
+    simulation: its settings (its acquisition must be the data's: pixel size, kV, dose...);
+    min_noise_patches: fewer extracted patches is an error."""
+
+    raw: list[str]
+    structures: list[str]
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    coarse: TrainConfig = field(default_factory=TrainConfig)
+    extraction: ExtractionSettings = field(default_factory=ExtractionSettings)
+    gan: GANConfig = field(default_factory=GANConfig)
+    fine: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1000, lr=3e-4))
+    tiles: TileSettings = field(default_factory=TileSettings)
+    min_noise_patches: int = 32
+    device: str = "cpu"
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["simulation"] = self.simulation.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PipelineConfig":
+        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise InputError(f"pipeline config: unknown keys {sorted(unknown)}")
+        for key, kind in (("coarse", TrainConfig), ("extraction", ExtractionSettings), ("gan", GANConfig),
+                          ("fine", TrainConfig), ("tiles", TileSettings)):
+            if key in data:
+                data[key] = kind(**data[key])
+        if "simulation" in data:
+            data["simulation"] = SimulationConfig.from_dict(data["simulation"])
+        if "gan" in data:
+            data["gan"].betas = tuple(data["gan"].betas)
+        return cls(**data)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "PipelineConfig":
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise InputError(f"{path}: not a valid pipeline config ({exc})") from exc
+
+
+def raw_files(patterns: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
+        files += [Path(m) for m in matches]
+    if not files:
+        raise InputError(f"no raw micrographs match {patterns}")
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:
+        raise InputError(f"{missing[0]}: raw micrograph not found")
+    return files
+
+
+def check_inputs(config: PipelineConfig) -> list[Path]:
+    """Validate everything a run needs before any stage starts; returns the raw files."""
+    files = raw_files(config.raw)
+    config.simulation.validate()
+    if config.simulation.count < 2:
+        raise InputError("simulation count: need at least 2 simulated micrographs (training and validation)")
+    _, pixel = read_mrc(files[0])
+    sim_pixel = config.simulation.acquisition.pixel_size
+    if pixel > 0 and abs(pixel - sim_pixel) > 0.01 * sim_pixel:
+        raise InputError(f"{files[0]}: pixel size {pixel:.4f} Å differs from the simulation's {sim_pixel:.4f} Å; "
+                         "simulate at the data's pixel size (simulation.acquisition.pixel_size)")
+    for path in (Path(s) for s in config.structures):
+        if not path.is_file():
+            raise InputError(f"{path}: structure file not found")
+    return files
+
+
+def run_pipeline(config: PipelineConfig, work_dir: str | os.PathLike, progress: bool = True) -> dict:
+    """Run (or resume) every stage; returns the summary also written to ``work_dir/pipeline.json``."""
+    files = check_inputs(config)
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    write_json(work / "config.json", config.to_dict())
+    summary: dict = {"nt2c_version": __version__, "raw": [str(p) for p in files], "stages": {}}
+    dev = config.device
+    acq_meta = {"acquisition": config.simulation.acquisition.to_dict()}
+
+    def stage(name: str, work_fn) -> dict:
+        folder = work / name
+        done = folder / "DONE.json"
+        if done.exists():
+            print(f"[{name}] already complete, skipped")
+            result = json.loads(done.read_text())
+        else:
+            print(f"[{name}] running")
+            folder.mkdir(parents=True, exist_ok=True)
+            result = {**work_fn(folder), "finished": datetime.datetime.now().isoformat(timespec="seconds")}
+            write_json(done, result)
+        summary["stages"][name] = result
+        return result
+
+    stage("simulate", lambda f: {"pairs": len(simulate_dataset(config.structures, config.simulation, f,
+                                                                  progress=progress).names)})
+    stage("coarse", lambda f: _train(load_pairs(work / "simulate"), f, config.coarse, dev, progress,
+                                     {**acq_meta, "stage": "coarse"}))
+    coarse = work / "coarse" / "model.pt"
+    stage("noise", lambda f: _extract(files, coarse, f, config, progress))
+    stage("gan", lambda f: _gan(work / "noise" / "noise_patches.mrcs", f, config.gan, dev, progress))
+    generator, _ = load_model(work / "gan" / "model.pt", kind="noise-gan")
+    stage("fine", lambda f: _train(load_pairs(work / "simulate"), f, config.fine, dev, progress,
+                                   {**acq_meta, "stage": "fine"}, init=coarse,
+                                   transform=NoiseTransfer(generator, config.fine.seed, dev)))
+    stage("denoised", lambda f: _denoise(files, work / "fine" / "model.pt", f, config, progress))
+    write_json(work / "pipeline.json", summary)
+    return summary
+
+
+def _train(pairs, folder: Path, cfg: TrainConfig, dev: str, progress: bool, meta: dict, init=None, transform=None) -> dict:
+    result = train_denoiser(pairs, folder / "model.pt", cfg, init=init, resume=True, device=dev, progress=progress,
+                            metadata=meta, transform=transform)
+    return {"model": str(result.model_path), "val_psnr_db": result.val_psnr, "raw_val_psnr_db": result.raw_val_psnr}
+
+
+def _extract(files, coarse: Path, folder: Path, config: PipelineConfig, progress: bool) -> dict:
+    denoiser = Denoiser.from_file(coarse, config.device, config.tiles)
+    report = extract_noise(files, denoiser.denoise, folder, config.extraction, config.min_noise_patches,
+                           progress=progress)
+    return {"patches": report.total, "per_micrograph": report.counts, "without_background": report.without_background,
+            "failed": report.failed}
+
+
+def _gan(stack: Path, folder: Path, cfg: GANConfig, dev: str, progress: bool) -> dict:
+    patches, _ = read_mrc(stack, allow_stack=True)
+    model = train_noise_gan(patches, folder / "model.pt", cfg, resume=True, device=dev, progress=progress,
+                            metadata={"source": str(stack)})
+    return {"model": str(model), "patches": int(len(patches))}
+
+
+def _denoise(files, model: Path, folder: Path, config: PipelineConfig, progress: bool) -> dict:
+    report = denoise_files(Denoiser.from_file(model, config.device, config.tiles), files, folder, progress=progress)
+    if report.failed:
+        print(report.summary())
+    return {"written": len(report.written) + len(report.skipped), "failed": report.failed}

@@ -1,0 +1,27 @@
+"""A coarse denoiser trained once per test session on CPU (about 3 minutes), shared by the
+quality, extraction and pipeline tests: simulated apoferritin, 2 Å/px, 40 e/Å², K3."""
+
+import pytest
+
+from nt2c_core.data import APOFERRITIN, PROTEASOME
+from nt2c_core.pairs import load_pairs
+from nt2c_core.simulate import Acquisition, SimulationConfig, simulate_dataset
+from nt2c_core.training import TrainConfig, train_denoiser
+
+ACQ = Acquisition(pixel_size=2.0, dose=40.0)
+SIZE = (256, 256)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """(folder with train/ and test/ simulations, TrainResult of the coarse model)."""
+    root = tmp_path_factory.mktemp("quality")
+    train_cfg = SimulationConfig(ACQ, size=SIZE, particles=10, defocus_um=(1.0, 3.0), count=24,
+                                 library_size=100, seed=0)
+    simulate_dataset([APOFERRITIN], train_cfg, root / "train", progress=False)
+    test_cfg = SimulationConfig(ACQ, size=SIZE, particles=10, defocus_um=(1.0, 3.0), count=4, seed=99)
+    simulate_dataset([PROTEASOME], test_cfg, root / "test", progress=False)
+    config = TrainConfig(steps=400, batch_size=8, crop=128, width=24, lr=2e-3, val_every=100,
+                         checkpoint_every=200, val_fraction=0.15, seed=0)
+    result = train_denoiser(load_pairs(root / "train"), root / "coarse.pt", config, progress=False)
+    return root, result
