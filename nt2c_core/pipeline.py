@@ -39,7 +39,8 @@ STAGES = ("simulate", "coarse", "noise", "gan", "fine", "denoised")
 class PipelineConfig:
     """raw: micrograph paths or glob patterns; structures: PDB/mmCIF files for the simulation;
     simulation: its settings (its acquisition must be the data's: pixel size, kV, dose...);
-    min_noise_patches: fewer extracted patches is an error."""
+    min_noise_patches: fewer extracted patches is an error; noise_level: 'real' or 'simulated'
+    (see ``nt2c_core.noise.reweight``)."""
 
     raw: list[str]
     structures: list[str]
@@ -50,6 +51,7 @@ class PipelineConfig:
     fine: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1000, lr=3e-4))
     tiles: TileSettings = field(default_factory=TileSettings)
     min_noise_patches: int = 32
+    noise_level: str = "real"
     device: str = "cpu"
 
     def to_dict(self) -> dict:
@@ -123,39 +125,48 @@ def run_pipeline(config: PipelineConfig, work_dir: str | os.PathLike, progress: 
     dev = config.device
     acq_meta = {"acquisition": config.simulation.acquisition.to_dict()}
 
+    upstream_ran = []  # once a stage runs, every later stage's old results are stale
+
     def stage(name: str, work_fn) -> dict:
         folder = work / name
         done = folder / "DONE.json"
-        if done.exists():
+        if done.exists() and not upstream_ran:
             print(f"[{name}] already complete, skipped")
             result = json.loads(done.read_text())
         else:
-            print(f"[{name}] running")
+            print(f"[{name}] running" + (f" (after {upstream_ran[0]} changed)" if upstream_ran else ""))
+            if done.exists():
+                done.unlink()
             folder.mkdir(parents=True, exist_ok=True)
-            result = {**work_fn(folder), "finished": datetime.datetime.now().isoformat(timespec="seconds")}
+            result = {**work_fn(folder, bool(upstream_ran)),
+                      "finished": datetime.datetime.now().isoformat(timespec="seconds")}
             write_json(done, result)
+            upstream_ran.append(name)
         summary["stages"][name] = result
         return result
 
-    stage("simulate", lambda f: {"pairs": len(simulate_dataset(config.structures, config.simulation, f,
-                                                                  progress=progress).names)})
-    stage("coarse", lambda f: _train(load_pairs(work / "simulate"), f, config.coarse, dev, progress,
-                                     {**acq_meta, "stage": "coarse"}))
+    stage("simulate", lambda f, stale: {"pairs": len(simulate_dataset(config.structures, config.simulation, f,
+                                                                         progress=progress).names)})
+    stage("coarse", lambda f, stale: _train(load_pairs(work / "simulate"), f, config.coarse, dev, progress,
+                                            {**acq_meta, "stage": "coarse"}, fresh=stale))
     coarse = work / "coarse" / "model.pt"
-    stage("noise", lambda f: _extract(files, coarse, f, config, progress))
-    stage("gan", lambda f: _gan(work / "noise" / "noise_patches.mrcs", f, config.gan, dev, progress))
+    stage("noise", lambda f, stale: _extract(files, coarse, f, config, progress))
+    stage("gan", lambda f, stale: _gan(work / "noise" / "noise_patches.mrcs", f, config.gan, dev, progress, stale))
     generator, _ = load_model(work / "gan" / "model.pt", kind="noise-gan")
-    stage("fine", lambda f: _train(load_pairs(work / "simulate"), f, config.fine, dev, progress,
-                                   {**acq_meta, "stage": "fine"}, init=coarse,
-                                   transform=NoiseTransfer(generator, config.fine.seed, dev)))
-    stage("denoised", lambda f: _denoise(files, work / "fine" / "model.pt", f, config, progress))
+    stage("fine", lambda f, stale: _train(load_pairs(work / "simulate"), f, config.fine, dev, progress,
+                                          {**acq_meta, "stage": "fine", "noise_level": config.noise_level},
+                                          init=coarse, fresh=stale,
+                                          transform=NoiseTransfer(generator, config.fine.seed, dev, config.noise_level)))
+    stage("denoised", lambda f, stale: _denoise(files, work / "fine" / "model.pt", f, config, progress, stale))
     write_json(work / "pipeline.json", summary)
     return summary
 
 
-def _train(pairs, folder: Path, cfg: TrainConfig, dev: str, progress: bool, meta: dict, init=None, transform=None) -> dict:
-    result = train_denoiser(pairs, folder / "model.pt", cfg, init=init, resume=True, device=dev, progress=progress,
-                            metadata=meta, transform=transform)
+def _train(pairs, folder: Path, cfg: TrainConfig, dev: str, progress: bool, meta: dict, init=None, transform=None,
+           fresh: bool = False) -> dict:
+    """Train into ``folder/model.pt``, resuming its checkpoint unless ``fresh`` (inputs changed)."""
+    result = train_denoiser(pairs, folder / "model.pt", cfg, init=init, resume=not fresh, device=dev,
+                            progress=progress, metadata=meta, transform=transform)
     return {"model": str(result.model_path), "val_psnr_db": result.val_psnr, "raw_val_psnr_db": result.raw_val_psnr}
 
 
@@ -167,15 +178,17 @@ def _extract(files, coarse: Path, folder: Path, config: PipelineConfig, progress
             "failed": report.failed}
 
 
-def _gan(stack: Path, folder: Path, cfg: GANConfig, dev: str, progress: bool) -> dict:
+def _gan(stack: Path, folder: Path, cfg: GANConfig, dev: str, progress: bool, fresh: bool = False) -> dict:
     patches, _ = read_mrc(stack, allow_stack=True)
-    model = train_noise_gan(patches, folder / "model.pt", cfg, resume=True, device=dev, progress=progress,
+    model = train_noise_gan(patches, folder / "model.pt", cfg, resume=not fresh, device=dev, progress=progress,
                             metadata={"source": str(stack)})
     return {"model": str(model), "patches": int(len(patches))}
 
 
-def _denoise(files, model: Path, folder: Path, config: PipelineConfig, progress: bool) -> dict:
-    report = denoise_files(Denoiser.from_file(model, config.device, config.tiles), files, folder, progress=progress)
+def _denoise(files, model: Path, folder: Path, config: PipelineConfig, progress: bool, stale: bool) -> dict:
+    """Denoise every raw micrograph; keeps outputs of an interrupted run unless the model changed."""
+    report = denoise_files(Denoiser.from_file(model, config.device, config.tiles), files, folder,
+                           overwrite=stale, progress=progress)
     if report.failed:
         print(report.summary())
     return {"written": len(report.written) + len(report.skipped), "failed": report.failed}

@@ -12,7 +12,7 @@ from ..denoise import Denoiser
 from ..io import read_mrc, write_json, write_mrc
 from ..models.store import load_model
 from ..noise.extract import ExtractionSettings, extract_noise
-from ..noise.reweight import NoiseTransfer, reweight
+from ..noise.reweight import LEVELS, NoiseTransfer, reweight
 from ..noise.synthesize import GANConfig, train_noise_gan
 from ..pairs import load_pairs
 from ..simulate.dataset import resolve_device
@@ -80,6 +80,12 @@ def add_reweight(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise-model", required=True, help="noise model from 'nt2c train-noise-gan'")
     p.add_argument("-o", "--output", required=True, help="folder for the re-weighted pairs (noisy/, clean/)")
     p.add_argument("--seed", type=int, default=0, help="noise seed")
+    add_level_argument(p)
+
+
+def add_level_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--noise-level", default="real", choices=LEVELS,
+                   help="noise weight: the real micrographs' noise level, or the simulation's")
 
 
 def run_reweight(args: argparse.Namespace) -> int:
@@ -88,7 +94,7 @@ def run_reweight(args: argparse.Namespace) -> int:
     out, rows = Path(args.output), {}
     for i, (name, x, y) in enumerate(zip(pairs.names, pairs.noisy, pairs.clean)):
         v = generator.sample(1, x.shape, args.seed * 1_000_003 + i)[:, 0]
-        noisy, target, coeffs = reweight(torch.from_numpy(y)[None], v, torch.from_numpy(x)[None])
+        noisy, target, coeffs = reweight(torch.from_numpy(y)[None], v, torch.from_numpy(x)[None], args.noise_level)
         write_mrc(out / "noisy" / f"{name}.mrc", noisy[0].numpy(), pairs.pixel_size)
         write_mrc(out / "clean" / f"{name}.mrc", target[0].numpy(), pairs.pixel_size)
         rows[name] = {k: float(v[0]) for k, v in coeffs.items()}
@@ -104,14 +110,15 @@ def add_fine(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise-model", required=True, help="noise model from 'nt2c train-noise-gan'")
     p.add_argument("-o", "--output", required=True, help="fine model file to write (.pt)")
     add_training_arguments(p, TrainConfig(steps=1000, lr=3e-4))
+    add_level_argument(p)
 
 
 def run_fine(args: argparse.Namespace) -> int:
     generator, _ = load_model(args.noise_model, kind="noise-gan")
     device = str(resolve_device(args.device))
-    transfer = NoiseTransfer(generator, args.seed, device)
+    transfer = NoiseTransfer(generator, args.seed, device, args.noise_level)
     return run_training(args, init=args.coarse, transform=transfer,
-                        metadata={"stage": "fine", "noise_model": str(args.noise_model)})
+                        metadata={"stage": "fine", "noise_model": str(args.noise_model), "noise_level": args.noise_level})
 
 
 register("extract-noise", "Extract background noise patches from raw micrographs (SSIM rule).", add_extract, run_extract)

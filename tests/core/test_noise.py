@@ -166,10 +166,13 @@ def test_reweighting_keeps_contrast_and_noise_level_but_swaps_the_noise():
     v = torch.from_numpy(rng.normal(0, 5.0, size=(4, 64, 64)).astype(np.float32))  # independent "real" noise
     # the paper's plain least squares gives the independent noise almost no weight
     assert fit_coefficients(s, v, x)[:, 1].abs().max() < 0.05
-    noisy, target, coeffs = reweight(s, v, x)
+    noisy, target, coeffs = reweight(s, v, x, level="simulated")
     assert torch.allclose(coeffs["alpha"], torch.full((4,), 0.7, dtype=torch.float64), atol=0.05)
     assert torch.allclose(target, 0.7 * s + 3.0, atol=0.2)
     assert float((noisy - target).var()) == pytest.approx(4.0, rel=0.1)  # X's noise variance kept
+    real, real_target, real_coeffs = reweight(s, v, x, level="real")
+    assert torch.equal(real_target, target) and torch.all(real_coeffs["beta"] == 1)
+    assert float((real - real_target).var()) == pytest.approx(25.0, rel=0.1)  # the real noise's own level
     residual = (noisy - target).flatten()
     assert abs(float(np.corrcoef(residual, (v - v.mean((1, 2), keepdim=True)).flatten())[0, 1])) > 0.999
 

@@ -1,0 +1,207 @@
+"""Denoise a SetOfMicrographs with an NT2C model, in streaming, one step per micrograph.
+
+Outputs keep each micrograph's objId, micName, acquisition and CTF association (clone of the
+input item with a new file), so coordinates picked on the denoised set resolve to the raw
+micrographs by micName/objId (pick on denoised, extract on raw).
+"""
+
+import os
+import threading
+import time
+from enum import Enum
+from pathlib import Path
+
+import pyworkflow.protocol.params as params
+from pwem.objects import SetOfMicrographs
+from pyworkflow.object import Set
+from pyworkflow.protocol import STEPS_PARALLEL, ProtStreamingBase
+
+from ..constants import BIN_CHOICES, OUTPUT_MICROGRAPHS
+from .protocol_base import ProtNT2CBase
+
+
+class DenoiseOutputs(Enum):
+    outputMicrographs = SetOfMicrographs
+
+
+class ProtNT2CDenoise(ProtNT2CBase, ProtStreamingBase):
+    """Denoise micrographs with a trained NT2C model (GPU when available, CPU otherwise). Works in
+    streaming: micrographs are denoised while an upstream import or motion correction still
+    produces them, and the output closes when the input closes. Use the denoised set to pick with
+    a picker suited to denoised images (LoG/DoG, template, or one trained on denoised data) and
+    extract the particles from the raw micrographs."""
+
+    _label = "denoise micrographs"
+    _possibleOutputs = DenoiseOutputs
+    stepsExecutionMode = STEPS_PARALLEL
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._denoisers = {}
+        self._denoiserLock = threading.Lock()
+
+    # --- form -----------------------------------------------------------------------------
+    def _defineParams(self, form):
+        form.addSection("Input")
+        form.addParam("inputMicrographs", params.PointerParam, pointerClass="SetOfMicrographs", important=True,
+                      label="Micrographs", help="Motion-corrected micrographs (any size); streaming input is fine.")
+        form.addParam("inputModel", params.PointerParam, pointerClass="NT2CModel", important=True,
+                      label="NT2C denoising model",
+                      help="From 'import model' or an NT2C training protocol, ideally trained at the "
+                           "micrographs' pixel size (Å/px).")
+        form.addParam("binning", params.EnumParam, choices=BIN_CHOICES, default=0, label="Output binning",
+                      help="Average-pool the denoised micrographs (1, 2 or 4) for faster picking. Their "
+                           "sampling rate is multiplied by the factor; coordinates picked on them must be "
+                           "scaled back (x_full = bin * x + (bin - 1) / 2) before extracting from the raw "
+                           "micrographs, e.g. with the extraction protocol's rescaling option.")
+        form.addParam("tileSize", params.IntParam, default=1024, expertLevel=params.LEVEL_ADVANCED,
+                      label="Tile size (px)", help="Micrographs are denoised in overlapping tiles of this "
+                                                   "size (a multiple of 32); smaller uses less memory.")
+        self._defineGpuParams(form)
+        form.addParallelSection(threads=3, mpi=0)
+        self._defineStreamingParams(form)
+
+    # --- steps ----------------------------------------------------------------------------
+    def stepsGeneratorStep(self):
+        """Insert one denoising step per new input micrograph until the input closes."""
+        done = self._doneIds()
+        step_ids = []
+        while True:
+            in_set = self._reloadInput()
+            stream_open = in_set.isStreamOpen()
+            new = [(m.getObjId(), m.getFileName()) for m in in_set.iterItems() if m.getObjId() not in done]
+            in_set.close()
+            # New steps are persisted by ProtStreamingBase._stepsCheck in the main thread; calling
+            # updateSteps() here races with the executor on the steps database.
+            for obj_id, file_name in new:
+                step_ids.append(self._insertFunctionStep(self.denoiseStep, obj_id, file_name, prerequisites=[]))
+                done.add(obj_id)
+            if not stream_open:
+                self._insertFunctionStep(self.closeStep, prerequisites=step_ids, needsGPU=False)
+                return
+            time.sleep(max(1, self._getStreamingSleepOnWait()))
+
+    def denoiseStep(self, obj_id, file_name):
+        """Denoise one micrograph; a bad one is logged by name and skipped, the others go on."""
+        from nt2c_core.denoise import bin_image
+        from nt2c_core.errors import NT2CError
+        from nt2c_core.io import read_mrc, write_mrc
+
+        factor = self._binFactor()
+        out = self._getExtraPath(Path(file_name).stem + ".mrc")
+        try:
+            image, pixel = read_mrc(file_name)
+            result = bin_image(self._denoiser().denoise(image), factor)
+            write_mrc(out, result, pixel * factor)
+        except NT2CError as exc:
+            self.error(f"Micrograph {obj_id} ({file_name}) not denoised: {exc}")
+            with self._lock:
+                with open(self._getExtraPath("failed.txt"), "a") as fh:
+                    fh.write(f"{obj_id}\t{file_name}\t{exc}\n")
+            return
+        with self._lock:
+            self._appendOutput(obj_id, out, factor)
+
+    def closeStep(self):
+        with self._lock:
+            out_set = getattr(self, OUTPUT_MICROGRAPHS, None)
+            if out_set is None:
+                raise Exception("No micrograph could be denoised; see the errors above in the run log.")
+            self._updateOutputSet(OUTPUT_MICROGRAPHS, out_set, Set.STREAM_CLOSED)
+
+    # --- helpers --------------------------------------------------------------------------
+    def _binFactor(self) -> int:
+        return int(BIN_CHOICES[self.binning.get()])
+
+    def _reloadInput(self) -> SetOfMicrographs:
+        in_set = SetOfMicrographs(filename=self.inputMicrographs.get().getFileName())
+        in_set.loadAllProperties()
+        return in_set
+
+    def _doneIds(self) -> set:
+        out_set = getattr(self, OUTPUT_MICROGRAPHS, None)
+        return set(out_set.getIdSet()) if out_set is not None else set()
+
+    def _denoiser(self):
+        from nt2c_core.denoise import Denoiser, TileSettings
+
+        device = self._device()
+        with self._denoiserLock:
+            if device not in self._denoisers:
+                tiles = TileSettings(tile=self.tileSize.get(), margin=128, batch=1)
+                self._denoisers[device] = Denoiser.from_file(self.inputModel.get().getFileName(), device, tiles)
+            return self._denoisers[device]
+
+    def _appendOutput(self, obj_id, path, factor):
+        in_set = self._reloadInput()
+        mic = in_set[obj_id].clone()
+        in_set.close()
+        mic.setFileName(path)
+        if factor > 1:
+            mic.setSamplingRate(mic.getSamplingRate() * factor)
+        out_set = getattr(self, OUTPUT_MICROGRAPHS, None)
+        if out_set is None:
+            out_set = self._createSetOfMicrographs()
+            out_set.copyInfo(self.inputMicrographs.get())
+            out_set.setSamplingRate(self.inputMicrographs.get().getSamplingRate() * factor)
+        else:
+            out_set.enableAppend()
+        out_set.append(mic)
+        first = not self.hasAttribute(OUTPUT_MICROGRAPHS)
+        self._updateOutputSet(OUTPUT_MICROGRAPHS, out_set, Set.STREAM_OPEN)
+        if first:
+            self._defineSourceRelation(self.inputMicrographs, out_set)
+
+    def _failures(self) -> list:
+        path = self._getExtraPath("failed.txt")
+        if not os.path.exists(path):
+            return []
+        return [line.rstrip("\n").split("\t") for line in open(path) if line.strip()]
+
+    # --- info -----------------------------------------------------------------------------
+    def _validate(self):
+        errors = self._validateGpuList()
+        in_set = self.inputMicrographs.get()
+        model = self.inputModel.get()
+        if in_set is None or model is None:
+            return errors + ["Choose the input micrographs and an NT2C model."]
+        acq = in_set.getAcquisition()
+        if acq is None or acq.getVoltage() is None:
+            errors.append("The input micrographs have no acquisition (voltage, Cs, amplitude contrast): "
+                          "import them with their acquisition parameters.")
+        if not in_set.isStreamOpen() and in_set.getSize() == 0:
+            errors.append("The input set of micrographs is empty.")
+        rates = {round(m.getSamplingRate(), 4) for m in in_set.iterItems()}
+        if len(rates) > 1:
+            errors.append(f"The input mixes sampling rates {sorted(rates)} Å/px: denoise each pixel size "
+                          "with a model trained for it (split the set first).")
+        path = model.getFileName()
+        if not path or not os.path.exists(path):
+            errors.append(f"The model file {path} is missing: import the model again.")
+        elif model.getKind() not in (None, "denoiser"):
+            errors.append(f"{path} is a {model.getKind()!r} model, not a denoiser.")
+        return errors
+
+    def _warnings(self):
+        in_set, model = self.inputMicrographs.get(), self.inputModel.get()
+        if in_set is None or model is None or not model.getPixelSize():
+            return []
+        ratio = in_set.getSamplingRate() / model.getPixelSize()
+        if not 0.8 <= ratio <= 1.25:
+            return [f"The model was trained at {model.getPixelSize():.3f} Å/px but the micrographs are "
+                    f"{in_set.getSamplingRate():.3f} Å/px: results may be poor."]
+        return []
+
+    def _summary(self):
+        out_set = getattr(self, OUTPUT_MICROGRAPHS, None)
+        lines = [f"Denoised {out_set.getSize() if out_set is not None else 0} micrographs"
+                 f" (binning x{self._binFactor()})."]
+        lines += [f"Not denoised: micrograph {i} ({f}): {why}" for i, f, why in self._failures()]
+        return lines
+
+    def _methods(self):
+        model = self.inputModel.get()
+        return [f"Micrographs were denoised with NT2C [Li2022NT2C] using {model}."] if model else []
+
+    def _citations(self):
+        return ["Li2022NT2C"]

@@ -1,0 +1,80 @@
+"""Import a trained NT2C model file, so one model trained per sample type serves many sessions."""
+
+import shutil
+from enum import Enum
+from pathlib import Path
+
+import pyworkflow.protocol.params as params
+from pwem.protocols import EMProtocol
+
+from ..constants import OUTPUT_MODEL
+from ..objects import NT2CModel
+
+
+class ImportModelOutputs(Enum):
+    outputModel = NT2CModel
+
+
+class ProtNT2CImportModel(EMProtocol):
+    """Import an NT2C model (.pt written by nt2c train / train-fine / train-noise-gan). The file is
+    copied into the project, checked to be an NT2C model, and its metadata shown in the summary."""
+
+    _label = "import model"
+    _possibleOutputs = ImportModelOutputs
+
+    def _defineParams(self, form):
+        form.addSection("Input")
+        form.addParam("modelFile", params.PathParam, label="NT2C model file",
+                      help="A .pt file written by 'nt2c train', 'nt2c train-fine' or the NT2C protocols. "
+                           "It holds weights plus metadata (architecture, pixel size, acquisition); it "
+                           "is never unpickled as code.")
+
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.importStep)
+
+    def importStep(self):
+        from nt2c_core.models.store import read_model_file
+
+        source = Path(self.modelFile.get())
+        payload = read_model_file(source)
+        target = Path(self._getExtraPath(source.name))
+        shutil.copyfile(source, target)
+        model = NT2CModel(filename=str(target))
+        import json
+
+        model.setMetadata(json.loads(payload["metadata"]))
+        self._defineOutputs(**{OUTPUT_MODEL: model})
+
+    def _validate(self):
+        from nt2c_core.errors import NT2CError
+        from nt2c_core.models.store import read_model_file
+
+        path = self.modelFile.get()
+        if not path:
+            return ["Give the path of an NT2C model file."]
+        try:
+            read_model_file(path)
+        except NT2CError as exc:
+            return [str(exc)]
+        return []
+
+    def _summary(self):
+        model = getattr(self, OUTPUT_MODEL, None)
+        if model is None:
+            return ["Model not imported yet."]
+        meta = model.getMetadata()
+        arch = meta.get("architecture", {})
+        lines = [f"Kind: {meta.get('kind', 'denoiser')}, architecture {arch.get('name')} width {arch.get('width')}",
+                 f"Trained for pixel size: {meta.get('pixel_size')} Å"]
+        training = meta.get("training", {})
+        if training.get("val_psnr_db") is not None:
+            lines.append(f"Validation PSNR {training['val_psnr_db']:.2f} dB (raw {training.get('raw_val_psnr_db', 0):.2f} dB)")
+        lines.append(f"nt2c {meta.get('nt2c_version')}, torch {meta.get('torch_version')}")
+        return lines
+
+    def _methods(self):
+        model = getattr(self, OUTPUT_MODEL, None)
+        return [f"An NT2C model ({model}) was imported [Li2022NT2C]."] if model else []
+
+    def _citations(self):
+        return ["Li2022NT2C"]

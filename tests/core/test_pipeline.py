@@ -1,0 +1,111 @@
+"""``nt2c run``: all stages in order, skipping complete ones, redoing what an interruption or an
+upstream change left stale, and refusing bad input before any work. Tiny settings: this checks
+the plumbing (quality is checked in the stage tests); the extraction threshold accepts every tile
+because a 6-step coarse model cannot flatten any background."""
+
+import json
+
+import numpy as np
+import pytest
+
+from nt2c_core.cli import main
+from nt2c_core.data import APOFERRITIN
+from nt2c_core.denoise import TileSettings
+from nt2c_core.errors import InputError
+from nt2c_core.io import write_mrc
+from nt2c_core.noise.extract import ExtractionSettings
+from nt2c_core.noise.synthesize import GANConfig
+from nt2c_core.pipeline import STAGES, PipelineConfig, run_pipeline
+from nt2c_core.simulate import Acquisition, SimulationConfig
+from nt2c_core.simulate.experimental import make_experimental_dataset
+from nt2c_core.training import TrainConfig
+
+ACQ = Acquisition(pixel_size=2.5)
+
+
+def _config(raw_glob: str, **changes) -> PipelineConfig:
+    tiny = dict(steps=6, batch_size=2, crop=64, width=8, val_every=3, checkpoint_every=3)
+    cfg = PipelineConfig(
+        raw=[raw_glob], structures=[str(APOFERRITIN)],
+        simulation=SimulationConfig(ACQ, size=(128, 128), particles=2, count=3, library_size=5, seed=1),
+        coarse=TrainConfig(**tiny), fine=TrainConfig(**tiny),
+        extraction=ExtractionSettings(patch=64, step=32, threshold=-0.99),
+        gan=GANConfig(iterations=3, batch_size=4, crop=64, latent=8, width=4, log_every=1, checkpoint_every=2),
+        tiles=TileSettings(128, 32, 1), min_noise_patches=1)
+    for key, value in changes.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def raw_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp")
+    make_experimental_dataset([APOFERRITIN], SimulationConfig(ACQ, size=(192, 160), particles=2, count=2, seed=4),
+                              out, progress=False)
+    return out
+
+
+def _stamps(work):
+    return {s: (work / s / "DONE.json").stat().st_mtime_ns for s in STAGES}
+
+
+def test_pipeline_runs_every_stage_then_skips_them(tmp_path, raw_dir, capsys):
+    work = tmp_path / "work"
+    summary = run_pipeline(_config(str(raw_dir / "raw" / "*.mrc")), work, progress=False)
+    assert list(summary["stages"]) == list(STAGES)
+    assert sorted(p.name for p in (work / "denoised").glob("*.mrc")) == ["exp_0000.mrc", "exp_0001.mrc"]
+    assert summary["stages"]["noise"]["patches"] > 0
+    first = _stamps(work)
+    capsys.readouterr()
+    run_pipeline(_config(str(raw_dir / "raw" / "*.mrc")), work, progress=False)
+    assert capsys.readouterr().out.count("already complete, skipped") == len(STAGES)
+    assert _stamps(work) == first
+
+
+def test_interrupted_stage_resumes_and_later_stages_are_redone(tmp_path, raw_dir, capsys):
+    work = tmp_path / "work"
+    run_pipeline(_config(str(raw_dir / "raw" / "*.mrc")), work, progress=False)
+    before = _stamps(work)
+    denoised = (work / "denoised" / "exp_0000.mrc").stat().st_mtime_ns
+    # as if killed during fine training: no DONE, no model, a checkpoint from step 3
+    (work / "fine" / "DONE.json").unlink()
+    (work / "fine" / "model.pt").unlink()
+    assert (work / "fine" / "model.pt.ckpt").exists()
+    capsys.readouterr()
+    run_pipeline(_config(str(raw_dir / "raw" / "*.mrc")), work, progress=False)
+    out = capsys.readouterr().out
+    after = _stamps(work)
+    assert all(after[s] == before[s] for s in ("simulate", "coarse", "noise", "gan"))
+    assert after["fine"] > before["fine"] and after["denoised"] > before["denoised"]
+    assert "[denoised] running (after fine changed)" in out
+    assert (work / "denoised" / "exp_0000.mrc").stat().st_mtime_ns > denoised  # redone with the new model
+    assert (work / "fine" / "model.pt").exists()
+
+
+def test_bad_input_is_refused_before_any_work(tmp_path, raw_dir):
+    with pytest.raises(InputError, match="pixel size 2.5000 Å differs from the simulation's 1.0000 Å"):
+        run_pipeline(_config(str(raw_dir / "raw" / "*.mrc"),
+                             simulation=SimulationConfig(Acquisition(pixel_size=1.0), count=3)), tmp_path / "w1")
+    with pytest.raises(InputError, match="no raw micrographs match"):
+        run_pipeline(_config(str(tmp_path / "nothing" / "*.mrc")), tmp_path / "w2")
+    with pytest.raises(InputError, match="at least 2 simulated"):
+        run_pipeline(_config(str(raw_dir / "raw" / "*.mrc"),
+                             simulation=SimulationConfig(ACQ, size=(128, 128), count=1)), tmp_path / "w3")
+    assert not (tmp_path / "w1").exists() and not (tmp_path / "w2").exists()
+
+
+def test_too_few_noise_patches_names_the_parameter_to_relax(tmp_path, raw_dir):
+    cfg = _config(str(raw_dir / "raw" / "*.mrc"), extraction=ExtractionSettings(patch=64, step=32, threshold=0.999))
+    with pytest.raises(InputError, match="lower --threshold"):
+        run_pipeline(cfg, tmp_path / "work", progress=False)
+    assert not (tmp_path / "work" / "noise" / "DONE.json").exists()
+
+
+def test_run_cli_with_a_json_config(tmp_path, raw_dir, capsys):
+    config = tmp_path / "nt2c.json"
+    config.write_text(json.dumps(_config(str(raw_dir / "raw" / "*.mrc")).to_dict()))
+    assert main(["run", str(config), "--work", str(tmp_path / "work")]) == 0
+    assert (tmp_path / "work" / "pipeline.json").exists()
+    config.write_text(json.dumps({"raw": [], "structures": [], "bogus": 1}))
+    assert main(["run", str(config), "--work", str(tmp_path / "w2")]) == 2
+    assert "unknown keys ['bogus']" in capsys.readouterr().err

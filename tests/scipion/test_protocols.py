@@ -1,0 +1,218 @@
+"""The plugin in real Scipion projects (sqlite, protocols run as Scipion runs them): discovery,
+import model -> denoise chain, streaming, template, viewer, bad input."""
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pyworkflow as pw
+from pwem.protocols import ProtImportMicrographs
+from pyworkflow.tests import BaseTest, setupTestProject
+
+from nt2c_core.io import read_mrc, write_mrc
+from nt2c_core.metrics import psnr
+from nt2c_scipion.protocols import ProtNT2CDenoise, ProtNT2CImportModel
+from nt2c_scipion.viewers.viewer_denoise import comparison_figure, pair_for
+
+PLUGIN_DIR = Path(__file__).resolve().parents[2] / "nt2c_scipion"
+
+
+def test_every_protocol_viewer_and_menu_entry_is_discovered():
+    domain = pw.Config.getDomain()
+    assert {"ProtNT2CDenoise", "ProtNT2CImportModel"} <= set(domain.getProtocols())
+    assert "NT2CDenoiseViewer" in domain.getViewers()
+    assert "NT2CModel" in domain.getObjects()
+    conf = (PLUGIN_DIR / "protocols.conf").read_text()
+    for name in ("ProtNT2CImportModel", "ProtNT2CDenoise"):
+        assert f'"value": "{name}"' in conf and name in domain.getProtocols()
+
+
+@pytest.fixture(scope="class")
+def simulated(request, trained):
+    request.cls.sim = trained[0] / "test"
+    request.cls.model_path = str(trained[1].model_path)
+
+
+@pytest.mark.usefixtures("simulated")
+class TestNT2CDenoise(BaseTest):
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+
+    def _import_mics(self, folder, pixel=2.0, streaming=False, **kwargs):
+        prot = self.newProtocol(ProtImportMicrographs, filesPath=str(folder), filesPattern="*.mrc",
+                                samplingRate=pixel, voltage=300, sphericalAberration=2.7, amplitudeContrast=0.07,
+                                dataStreaming=streaming, **kwargs)
+        return prot
+
+    def _import_model(self, path=None):
+        prot = self.newProtocol(ProtNT2CImportModel, modelFile=path or self.model_path)
+        return self.launchProtocol(prot)
+
+    def _denoise(self, mics_prot, model_prot, **kwargs):
+        prot = self.newProtocol(ProtNT2CDenoise, numberOfThreads=3, streamingSleepOnWait=1, **kwargs)
+        prot.inputMicrographs.set(mics_prot)
+        prot.inputMicrographs.setExtended("outputMicrographs")
+        prot.inputModel.set(model_prot)
+        prot.inputModel.setExtended("outputModel")
+        return prot
+
+    def test_chain_keeps_identity_and_improves_psnr(self):
+        mics = self.launchProtocol(self._import_mics(self.sim / "noisy"))
+        model = self._import_model()
+        self.assertIn("Validation PSNR", "\n".join(model._summary()))
+        den = self.launchProtocol(self._denoise(mics, model))
+        out, inp = den.outputMicrographs, mics.outputMicrographs
+        self.assertSetSize(out, 4)
+        self.assertFalse(out.isStreamOpen())
+        self.assertAlmostEqual(out.getSamplingRate(), 2.0)
+        self.assertEqual(out.getAcquisition().getVoltage(), 300)
+        gains = []
+        for mic in out:
+            raw = inp[mic.getObjId()]
+            self.assertEqual(mic.getMicName(), raw.getMicName())
+            self.assertTrue(os.path.exists(mic.getFileName()))
+            clean, _ = read_mrc(self.sim / "clean" / Path(raw.getFileName()).name)
+            gains.append(psnr(read_mrc(mic.getFileName())[0], clean) - psnr(read_mrc(raw.getFileName())[0], clean))
+        self.assertGreater(min(gains), 2.0)
+        # the viewer's figure, headless
+        raw_img, den_img, name = pair_for(den, 0)
+        fig = comparison_figure(raw_img, den_img, name, zoom=128)
+        path = Path(self.proj.getPath()) / "viewer.png"
+        fig.savefig(path)
+        self.assertGreater(path.stat().st_size, 10000)
+
+    def test_binned_output_scales_sampling(self):
+        mics = self.launchProtocol(self._import_mics(self.sim / "noisy"))
+        den = self.launchProtocol(self._denoise(mics, self._import_model(), binning=1))
+        self.assertAlmostEqual(den.outputMicrographs.getSamplingRate(), 4.0)
+        first = den.outputMicrographs.getFirstItem()
+        self.assertEqual(read_mrc(first.getFileName())[0].shape, (128, 128))
+        self.assertAlmostEqual(first.getSamplingRate(), 4.0)
+
+    def test_bad_micrograph_is_reported_and_the_others_denoised(self):
+        folder = Path(self.proj.getPath()) / "with_bad"
+        folder.mkdir()
+        for src in sorted((self.sim / "noisy").glob("*.mrc"))[:2]:
+            shutil.copy(src, folder / src.name)
+        bad = np.ones((256, 256), np.float32)
+        bad[5, 5] = np.nan
+        write_mrc(folder / "mic_bad.mrc", bad, 2.0)
+        mics = self.launchProtocol(self._import_mics(folder))
+        den = self.launchProtocol(self._denoise(mics, self._import_model()))
+        self.assertSetSize(den.outputMicrographs, 2)
+        summary = "\n".join(den._summary())
+        self.assertIn("Not denoised", summary)
+        self.assertIn("mic_bad", summary)
+        self.assertIn("NaN", summary)
+
+    def test_invalid_inputs_are_named_before_running(self):
+        fake = Path(self.proj.getPath()) / "fake.pt"
+        fake.write_text("not a model")
+        errors = self.newProtocol(ProtNT2CImportModel, modelFile=str(fake)).validate()
+        self.assertTrue(any("not an NT2C model" in e for e in errors), errors)
+        mics = self.launchProtocol(self._import_mics(self.sim / "noisy"))
+        model = self._import_model()
+        os.remove(model.outputModel.getFileName())  # the model file moved away
+        errors = self._denoise(mics, model, **{"gpuList": "zero"}).validate()
+        self.assertTrue(any("model file" in e and "missing" in e for e in errors), errors)
+        self.assertTrue(any("GPU IDs" in e for e in errors), errors)
+
+    def test_streaming_input_grows_and_output_closes(self):
+        folder = Path(self.proj.getPath()) / "incoming"
+        folder.mkdir()
+        sources = sorted((self.sim / "noisy").glob("*.mrc"))
+        shutil.copy(sources[0], folder / sources[0].name)
+        imp = self._import_mics(folder, streaming=True, timeout="25s", fileTimeout=1)
+        self.proj.launchProtocol(imp, wait=False)
+        den = self._denoise(imp, self._import_model())
+        self._wait_for_output(imp)
+        self.proj.launchProtocol(den, wait=False)
+        sizes = []
+        for src in sources[1:]:
+            time.sleep(6)
+            shutil.copy(src, folder / src.name)
+            sizes.append(self._size(den))
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            time.sleep(3)
+            den = self.proj._updateProtocol(den) or den
+            den = self.proj.getProtocol(den.getObjId())
+            if den.isFinished() or den.isFailed():
+                break
+        self.assertTrue(den.isFinished(), f"denoise did not finish: {den.getStatus()}")
+        out = den.outputMicrographs
+        self.assertSetSize(out, len(sources))
+        self.assertFalse(out.isStreamOpen())
+        ids = [m.getObjId() for m in out]
+        self.assertEqual(len(ids), len(set(ids)))
+        self.assertEqual(len(list(Path(den._getExtraPath()).glob("*.mrc"))), len(sources))
+        self.assertLess(sizes[0], len(sources))  # it was still growing while files arrived
+
+    def _wait_for_output(self, prot, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            self.proj._updateProtocol(prot)
+            if prot.hasAttribute("outputMicrographs"):
+                return
+            time.sleep(1)
+        raise AssertionError("import produced no output")
+
+    def _size(self, prot):
+        self.proj._updateProtocol(prot)
+        out = getattr(prot, "outputMicrographs", None)
+        return out.getSize() if out is not None else 0
+
+    def test_template_loads_and_runs(self):
+        from pyworkflow.template import LocalTemplate
+
+        os.environ["NT2C_MICROGRAPHS"] = str(self.sim / "noisy")
+        os.environ["NT2C_MODEL"] = self.model_path
+        template = LocalTemplate("nt2c_scipion", str(PLUGIN_DIR / "templates" / "nt2c_denoise.json.template"))
+        template.replaceEnvVariables()
+        template.parseContent()
+        template.setParamValue("samplingRate", "2.0")
+        template.setParamValue("streamingSleepOnWait", "1")
+        protocols = self.proj.loadProtocols(template.createTemplateFile())
+        runs = sorted(self.proj.getRuns(refresh=True), key=lambda p: p.getObjId())[-3:]
+        classes = [p.getClassName() for p in runs]
+        self.assertEqual(classes, ["ProtImportMicrographs", "ProtNT2CImportModel", "ProtNT2CDenoise"])
+        for prot in runs:
+            self.launchProtocol(prot)
+        den = self.proj.getProtocol(runs[-1].getObjId())
+        self.assertSetSize(den.outputMicrographs, 4)
+        del protocols
+
+
+@pytest.mark.usefixtures("simulated")
+class TestNT2CRealMicrograph(BaseTest):
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+
+    def test_real_micrograph_denoised_with_pixel_size_warning(self):
+        real = Path(__file__).resolve().parents[3] / "shared" / "data" / "micrographs" / "epu2.9_example.mrc"
+        if not real.is_file():
+            pytest.skip(f"shared real data not found at {real} (CI provides ../shared/data)")
+        folder = Path(self.proj.getPath()) / "real"
+        folder.mkdir()
+        os.symlink(real, folder / real.name)
+        imp = self.newProtocol(ProtImportMicrographs, filesPath=str(folder), filesPattern="*.mrc",
+                               samplingRate=0.6666, voltage=300, sphericalAberration=2.7, amplitudeContrast=0.1)
+        imp = self.launchProtocol(imp)
+        model = self.launchProtocol(self.newProtocol(ProtNT2CImportModel, modelFile=self.model_path))
+        den = self.newProtocol(ProtNT2CDenoise, numberOfThreads=3, streamingSleepOnWait=1, binning=2)
+        den.inputMicrographs.set(imp)
+        den.inputMicrographs.setExtended("outputMicrographs")
+        den.inputModel.set(model)
+        den.inputModel.setExtended("outputModel")
+        self.assertTrue(any("trained at 2.000" in w for w in den._warnings()))
+        den = self.launchProtocol(den)
+        mic = den.outputMicrographs.getFirstItem()
+        image, pixel = read_mrc(mic.getFileName())
+        self.assertEqual(image.shape, (1024, 1024))
+        self.assertAlmostEqual(pixel, 0.6666 * 4, places=3)
+        self.assertTrue(np.isfinite(image).all())
