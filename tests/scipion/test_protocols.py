@@ -139,8 +139,7 @@ class TestNT2CDenoise(BaseTest):
         deadline = time.time() + 300
         while time.time() < deadline:
             time.sleep(3)
-            den = self.proj._updateProtocol(den) or den
-            den = self.proj.getProtocol(den.getObjId())
+            self.proj._updateProtocol(den)  # refreshes den in place
             if den.isFinished() or den.isFailed():
                 break
         self.assertTrue(den.isFinished(), f"denoise did not finish: {den.getStatus()}")
