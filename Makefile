@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(PY) -m pytest tests
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_simulate.py
+	cd benchmarks && ../$(PY) bench_simulate.py && ../$(PY) bench_denoise.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info

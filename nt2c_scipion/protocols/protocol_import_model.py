@@ -1,5 +1,6 @@
 """Import a trained NT2C model file, so one model trained per sample type serves many sessions."""
 
+import json
 import shutil
 from enum import Enum
 from pathlib import Path
@@ -40,8 +41,6 @@ class ProtNT2CImportModel(EMProtocol):
         target = Path(self._getExtraPath(source.name))
         shutil.copyfile(source, target)
         model = NT2CModel(filename=str(target))
-        import json
-
         model.setMetadata(json.loads(payload["metadata"]))
         self._defineOutputs(**{OUTPUT_MODEL: model})
 
