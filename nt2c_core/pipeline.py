@@ -29,7 +29,7 @@ from .noise.extract import ExtractionSettings, extract_noise
 from .noise.reweight import NoiseTransfer
 from .noise.synthesize import GANConfig, train_noise_gan
 from .pairs import load_pairs
-from .simulate import Acquisition, SimulationConfig, simulate_dataset
+from .simulate import SimulationConfig, simulate_dataset
 from .training import TrainConfig, train_denoiser
 
 STAGES = ("simulate", "coarse", "noise", "gan", "fine", "denoised")

@@ -227,10 +227,12 @@ def _load_checkpoint(path: Path, network, optimizer, scaler, config: TrainConfig
     return int(payload["step"]), json.loads(payload["log"]), json.loads(payload["running"])
 
 
-def write_loss_log(model_path: Path, log: list[dict]) -> Path:
+def write_loss_log(model_path: Path, log: list[dict], fieldnames: list[str] | None = None) -> Path:
+    """``MODEL.loss.csv`` from log rows (columns: ``fieldnames``, else the first row's keys)."""
     path = Path(f"{model_path}.loss.csv")
+    fieldnames = fieldnames or (list(log[0]) if log else ["step", "loss", "lr", "val_psnr"])
     with atomic_write(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["step", "loss", "lr", "val_psnr"])
+        writer = csv.DictWriter(fh, fieldnames=fieldnames)
         writer.writeheader()
         writer.writerows(log)
     return path

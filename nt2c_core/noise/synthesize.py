@@ -10,7 +10,6 @@ Writes the generator as an NT2C model file (kind 'noise-gan'), ``MODEL.ckpt`` ch
 
 from __future__ import annotations
 
-import csv
 import datetime
 import json
 import os
@@ -26,6 +25,7 @@ from ..errors import InputError
 from ..io import atomic_write
 from ..models.gan import SCALE, Critic, NoiseGenerator, gradient_penalty
 from ..models.store import save_model
+from ..training import write_loss_log
 
 
 @dataclass
@@ -163,11 +163,7 @@ def _write_log(output: Path, log: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(f"{output}.loss.csv")
-    with atomic_write(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["iteration", "wasserstein", "gradient_penalty", "generator_loss"])
-        writer.writeheader()
-        writer.writerows(log)
+    write_loss_log(output, log, ["iteration", "wasserstein", "gradient_penalty", "generator_loss"])
     if not log:
         return
     fig, ax = plt.subplots(figsize=(6, 3.5))

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -103,12 +102,3 @@ def _write_micrograph(paths: tuple[Path, Path, Path], name: str, mic: SimulatedM
              p["defocus_angle"], p["kind"] + 1, f"{name}.mrc") for p in mic.particles]
     write_star(star_path, "particles", STAR_COLUMNS, rows)
 
-
-def load_pair(folder: str | os.PathLike, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(clean, noisy) arrays of micrograph ``name`` from a simulated dataset folder."""
-    from ..io import read_mrc
-
-    folder = Path(folder)
-    clean, _ = read_mrc(folder / "clean" / f"{name}.mrc")
-    noisy, _ = read_mrc(folder / "noisy" / f"{name}.mrc")
-    return clean, noisy

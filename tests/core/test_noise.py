@@ -2,7 +2,6 @@
 noise process, re-weighting coefficients, and extraction errors."""
 
 import errno
-import math
 
 import numpy as np
 import pytest

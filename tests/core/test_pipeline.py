@@ -5,14 +5,12 @@ because a 6-step coarse model cannot flatten any background."""
 
 import json
 
-import numpy as np
 import pytest
 
 from nt2c_core.cli import main
 from nt2c_core.data import APOFERRITIN
 from nt2c_core.denoise import TileSettings
 from nt2c_core.errors import InputError
-from nt2c_core.io import write_mrc
 from nt2c_core.noise.extract import ExtractionSettings
 from nt2c_core.noise.synthesize import GANConfig
 from nt2c_core.pipeline import STAGES, PipelineConfig, run_pipeline
