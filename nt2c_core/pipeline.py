@@ -1,7 +1,8 @@
 """The whole NT2C procedure for a folder of raw micrographs, resumable stage by stage.
 
 Work dir layout (one subfolder per stage; a stage is complete when its ``DONE.json`` exists, so
-a rerun skips it; training stages also resume from their checkpoints):
+a rerun skips it; training stages also resume from their checkpoints; a stage that reruns marks
+the later ones ``STALE``, so they are redone from scratch):
   simulate/  clean/noisy pairs of the structure(s) with the data's acquisition
   coarse/    model.pt: coarse U-Net trained on the simulated pairs
   noise/     noise_patches.mrcs/.star, overlays/: background tiles of the raw micrographs
@@ -19,6 +20,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from . import __version__
 from .denoise import Denoiser, TileSettings, denoise_files
@@ -115,51 +117,98 @@ def check_inputs(config: PipelineConfig) -> list[Path]:
     return files
 
 
-def run_pipeline(config: PipelineConfig, work_dir: str | os.PathLike, progress: bool = True) -> dict:
-    """Run (or resume) every stage; returns the summary also written to ``work_dir/pipeline.json``."""
+def run_pipeline(config: PipelineConfig, work_dir: str | os.PathLike, progress: bool = True,
+                 only: Sequence[str] | None = None) -> dict:
+    """Run (or resume) every stage, or only the stages named in ``only`` (their inputs, the
+    earlier stages' outputs, must be complete); returns the summary also written to
+    ``work_dir/pipeline.json``. A stage whose ``DONE.json`` exists is skipped. A stage that runs
+    marks every later stage STALE on disk (its DONE removed), so a later stage is redone from
+    scratch, not resumed from an old checkpoint, even when it runs in another call or process
+    (one Scipion step per stage)."""
+    unknown = set(only or ()) - set(STAGES)
+    if unknown:
+        raise InputError(f"unknown pipeline stages {sorted(unknown)}; stages are {', '.join(STAGES)}")
     files = check_inputs(config)
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     write_json(work / "config.json", config.to_dict())
+    summary_path = work / "pipeline.json"
     summary: dict = {"nt2c_version": __version__, "raw": [str(p) for p in files], "stages": {}}
-    dev = config.device
-    acq_meta = {"acquisition": config.simulation.acquisition.to_dict()}
-
-    upstream_ran = []  # once a stage runs, every later stage's old results are stale
-
-    def stage(name: str, work_fn) -> dict:
-        folder = work / name
-        done = folder / "DONE.json"
-        if done.exists() and not upstream_ran:
-            print(f"[{name}] already complete, skipped")
-            result = json.loads(done.read_text())
-        else:
-            print(f"[{name}] running" + (f" (after {upstream_ran[0]} changed)" if upstream_ran else ""))
-            if done.exists():
-                done.unlink()
-            folder.mkdir(parents=True, exist_ok=True)
-            result = {**work_fn(folder, bool(upstream_ran)),
-                      "finished": datetime.datetime.now().isoformat(timespec="seconds")}
-            write_json(done, result)
-            upstream_ran.append(name)
-        summary["stages"][name] = result
-        return result
-
-    stage("simulate", lambda f, stale: {"pairs": len(simulate_dataset(config.structures, config.simulation, f,
-                                                                         progress=progress).names)})
-    stage("coarse", lambda f, stale: _train(load_pairs(work / "simulate"), f, config.coarse, dev, progress,
-                                            {**acq_meta, "stage": "coarse"}, fresh=stale))
-    coarse = work / "coarse" / "model.pt"
-    stage("noise", lambda f, stale: _extract(files, coarse, f, config, progress))
-    stage("gan", lambda f, stale: _gan(work / "noise" / "noise_patches.mrcs", f, config.gan, dev, progress, stale))
-    generator, _ = load_model(work / "gan" / "model.pt", kind="noise-gan")
-    stage("fine", lambda f, stale: _train(load_pairs(work / "simulate"), f, config.fine, dev, progress,
-                                          {**acq_meta, "stage": "fine", "noise_level": config.noise_level},
-                                          init=coarse, fresh=stale,
-                                          transform=NoiseTransfer(generator, config.fine.seed, dev, config.noise_level)))
-    stage("denoised", lambda f, stale: _denoise(files, work / "fine" / "model.pt", f, config, progress, stale))
-    write_json(work / "pipeline.json", summary)
+    if only and summary_path.exists():
+        summary["stages"] = json.loads(summary_path.read_text()).get("stages", {})
+    for name in STAGES:
+        if only and name not in only:
+            continue
+        summary["stages"][name] = _run_stage(name, config, work, files, progress)
+    write_json(summary_path, summary)
     return summary
+
+
+def stage_done(work_dir: str | os.PathLike, name: str) -> bool:
+    """Whether stage ``name`` of a work dir is complete."""
+    return (Path(work_dir) / name / "DONE.json").exists()
+
+
+def _run_stage(name: str, config: PipelineConfig, work: Path, files: list[Path], progress: bool) -> dict:
+    folder = work / name
+    done, stale = folder / "DONE.json", folder / "STALE"
+    if done.exists():
+        print(f"[{name}] already complete, skipped")
+        return json.loads(done.read_text())
+    missing = [s for s in STAGES[:STAGES.index(name)] if not stage_done(work, s)]
+    if missing:
+        raise InputError(f"{work}: stage {name} needs stage {missing[0]} to be complete first")
+    fresh = stale.exists()
+    print(f"[{name}] running" + (f" (after {stale.read_text().strip()} changed)" if fresh else ""))
+    folder.mkdir(parents=True, exist_ok=True)
+    result = {**STAGE_FUNCTIONS[name](config, work, files, folder, fresh, progress),
+              "finished": datetime.datetime.now().isoformat(timespec="seconds")}
+    for later in STAGES[STAGES.index(name) + 1:]:
+        later_dir = work / later
+        if later_dir.exists():
+            (later_dir / "DONE.json").unlink(missing_ok=True)
+            if not (later_dir / "STALE").exists():
+                (later_dir / "STALE").write_text(name)
+    stale.unlink(missing_ok=True)
+    write_json(done, result)
+    return result
+
+
+def _acq_meta(config: PipelineConfig, stage: str, **extra) -> dict:
+    return {"acquisition": config.simulation.acquisition.to_dict(), "stage": stage, **extra}
+
+
+def _stage_simulate(config, work, files, folder, fresh, progress) -> dict:
+    return {"pairs": len(simulate_dataset(config.structures, config.simulation, folder, progress=progress).names)}
+
+
+def _stage_coarse(config, work, files, folder, fresh, progress) -> dict:
+    return _train(load_pairs(work / "simulate"), folder, config.coarse, config.device, progress,
+                  _acq_meta(config, "coarse"), fresh=fresh)
+
+
+def _stage_noise(config, work, files, folder, fresh, progress) -> dict:
+    return _extract(files, work / "coarse" / "model.pt", folder, config, progress)
+
+
+def _stage_gan(config, work, files, folder, fresh, progress) -> dict:
+    return _gan(work / "noise" / "noise_patches.mrcs", folder, config.gan, config.device, progress, fresh)
+
+
+def _stage_fine(config, work, files, folder, fresh, progress) -> dict:
+    generator, _ = load_model(work / "gan" / "model.pt", kind="noise-gan")
+    transfer = NoiseTransfer(generator, config.fine.seed, config.device, config.noise_level)
+    return _train(load_pairs(work / "simulate"), folder, config.fine, config.device, progress,
+                  _acq_meta(config, "fine", noise_level=config.noise_level), init=work / "coarse" / "model.pt",
+                  fresh=fresh, transform=transfer)
+
+
+def _stage_denoised(config, work, files, folder, fresh, progress) -> dict:
+    return _denoise(files, work / "fine" / "model.pt", folder, config, progress, fresh)
+
+
+STAGE_FUNCTIONS = {"simulate": _stage_simulate, "coarse": _stage_coarse, "noise": _stage_noise,
+                   "gan": _stage_gan, "fine": _stage_fine, "denoised": _stage_denoised}
 
 
 def _train(pairs, folder: Path, cfg: TrainConfig, dev: str, progress: bool, meta: dict, init=None, transform=None,

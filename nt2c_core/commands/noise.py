@@ -59,6 +59,8 @@ def add_gan(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop", type=int, default=None, help="training crop [px], multiple of 32 (default: patch size)")
     p.add_argument("--width", type=int, default=d.width, help="network width")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    p.add_argument("--spectral-weight", type=float, default=d.spectral_weight,
+                   help="weight of the power-spectrum term in the generator loss (0 = the paper's loss)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="iterations between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT.ckpt")
@@ -68,7 +70,8 @@ def add_gan(p: argparse.ArgumentParser) -> None:
 def run_gan(args: argparse.Namespace) -> int:
     patches, _ = read_mrc(args.patches, allow_stack=True)
     config = GANConfig(iterations=args.iterations, n_critic=args.n_critic, batch_size=args.batch_size, crop=args.crop,
-                       width=args.width, lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every)
+                       width=args.width, lr=args.lr, spectral_weight=args.spectral_weight, seed=args.seed,
+                       checkpoint_every=args.checkpoint_every)
     out = train_noise_gan(patches, args.output, config, args.resume, str(resolve_device(args.device)),
                           metadata={"source": str(args.patches)})
     print(f"wrote {out} (samples: {out}.samples.png)")

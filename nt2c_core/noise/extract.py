@@ -63,6 +63,17 @@ class ExtractionSettings:
         return self.step if self.step else self.patch // 2
 
 
+def suggest_patch_size(diameter_a: float, pixel_size: float, minimum: int = 64, maximum: int = 512) -> int:
+    """Noise patch side d [px] for particles of ``diameter_a`` Å at ``pixel_size`` Å/px: the
+    smallest multiple of 32 holding two particle diameters (a d/2 sub-patch then holds a whole
+    particle, so a tile touching one fails the SSIM rule), within [minimum, maximum]. The paper's
+    d = 320 corresponds to ~150 px particles."""
+    if diameter_a <= 0 or pixel_size <= 0:
+        raise InputError(f"particle diameter {diameter_a} Å and pixel size {pixel_size} Å/px must be positive")
+    d = 32 * math.ceil(2 * diameter_a / pixel_size / 32)
+    return int(min(max(d, minimum), maximum))
+
+
 def to_unit_range(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
     """Scale to [0, 1] between two percentiles, clipping outliers (robust, unlike min-max)."""
     lo, hi = np.percentile(image, (low, high))

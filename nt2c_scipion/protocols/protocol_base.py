@@ -8,6 +8,17 @@ from pwem.protocols import EMProtocol
 from ..constants import NT2C_DEVICE_VAR
 
 
+def choose_device(use_gpu: bool, cuda_available: bool, step_gpus, protocol_gpus, wanted: str = "auto") -> str:
+    """'cpu' unless GPUs are wanted and CUDA is present; then the first GPU the executor gave
+    the step, else the first of the protocol's list, else the default CUDA device."""
+    if wanted == "cpu" or not use_gpu or not cuda_available:
+        return "cpu"
+    for gpus in (step_gpus, protocol_gpus):
+        if gpus:
+            return f"cuda:{int(gpus[0])}"
+    return "cuda"
+
+
 class ProtNT2CBase(EMProtocol):
     """Holds the GPU form fields (hidden, Scipion's convention) and resolves the torch device:
     the GPU id Scipion's executor gives the step when GPUs are used and CUDA is present, else CPU."""
@@ -21,13 +32,17 @@ class ProtNT2CBase(EMProtocol):
                        label="GPU IDs", help="GPU ids for this protocol, e.g. 0 or 0 1.")
 
     def _device(self) -> str:
+        """The torch device of the calling step. In parallel mode Scipion's ThreadStepExecutor
+        books a GPU slot per step thread (``getExecutor().getGpuList()``, from the GPU list and the
+        thread count); with one thread, or outside an executor, the protocol's own list is used."""
         import torch
 
-        wanted = os.environ.get(NT2C_DEVICE_VAR, "auto")
-        if wanted == "cpu" or not self.usesGpu() or not torch.cuda.is_available():
-            return "cpu"
-        gpus = self.getGpuList()
-        return f"cuda:{gpus[0]}" if gpus else "cuda"
+        try:
+            step_gpus = self.getExecutor().getGpuList()
+        except AttributeError:  # no executor, or called outside a step thread
+            step_gpus = None
+        return choose_device(self.usesGpu(), torch.cuda.is_available(), step_gpus, self.getGpuList(),
+                             os.environ.get(NT2C_DEVICE_VAR, "auto"))
 
     def _validateGpuList(self) -> list:
         gpus = self.getAttributeValue(params.GPU_LIST, "0")

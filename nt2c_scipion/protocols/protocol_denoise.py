@@ -171,10 +171,6 @@ class ProtNT2CDenoise(ProtNT2CBase, ProtStreamingBase):
                           "import them with their acquisition parameters.")
         if not in_set.isStreamOpen() and in_set.getSize() == 0:
             errors.append("The input set of micrographs is empty.")
-        rates = {round(m.getSamplingRate(), 4) for m in in_set.iterItems()}
-        if len(rates) > 1:
-            errors.append(f"The input mixes sampling rates {sorted(rates)} Å/px: denoise each pixel size "
-                          "with a model trained for it (split the set first).")
         path = model.getFileName()
         if not path or not os.path.exists(path):
             errors.append(f"The model file {path} is missing: import the model again.")

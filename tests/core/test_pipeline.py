@@ -78,6 +78,20 @@ def test_interrupted_stage_resumes_and_later_stages_are_redone(tmp_path, raw_dir
     assert "[denoised] running (after fine changed)" in out
     assert (work / "denoised" / "exp_0000.mrc").stat().st_mtime_ns > denoised  # redone with the new model
     assert (work / "fine" / "model.pt").exists()
+    # one stage per call (one Scipion step per stage): a rerun stage marks the later ones stale on disk
+    (work / "noise" / "DONE.json").unlink()
+    run_pipeline(_config(str(raw_dir / "raw" / "*.mrc")), work, progress=False, only=["noise"])
+    assert all((work / s / "STALE").read_text() == "noise" for s in ("gan", "fine", "denoised"))
+    assert not any((work / s / "DONE.json").exists() for s in ("gan", "fine", "denoised"))
+    with pytest.raises(InputError, match="needs stage gan"):
+        run_pipeline(_config(str(raw_dir / "raw" / "*.mrc")), work, progress=False, only=["fine"])
+    capsys.readouterr()
+    for name in ("gan", "fine", "denoised"):
+        run_pipeline(_config(str(raw_dir / "raw" / "*.mrc")), work, progress=False, only=[name])
+    out = capsys.readouterr().out
+    assert "[gan] running (after noise changed)" in out and "[denoised] running (after noise changed)" in out
+    assert not any((work / s / "STALE").exists() for s in STAGES)
+    assert list(json.loads((work / "pipeline.json").read_text())["stages"]) == list(STAGES)
 
 
 def test_bad_input_is_refused_before_any_work(tmp_path, raw_dir):

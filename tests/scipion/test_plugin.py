@@ -12,3 +12,36 @@ def test_plugin_is_discovered_by_scipion_domain():
     assert "nt2c_scipion" in plugins
     assert issubclass(nt2c_scipion.Plugin, pwem.Plugin)
     assert nt2c_scipion.Plugin.getVar("NT2C_DEVICE") in ("auto", "cpu", "cuda")
+
+
+def test_each_step_runs_on_the_gpu_its_executor_thread_booked(monkeypatch):
+    """Scipion's ThreadStepExecutor books one GPU slot per step thread; a protocol's steps must
+    use that GPU, not the first of the protocol's list. CUDA is faked present: no GPU needed."""
+    import torch
+    from pyworkflow.protocol.executor import ThreadStepExecutor
+
+    from nt2c_scipion.protocols import ProtNT2CDenoise
+    from nt2c_scipion.protocols.protocol_base import choose_device
+
+    executor = ThreadStepExecutor(None, 3, gpuList=[0, 1])
+    prot = ProtNT2CDenoise()
+    prot.setStepsExecutor(executor)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+    class FakeStepThread:
+        def __init__(self, th_id):
+            self.thId = th_id
+
+        def needsGPU(self):
+            return True
+
+    devices = []
+    for th_id in (1, 2, 1):
+        monkeypatch.setattr(executor, "getCurrentStepThread", lambda t=th_id: FakeStepThread(t))
+        devices.append(prot._device())
+    assert devices == ["cuda:0", "cuda:1", "cuda:0"]  # two threads, two GPUs, a thread keeps its GPU
+
+    assert choose_device(True, False, [1], [0]) == "cpu"  # no CUDA: CPU fallback
+    assert choose_device(False, True, [1], [0]) == "cpu"  # GPU switched off in the form
+    assert choose_device(True, True, [], [3]) == "cuda:3"  # no executor slot: protocol's list
+    assert choose_device(True, True, [2], [0], wanted="cpu") == "cpu"  # NT2C_DEVICE=cpu wins

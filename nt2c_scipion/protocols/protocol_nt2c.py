@@ -1,0 +1,230 @@
+"""NT2C in one click: raw micrographs + an atomic model -> every NT2C stage as a Scipion step ->
+the fine model and the denoised micrographs.
+
+The work is ``nt2c_core.pipeline`` in the protocol's extra folder (``extra/work``): one step per
+stage (simulate, coarse, noise, gan, fine, denoised). A finished stage leaves ``DONE.json``, so
+Scipion's *Continue* after an interruption skips finished stages and resumes an interrupted
+training from its checkpoint; a stage that reruns marks the later ones stale.
+"""
+
+import json
+import os
+from enum import Enum
+from pathlib import Path
+
+import pyworkflow.protocol.params as params
+from pwem.objects import SetOfMicrographs
+
+from ..constants import OUTPUT_MICROGRAPHS, OUTPUT_MODEL
+from ..objects import NT2CModel
+from .protocol_base import ProtNT2CBase
+
+DETECTOR_CHOICES = ["K3", "K2", "Falcon4", "ideal"]
+STAGES = ("simulate", "coarse", "noise", "gan", "fine", "denoised")
+
+
+class NT2COutputs(Enum):
+    outputModel = NT2CModel
+    outputMicrographs = SetOfMicrographs
+
+
+class ProtNT2C(ProtNT2CBase):
+    """Train NT2C for this data set and denoise it: simulate clean/noisy pairs of the atomic model
+    with the micrographs' acquisition, train the coarse U-Net, extract pure-noise background
+    patches from the raw micrographs, learn their noise with a WGAN-GP, train the fine U-Net on
+    simulated signal carrying that noise, and denoise every micrograph. Resumable with Continue."""
+
+    _label = "NT2C (one click)"
+    _possibleOutputs = NT2COutputs
+
+    # --- form -----------------------------------------------------------------------------
+    def _defineParams(self, form):
+        form.addSection("Input")
+        form.addParam("inputMicrographs", params.PointerParam, pointerClass="SetOfMicrographs", important=True,
+                      label="Raw micrographs", help="Motion-corrected micrographs with their acquisition.")
+        form.addParam("structureSource", params.EnumParam, choices=["from project", "file"], default=1,
+                      display=params.EnumParam.DISPLAY_HLIST, label="Atomic model",
+                      help="The sample's atomic model (PDB/mmCIF), used to simulate training pairs.")
+        form.addParam("inputStructure", params.PointerParam, pointerClass="AtomStruct", allowsNull=True,
+                      condition="structureSource == 0", label="Atomic structure")
+        form.addParam("structureFile", params.PathParam, condition="structureSource == 1",
+                      label="PDB/mmCIF file", help="Plain or gzipped PDB or mmCIF.")
+        form.addParam("inputCTF", params.PointerParam, pointerClass="SetOfCTF", allowsNull=True,
+                      label="CTF estimation (optional)",
+                      help="If given, simulated defocus spans the estimated range; else the range below.")
+        line = form.addLine("Defocus range (µm)", help="Underfocus positive; used without a CTF estimation.")
+        line.addParam("defocusMin", params.FloatParam, default=1.0, label="min")
+        line.addParam("defocusMax", params.FloatParam, default=3.0, label="max")
+        form.addParam("dose", params.FloatParam, default=40.0, label="Total dose (e/Å²)",
+                      help="Total exposure of each micrograph.")
+        form.addParam("detector", params.EnumParam, choices=DETECTOR_CHOICES, default=0, label="Detector",
+                      help="Detector model for the simulation's MTF/DQE.")
+        form.addSection("Training")
+        form.addParam("simCount", params.IntParam, default=64, label="Simulated micrographs")
+        form.addParam("simSize", params.IntParam, default=512, label="Simulated size (px)",
+                      help="Side of each simulated micrograph.")
+        form.addParam("particles", params.IntParam, default=20, label="Particles per simulated micrograph")
+        form.addParam("coarseSteps", params.IntParam, default=2000, label="Coarse training steps")
+        form.addParam("fineSteps", params.IntParam, default=1000, label="Fine training steps")
+        form.addParam("ganIterations", params.IntParam, default=2000, label="Noise GAN iterations")
+        form.addParam("width", params.IntParam, default=48, expertLevel=params.LEVEL_ADVANCED,
+                      label="U-Net width", help="48 as in the paper; 24 is ~3x faster on CPU.")
+        form.addParam("crop", params.IntParam, default=256, expertLevel=params.LEVEL_ADVANCED,
+                      label="Training crop (px)", help="Multiple of 32.")
+        form.addParam("noisePatch", params.IntParam, default=320, label="Noise patch size d (px)",
+                      help="Background tiles of d x d px (the paper's 320), scanned with step d/2.")
+        form.addParam("ssimThreshold", params.FloatParam, default=0.7, label="SSIM threshold",
+                      help="A tile is background when all pairwise SSIMs of its 4 sub-patches exceed this.")
+        form.addParam("minNoisePatches", params.IntParam, default=32, expertLevel=params.LEVEL_ADVANCED,
+                      label="Minimum noise patches", help="Fewer patches stop the run with advice.")
+        form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Random seed")
+        self._defineGpuParams(form)
+
+    # --- steps ----------------------------------------------------------------------------
+    def _insertAllSteps(self):
+        # the config is the step's argument: after a change of settings, Continue reruns it and
+        # the stages after it (finished stages are still skipped by the pipeline's DONE files)
+        self._insertFunctionStep(self.convertInputStep, json.dumps(self._pipelineConfig().to_dict()))
+        for stage in STAGES:
+            self._insertFunctionStep(self.stageStep, stage)
+        self._insertFunctionStep(self.createOutputStep, needsGPU=False)
+
+    def convertInputStep(self, config_json):
+        """Write the pipeline config (raw micrograph list, structure, acquisition, settings)."""
+        from nt2c_core.io import write_json
+
+        write_json(self._configPath(), json.loads(config_json))
+
+    def stageStep(self, stage):
+        from nt2c_core.pipeline import PipelineConfig, run_pipeline
+
+        config = PipelineConfig.from_file(self._configPath())
+        config.device = self._device()
+        run_pipeline(config, self._workDir(), progress=False, only=[stage])
+
+    def createOutputStep(self):
+        from nt2c_core.models.store import read_model_file
+
+        work = self._workDir()
+        model = NT2CModel(filename=str(work / "fine" / "model.pt"))
+        model.setMetadata(json.loads(read_model_file(work / "fine" / "model.pt")["metadata"]))
+        in_set = self.inputMicrographs.get()
+        out_set = self._createSetOfMicrographs()
+        out_set.copyInfo(in_set)
+        for mic in in_set:
+            path = work / "denoised" / (Path(mic.getFileName()).stem + ".mrc")
+            if path.exists():
+                new = mic.clone()
+                new.setFileName(str(path))
+                out_set.append(new)
+        self._defineOutputs(**{OUTPUT_MODEL: model, OUTPUT_MICROGRAPHS: out_set})
+        self._defineSourceRelation(self.inputMicrographs, out_set)
+        self._defineSourceRelation(self.inputMicrographs, model)
+
+    # --- helpers --------------------------------------------------------------------------
+    def _workDir(self) -> Path:
+        return Path(self._getExtraPath("work"))
+
+    def _configPath(self) -> str:
+        return self._getExtraPath("nt2c_config.json")
+
+    def _structurePath(self):
+        if self.structureSource.get() == 0:
+            struct = self.inputStructure.get()
+            return struct.getFileName() if struct is not None else None
+        return self.structureFile.get()
+
+    def _defocusRange(self) -> tuple:
+        ctfs = self.inputCTF.get() if self.inputCTF.hasValue() else None
+        if ctfs is None or ctfs.getSize() == 0:
+            return self.defocusMin.get(), self.defocusMax.get()
+        values = [d / 1e4 for ctf in ctfs for d in (ctf.getDefocusU(), ctf.getDefocusV())]
+        return round(min(values), 3), round(max(values), 3)
+
+    def _pipelineConfig(self):
+        from nt2c_core.denoise import TileSettings
+        from nt2c_core.noise.extract import ExtractionSettings
+        from nt2c_core.noise.synthesize import GANConfig
+        from nt2c_core.pipeline import PipelineConfig
+        from nt2c_core.simulate import Acquisition, SimulationConfig
+        from nt2c_core.training import TrainConfig
+
+        in_set = self.inputMicrographs.get()
+        acq = in_set.getAcquisition()
+        acquisition = Acquisition(voltage_kv=acq.getVoltage(), cs_mm=acq.getSphericalAberration(),
+                                  amplitude_contrast=acq.getAmplitudeContrast(), pixel_size=in_set.getSamplingRate(),
+                                  dose=self.dose.get(), detector=DETECTOR_CHOICES[self.detector.get()])
+        seed = self.seed.get()
+        size = self.simSize.get()
+        simulation = SimulationConfig(acquisition, size=(size, size), particles=self.particles.get(),
+                                      defocus_um=self._defocusRange(), count=self.simCount.get(),
+                                      library_size=200, seed=seed)
+        crop, width = self.crop.get(), self.width.get()
+        coarse_steps, fine_steps = self.coarseSteps.get(), self.fineSteps.get()
+        gan_crop = min(128, (self.noisePatch.get() // 32) * 32)
+        return PipelineConfig(
+            raw=[os.path.abspath(m.getFileName()) for m in in_set], structures=[os.path.abspath(self._structurePath())],
+            simulation=simulation,
+            coarse=TrainConfig(steps=coarse_steps, crop=crop, width=width, seed=seed,
+                               val_every=max(coarse_steps // 5, 1), checkpoint_every=max(coarse_steps // 10, 1)),
+            extraction=ExtractionSettings(patch=self.noisePatch.get(), threshold=self.ssimThreshold.get()),
+            gan=GANConfig(iterations=self.ganIterations.get(), crop=gan_crop, seed=seed,
+                          checkpoint_every=max(self.ganIterations.get() // 10, 1)),
+            fine=TrainConfig(steps=fine_steps, crop=min(crop, (self.noisePatch.get() // 32) * 32), width=width,
+                             lr=5e-4, seed=seed, val_every=max(fine_steps // 5, 1),
+                             checkpoint_every=max(fine_steps // 10, 1)),
+            tiles=TileSettings(), min_noise_patches=self.minNoisePatches.get())
+
+    # --- info -----------------------------------------------------------------------------
+    def _validate(self):
+        errors = self._validateGpuList()
+        in_set = self.inputMicrographs.get()
+        if in_set is None:
+            return errors + ["Choose the raw micrographs."]
+        acq = in_set.getAcquisition()
+        if acq is None or acq.getVoltage() is None:
+            errors.append("The micrographs have no acquisition (voltage, Cs, amplitude contrast): "
+                          "import them with their acquisition parameters.")
+        path = self._structurePath()
+        if not path or not os.path.isfile(path):
+            errors.append(f"Atomic model file {path!r} not found: choose a PDB/mmCIF file or an atomic structure.")
+        elif not self._looksLikeStructure(path):
+            errors.append(f"{path} is not a PDB/mmCIF atomic model.")
+        if self.defocusMin.get() > self.defocusMax.get():
+            errors.append("Defocus range: min is larger than max.")
+        for name, multiple in (("crop", 32), ("noisePatch", 2)):
+            if getattr(self, name).get() % multiple:
+                errors.append(f"{self.getParam(name).label.get()}: must be a multiple of {multiple}.")
+        return errors
+
+    @staticmethod
+    def _looksLikeStructure(path) -> bool:
+        from nt2c_core.errors import NT2CError
+        from nt2c_core.simulate.structure import load_structure
+
+        try:
+            load_structure(path)
+        except (NT2CError, ValueError, RuntimeError):
+            return False
+        return True
+
+    def _summary(self):
+        done = [s for s in STAGES if (self._workDir() / s / "DONE.json").exists()]
+        lines = [f"Stages complete: {', '.join(done) if done else 'none'}."]
+        noise = self._workDir() / "noise" / "DONE.json"
+        if noise.exists():
+            info = json.loads(noise.read_text())
+            lines.append(f"Noise patches: {info.get('patches')} from {len(info.get('per_micrograph', {}))} micrographs.")
+        model = getattr(self, OUTPUT_MODEL, None)
+        if model is not None:
+            training = model.getMetadata().get("training", {})
+            if training.get("val_psnr_db") is not None:
+                lines.append(f"Fine model validation PSNR {training['val_psnr_db']:.2f} dB.")
+        return lines
+
+    def _methods(self):
+        return ["Micrographs were denoised with NT2C [Li2022NT2C] trained on simulated pairs of the atomic "
+                "model carrying the data set's own background noise."]
+
+    def _citations(self):
+        return ["Li2022NT2C"]

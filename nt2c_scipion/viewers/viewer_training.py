@@ -1,0 +1,131 @@
+"""What NT2C training did, for the one-click protocol: loss curves of the coarse U-Net, the noise
+GAN and the fine U-Net; real vs generated noise patches; the chosen background tiles on a
+micrograph; raw vs coarse vs fine for a chosen micrograph.
+
+The figures are built by functions that tests call headless (Agg); the viewer shows them in
+Scipion's plotter windows."""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pyworkflow.protocol.params as params
+from pyworkflow.viewer import DESKTOP_TKINTER, WEB_DJANGO, ProtocolViewer
+
+from ..protocols import ProtNT2C
+
+LOSS_COLUMNS = {"coarse": ("step", "loss"), "gan": ("iteration", "wasserstein"), "fine": ("step", "loss")}
+
+
+def read_loss(path: Path, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
+    """Two columns of a loss CSV written by nt2c_core (empty arrays when the file is missing)."""
+    if not path.exists():
+        return np.empty(0), np.empty(0)
+    with open(path, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get(x) and r.get(y)]
+    return np.array([float(r[x]) for r in rows]), np.array([float(r[y]) for r in rows])
+
+
+def draw_losses(axes, work: Path) -> int:
+    """One axis per training stage; returns how many stages had a loss log."""
+    drawn = 0
+    for ax, (stage, (x, y)) in zip(axes, LOSS_COLUMNS.items()):
+        steps, values = read_loss(work / stage / "model.pt.loss.csv", x, y)
+        ax.set_title(f"{stage}: {y.replace('_', ' ')}")
+        ax.set_xlabel(x)
+        if len(steps):
+            ax.plot(steps, values)
+            drawn += 1
+    return drawn
+
+
+def losses_figure(work: Path):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 3.5))
+    axes = [fig.add_subplot(1, 3, i + 1) for i in range(3)]
+    draw_losses(axes, Path(work))
+    fig.tight_layout()
+    return fig
+
+
+def stage_images(work: Path) -> dict:
+    """PNG files the stages wrote: GAN samples (real vs generated) and noise-patch overlays."""
+    work = Path(work)
+    images = {"gan_samples": work / "gan" / "model.pt.samples.png"}
+    for overlay in sorted((work / "noise" / "overlays").glob("*.png")):
+        images[f"overlay {overlay.stem}"] = overlay
+    return {k: v for k, v in images.items() if v.exists()}
+
+
+def raw_coarse_fine(protocol: ProtNT2C, index: int):
+    """(raw, coarse-denoised, fine-denoised, micName) of the index-th micrograph (0-based)."""
+    from nt2c_core.denoise import Denoiser
+    from nt2c_core.io import read_mrc
+
+    work = Path(protocol._getExtraPath("work"))
+    mics = list(protocol.outputMicrographs.iterItems(orderBy="id"))
+    mic = mics[min(max(index, 0), len(mics) - 1)]
+    raw = read_mrc(protocol.inputMicrographs.get()[mic.getObjId()].getFileName())[0]
+    coarse = Denoiser.from_file(work / "coarse" / "model.pt").denoise(raw)
+    return raw, coarse, read_mrc(mic.getFileName())[0], mic.getMicName()
+
+
+def draw_raw_coarse_fine(axes, raw, coarse, fine) -> None:
+    """Same contrast stretch (the fine image's 1-99 %) on standardized images."""
+    shown = [(t, (i - i.mean()) / max(float(i.std()), 1e-8)) for t, i in (("raw", raw), ("coarse", coarse),
+                                                                             ("fine", fine))]
+    lo, hi = np.percentile(shown[2][1], (1, 99))
+    for ax, (title, image) in zip(axes, shown):
+        ax.imshow(image, cmap="gray", vmin=lo, vmax=hi)
+        ax.set_title(title)
+        ax.axis("off")
+
+
+class NT2CTrainingViewer(ProtocolViewer):
+    """Loss curves, real vs generated noise, background tiles, raw vs coarse vs fine."""
+
+    _label = "viewer NT2C training"
+    _targets = [ProtNT2C]
+    _environments = [DESKTOP_TKINTER, WEB_DJANGO]
+
+    def _defineParams(self, form):
+        form.addSection(label="Visualization")
+        form.addParam("doShowLosses", params.LabelParam, label="Training loss curves")
+        form.addParam("doShowImages", params.LabelParam, label="Noise patches: GAN samples and overlays")
+        form.addParam("micIndex", params.IntParam, default=1, label="Micrograph number (1 = first)")
+        form.addParam("doShowCompare", params.LabelParam, label="Raw vs coarse vs fine")
+
+    def _getVisualizeDict(self):
+        return {"doShowLosses": self._showLosses, "doShowImages": self._showImages,
+                "doShowCompare": self._showCompare}
+
+    def _work(self) -> Path:
+        return Path(self.protocol._getExtraPath("work"))
+
+    def _showLosses(self, param=None):
+        from pwem.viewers import EmPlotter
+
+        plotter = EmPlotter(x=1, y=3, windowTitle="NT2C training losses")
+        draw_losses([plotter.createSubPlot("", "", "") for _ in range(3)], self._work())
+        return [plotter]
+
+    def _showImages(self, param=None):
+        from pwem.viewers import EmPlotter
+        from matplotlib.image import imread
+
+        images = stage_images(self._work())
+        plotter = EmPlotter(x=max(len(images), 1), y=1, windowTitle="NT2C noise patches")
+        for title, path in images.items():
+            ax = plotter.createSubPlot(title, "", "")
+            ax.imshow(imread(str(path)))
+            ax.axis("off")
+        return [plotter]
+
+    def _showCompare(self, param=None):
+        from pwem.viewers import EmPlotter
+
+        raw, coarse, fine, name = raw_coarse_fine(self.protocol, self.micIndex.get() - 1)
+        plotter = EmPlotter(x=1, y=3, windowTitle=f"NT2C: {name}")
+        draw_raw_coarse_fine([plotter.createSubPlot("", "", "") for _ in range(3)], raw, coarse, fine)
+        return [plotter]

@@ -1,0 +1,128 @@
+"""The one-click NT2C protocol in a real Scipion project: every stage as a step, outputs linked
+to the raw micrographs, and Continue after a failure skipping the finished stages. Tiny settings:
+this checks the plumbing; denoising quality is checked in tests/core."""
+
+import json
+from pathlib import Path
+
+import pytest
+from pwem.protocols import ProtImportMicrographs
+from pyworkflow.protocol import MODE_RESUME
+from pyworkflow.tests import BaseTest, setupTestProject
+
+from nt2c_core.data import APOFERRITIN
+from nt2c_core.io import read_mrc
+from nt2c_core.simulate import Acquisition, SimulationConfig
+from nt2c_core.simulate.experimental import make_experimental_dataset
+from nt2c_scipion.protocols import ProtNT2C
+from nt2c_scipion.viewers.viewer_training import draw_losses, draw_raw_coarse_fine, raw_coarse_fine, stage_images
+from nt2c_scipion.wizards import NT2CNoisePatchWizard
+
+TINY = dict(simCount=3, simSize=128, particles=2, coarseSteps=4, fineSteps=4, ganIterations=2, width=8, crop=64,
+            noisePatch=64, ssimThreshold=-0.99, minNoisePatches=1, numberOfThreads=1)
+
+
+@pytest.fixture(scope="class")
+def experimental(request, tmp_path_factory):
+    out = tmp_path_factory.mktemp("oneclick")
+    make_experimental_dataset([APOFERRITIN], SimulationConfig(Acquisition(pixel_size=2.5), size=(192, 160),
+                                                              particles=2, count=2, seed=4), out, progress=False)
+    request.cls.raw = out / "raw"
+
+
+@pytest.mark.usefixtures("experimental")
+class TestNT2COneClick(BaseTest):
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+
+    def _import(self):
+        prot = self.newProtocol(ProtImportMicrographs, filesPath=str(self.raw), filesPattern="*.mrc", samplingRate=2.5,
+                                voltage=300, sphericalAberration=2.7, amplitudeContrast=0.07)
+        return self.launchProtocol(prot)
+
+    def _nt2c(self, mics, **changes):
+        prot = self.newProtocol(ProtNT2C, **{"structureFile": str(APOFERRITIN), **TINY, **changes})
+        prot.inputMicrographs.set(mics)
+        prot.inputMicrographs.setExtended("outputMicrographs")
+        return prot
+
+    def test_failed_run_continues_without_redoing_finished_stages(self):
+        mics = self._import()
+        prot = self._nt2c(mics, minNoisePatches=100000)  # the noise stage must fail: too few patches
+        with self.assertRaises(Exception):
+            self.launchProtocol(prot)
+        work = Path(prot._getExtraPath("work"))
+        self.assertTrue((work / "coarse" / "DONE.json").exists())
+        self.assertFalse((work / "noise" / "DONE.json").exists())
+        log = open(prot.getLogPaths()[0]).read() + open(prot.getLogPaths()[1]).read()
+        self.assertIn("noise patches found (need 100000)", log)
+        self.assertIn("lower --threshold", log)
+        stamps = {s: (work / s / "DONE.json").stat().st_mtime_ns for s in ("simulate", "coarse")}
+
+        prot.minNoisePatches.set(1)
+        prot.runMode.set(MODE_RESUME)  # the GUI's Continue
+        self.launchProtocol(prot)
+        self.assertEqual({s: (work / s / "DONE.json").stat().st_mtime_ns for s in stamps}, stamps)
+        for stage in ("noise", "gan", "fine", "denoised"):
+            self.assertTrue((work / stage / "DONE.json").exists(), stage)
+        self.assertTrue(all(step.isFinished() for step in prot.loadSteps()))
+
+        out, raw = prot.outputMicrographs, mics.outputMicrographs
+        self.assertSetSize(out, 2)
+        self.assertAlmostEqual(out.getSamplingRate(), 2.5)
+        for mic in out:
+            self.assertEqual(mic.getMicName(), raw[mic.getObjId()].getMicName())
+            self.assertEqual(read_mrc(mic.getFileName())[0].shape, (160, 192))
+        model = prot.outputModel
+        self.assertEqual(model.getKind(), "denoiser")
+        self.assertAlmostEqual(model.getPixelSize(), 2.5)
+        config = json.loads(Path(prot._getExtraPath("nt2c_config.json")).read_text())
+        self.assertEqual(config["simulation"]["acquisition"]["pixel_size"], 2.5)
+        self.assertIn("Stages complete: simulate, coarse, noise, gan, fine, denoised", "\n".join(prot._summary()))
+
+        # the training viewer's figures, headless
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 3)
+        self.assertEqual(draw_losses(axes, work), 3)  # coarse, GAN and fine loss logs
+        images = stage_images(work)
+        self.assertIn("gan_samples", images)
+        self.assertEqual(sum(k.startswith("overlay") for k in images), 2)
+        raw_img, coarse, fine, name = raw_coarse_fine(prot, 0)
+        self.assertEqual(raw_img.shape, coarse.shape)
+        self.assertEqual(fine.shape, coarse.shape)
+        fig, axes = plt.subplots(1, 3)
+        draw_raw_coarse_fine(axes, raw_img, coarse, fine)
+        self.assertEqual(len(axes[0].images), 1)
+        plt.close("all")
+
+    def test_bad_structure_and_missing_acquisition_are_refused(self):
+        mics = self._import()
+        bad = Path(self.proj.getPath()) / "not_a_structure.pdb"
+        bad.write_text("hello\n")
+        errors = self._nt2c(mics, structureFile=str(bad)).validate()
+        self.assertTrue(any("not a PDB/mmCIF" in e for e in errors), errors)
+        errors = self._nt2c(mics, structureFile=str(bad) + ".missing").validate()
+        self.assertTrue(any("not found" in e for e in errors), errors)
+        errors = self._nt2c(mics, crop=100).validate()
+        self.assertTrue(any("multiple of 32" in e for e in errors), errors)
+
+    def test_noise_patch_wizard_uses_the_structure_and_sampling(self):
+        mics = self._import()
+        prot = self._nt2c(mics)
+
+        class Form:
+            protocol = prot
+            values = {}
+
+            def setVar(self, name, value):
+                self.values[name] = value
+
+        form = Form()
+        NT2CNoisePatchWizard().show(form)
+        # apoferritin: 134 Å across; two diameters at 2.5 Å/px = 107 px -> 128 px
+        self.assertEqual(form.values["noisePatch"], 128)
