@@ -178,10 +178,10 @@ def extract_noise(raw_paths: Sequence[str | os.PathLike], enhance: Callable[[np.
 
     s = (settings or ExtractionSettings()).validate()
     out = Path(out_dir)
-    counts, empty, failed, patches, rows = {}, [], {}, [], []
+    counts, empty, failed, patches, rows, pixel = {}, [], {}, [], [], 0.0
     for path in tqdm([Path(p) for p in raw_paths], desc="extract noise", unit="mic", disable=not progress):
         try:
-            raw, _ = read_mrc(path)
+            raw, pixel = read_mrc(path)
             found = find_background(raw, enhance(raw), s, path.stem)
         except NT2CError as exc:
             failed[path.stem] = str(exc)
@@ -200,7 +200,7 @@ def extract_noise(raw_paths: Sequence[str | os.PathLike], enhance: Callable[[np.
         raise InputError(f"only {total} noise patches found (need {min_patches}) in {len(counts)} micrograph(s): "
                          f"lower --threshold (now {s.threshold}), use a smaller --patch (now {s.patch} px), "
                          "or give more micrographs")
-    report.stack = write_mrc(out / "noise_patches.mrcs", np.concatenate(patches), 1.0)
+    report.stack = write_mrc(out / "noise_patches.mrcs", np.concatenate(patches), pixel or 1.0)
     write_star(out / "noise_patches.star", "noise_patches",
                ("rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit", "rlnMicrographName"), rows)
     write_json(out / "summary.json", {"total": total, "per_micrograph": counts, "without_background": empty,

@@ -51,3 +51,81 @@ class ProtNT2CBase(EMProtocol):
         except ValueError:
             return [f"GPU IDs '{gpus}': give integers separated by spaces, e.g. 0 1"]
         return []
+
+
+DETECTOR_CHOICES = ["K3", "K2", "Falcon4", "ideal"]
+
+
+class ProtNT2CSimulationBase(ProtNT2CBase):
+    """Form fields and helpers shared by the protocols that simulate training pairs: the atomic
+    model (project AtomStruct or file), the experimental micrographs whose acquisition the
+    simulation copies, an optional CTF estimation for the defocus range, dose and detector."""
+
+    def _defineSimulationInputParams(self, form):
+        form.addParam("structureSource", params.EnumParam, choices=["from project", "file"], default=1,
+                      display=params.EnumParam.DISPLAY_HLIST, label="Atomic model",
+                      help="The sample's atomic model (PDB/mmCIF), used to simulate training pairs.")
+        form.addParam("inputStructure", params.PointerParam, pointerClass="AtomStruct", allowsNull=True,
+                      condition="structureSource == 0", label="Atomic structure")
+        form.addParam("structureFile", params.PathParam, condition="structureSource == 1",
+                      label="PDB/mmCIF file", help="Plain or gzipped PDB or mmCIF.")
+        form.addParam("inputCTF", params.PointerParam, pointerClass="SetOfCTF", allowsNull=True,
+                      label="CTF estimation (optional)",
+                      help="If given, simulated defocus spans the estimated range; else the range below.")
+        line = form.addLine("Defocus range (µm)", help="Underfocus positive; used without a CTF estimation.")
+        line.addParam("defocusMin", params.FloatParam, default=1.0, label="min")
+        line.addParam("defocusMax", params.FloatParam, default=3.0, label="max")
+        form.addParam("dose", params.FloatParam, default=40.0, label="Total dose (e/Å²)",
+                      help="Total exposure of each micrograph.")
+        form.addParam("detector", params.EnumParam, choices=DETECTOR_CHOICES, default=0, label="Detector",
+                      help="Detector model for the simulation's MTF/DQE.")
+
+    def _structurePath(self):
+        if self.structureSource.get() == 0:
+            struct = self.inputStructure.get()
+            return struct.getFileName() if struct is not None else None
+        return self.structureFile.get()
+
+    def _defocusRange(self) -> tuple:
+        ctfs = self.inputCTF.get() if self.inputCTF.hasValue() else None
+        if ctfs is None or ctfs.getSize() == 0:
+            return self.defocusMin.get(), self.defocusMax.get()
+        values = [d / 1e4 for ctf in ctfs for d in (ctf.getDefocusU(), ctf.getDefocusV())]
+        return round(min(values), 3), round(max(values), 3)
+
+    def _acquisition(self):
+        """nt2c_core Acquisition from the input micrographs (kV, Cs, amplitude contrast, Å/px) and
+        the form (dose, detector)."""
+        from nt2c_core.simulate import Acquisition
+
+        in_set = self.inputMicrographs.get()
+        acq = in_set.getAcquisition()
+        return Acquisition(voltage_kv=acq.getVoltage(), cs_mm=acq.getSphericalAberration(),
+                           amplitude_contrast=acq.getAmplitudeContrast(), pixel_size=in_set.getSamplingRate(),
+                           dose=self.dose.get(), detector=DETECTOR_CHOICES[self.detector.get()])
+
+    def _validateSimulationInputs(self) -> list:
+        errors = []
+        acq = self.inputMicrographs.get().getAcquisition()
+        if acq is None or acq.getVoltage() is None:
+            errors.append("The micrographs have no acquisition (voltage, Cs, amplitude contrast): "
+                          "import them with their acquisition parameters.")
+        path = self._structurePath()
+        if not path or not os.path.isfile(path):
+            errors.append(f"Atomic model file {path!r} not found: choose a PDB/mmCIF file or an atomic structure.")
+        elif not _looks_like_structure(path):
+            errors.append(f"{path} is not a PDB/mmCIF atomic model.")
+        if self.defocusMin.get() > self.defocusMax.get():
+            errors.append("Defocus range: min is larger than max.")
+        return errors
+
+
+def _looks_like_structure(path) -> bool:
+    from nt2c_core.errors import NT2CError
+    from nt2c_core.simulate.structure import load_structure
+
+    try:
+        load_structure(path)
+    except (NT2CError, ValueError, RuntimeError):
+        return False
+    return True

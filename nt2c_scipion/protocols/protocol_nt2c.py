@@ -17,9 +17,8 @@ from pwem.objects import SetOfMicrographs
 
 from ..constants import OUTPUT_MICROGRAPHS, OUTPUT_MODEL
 from ..objects import NT2CModel
-from .protocol_base import ProtNT2CBase
+from .protocol_base import ProtNT2CSimulationBase
 
-DETECTOR_CHOICES = ["K3", "K2", "Falcon4", "ideal"]
 STAGES = ("simulate", "coarse", "noise", "gan", "fine", "denoised")
 
 
@@ -28,7 +27,7 @@ class NT2COutputs(Enum):
     outputMicrographs = SetOfMicrographs
 
 
-class ProtNT2C(ProtNT2CBase):
+class ProtNT2C(ProtNT2CSimulationBase):
     """Train NT2C for this data set and denoise it: simulate clean/noisy pairs of the atomic model
     with the micrographs' acquisition, train the coarse U-Net, extract pure-noise background
     patches from the raw micrographs, learn their noise with a WGAN-GP, train the fine U-Net on
@@ -42,23 +41,7 @@ class ProtNT2C(ProtNT2CBase):
         form.addSection("Input")
         form.addParam("inputMicrographs", params.PointerParam, pointerClass="SetOfMicrographs", important=True,
                       label="Raw micrographs", help="Motion-corrected micrographs with their acquisition.")
-        form.addParam("structureSource", params.EnumParam, choices=["from project", "file"], default=1,
-                      display=params.EnumParam.DISPLAY_HLIST, label="Atomic model",
-                      help="The sample's atomic model (PDB/mmCIF), used to simulate training pairs.")
-        form.addParam("inputStructure", params.PointerParam, pointerClass="AtomStruct", allowsNull=True,
-                      condition="structureSource == 0", label="Atomic structure")
-        form.addParam("structureFile", params.PathParam, condition="structureSource == 1",
-                      label="PDB/mmCIF file", help="Plain or gzipped PDB or mmCIF.")
-        form.addParam("inputCTF", params.PointerParam, pointerClass="SetOfCTF", allowsNull=True,
-                      label="CTF estimation (optional)",
-                      help="If given, simulated defocus spans the estimated range; else the range below.")
-        line = form.addLine("Defocus range (µm)", help="Underfocus positive; used without a CTF estimation.")
-        line.addParam("defocusMin", params.FloatParam, default=1.0, label="min")
-        line.addParam("defocusMax", params.FloatParam, default=3.0, label="max")
-        form.addParam("dose", params.FloatParam, default=40.0, label="Total dose (e/Å²)",
-                      help="Total exposure of each micrograph.")
-        form.addParam("detector", params.EnumParam, choices=DETECTOR_CHOICES, default=0, label="Detector",
-                      help="Detector model for the simulation's MTF/DQE.")
+        self._defineSimulationInputParams(form)
         form.addSection("Training")
         form.addParam("simCount", params.IntParam, default=64, label="Simulated micrographs")
         form.addParam("simSize", params.IntParam, default=512, label="Simulated size (px)",
@@ -128,32 +111,16 @@ class ProtNT2C(ProtNT2CBase):
     def _configPath(self) -> str:
         return self._getExtraPath("nt2c_config.json")
 
-    def _structurePath(self):
-        if self.structureSource.get() == 0:
-            struct = self.inputStructure.get()
-            return struct.getFileName() if struct is not None else None
-        return self.structureFile.get()
-
-    def _defocusRange(self) -> tuple:
-        ctfs = self.inputCTF.get() if self.inputCTF.hasValue() else None
-        if ctfs is None or ctfs.getSize() == 0:
-            return self.defocusMin.get(), self.defocusMax.get()
-        values = [d / 1e4 for ctf in ctfs for d in (ctf.getDefocusU(), ctf.getDefocusV())]
-        return round(min(values), 3), round(max(values), 3)
-
     def _pipelineConfig(self):
         from nt2c_core.denoise import TileSettings
         from nt2c_core.noise.extract import ExtractionSettings
         from nt2c_core.noise.synthesize import GANConfig
         from nt2c_core.pipeline import PipelineConfig
-        from nt2c_core.simulate import Acquisition, SimulationConfig
+        from nt2c_core.simulate import SimulationConfig
         from nt2c_core.training import TrainConfig
 
         in_set = self.inputMicrographs.get()
-        acq = in_set.getAcquisition()
-        acquisition = Acquisition(voltage_kv=acq.getVoltage(), cs_mm=acq.getSphericalAberration(),
-                                  amplitude_contrast=acq.getAmplitudeContrast(), pixel_size=in_set.getSamplingRate(),
-                                  dose=self.dose.get(), detector=DETECTOR_CHOICES[self.detector.get()])
+        acquisition = self._acquisition()
         seed = self.seed.get()
         size = self.simSize.get()
         simulation = SimulationConfig(acquisition, size=(size, size), particles=self.particles.get(),
@@ -181,32 +148,11 @@ class ProtNT2C(ProtNT2CBase):
         in_set = self.inputMicrographs.get()
         if in_set is None:
             return errors + ["Choose the raw micrographs."]
-        acq = in_set.getAcquisition()
-        if acq is None or acq.getVoltage() is None:
-            errors.append("The micrographs have no acquisition (voltage, Cs, amplitude contrast): "
-                          "import them with their acquisition parameters.")
-        path = self._structurePath()
-        if not path or not os.path.isfile(path):
-            errors.append(f"Atomic model file {path!r} not found: choose a PDB/mmCIF file or an atomic structure.")
-        elif not self._looksLikeStructure(path):
-            errors.append(f"{path} is not a PDB/mmCIF atomic model.")
-        if self.defocusMin.get() > self.defocusMax.get():
-            errors.append("Defocus range: min is larger than max.")
+        errors += self._validateSimulationInputs()
         for name, multiple in (("crop", 32), ("noisePatch", 2)):
             if getattr(self, name).get() % multiple:
                 errors.append(f"{self.getParam(name).label.get()}: must be a multiple of {multiple}.")
         return errors
-
-    @staticmethod
-    def _looksLikeStructure(path) -> bool:
-        from nt2c_core.errors import NT2CError
-        from nt2c_core.simulate.structure import load_structure
-
-        try:
-            load_structure(path)
-        except (NT2CError, ValueError, RuntimeError):
-            return False
-        return True
 
     def _summary(self):
         done = [s for s in STAGES if (self._workDir() / s / "DONE.json").exists()]

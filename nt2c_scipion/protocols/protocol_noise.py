@@ -1,0 +1,189 @@
+"""Noise stages as protocols: extract pure-noise background patches from the raw micrographs
+with a coarse model, and train the WGAN-GP noise model on them."""
+
+import json
+import os
+from enum import Enum
+
+import numpy as np
+import pyworkflow.protocol.params as params
+from pwem.objects import Coordinate, Particle, SetOfParticles
+
+from ..constants import OUTPUT_MODEL
+from ..objects import NT2CModel
+from .protocol_base import ProtNT2CBase
+
+OUTPUT_PATCHES = "outputNoisePatches"
+
+
+class ExtractNoiseOutputs(Enum):
+    outputNoisePatches = SetOfParticles
+
+
+class ProtNT2CExtractNoise(ProtNT2CBase):
+    """Find pure-noise background tiles (the paper's SSIM rule on the coarse-denoised image) and
+    cut them from the raw micrographs. Output: the patches as particles, each with its coordinate
+    (tile centre) on its raw micrograph; the summary counts them per micrograph."""
+
+    _label = "extract noise patches"
+    _possibleOutputs = ExtractNoiseOutputs
+
+    def _defineParams(self, form):
+        form.addSection("Input")
+        form.addParam("inputMicrographs", params.PointerParam, pointerClass="SetOfMicrographs", important=True,
+                      label="Raw micrographs")
+        form.addParam("inputModel", params.PointerParam, pointerClass="NT2CModel", important=True,
+                      label="Coarse model", help="Denoises the micrographs so that background can be told apart.")
+        form.addSection("Extraction")
+        form.addParam("patch", params.IntParam, default=320, label="Patch size d (px)",
+                      help="Tiles of d x d px scanned with step d/2 (the paper's d = 320).")
+        form.addParam("threshold", params.FloatParam, default=0.7, label="SSIM threshold",
+                      help="A tile is background when all pairwise SSIMs of its 4 sub-patches exceed this.")
+        form.addParam("smooth", params.FloatParam, default=1.5, expertLevel=params.LEVEL_ADVANCED,
+                      label="Smoothing (px)", help="Gaussian smoothing of the denoised image (0 = paper).")
+        form.addParam("flatten", params.BooleanParam, default=True, expertLevel=params.LEVEL_ADVANCED,
+                      label="Flatten background", help="Remove slow trends before the SSIM rule (No = paper).")
+        form.addParam("minPatches", params.IntParam, default=32, label="Minimum patches",
+                      help="Fewer patches in all stops the run with advice on what to relax.")
+        self._defineGpuParams(form)
+
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.extractStep)
+        self._insertFunctionStep(self.createOutputStep, needsGPU=False)
+
+    def extractSettings(self):
+        from nt2c_core.noise.extract import ExtractionSettings
+
+        return ExtractionSettings(patch=self.patch.get(), threshold=self.threshold.get(), smooth=self.smooth.get(),
+                                  flatten=self.flatten.get())
+
+    def extractStep(self):
+        from nt2c_core.denoise import Denoiser
+        from nt2c_core.noise.extract import extract_noise
+
+        denoiser = Denoiser.from_file(self.inputModel.get().getFileName(), self._device())
+        files = [m.getFileName() for m in self.inputMicrographs.get()]
+        extract_noise(files, denoiser.denoise, self._getExtraPath("noise"), self.extractSettings(),
+                      self.minPatches.get(), progress=False)
+
+    def createOutputStep(self):
+        from nt2c_core.io import read_star
+
+        mics = {os.path.basename(m.getFileName()): m.clone() for m in self.inputMicrographs.get()}
+        star = read_star(self._getExtraPath("noise", "noise_patches.star"))
+        stack = self._getExtraPath("noise", "noise_patches.mrcs")
+        out = self._createSetOfParticles()
+        out.copyInfo(self.inputMicrographs.get())
+        for index, (x, y, name) in enumerate(zip(star["rlnCoordinateX"], star["rlnCoordinateY"],
+                                                 star["rlnMicrographName"]), start=1):
+            coord = Coordinate()
+            coord.setMicrograph(mics[str(name)])
+            coord.setPosition(int(round(x)), int(round(y)))
+            particle = Particle(location=(index, stack))
+            particle.setCoordinate(coord)
+            out.append(particle)
+        self._defineOutputs(**{OUTPUT_PATCHES: out})
+        self._defineSourceRelation(self.inputMicrographs, out)
+
+    def _perMicrograph(self) -> dict:
+        path = self._getExtraPath("noise", "summary.json")
+        return json.load(open(path))["per_micrograph"] if os.path.exists(path) else {}
+
+    def _summary(self):
+        counts = self._perMicrograph()
+        if not counts:
+            return ["No patches extracted yet."]
+        lines = [f"{sum(counts.values())} noise patches of {self.patch.get()} px from {len(counts)} micrographs."]
+        lines += [f"{name}: {n}" for name, n in sorted(counts.items())]
+        return lines
+
+    def _validate(self):
+        errors = self._validateGpuList()
+        if self.patch.get() % 2 or self.patch.get() < 8:
+            errors.append("Patch size: an even number of at least 8 px.")
+        if not -1 < self.threshold.get() < 1:
+            errors.append("SSIM threshold: must lie in (-1, 1).")
+        return errors
+
+    def _citations(self):
+        return ["Li2022NT2C"]
+
+
+class TrainGANOutputs(Enum):
+    outputModel = NT2CModel
+
+
+class ProtNT2CTrainNoiseGAN(ProtNT2CBase):
+    """Train the WGAN-GP noise synthesizer on extracted noise patches; outputs the noise model
+    (an NT2CModel of kind 'noise-gan') used by 'train fine denoiser'."""
+
+    _label = "train noise GAN"
+    _possibleOutputs = TrainGANOutputs
+
+    def _defineParams(self, form):
+        form.addSection("Input")
+        form.addParam("inputPatches", params.PointerParam, pointerClass="SetOfParticles", important=True,
+                      label="Noise patches", help="From 'extract noise patches'.")
+        form.addSection("Training")
+        form.addParam("iterations", params.IntParam, default=2000, label="Generator iterations")
+        form.addParam("crop", params.IntParam, default=0, label="Crop (px)",
+                      help="Training crop, a multiple of 32 (0 = the largest that fits the patches).")
+        form.addParam("batchSize", params.IntParam, default=32, label="Batch size")
+        form.addParam("width", params.IntParam, default=32, expertLevel=params.LEVEL_ADVANCED, label="Network width")
+        form.addParam("spectralWeight", params.FloatParam, default=10.0, expertLevel=params.LEVEL_ADVANCED,
+                      label="Spectral term weight", help="Power-spectrum term of the generator loss (0 = paper).")
+        form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Random seed")
+        self._defineGpuParams(form)
+
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.trainStep)
+        self._insertFunctionStep(self.createOutputStep, needsGPU=False)
+
+    def _patches(self) -> np.ndarray:
+        from nt2c_core.io import read_mrc
+
+        stacks, out = {}, []
+        for particle in self.inputPatches.get():
+            index, path = particle.getLocation()
+            if path not in stacks:
+                stacks[path] = read_mrc(path, allow_stack=True)[0]
+            out.append(stacks[path][index - 1])
+        return np.stack(out)
+
+    def trainStep(self):
+        from nt2c_core.noise.synthesize import GANConfig, train_noise_gan
+
+        iterations = self.iterations.get()
+        config = GANConfig(iterations=iterations, batch_size=self.batchSize.get(), crop=self.crop.get() or None,
+                           width=self.width.get(), spectral_weight=self.spectralWeight.get(), seed=self.seed.get(),
+                           log_every=max(iterations // 40, 1), checkpoint_every=max(iterations // 10, 1))
+        train_noise_gan(self._patches(), self._getExtraPath("model.pt"), config, resume=True, device=self._device(),
+                        progress=False, metadata={"pixel_size": self.inputPatches.get().getSamplingRate()})
+
+    def createOutputStep(self):
+        from nt2c_core.models.store import read_model_file
+
+        path = self._getExtraPath("model.pt")
+        model = NT2CModel(filename=path)
+        model.setMetadata(json.loads(read_model_file(path)["metadata"]))
+        self._defineOutputs(**{OUTPUT_MODEL: model})
+        self._defineSourceRelation(self.inputPatches, model)
+
+    def _validate(self):
+        errors = self._validateGpuList()
+        if self.crop.get() % 32:
+            errors.append("Crop: 0 or a multiple of 32.")
+        patches = self.inputPatches.get()
+        if patches is not None and patches.getSize() < 2:
+            errors.append("Need at least 2 noise patches: relax the extraction (lower SSIM threshold, smaller patch).")
+        return errors
+
+    def _summary(self):
+        model = getattr(self, OUTPUT_MODEL, None)
+        if model is None:
+            return ["Not trained yet."]
+        meta = model.getMetadata()
+        return [f"Noise GAN trained on {meta.get('patches')} patches, crop {meta.get('crop')} px."]
+
+    def _citations(self):
+        return ["Li2022NT2C"]

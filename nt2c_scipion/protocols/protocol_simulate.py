@@ -1,0 +1,84 @@
+"""Simulate clean/noisy training pairs of an atomic model with the experiment's acquisition."""
+
+from enum import Enum
+from pathlib import Path
+
+import pyworkflow.protocol.params as params
+from pwem.objects import Micrograph, SetOfMicrographs
+
+from .protocol_base import ProtNT2CSimulationBase
+
+
+class SimulateOutputs(Enum):
+    outputNoisy = SetOfMicrographs
+    outputClean = SetOfMicrographs
+
+
+class ProtNT2CSimulate(ProtNT2CSimulationBase):
+    """Simulate micrographs of the atomic model with the acquisition (kV, Cs, amplitude contrast,
+    Å/px) of the experimental micrographs, the given dose and detector, and defocus from a CTF
+    estimation or a range. Outputs noisy and clean sets paired by micName (the training pairs of
+    the coarse and fine denoisers)."""
+
+    _label = "simulate training pairs"
+    _possibleOutputs = SimulateOutputs
+
+    def _defineParams(self, form):
+        form.addSection("Input")
+        form.addParam("inputMicrographs", params.PointerParam, pointerClass="SetOfMicrographs", important=True,
+                      label="Experimental micrographs", help="Their acquisition and sampling rate are simulated.")
+        self._defineSimulationInputParams(form)
+        form.addSection("Simulation")
+        form.addParam("count", params.IntParam, default=64, label="Micrographs to simulate")
+        form.addParam("size", params.IntParam, default=512, label="Size (px)", help="Side of each micrograph.")
+        form.addParam("particles", params.IntParam, default=20, label="Particles per micrograph")
+        form.addParam("iceThickness", params.FloatParam, default=300.0, label="Ice thickness (Å)")
+        form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Random seed")
+        self._defineGpuParams(form)
+
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.simulateStep)
+        self._insertFunctionStep(self.createOutputStep, needsGPU=False)
+
+    def simulateStep(self):
+        from nt2c_core.simulate import SimulationConfig, simulate_dataset
+
+        size = self.size.get()
+        config = SimulationConfig(self._acquisition(), size=(size, size), particles=self.particles.get(),
+                                  defocus_um=self._defocusRange(), ice_thickness=self.iceThickness.get(),
+                                  count=self.count.get(), library_size=200, seed=self.seed.get())
+        simulate_dataset([self._structurePath()], config, self._getExtraPath("sim"), device=self._device(),
+                         progress=False)
+
+    def createOutputStep(self):
+        sets = {}
+        for kind in ("noisy", "clean"):
+            out = self._createSetOfMicrographs(suffix=kind.capitalize())
+            out.copyInfo(self.inputMicrographs.get())
+            for path in sorted(Path(self._getExtraPath("sim", kind)).glob("*.mrc")):
+                mic = Micrograph(location=str(path))
+                mic.setMicName(path.name)
+                out.append(mic)
+            sets[f"output{kind.capitalize()}"] = out
+        self._defineOutputs(**sets)
+        for out in sets.values():
+            self._defineSourceRelation(self.inputMicrographs, out)
+
+    def _validate(self):
+        errors = self._validateGpuList()
+        if self.inputMicrographs.get() is None:
+            return errors + ["Choose the experimental micrographs."]
+        errors += self._validateSimulationInputs()
+        if self.count.get() < 2:
+            errors.append("Simulate at least 2 micrographs (training and validation).")
+        return errors
+
+    def _summary(self):
+        out = getattr(self, "outputNoisy", None)
+        if out is None:
+            return ["Not simulated yet."]
+        return [f"{out.getSize()} clean/noisy pairs at {out.getSamplingRate():.3f} Å/px, defocus "
+                f"{self._defocusRange()[0]}-{self._defocusRange()[1]} µm, dose {self.dose.get()} e/Å²."]
+
+    def _citations(self):
+        return ["Li2022NT2C"]

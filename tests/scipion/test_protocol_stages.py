@@ -1,0 +1,126 @@
+"""NT2C stage by stage in a real Scipion project: import -> simulate -> train coarse -> extract
+noise -> train noise GAN -> train fine -> denoise, on small simulated data (about a minute of
+training on CPU): set sizes, object links (micName/objId pairing, patch coordinates on their
+micrographs), and the fine model beating raw in PSNR against the ground truth."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pwem.objects import Micrograph, SetOfMicrographs
+from pwem.protocols import ProtImportMicrographs
+from pyworkflow.tests import BaseTest, setupTestProject
+
+from nt2c_core.data import APOFERRITIN
+from nt2c_core.io import read_mrc
+from nt2c_core.metrics import psnr
+from nt2c_core.simulate import Acquisition, SimulationConfig
+from nt2c_core.simulate.experimental import make_experimental_dataset
+from nt2c_scipion.objects import NT2CModel
+from nt2c_scipion.protocols import (ProtNT2CDenoise, ProtNT2CExtractNoise, ProtNT2CSimulate, ProtNT2CTrainCoarse,
+                                    ProtNT2CTrainFine, ProtNT2CTrainNoiseGAN)
+
+
+@pytest.fixture(scope="class")
+def experimental(request, tmp_path_factory):
+    out = tmp_path_factory.mktemp("stages")
+    make_experimental_dataset([APOFERRITIN], SimulationConfig(Acquisition(pixel_size=2.5), size=(256, 256),
+                                                              particles=3, count=2, seed=4), out, progress=False)
+    request.cls.data = out
+
+
+def _link(prot, attr, source, output):
+    pointer = getattr(prot, attr)
+    pointer.set(source)
+    pointer.setExtended(output)
+
+
+@pytest.mark.usefixtures("experimental")
+class TestNT2CStages(BaseTest):
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+
+    def test_stage_by_stage_chain(self):
+        imp = self.launchProtocol(self.newProtocol(
+            ProtImportMicrographs, filesPath=str(self.data / "raw"), filesPattern="*.mrc", samplingRate=2.5,
+            voltage=300, sphericalAberration=2.7, amplitudeContrast=0.07))
+        raw = imp.outputMicrographs
+
+        sim = self.newProtocol(ProtNT2CSimulate, structureFile=str(APOFERRITIN), count=8, size=128, particles=3)
+        _link(sim, "inputMicrographs", imp, "outputMicrographs")
+        sim = self.launchProtocol(sim)
+        self.assertSetSize(sim.outputNoisy, 8)
+        self.assertSetSize(sim.outputClean, 8)
+        self.assertAlmostEqual(sim.outputNoisy.getSamplingRate(), 2.5)
+        self.assertEqual(sim.outputNoisy.getAcquisition().getVoltage(), 300)
+        self.assertEqual([m.getMicName() for m in sim.outputNoisy], [m.getMicName() for m in sim.outputClean])
+
+        coarse = self.newProtocol(ProtNT2CTrainCoarse, steps=150, crop=64, batchSize=8, width=8, learningRate=2e-3)
+        _link(coarse, "inputNoisy", sim, "outputNoisy")
+        _link(coarse, "inputClean", sim, "outputClean")
+        coarse = self.launchProtocol(coarse)
+        self.assertEqual(coarse.outputModel.getKind(), "denoiser")
+        self.assertAlmostEqual(coarse.outputModel.getPixelSize(), 2.5)
+
+        noise = self.newProtocol(ProtNT2CExtractNoise, patch=64, threshold=-0.99, minPatches=4)
+        _link(noise, "inputMicrographs", imp, "outputMicrographs")
+        _link(noise, "inputModel", coarse, "outputModel")
+        noise = self.launchProtocol(noise)
+        patches = noise.outputNoisePatches
+        counts = noise._perMicrograph()
+        self.assertSetSize(patches, sum(counts.values()))
+        raw_ids = {m.getObjId(): m.getMicName() for m in raw}
+        for particle in patches:
+            coord = particle.getCoordinate()
+            self.assertEqual(raw_ids[coord.getMicId()], coord.getMicName())
+            self.assertTrue(32 <= coord.getX() <= 256 - 32 and 32 <= coord.getY() <= 256 - 32)
+        self.assertIn("noise patches of 64 px from 2 micrographs", "\n".join(noise._summary()))
+
+        gan = self.newProtocol(ProtNT2CTrainNoiseGAN, iterations=20, crop=64, batchSize=8, width=4)
+        _link(gan, "inputPatches", noise, "outputNoisePatches")
+        gan = self.launchProtocol(gan)
+        self.assertEqual(gan.outputModel.getKind(), "noise-gan")
+
+        fine = self.newProtocol(ProtNT2CTrainFine, steps=30, crop=64, batchSize=8, learningRate=5e-4)
+        _link(fine, "inputNoisy", sim, "outputNoisy")
+        _link(fine, "inputClean", sim, "outputClean")
+        _link(fine, "inputCoarse", coarse, "outputModel")
+        _link(fine, "inputNoiseModel", gan, "outputModel")
+        fine = self.launchProtocol(fine)
+        self.assertEqual(fine.outputModel.getMetadata().get("stage"), "fine")
+
+        den = self.newProtocol(ProtNT2CDenoise, numberOfThreads=1)
+        _link(den, "inputMicrographs", imp, "outputMicrographs")
+        _link(den, "inputModel", fine, "outputModel")
+        den = self.launchProtocol(den)
+        self.assertSetSize(den.outputMicrographs, 2)
+        gains = []
+        for mic in den.outputMicrographs:
+            raw_path = raw[mic.getObjId()].getFileName()
+            truth, _ = read_mrc(self.data / "truth" / Path(raw_path).name)
+            gains.append(psnr(read_mrc(mic.getFileName())[0], truth) - psnr(read_mrc(raw_path)[0], truth))
+        self.assertGreater(np.mean(gains), 1.0, gains)
+
+    def test_fine_refuses_wrong_models_and_mismatched_sampling(self):
+        self.assertTrue(any("Choose the simulated" in e for e in self.newProtocol(ProtNT2CTrainFine).validate()))
+        pairs = {}
+        for kind in ("noisy", "clean"):
+            mics = SetOfMicrographs(filename=str(Path(self.proj.getPath()) / f"{kind}.sqlite"))
+            mics.setSamplingRate(2.5)
+            mic = Micrograph(location=f"{kind}/mic_0000.mrc")
+            mic.setMicName("mic_0000.mrc")
+            mics.append(mic)
+            pairs[kind] = mics
+        gan, coarse = NT2CModel(filename="gan.pt"), NT2CModel(filename="coarse.pt")
+        gan.setMetadata({"kind": "denoiser", "pixel_size": 1.0})  # wrong kind, other pixel size
+        coarse.setMetadata({"kind": "noise-gan"})
+        fine = self.newProtocol(ProtNT2CTrainFine)
+        fine.inputNoisy.set(pairs["noisy"])
+        fine.inputClean.set(pairs["clean"])
+        fine.inputNoiseModel.set(gan)
+        fine.inputCoarse.set(coarse)
+        errors = "\n".join(fine.validate())
+        self.assertIn("noise model must come from 'train noise GAN'", errors)
+        self.assertIn("coarse model must be a denoiser", errors)
+        self.assertIn("noise model was made at 1.000 Å/px but the simulated pairs are at 2.500 Å/px", errors)
