@@ -1,9 +1,9 @@
 """NT2C wizards: the noise patch size of the one-click protocol from its atomic model's extent
-and the micrographs' sampling rate."""
+and the micrographs' sampling rate; a preview of which tiles an SSIM threshold keeps."""
 
 from pyworkflow.wizard import Wizard
 
-from .protocols import ProtNT2C
+from .protocols import ProtNT2C, ProtNT2CExtractNoise
 
 
 def suggested_noise_patch(protocol: ProtNT2C) -> int:
@@ -26,3 +26,51 @@ class NT2CNoisePatchWizard(Wizard):
 
     def show(self, form, *args):
         form.setVar("noisePatch", suggested_noise_patch(form.protocol))
+
+
+def threshold_preview(protocol: ProtNT2CExtractNoise, index: int = 0):
+    """(raw micrograph, MicrographNoise) of the index-th input micrograph with the protocol's
+    current extraction settings: which tiles its SSIM threshold keeps, and every tile's score."""
+    from nt2c_core.denoise import Denoiser
+    from nt2c_core.io import read_mrc
+    from nt2c_core.noise.extract import find_background
+
+    mics = list(protocol.inputMicrographs.get().iterItems(orderBy="id"))
+    mic = mics[min(max(index, 0), len(mics) - 1)]
+    raw, _ = read_mrc(mic.getFileName())
+    enhanced = Denoiser.from_file(protocol.inputModel.get().getFileName()).denoise(raw)
+    return raw, find_background(raw, enhanced, protocol.extractSettings(), mic.getMicName())
+
+
+def draw_threshold_preview(axes, raw, found, patch: int, threshold: float) -> None:
+    """Left: the micrograph with kept tiles outlined; right: histogram of tile scores."""
+    import numpy as np
+    from matplotlib.patches import Rectangle
+    from scipy.ndimage import gaussian_filter
+
+    shown = gaussian_filter(raw.astype(np.float32), max(raw.shape) / 512)
+    lo, hi = np.percentile(shown, (1, 99))
+    axes[0].imshow(shown, cmap="gray", vmin=lo, vmax=hi)
+    for y, x in found.origins:
+        axes[0].add_patch(Rectangle((x, y), patch, patch, fill=False, edgecolor="lime", lw=0.8))
+    axes[0].set_title(f"{found.name}: {len(found.origins)} of {len(found.all_origins)} tiles kept")
+    axes[0].axis("off")
+    axes[1].hist(found.all_scores, bins=30)
+    axes[1].axvline(threshold, color="red")
+    axes[1].set_xlabel("min pairwise SSIM of a tile")
+
+
+class NT2CThresholdWizard(Wizard):
+    """Preview on the first micrograph which tiles the current SSIM threshold keeps."""
+
+    _targets = [(ProtNT2CExtractNoise, ["threshold"])]
+
+    def show(self, form, *args):
+        from pwem.viewers import EmPlotter
+
+        protocol = form.protocol
+        raw, found = threshold_preview(protocol)
+        plotter = EmPlotter(x=1, y=2, windowTitle="NT2C: SSIM threshold preview")
+        axes = [plotter.createSubPlot("", "", "") for _ in range(2)]
+        draw_threshold_preview(axes, raw, found, protocol.patch.get(), protocol.threshold.get())
+        plotter.show()

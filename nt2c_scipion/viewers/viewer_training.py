@@ -12,7 +12,8 @@ import numpy as np
 import pyworkflow.protocol.params as params
 from pyworkflow.viewer import DESKTOP_TKINTER, WEB_DJANGO, ProtocolViewer
 
-from ..protocols import ProtNT2C
+from ..protocols import (ProtNT2C, ProtNT2CExtractNoise, ProtNT2CTrainCoarse, ProtNT2CTrainFine,
+                         ProtNT2CTrainNoiseGAN)
 
 LOSS_COLUMNS = {"coarse": ("step", "loss"), "gan": ("iteration", "wasserstein"), "fine": ("step", "loss")}
 
@@ -128,4 +129,41 @@ class NT2CTrainingViewer(ProtocolViewer):
         raw, coarse, fine, name = raw_coarse_fine(self.protocol, self.micIndex.get() - 1)
         plotter = EmPlotter(x=1, y=3, windowTitle=f"NT2C: {name}")
         draw_raw_coarse_fine([plotter.createSubPlot("", "", "") for _ in range(3)], raw, coarse, fine)
+        return [plotter]
+
+
+def stage_pngs(protocol) -> dict:
+    """PNG files a stage protocol wrote: loss curves and GAN samples of a training protocol, the
+    chosen tiles per micrograph of the extraction protocol."""
+    extra = Path(protocol._getExtraPath())
+    candidates = {"loss curves": extra / "model.pt.loss.png", "real vs generated noise": extra / "model.pt.samples.png"}
+    for overlay in sorted((extra / "noise" / "overlays").glob("*.png")):
+        candidates[f"noise tiles {overlay.stem}"] = overlay
+    return {k: v for k, v in candidates.items() if v.exists()}
+
+
+class NT2CStageViewer(ProtocolViewer):
+    """Loss curves, generated noise or chosen tiles of one NT2C training stage."""
+
+    _label = "viewer NT2C stage"
+    _targets = [ProtNT2CTrainCoarse, ProtNT2CTrainFine, ProtNT2CTrainNoiseGAN, ProtNT2CExtractNoise]
+    _environments = [DESKTOP_TKINTER, WEB_DJANGO]
+
+    def _defineParams(self, form):
+        form.addSection(label="Visualization")
+        form.addParam("doShowImages", params.LabelParam, label="Show the stage's figures")
+
+    def _getVisualizeDict(self):
+        return {"doShowImages": self._showImages}
+
+    def _showImages(self, param=None):
+        from matplotlib.image import imread
+        from pwem.viewers import EmPlotter
+
+        images = stage_pngs(self.protocol)
+        plotter = EmPlotter(x=1, y=max(len(images), 1), windowTitle="NT2C stage")
+        for title, path in images.items():
+            ax = plotter.createSubPlot(title, "", "")
+            ax.imshow(imread(str(path)))
+            ax.axis("off")
         return [plotter]

@@ -5,8 +5,12 @@ micrographs), and the fine model beating raw in PSNR against the ground truth.""
 
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pytest
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 from pwem.objects import Micrograph, SetOfMicrographs
 from pwem.protocols import ProtImportMicrographs
 from pyworkflow.tests import BaseTest, setupTestProject
@@ -17,6 +21,8 @@ from nt2c_core.metrics import psnr
 from nt2c_core.simulate import Acquisition, SimulationConfig
 from nt2c_core.simulate.experimental import make_experimental_dataset
 from nt2c_scipion.objects import NT2CModel
+from nt2c_scipion.viewers.viewer_training import stage_pngs
+from nt2c_scipion.wizards import draw_threshold_preview, threshold_preview
 from nt2c_scipion.protocols import (ProtNT2CDenoise, ProtNT2CExtractNoise, ProtNT2CSimulate, ProtNT2CTrainCoarse,
                                     ProtNT2CTrainFine, ProtNT2CTrainNoiseGAN)
 
@@ -76,11 +82,22 @@ class TestNT2CStages(BaseTest):
             self.assertEqual(raw_ids[coord.getMicId()], coord.getMicName())
             self.assertTrue(32 <= coord.getX() <= 256 - 32 and 32 <= coord.getY() <= 256 - 32)
         self.assertIn("noise patches of 64 px from 2 micrographs", "\n".join(noise._summary()))
+        self.assertEqual(sum(k.startswith("noise tiles") for k in stage_pngs(noise)), 2)
+        # the SSIM-threshold wizard's preview: a threshold above every score keeps nothing
+        raw_img, found = threshold_preview(noise)
+        self.assertEqual(len(found.origins), len(found.all_origins))  # threshold -0.99 keeps every tile
+        noise.threshold.set(0.999)
+        self.assertEqual(len(threshold_preview(noise)[1].origins), int((found.all_scores > 0.999).sum()))
+        fig, axes = plt.subplots(1, 2)
+        draw_threshold_preview(axes, raw_img, found, 64, -0.99)
+        self.assertEqual(len(axes[0].patches), len(found.origins))
+        plt.close("all")
 
         gan = self.newProtocol(ProtNT2CTrainNoiseGAN, iterations=20, crop=64, batchSize=8, width=4)
         _link(gan, "inputPatches", noise, "outputNoisePatches")
         gan = self.launchProtocol(gan)
         self.assertEqual(gan.outputModel.getKind(), "noise-gan")
+        self.assertEqual(set(stage_pngs(gan)), {"loss curves", "real vs generated noise"})
 
         fine = self.newProtocol(ProtNT2CTrainFine, steps=30, crop=64, batchSize=8, learningRate=5e-4)
         _link(fine, "inputNoisy", sim, "outputNoisy")

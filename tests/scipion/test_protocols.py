@@ -26,12 +26,15 @@ PLUGIN_DIR = Path(__file__).resolve().parents[2] / "nt2c_scipion"
 
 def test_every_protocol_viewer_and_menu_entry_is_discovered():
     domain = pw.Config.getDomain()
-    assert {"ProtNT2C", "ProtNT2CDenoise", "ProtNT2CImportModel"} <= set(domain.getProtocols())
-    assert {"NT2CDenoiseViewer", "NT2CTrainingViewer"} <= set(domain.getViewers())
-    assert "NT2CNoisePatchWizard" in domain.getWizards()
+    import nt2c_scipion.protocols
+
+    protocols = set(nt2c_scipion.protocols.__all__)
+    assert protocols <= set(domain.getProtocols())
+    assert {"NT2CDenoiseViewer", "NT2CTrainingViewer", "NT2CStageViewer"} <= set(domain.getViewers())
+    assert {"NT2CNoisePatchWizard", "NT2CThresholdWizard"} <= set(domain.getWizards())
     assert "NT2CModel" in domain.getObjects()
     conf = (PLUGIN_DIR / "protocols.conf").read_text()
-    for name in ("ProtNT2CImportModel", "ProtNT2CDenoise", "ProtNT2C"):
+    for name in protocols:
         assert f'"value": "{name}"' in conf and name in domain.getProtocols()
 
 
