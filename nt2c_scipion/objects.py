@@ -39,6 +39,15 @@ class NT2CModel(EMObject):
         if metadata.get("pixel_size"):
             self._pixelSize.set(float(metadata["pixel_size"]))
 
+    @classmethod
+    def fromFile(cls, path) -> "NT2CModel":
+        """The object of a model file written by nt2c_core (metadata read, weights not loaded)."""
+        from nt2c_core.models.store import read_model_file
+
+        model = cls(filename=str(path))
+        model.setMetadata(json.loads(read_model_file(path)["metadata"]))
+        return model
+
     def getFiles(self):
         return {self.getFileName()}
 

@@ -161,11 +161,7 @@ class ProtNT2CTrainNoiseGAN(ProtNT2CBase):
                         progress=False, metadata={"pixel_size": self.inputPatches.get().getSamplingRate()})
 
     def createOutputStep(self):
-        from nt2c_core.models.store import read_model_file
-
-        path = self._getExtraPath("model.pt")
-        model = NT2CModel(filename=path)
-        model.setMetadata(json.loads(read_model_file(path)["metadata"]))
+        model = NT2CModel.fromFile(self._getExtraPath("model.pt"))
         self._defineOutputs(**{OUTPUT_MODEL: model})
         self._defineSourceRelation(self.inputPatches, model)
 

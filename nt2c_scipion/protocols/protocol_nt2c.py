@@ -86,11 +86,8 @@ class ProtNT2C(ProtNT2CSimulationBase):
         run_pipeline(config, self._workDir(), progress=False, only=[stage])
 
     def createOutputStep(self):
-        from nt2c_core.models.store import read_model_file
-
         work = self._workDir()
-        model = NT2CModel(filename=str(work / "fine" / "model.pt"))
-        model.setMetadata(json.loads(read_model_file(work / "fine" / "model.pt")["metadata"]))
+        model = NT2CModel.fromFile(work / "fine" / "model.pt")
         in_set = self.inputMicrographs.get()
         out_set = self._createSetOfMicrographs()
         out_set.copyInfo(in_set)

@@ -1,6 +1,5 @@
 """Train the coarse and the fine U-Net denoisers on simulated pairs."""
 
-import json
 import os
 from enum import Enum
 from pathlib import Path
@@ -88,10 +87,7 @@ class ProtNT2CTrainBase(ProtNT2CBase):
         return self._getExtraPath("model.pt")
 
     def createOutputStep(self):
-        from nt2c_core.models.store import read_model_file
-
-        model = NT2CModel(filename=self._modelPath())
-        model.setMetadata(json.loads(read_model_file(self._modelPath())["metadata"]))
+        model = NT2CModel.fromFile(self._modelPath())
         self._defineOutputs(**{OUTPUT_MODEL: model})
         self._defineSourceRelation(self.inputNoisy, model)
 
