@@ -14,10 +14,12 @@ X, whose units are the z-scored micrograph, as the denoiser sees it) and choose 
 - ``level="simulated"``: beta = sqrt(var(X - alpha S - gamma) / var(V)), the simulated residual
   variance: the pair keeps the simulation's SNR and only the noise texture changes.
 
-Measured on the demo data (PSNR vs truth, 6 micrographs): coarse 29.31 dB; fine with GAN noise
-29.02 (simulated level), 29.05 (real level), 29.04 (real level, GAN variance calibrated to the
-patches'); fine with the extracted real background patches themselves 29.44 dB. Transfer works;
-a small CPU-trained GAN's texture is not yet faithful enough to beat the coarse model.
+Measured on the demo data (PSNR vs truth, 6 micrographs): coarse 29.31 dB; fine with the first
+GAN (BatchNorm, no spectral term) 29.02 (simulated level) / 29.05 (real level); with the current
+GAN 29.30 (real level); with the extracted real background patches themselves 29.44; coarse
+trained 400 steps more without transfer 29.34. With per-micrograph z-scoring an excess of white
+noise in the real data is not transferable (the level is relative to the whole micrograph):
+coarse 29.00 / fine 28.99 dB with +50 % noise variance.
 
 The new pair is input Y = alpha S + beta (V - mean V) + gamma, target alpha S + gamma.
 """
