@@ -159,6 +159,9 @@ def train_noise_gan(patches: np.ndarray, output: str | os.PathLike, config: GANC
             w = np.mean(window, 0)
             log.append({"iteration": done, "wasserstein": float(w[0]), "gradient_penalty": float(w[1]),
                         "generator_loss": float(w[2]), "spectral_loss": float(w[3])})
+            if not progress:  # a run log (Scipion, batch jobs) still shows progress
+                print(f"iteration {done}/{config.iterations}: Wasserstein {w[0]:.4f}, gradient penalty "
+                      f"{w[1]:.4f}, spectral {w[3]:.4f}", flush=True)
             window = []
         if done % config.checkpoint_every == 0 or done == config.iterations:
             _save(ckpt, gen, critic, opt_g, opt_d, config, done, log)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from pwem.objects import SetOfMicrographs
 from pwem.protocols import ProtImportMicrographs
 from pyworkflow.protocol import MODE_RESUME
 from pyworkflow.tests import BaseTest, setupTestProject
@@ -80,6 +81,9 @@ class TestNT2COneClick(BaseTest):
         config = json.loads(Path(prot._getExtraPath("nt2c_config.json")).read_text())
         self.assertEqual(config["simulation"]["acquisition"]["pixel_size"], 2.5)
         self.assertIn("Stages complete: simulate, coarse, noise, gan, fine, denoised", "\n".join(prot._summary()))
+        log = open(prot.getLogPaths()[0]).read()
+        self.assertIn("iteration 2/2: Wasserstein", log)  # the GAN reports progress in the run log
+        self.assertIn("validation PSNR", log)  # so do the U-Net trainings
 
         # the training viewer's figures, headless
         import matplotlib
@@ -110,6 +114,11 @@ class TestNT2COneClick(BaseTest):
         self.assertTrue(any("not found" in e for e in errors), errors)
         errors = self._nt2c(mics, crop=100).validate()
         self.assertTrue(any("multiple of 32" in e for e in errors), errors)
+        no_acquisition = SetOfMicrographs(filename=str(Path(self.proj.getPath()) / "no_acq.sqlite"))
+        no_acquisition.setSamplingRate(2.5)
+        prot = self._nt2c(mics)
+        prot.inputMicrographs.set(no_acquisition)
+        self.assertTrue(any("no acquisition" in e for e in prot.validate()))
 
     def test_noise_patch_wizard_uses_the_structure_and_sampling(self):
         mics = self._import()
