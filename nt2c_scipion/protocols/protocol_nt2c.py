@@ -19,7 +19,8 @@ from ..constants import OUTPUT_MICROGRAPHS, OUTPUT_MODEL
 from ..objects import NT2CModel
 from .protocol_base import ProtNT2CSimulationBase
 
-STAGES = ("simulate", "coarse", "noise", "gan", "fine", "denoised")
+STAGES = ("simulate", "coarse", "noise", "gan", "fine", "denoised")  # = nt2c_core.pipeline.STAGES (tested),
+# copied so that loading the plugin's menu does not import torch
 
 
 class NT2COutputs(Enum):

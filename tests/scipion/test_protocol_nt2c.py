@@ -120,6 +120,12 @@ class TestNT2COneClick(BaseTest):
         prot.inputMicrographs.set(no_acquisition)
         self.assertTrue(any("no acquisition" in e for e in prot.validate()))
 
+    def test_one_step_per_pipeline_stage(self):
+        from nt2c_core.pipeline import STAGES
+        from nt2c_scipion.protocols import protocol_nt2c
+
+        self.assertEqual(protocol_nt2c.STAGES, STAGES)  # the plugin keeps a torch-free copy
+
     def test_noise_patch_wizard_uses_the_structure_and_sampling(self):
         mics = self._import()
         prot = self._nt2c(mics)
