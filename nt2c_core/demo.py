@@ -52,8 +52,8 @@ def demo_config(out: Path, quick: bool, device: str) -> tuple[SimulationConfig, 
         # quick mode checks the plumbing only: its 10-step coarse model cannot flatten any
         # background, so the SSIM rule would find nothing; every tile is accepted instead.
         extraction=ExtractionSettings(patch=96, step=48, sub_patches=4, threshold=-0.99 if quick else 0.7),
-        gan=GANConfig(iterations=max(int(300 * scale), 4), batch_size=32, crop=64, latent=32, width=8, lr=2e-4,
-                      log_every=max(int(30 * scale), 1), checkpoint_every=100),
+        gan=GANConfig(iterations=max(int(1000 * scale), 4), batch_size=16, crop=64, latent=32, width=8, lr=2e-4,
+                      log_every=max(int(50 * scale), 1), checkpoint_every=100),
         fine=TrainConfig(steps=max(int(400 * scale), 10), batch_size=8, crop=128, width=24, lr=5e-4,
                          val_every=max(int(80 * scale), 1), checkpoint_every=max(int(80 * scale), 1), val_fraction=0.1),
         tiles=TileSettings(512, 128, 1), min_noise_patches=4 if quick else 16, device=device)

@@ -16,8 +16,8 @@ X, whose units are the z-scored micrograph, as the denoiser sees it) and choose 
 
 Measured on the demo data (PSNR vs truth, 6 micrographs): coarse 29.31 dB; fine with the first
 GAN (BatchNorm, no spectral term) 29.02 (simulated level) / 29.05 (real level); with the current
-GAN 29.30 (real level); with the extracted real background patches themselves 29.44; coarse
-trained 400 steps more without transfer 29.34. With per-micrograph z-scoring an excess of white
+GAN 29.30 (300 iterations) / 29.38 (1000 iterations, the demo's), real level; with the extracted
+real background patches themselves 29.44; coarse trained 400 steps more without transfer 29.34. With per-micrograph z-scoring an excess of white
 noise in the real data is not transferable (the level is relative to the whole micrograph):
 coarse 29.00 / fine 28.99 dB with +50 % noise variance.
 
