@@ -44,17 +44,10 @@ def threshold_preview(protocol: ProtNT2CExtractNoise, index: int = 0):
 
 def draw_threshold_preview(axes, raw, found, patch: int, threshold: float) -> None:
     """Left: the micrograph with kept tiles outlined; right: histogram of tile scores."""
-    import numpy as np
-    from matplotlib.patches import Rectangle
-    from scipy.ndimage import gaussian_filter
+    from nt2c_core.noise.extract import draw_overlay
 
-    shown = gaussian_filter(raw.astype(np.float32), max(raw.shape) / 512)
-    lo, hi = np.percentile(shown, (1, 99))
-    axes[0].imshow(shown, cmap="gray", vmin=lo, vmax=hi)
-    for y, x in found.origins:
-        axes[0].add_patch(Rectangle((x, y), patch, patch, fill=False, edgecolor="lime", lw=0.8))
-    axes[0].set_title(f"{found.name}: {len(found.origins)} of {len(found.all_origins)} tiles kept")
-    axes[0].axis("off")
+    draw_overlay(axes[0], raw, found.origins, patch,
+                 f"{found.name}: {len(found.origins)} of {len(found.all_origins)} tiles kept")
     axes[1].hist(found.all_scores, bins=30)
     axes[1].axvline(threshold, color="red")
     axes[1].set_xlabel("min pairwise SSIM of a tile")

@@ -208,23 +208,29 @@ def extract_noise(raw_paths: Sequence[str | os.PathLike], enhance: Callable[[np.
     return report
 
 
+def draw_overlay(ax, raw: np.ndarray, origins: np.ndarray, patch: int, title: str) -> None:
+    """Draw the (low-passed) raw micrograph with tiles at ``origins`` outlined on ``ax``."""
+    from matplotlib.patches import Rectangle
+    from scipy.ndimage import gaussian_filter
+
+    shown = gaussian_filter(raw.astype(np.float32), max(raw.shape) / 512)
+    lo, hi = np.percentile(shown, (1, 99))
+    ax.imshow(shown, cmap="gray", vmin=lo, vmax=hi)
+    for y, x in origins:
+        ax.add_patch(Rectangle((x, y), patch, patch, fill=False, edgecolor="lime", lw=0.8))
+    ax.set_title(title)
+    ax.axis("off")
+
+
 def save_overlay(path: Path, raw: np.ndarray, found: MicrographNoise, patch: int) -> None:
     """PNG of the (low-passed) raw micrograph with the chosen background tiles outlined."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-    from scipy.ndimage import gaussian_filter
 
-    shown = gaussian_filter(raw.astype(np.float32), max(raw.shape) / 512)
-    lo, hi = np.percentile(shown, (1, 99))
     fig, ax = plt.subplots(figsize=(6, 6 * raw.shape[0] / raw.shape[1]))
-    ax.imshow(shown, cmap="gray", vmin=lo, vmax=hi)
-    for y, x in found.origins:
-        ax.add_patch(Rectangle((x, y), patch, patch, fill=False, edgecolor="lime", lw=0.8))
-    ax.set_title(f"{found.name}: {len(found.origins)} background tiles")
-    ax.axis("off")
+    draw_overlay(ax, raw, found.origins, patch, f"{found.name}: {len(found.origins)} background tiles")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as tmp:

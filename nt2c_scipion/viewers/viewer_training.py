@@ -12,6 +12,7 @@ import numpy as np
 import pyworkflow.protocol.params as params
 from pyworkflow.viewer import DESKTOP_TKINTER, WEB_DJANGO, ProtocolViewer
 
+from .viewer_denoise import _standardize
 from ..protocols import (ProtNT2C, ProtNT2CExtractNoise, ProtNT2CTrainCoarse, ProtNT2CTrainFine,
                          ProtNT2CTrainNoiseGAN)
 
@@ -74,13 +75,25 @@ def raw_coarse_fine(protocol: ProtNT2C, index: int):
 
 def draw_raw_coarse_fine(axes, raw, coarse, fine) -> None:
     """Same contrast stretch (the fine image's 1-99 %) on standardized images."""
-    shown = [(t, (i - i.mean()) / max(float(i.std()), 1e-8)) for t, i in (("raw", raw), ("coarse", coarse),
-                                                                             ("fine", fine))]
+    shown = [(t, _standardize(i)) for t, i in (("raw", raw), ("coarse", coarse), ("fine", fine))]
     lo, hi = np.percentile(shown[2][1], (1, 99))
     for ax, (title, image) in zip(axes, shown):
         ax.imshow(image, cmap="gray", vmin=lo, vmax=hi)
         ax.set_title(title)
         ax.axis("off")
+
+
+def png_plotter(images: dict, title: str):
+    """A Scipion plotter window showing PNG files side by side (title -> path)."""
+    from matplotlib.image import imread
+    from pwem.viewers import EmPlotter
+
+    plotter = EmPlotter(x=1, y=max(len(images), 1), windowTitle=title)
+    for name, path in images.items():
+        ax = plotter.createSubPlot(name, "", "")
+        ax.imshow(imread(str(path)))
+        ax.axis("off")
+    return plotter
 
 
 class NT2CTrainingViewer(ProtocolViewer):
@@ -112,16 +125,7 @@ class NT2CTrainingViewer(ProtocolViewer):
         return [plotter]
 
     def _showImages(self, param=None):
-        from pwem.viewers import EmPlotter
-        from matplotlib.image import imread
-
-        images = stage_images(self._work())
-        plotter = EmPlotter(x=max(len(images), 1), y=1, windowTitle="NT2C noise patches")
-        for title, path in images.items():
-            ax = plotter.createSubPlot(title, "", "")
-            ax.imshow(imread(str(path)))
-            ax.axis("off")
-        return [plotter]
+        return [png_plotter(stage_images(self._work()), "NT2C noise patches")]
 
     def _showCompare(self, param=None):
         from pwem.viewers import EmPlotter
@@ -157,13 +161,4 @@ class NT2CStageViewer(ProtocolViewer):
         return {"doShowImages": self._showImages}
 
     def _showImages(self, param=None):
-        from matplotlib.image import imread
-        from pwem.viewers import EmPlotter
-
-        images = stage_pngs(self.protocol)
-        plotter = EmPlotter(x=1, y=max(len(images), 1), windowTitle="NT2C stage")
-        for title, path in images.items():
-            ax = plotter.createSubPlot(title, "", "")
-            ax.imshow(imread(str(path)))
-            ax.axis("off")
-        return [plotter]
+        return [png_plotter(stage_pngs(self.protocol), "NT2C stage")]
