@@ -23,8 +23,22 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest tests
 
-bench: $(STAMP)
-	cd benchmarks && ../$(PY) bench_simulate.py && ../$(PY) bench_denoise.py
+# make bench: its own virtualenv for the baselines (CPU torch, Topaz without torchvision, BM3D),
+# never in the package's dependencies; then speed/memory benches and the side-by-side comparison.
+EXT_VENV := benchmarks/.venv-external
+EXT_STAMP := $(EXT_VENV)/.installed
+
+$(EXT_STAMP):
+	$(PYTHON) -m venv $(EXT_VENV)
+	$(EXT_VENV)/bin/pip install --quiet --upgrade pip
+	$(EXT_VENV)/bin/pip install --quiet "$(TORCH)"
+	$(EXT_VENV)/bin/pip install --quiet --no-deps topaz-em==0.3.20
+	$(EXT_VENV)/bin/pip install --quiet tqdm h5py numpy pandas psutil scikit-learn scipy pillow future mrcfile \
+		"setuptools<81" bm3d==4.0.3
+	touch $(EXT_STAMP)
+
+bench: $(STAMP) $(EXT_STAMP)
+	cd benchmarks && ../$(PY) bench_simulate.py && ../$(PY) bench_denoise.py && ../$(PY) bench_compare.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info

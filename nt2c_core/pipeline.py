@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
+from .calibrate import calibrate_files
 from .denoise import Denoiser, TileSettings, denoise_files
 from .errors import InputError
 from .io import read_mrc, write_json
@@ -42,7 +43,10 @@ class PipelineConfig:
     """raw: micrograph paths or glob patterns; structures: PDB/mmCIF files for the simulation;
     simulation: its settings (its acquisition must be the data's: pixel size, kV, dose...);
     min_noise_patches: fewer extracted patches is an error; noise_level: 'real' or 'simulated'
-    (see ``nt2c_core.noise.reweight``)."""
+    (see ``nt2c_core.noise.reweight``); calibrate: before simulating, estimate defocus range,
+    astigmatism, dose and ice thickness from the raw micrographs (``nt2c_core.calibrate``) and
+    simulate with them (what could not be estimated keeps the given value; see
+    ``simulate/calibration.json``)."""
 
     raw: list[str]
     structures: list[str]
@@ -55,6 +59,7 @@ class PipelineConfig:
     min_noise_patches: int = 32
     noise_level: str = "real"
     device: str = "cpu"
+    calibrate: bool = False
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -179,7 +184,13 @@ def _acq_meta(config: PipelineConfig, stage: str, **extra) -> dict:
 
 
 def _stage_simulate(config, work, files, folder, fresh, progress) -> dict:
-    return {"pairs": len(simulate_dataset(config.structures, config.simulation, folder, progress=progress).names)}
+    simulation, summary = config.simulation, {}
+    if config.calibrate:
+        result = calibrate_files(files, simulation, folder / "calibration", config.structures)
+        simulation = result.simulation
+        summary = {"calibrated": {"defocus_um": list(simulation.defocus_um), "dose": simulation.acquisition.dose,
+                                  "ice_thickness": simulation.ice_thickness, "notes": result.notes}}
+    return {"pairs": len(simulate_dataset(config.structures, simulation, folder, progress=progress).names), **summary}
 
 
 def _stage_coarse(config, work, files, folder, fresh, progress) -> dict:

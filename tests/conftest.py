@@ -23,6 +23,14 @@ def real_micrograph() -> Path:
 
 
 @pytest.fixture(scope="session")
+def shared_structures() -> Path:
+    path = SHARED_DATA / "structures"
+    if not path.is_dir():
+        pytest.skip(f"shared structures not found at {path} (CI provides ../shared/data)")
+    return path
+
+
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """(folder with train/ and test/ simulations, TrainResult of the coarse model)."""
     acq, size = Acquisition(pixel_size=2.0, dose=40.0), (256, 256)

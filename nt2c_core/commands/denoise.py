@@ -7,6 +7,7 @@ import argparse
 import torch
 
 from ..denoise import Denoiser, TileSettings, denoise_files
+from ..general import general_model_path
 from ..simulate.dataset import resolve_device
 from . import register
 
@@ -14,7 +15,9 @@ from . import register
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = TileSettings()
     p.add_argument("inputs", nargs="+", metavar="IN.mrc", help="micrographs to denoise")
-    p.add_argument("--model", required=True, help="NT2C model file")
+    p.add_argument("--model", default=None,
+                   help="NT2C model file (default: the general model shipped with nt2c, trained on simulation "
+                        "across acquisitions; a model trained on your data does better)")
     p.add_argument("-o", "--output", required=True, help="output folder (same file names as the inputs)")
     p.add_argument("--bin", type=int, default=1, choices=(1, 2, 4), help="average-pool the output (for picking)")
     p.add_argument("--tile", type=int, default=d.tile, help="tile size [px], multiple of 32")
@@ -31,7 +34,10 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     tiles = TileSettings(512, 128, 1) if args.low_memory else TileSettings(args.tile, args.margin, args.batch)
-    denoiser = Denoiser.from_file(args.model, resolve_device(args.device), tiles, args.precision)
+    model = args.model or general_model_path()
+    if args.model is None:
+        print(f"using the shipped general model {model}")
+    denoiser = Denoiser.from_file(model, resolve_device(args.device), tiles, args.precision)
     report = denoise_files(denoiser, args.inputs, args.output, args.bin, args.overwrite)
     print(report.summary())
     return 1 if report.failed else 0

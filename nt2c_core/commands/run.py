@@ -13,6 +13,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", help="pipeline config JSON (see --example)")
     p.add_argument("-w", "--work", help="work folder (one subfolder per stage)")
     p.add_argument("--example", action="store_true", help="print an example config and exit")
+    p.add_argument("--calibrate", action="store_true",
+                   help="calibrate the simulation to the raw micrographs first (same as \"calibrate\": true)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,7 +24,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.work:
         raise SystemExit("nt2c run: error: --work is required")
-    summary = run_pipeline(PipelineConfig.from_file(args.config), args.work)
+    config = PipelineConfig.from_file(args.config)
+    config.calibrate = config.calibrate or args.calibrate
+    summary = run_pipeline(config, args.work)
     print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "per_micrograph"}
                       for k, v in summary["stages"].items()}, indent=2))
     return 0

@@ -79,6 +79,12 @@ class ProtNT2CSimulationBase(ProtNT2CBase):
                       help="Total exposure of each micrograph.")
         form.addParam("detector", params.EnumParam, choices=DETECTOR_CHOICES, default=0, label="Detector",
                       help="Detector model for the simulation's MTF/DQE.")
+        form.addParam("calibrate", params.BooleanParam, default=False, label="Calibrate simulation to the micrographs?",
+                      help="Estimate defocus range, astigmatism, dose and ice thickness from the micrographs' "
+                           "power spectra (up to 8 of them) and simulate with those (SaID). What cannot be "
+                           "estimated (no Thon rings, a dose that does not fit the detector model) keeps the "
+                           "values above; the log and calibration/calibration.json say which. Needs "
+                           "micrographs in detector counts (not normalized).")
 
     def _structurePath(self):
         if self.structureSource.get() == 0:

@@ -45,7 +45,13 @@ class ProtNT2CDenoise(ProtNT2CBase, ProtStreamingBase):
         form.addSection("Input")
         form.addParam("inputMicrographs", params.PointerParam, pointerClass="SetOfMicrographs", important=True,
                       label="Micrographs", help="Motion-corrected micrographs (any size); streaming input is fine.")
+        form.addParam("useGeneralModel", params.BooleanParam, default=False,
+                      label="Use the shipped general model?",
+                      help="A denoiser trained on simulation across acquisitions (pixel sizes 0.6-2 Å, doses "
+                           "20-60 e/Å², three detectors), shipped with the plugin: no training needed. A model "
+                           "trained on your data with the NT2C protocols does better.")
         form.addParam("inputModel", params.PointerParam, pointerClass="NT2CModel", important=True,
+                      condition="not useGeneralModel", allowsNull=True,
                       label="NT2C denoising model",
                       help="From 'import model' or an NT2C training protocol, ideally trained at the "
                            "micrographs' pixel size (Å/px).")
@@ -129,8 +135,15 @@ class ProtNT2CDenoise(ProtNT2CBase, ProtStreamingBase):
         with self._denoiserLock:
             if device not in self._denoisers:
                 tiles = TileSettings(tile=self.tileSize.get(), margin=128, batch=1)
-                self._denoisers[device] = Denoiser.from_file(self.inputModel.get().getFileName(), device, tiles)
+                self._denoisers[device] = Denoiser.from_file(self._modelPath(), device, tiles)
             return self._denoisers[device]
+
+    def _modelPath(self) -> str:
+        if self.useGeneralModel.get():
+            from nt2c_core.general import GENERAL_MODEL
+
+            return str(GENERAL_MODEL)
+        return self.inputModel.get().getFileName()
 
     def _appendOutput(self, obj_id, path, factor):
         in_set = self._reloadInput()
@@ -162,25 +175,27 @@ class ProtNT2CDenoise(ProtNT2CBase, ProtStreamingBase):
     def _validate(self):
         errors = self._validateGpuList()
         in_set = self.inputMicrographs.get()
-        model = self.inputModel.get()
-        if in_set is None or model is None:
-            return errors + ["Choose the input micrographs and an NT2C model."]
+        general = self.useGeneralModel.get()
+        model = None if general else self.inputModel.get()
+        if in_set is None or (model is None and not general):
+            return errors + ["Choose the input micrographs and an NT2C model (or the shipped general model)."]
         acq = in_set.getAcquisition()
         if acq is None or acq.getVoltage() is None:
             errors.append("The input micrographs have no acquisition (voltage, Cs, amplitude contrast): "
                           "import them with their acquisition parameters.")
         if not in_set.isStreamOpen() and in_set.getSize() == 0:
             errors.append("The input set of micrographs is empty.")
-        path = model.getFileName()
+        path = self._modelPath()
         if not path or not os.path.exists(path):
-            errors.append(f"The model file {path} is missing: import the model again.")
-        elif model.getKind() not in (None, "denoiser"):
+            errors.append(f"The model file {path} is missing: "
+                          + ("reinstall the plugin." if general else "import the model again."))
+        elif model is not None and model.getKind() not in (None, "denoiser"):
             errors.append(f"{path} is a {model.getKind()!r} model, not a denoiser.")
         return errors
 
     def _warnings(self):
         in_set, model = self.inputMicrographs.get(), self.inputModel.get()
-        if in_set is None or model is None or not model.getPixelSize():
+        if self.useGeneralModel.get() or in_set is None or model is None or not model.getPixelSize():
             return []
         ratio = in_set.getSamplingRate() / model.getPixelSize()
         if not 0.8 <= ratio <= 1.25:
@@ -196,8 +211,11 @@ class ProtNT2CDenoise(ProtNT2CBase, ProtStreamingBase):
         return lines
 
     def _methods(self):
+        if self.useGeneralModel.get():
+            return ["Micrographs were denoised with the general NT2C model shipped with scipion-em-nt2c "
+                    "[Li2022NT2C] (trained on simulation only, after SaID [Yang2024SaID])."]
         model = self.inputModel.get()
         return [f"Micrographs were denoised with NT2C [Li2022NT2C] using {model}."] if model else []
 
     def _citations(self):
-        return ["Li2022NT2C"]
+        return ["Li2022NT2C", "Yang2024SaID"] if self.useGeneralModel.get() else ["Li2022NT2C"]

@@ -138,7 +138,7 @@ class ProtNT2C(ProtNT2CSimulationBase):
             fine=TrainConfig(steps=fine_steps, crop=min(crop, (self.noisePatch.get() // 32) * 32), width=width,
                              lr=5e-4, seed=seed, val_every=max(fine_steps // 5, 1),
                              checkpoint_every=max(fine_steps // 10, 1)),
-            tiles=TileSettings(), min_noise_patches=self.minNoisePatches.get())
+            tiles=TileSettings(), min_noise_patches=self.minNoisePatches.get(), calibrate=self.calibrate.get())
 
     # --- info -----------------------------------------------------------------------------
     def _validate(self):

@@ -47,8 +47,22 @@ class ProtNT2CSimulate(ProtNT2CSimulationBase):
         config = SimulationConfig(self._acquisition(), size=(size, size), particles=self.particles.get(),
                                   defocus_um=self._defocusRange(), ice_thickness=self.iceThickness.get(),
                                   count=self.count.get(), library_size=200, seed=self.seed.get())
+        if self.calibrate.get():
+            config = self._calibrated(config)
         simulate_dataset([self._structurePath()], config, self._getExtraPath("sim"), device=self._device(),
                          progress=False)
+
+    def _calibrated(self, config):
+        from nt2c_core.calibrate import calibrate_files
+
+        files = [m.getFileName() for m in self.inputMicrographs.get()]
+        result = calibrate_files(files, config, self._getExtraPath("calibration"), [self._structurePath()])
+        for note in result.notes:
+            self.info(f"calibration: {note}")
+        sim = result.simulation
+        self.info(f"calibrated: defocus {sim.defocus_um[0]:.3f}-{sim.defocus_um[1]:.3f} µm, dose "
+                  f"{sim.acquisition.dose:.1f} e/Å², ice {sim.ice_thickness:.0f} Å")
+        return sim
 
     def createOutputStep(self):
         sets = {}

@@ -141,3 +141,36 @@ class TestNT2CStages(BaseTest):
         self.assertIn("noise model must come from 'train noise GAN'", errors)
         self.assertIn("coarse model must be a denoiser", errors)
         self.assertIn("noise model was made at 1.000 Å/px but the simulated pairs are at 2.500 Å/px", errors)
+
+
+class TestNT2CCalibratedSimulation(BaseTest):
+    """'simulate training pairs' with 'calibrate' on: the simulation takes the dose and defocus
+    measured on the micrographs instead of the form's values."""
+
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+
+    def test_simulation_uses_the_calibrated_dose_and_defocus(self):
+        from nt2c_core.io import write_mrc
+        from nt2c_core.simulate.micrograph import MicrographSimulator
+        from nt2c_core.simulate.structure import load_structure
+
+        folder = Path(self.proj.getPath()) / "counts"
+        acq = Acquisition(pixel_size=1.5, dose=40.0, detector="K3")
+        config = SimulationConfig(acq, size=(768, 768), particles=12, defocus_um=(2.0, 2.0), seed=3, count=2)
+        simulator = MicrographSimulator([load_structure(APOFERRITIN)], config)
+        for i in range(2):
+            write_mrc(folder / f"mic{i}.mrc", simulator.simulate(i).noisy, 1.5)
+        imp = self.launchProtocol(self.newProtocol(
+            ProtImportMicrographs, filesPath=str(folder), filesPattern="*.mrc", samplingRate=1.5, voltage=300,
+            sphericalAberration=2.7, amplitudeContrast=0.07))
+        sim = self.newProtocol(ProtNT2CSimulate, structureFile=str(APOFERRITIN), count=2, size=256, particles=2,
+                               dose=30.0, defocusMin=0.8, defocusMax=1.0, detector=0, calibrate=True)
+        _link(sim, "inputMicrographs", imp, "outputMicrographs")
+        sim = self.launchProtocol(sim)
+        self.assertSetSize(sim.outputNoisy, 2)
+        params = __import__("json").loads(Path(sim._getExtraPath("sim", "params.json")).read_text())["config"]
+        self.assertAlmostEqual(params["acquisition"]["dose"], 40.0, delta=4.0)
+        self.assertAlmostEqual(params["defocus_um"][0], 2.0, delta=0.05)
+        self.assertTrue(Path(sim._getExtraPath("calibration", "calibration.png")).is_file())

@@ -93,6 +93,26 @@ class TestNT2CDenoise(BaseTest):
         fig.savefig(path)
         self.assertGreater(path.stat().st_size, 10000)
 
+    def test_shipped_general_model_needs_no_model_input(self):
+        from nt2c_core.general import GENERAL_MODEL
+
+        if not GENERAL_MODEL.is_file():
+            pytest.skip(f"{GENERAL_MODEL} is not installed")
+        mics = self.launchProtocol(self._import_mics(self.sim / "noisy"))
+        prot = self.newProtocol(ProtNT2CDenoise, numberOfThreads=1, streamingSleepOnWait=1, useGeneralModel=True)
+        prot.inputMicrographs.set(mics)
+        prot.inputMicrographs.setExtended("outputMicrographs")
+        self.assertEqual(prot.validate(), [])
+        self.assertIn("Yang2024SaID", prot._citations())
+        den = self.launchProtocol(prot)
+        self.assertSetSize(den.outputMicrographs, 4)
+        gains = []
+        for mic in den.outputMicrographs:
+            raw = mics.outputMicrographs[mic.getObjId()]
+            clean, _ = read_mrc(self.sim / "clean" / Path(raw.getFileName()).name)
+            gains.append(psnr(read_mrc(mic.getFileName())[0], clean) - psnr(read_mrc(raw.getFileName())[0], clean))
+        self.assertGreater(min(gains), 2.0)
+
     def test_binned_output_scales_sampling(self):
         mics = self.launchProtocol(self._import_mics(self.sim / "noisy"))
         den = self.launchProtocol(self._denoise(mics, self._import_model(), binning=1))

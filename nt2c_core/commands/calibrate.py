@@ -1,0 +1,53 @@
+"""``nt2c calibrate``: estimate the simulator's settings (defocus, dose, gain, ice) from real micrographs."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from . import register
+from ..calibrate import calibrate_files
+from ..pipeline import raw_files
+from ..simulate import SimulationConfig
+from .simulate import acquisition_from, add_acquisition_arguments
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="RAW.mrc", help="real micrographs (counts, not normalized)")
+    p.add_argument("-o", "--output", required=True, help="output folder (calibration.json, calibration.png)")
+    add_acquisition_arguments(p)
+    p.set_defaults(dose=None)
+    p.add_argument("--defocus", type=float, nargs=2, default=[1.0, 2.5], metavar=("MIN", "MAX"),
+                   help="defocus range [µm] used when the micrographs give none")
+    p.add_argument("--known-defocus", type=float, nargs=3, metavar=("U", "V", "ANGLE"),
+                   help="accept these (U, V [µm], angle [deg]) instead of fitting the CTF")
+    p.add_argument("--ice-thickness", type=float, default=SimulationConfig().ice_thickness,
+                   help="ice thickness [Å] used when the micrographs give none")
+    p.add_argument("--structure", action="append", default=[], metavar="PATH",
+                   help="PDB/mmCIF file: also compare simulated with real spectra before/after (PNG)")
+    p.add_argument("--not-counting", action="store_true",
+                   help="integrating detector: the dose cannot be read from the shot noise")
+    p.add_argument("--max-micrographs", type=int, default=8, help="calibrate on at most this many (spread out)")
+
+
+def run(args: argparse.Namespace) -> int:
+    dose_given = args.dose is not None
+    if not dose_given:
+        args.dose = 40.0
+    base = SimulationConfig(acquisition_from(args), defocus_um=tuple(args.defocus), ice_thickness=args.ice_thickness)
+    known = None
+    if args.known_defocus:
+        u, v, angle = args.known_defocus
+        known = (u * 1e4, v * 1e4, math.radians(angle))
+    result = calibrate_files(raw_files(args.inputs), base, args.output, args.structure, not args.not_counting,
+                             known, dose_given, args.max_micrographs)
+    sim = result.simulation
+    print(f"calibrated: defocus {sim.defocus_um[0]:.3f}-{sim.defocus_um[1]:.3f} µm, astigmatism "
+          f"{sim.astigmatism_um:.3f} µm, dose {sim.acquisition.dose:.1f} e/Å², ice {sim.ice_thickness:.0f} Å")
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"wrote {args.output}/calibration.json")
+    return 0
+
+
+register("calibrate", "Estimate simulation settings (defocus, dose, ice) from real micrographs.", add_arguments, run)
