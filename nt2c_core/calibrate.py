@@ -8,7 +8,8 @@ Per micrograph (all from the Welch power spectrum of the contrast image ``x/mean
 - dose and gain: above 0.25 Nyquist, the radial spectrum is fitted (non-negative least squares) as
   a*NNPS(f) + b*ice(k) + c*signal(k), where NNPS is the detector's noise shape, ice the amorphous
   ice spectrum through the fitted CTF and MTF, signal a B-factor-damped protein spectrum through the
-  same. For a counting detector the shot-noise level a = 1 / (N DQE0), N = electrons per pixel, so
+  same, everything through an image low-pass exp(-beta f^2) whose beta is fitted too (real EPU
+  images fall off far more than any detector noise model). For a counting detector the shot-noise level a = 1 / (N DQE0), N = electrons per pixel, so
   dose = N / pixel_size^2 and gain = mean value / N (EPU-scaled integers, say). b gives the ice
   thickness.
 
@@ -42,13 +43,15 @@ MIN_RING_SCORE = 0.2  # correlation of the fitted rings with the spectrum
 RING_AGREEMENT = 0.05  # two halves of the data must agree on the defocus within 5 %
 RING_MARGIN = 0.2  # and the ring score must beat the halves' difference (noise only) by this
 COMPARE_K_MIN = 0.01  # 1/Å: spectra are compared from 100 Å down to Nyquist
+BETA_GRID = np.arange(0.0, 40.01, 0.5)  # image filter exp(-beta f^2) candidates
 SIGNAL_B_FACTOR = 60.0  # Å^2, power ~ exp(-B k^2 / 2): image B-factor plus atomic form factors
 
 
 @dataclass
 class MicrographEstimate:
     """What one micrograph told us. Defocus [Å, positive = underfocus], angle [rad]; dose
-    [e/Å^2]; gain [file units per electron]; ice [Å]; ring_score: correlation of the fitted rings
+    [e/Å^2]; gain [file units per electron]; ice [Å]; image_filter: beta of the recorded image's
+    low-pass exp(-beta f^2), f in cycles/px; ring_score: correlation of the fitted rings
     (None when no fit ran); notes: what could not be estimated and why."""
 
     name: str
@@ -59,6 +62,7 @@ class MicrographEstimate:
     dose: float | None = None
     gain: float | None = None
     ice_thickness: float | None = None
+    image_filter: float | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -188,7 +192,8 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
 
 def fit_noise(spectrum: Spectrum, acq: Acquisition, df_u: float, df_v: float, angle: float) -> dict:
     """Non-negative fit of the radial spectrum above 0.25 Nyquist: shot-noise level (contrast^2 per
-    pixel at zero frequency), ice and signal weights. Returns the three and the relative residual."""
+    pixel at zero frequency), ice and signal weights, all through the image filter exp(-beta f^2)
+    whose beta (0-40, f in cycles/px) fits best. Returns the four and the relative residual."""
     det = DETECTORS[acq.detector]
     kx, ky = spectrum.kxy()
     f = torch.from_numpy(spectrum.k * acq.pixel_size)
@@ -200,10 +205,16 @@ def fit_noise(spectrum: Spectrum, acq: Acquisition, df_u: float, df_v: float, an
     k, p = spectrum.radial()
     design = np.stack([spectrum.radial(t)[1] for t in terms], axis=1)
     sel = (k >= 0.25 * spectrum.nyquist) & (k <= 0.95 * spectrum.nyquist)
-    weights = 1.0 / p[sel]  # relative residuals: every frequency counts alike
-    coef, _ = nnls(design[sel] * weights[:, None], p[sel] * weights)
-    residual = float(np.sqrt(np.mean(((design[sel] @ coef) / p[sel] - 1) ** 2)))
-    return {"shot": float(coef[0]), "ice": float(coef[1]), "signal": float(coef[2]), "residual": residual}
+    f2 = (k[sel] * acq.pixel_size) ** 2
+    best = None
+    for beta in BETA_GRID:
+        x = design[sel] * np.exp(-2 * beta * f2)[:, None] / p[sel, None]  # relative residuals
+        coef, _ = nnls(x, np.ones(int(sel.sum())))
+        residual = float(np.sqrt(np.mean((x @ coef - 1) ** 2)))
+        if best is None or residual < best["residual"] - 1e-4:
+            best = {"shot": float(coef[0]), "ice": float(coef[1]), "signal": float(coef[2]),
+                    "image_filter": float(beta), "residual": residual}
+    return best
 
 
 # --- per micrograph and per data set -----------------------------------------------------------
@@ -253,6 +264,7 @@ def estimate_micrograph(image: np.ndarray, acq: Acquisition, name: str = "image"
         return out
     out.dose, out.gain = dose, mean / electrons
     out.ice_thickness = noise["ice"] * acq.pixel_size ** 2 / ice_amplitude()
+    out.image_filter = noise["image_filter"]
     return out
 
 
@@ -303,6 +315,7 @@ def calibrate(images: Sequence[tuple[str, np.ndarray]], base: SimulationConfig, 
                          "given dose (check the pixel size: the estimate scales with its inverse square)")
         else:
             sim.acquisition.dose = round(dose, 2)
+            sim.acquisition.image_filter = float(np.median([e.image_filter for e in estimates if e.dose is not None]))
         sim.ice_thickness = round(float(np.median([e.ice_thickness for e in estimates if e.dose is not None])), 1)
     else:
         notes.append(f"dose: no micrograph gave an estimate; kept {acq.dose} e/Å²")

@@ -77,12 +77,22 @@ def apply_detector(intensity: torch.Tensor, acq: Acquisition, rng: np.random.Gen
     counts = counts.to(intensity.device)
     if det.pixelated:
         counts = torch.fft.irfft2(torch.fft.rfft2(counts) * root_nnps, s=shape)
+    if acq.image_filter > 0:
+        counts = torch.fft.irfft2(torch.fft.rfft2(counts) * image_filter(shape, acq.image_filter, counts.device), s=shape)
     return counts
 
 
-def mtf_filter(image_ft: torch.Tensor, shape: tuple[int, int], detector: str) -> torch.Tensor:
-    """Multiply an rfft2 spectrum by the detector's MTF."""
+def image_filter(shape: tuple[int, int], beta: float, device="cpu") -> torch.Tensor:
+    """exp(-beta f^2) on the rfft2 grid (f in cycles/px): the recorded image's low-pass."""
+    f = radial_frequency_px(shape, device)
+    return torch.exp(-beta * f * f)
+
+
+def mtf_filter(image_ft: torch.Tensor, shape: tuple[int, int], detector: str, beta: float = 0.0) -> torch.Tensor:
+    """Multiply an rfft2 spectrum by the detector's MTF (and the image filter exp(-beta f^2))."""
     det = DETECTORS[detector]
+    if beta > 0:
+        image_ft = image_ft * image_filter(shape, beta, image_ft.device)
     if not det.pixelated:
         return image_ft
     return image_ft * det.mtf(radial_frequency_px(shape, image_ft.device))

@@ -91,7 +91,8 @@ def make_experimental_dataset(structures: Sequence[str | os.PathLike], config: S
         counts = apply_detector(intensity, acq, rng).numpy()
         counts += noise.correlated * np.sqrt(mean_counts) * _correlated_field((height, width), noise.exponent, rng)
         counts += np.sqrt(noise.excess * mean_counts) * rng.standard_normal((height, width))
-        truth = torch.fft.irfft2(mtf_filter(torch.fft.rfft2(terms.signal), (height, width), acq.detector),
+        truth = torch.fft.irfft2(mtf_filter(torch.fft.rfft2(terms.signal), (height, width), acq.detector,
+                                 acq.image_filter),
                                  s=(height, width)).numpy() * mean_counts
         write_mrc(out / "truth" / f"{name}.mrc", truth.astype(np.float32), acq.pixel_size)
         write_mrc(out / "raw" / f"{name}.mrc", counts.astype(np.float32), acq.pixel_size)

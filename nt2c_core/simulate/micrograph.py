@@ -167,7 +167,8 @@ class MicrographSimulator:
         terms = self.image_terms(index, noise_draw)
         acq = self.config.acquisition
         height, width = terms.signal.shape
-        clean = torch.fft.irfft2(mtf_filter(torch.fft.rfft2(terms.signal), (height, width), acq.detector),
+        clean = torch.fft.irfft2(mtf_filter(torch.fft.rfft2(terms.signal), (height, width), acq.detector,
+                                 acq.image_filter),
                                  s=(height, width)) * (acq.dose * acq.pixel_size ** 2)
         noisy = apply_detector(terms.signal + terms.ice, acq, terms.noise_rng)
         return SimulatedMicrograph(clean.cpu().numpy().astype(np.float32), noisy.cpu().numpy().astype(np.float32),

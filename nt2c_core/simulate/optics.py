@@ -37,7 +37,10 @@ class Acquisition:
     amplitude_contrast: fraction (0-1); pixel_size: [Å/px]; phase_shift_deg: phase-plate shift [deg];
     dose: total exposure [e/Å^2]; b_factor: image B-factor [Å^2] applied to every atom;
     focal_spread: temporal-coherence defocus spread [Å]; illumination_mrad: beam convergence
-    half-angle [mrad]; detector: name in :data:`nt2c_core.simulate.detector.DETECTORS`.
+    half-angle [mrad]; detector: name in :data:`nt2c_core.simulate.detector.DETECTORS`;
+    image_filter: beta of a Gaussian fall-off exp(-beta f^2) (f in cycles/px) of the recorded
+    image's amplitude, signal and noise alike: the low-pass that detector electronics or
+    software binning leave in real micrographs (``nt2c calibrate`` measures it); 0 = none.
     """
 
     voltage_kv: float = 300.0
@@ -50,6 +53,7 @@ class Acquisition:
     focal_spread: float = 60.0
     illumination_mrad: float = 0.03
     detector: str = "K3"
+    image_filter: float = 0.0
 
     def validate(self) -> "Acquisition":
         """Raise :class:`InputError` naming the first parameter outside its physical range."""
@@ -64,6 +68,7 @@ class Acquisition:
         _check_range("B-factor (Å²)", self.b_factor, 0.0, 1000.0)
         _check_range("focal spread (Å)", self.focal_spread, 0.0, 1000.0)
         _check_range("illumination angle (mrad)", self.illumination_mrad, 0.0, 10.0)
+        _check_range("image filter beta", self.image_filter, 0.0, 100.0)
         if self.detector not in DETECTORS:
             raise InputError(f"detector {self.detector!r}: unknown, choose one of {sorted(DETECTORS)}")
         return self

@@ -5,6 +5,7 @@ given values with a note, never to nonsense."""
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -112,16 +113,26 @@ def test_a_normalized_image_is_refused_with_its_name():
         estimate_micrograph(image, TRUE, "norm.mrc")
 
 
-def test_real_micrograph_rings_found_and_unfit_dose_explained(real_micrograph):
+def test_real_micrograph_defocus_dose_and_image_filter(real_micrograph):
+    """The EPU Falcon micrograph: its header says about 41 e/Å² (values are EPU-scaled, so only
+    the shot-noise level can tell), and its noise falls off steeply (an image low-pass)."""
     image, pixel = read_mrc(real_micrograph)
     acq = Acquisition(pixel_size=pixel, dose=41.0, detector="Falcon4")
     estimate = estimate_micrograph(image, acq, real_micrograph.name)
     assert 1.0e4 < estimate.defocus < 4.0e4
     assert abs(estimate.defocus_u - estimate.defocus_v) < 0.1 * estimate.defocus
-    if estimate.dose is None:  # EPU-scaled Falcon values: the shot-noise floor does not fit the model
-        assert any(n.startswith("dose:") for n in estimate.notes)
-    else:
-        assert 20 < estimate.dose < 70
+    assert estimate.dose == pytest.approx(41.0, rel=0.2)
+    assert estimate.gain == pytest.approx(float(image.mean()) / (estimate.dose * pixel ** 2), rel=1e-6)
+    assert estimate.image_filter > 2
+
+
+def test_image_low_pass_is_recovered_with_the_dose():
+    acq = Acquisition(pixel_size=1.5, dose=40.0, detector="K3", image_filter=8.0)
+    config = SimulationConfig(acq, defocus_um=(2.0, 2.0), size=(768, 768), particles=10, seed=9)
+    mic = MicrographSimulator([load_structure(PROTEASOME)], config).simulate(0)
+    estimate = estimate_micrograph(mic.noisy, replace(acq, image_filter=0.0), "filtered")
+    assert estimate.image_filter == pytest.approx(8.0, abs=2.0)
+    assert estimate.dose == pytest.approx(40.0, rel=0.10)
 
 
 def test_pipeline_simulates_with_calibrated_settings(tmp_path, real):

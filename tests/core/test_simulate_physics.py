@@ -100,6 +100,16 @@ def test_counting_detector_keeps_the_mean_and_shapes_the_noise_spectrum(name):
     assert low == pytest.approx(40.0 / det.dqe0 * float(det.nnps(torch.tensor(0.04))), rel=0.05)
 
 
+def test_image_filter_lowers_high_frequency_power_by_its_square_and_keeps_the_mean():
+    acq = Acquisition(pixel_size=1.0, dose=40.0, detector="ideal", image_filter=6.0)
+    counts = apply_detector(torch.ones(512, 512), acq, np.random.default_rng(2)).numpy()
+    assert counts.mean() == pytest.approx(40.0, rel=3e-3)
+    power = np.abs(np.fft.fft2(counts - counts.mean())) ** 2 / counts.size
+    f = np.hypot(*np.meshgrid(np.fft.fftfreq(512), np.fft.fftfreq(512)))
+    high = power[(f > 0.40) & (f < 0.45)].mean()
+    assert high == pytest.approx(40.0 * math.exp(-2 * 6.0 * 0.425 ** 2), rel=0.08)
+
+
 @pytest.fixture(scope="module")
 def apoferritin():
     return load_structure(APOFERRITIN)
