@@ -13,7 +13,7 @@ import pyworkflow.protocol.params as params
 from pyworkflow.viewer import DESKTOP_TKINTER, WEB_DJANGO, ProtocolViewer
 
 from .viewer_denoise import _standardize
-from ..protocols import (ProtNT2C, ProtNT2CExtractNoise, ProtNT2CTrainCoarse, ProtNT2CTrainFine,
+from ..protocols import (ProtNT2C, ProtNT2CExtractNoise, ProtNT2CSimulate, ProtNT2CTrainCoarse, ProtNT2CTrainFine,
                          ProtNT2CTrainNoiseGAN)
 
 LOSS_COLUMNS = {"coarse": ("step", "loss"), "gan": ("iteration", "wasserstein"), "fine": ("step", "loss")}
@@ -138,9 +138,11 @@ class NT2CTrainingViewer(ProtocolViewer):
 
 def stage_pngs(protocol) -> dict:
     """PNG files a stage protocol wrote: loss curves and GAN samples of a training protocol, the
-    chosen tiles per micrograph of the extraction protocol."""
+    chosen tiles per micrograph of the extraction protocol, the calibration spectra of the
+    simulation protocol."""
     extra = Path(protocol._getExtraPath())
-    candidates = {"loss curves": extra / "model.pt.loss.png", "real vs generated noise": extra / "model.pt.samples.png"}
+    candidates = {"loss curves": extra / "model.pt.loss.png", "real vs generated noise": extra / "model.pt.samples.png",
+                  "calibration: real vs simulated spectra": extra / "calibration" / "calibration.png"}
     for overlay in sorted((extra / "noise" / "overlays").glob("*.png")):
         candidates[f"noise tiles {overlay.stem}"] = overlay
     return {k: v for k, v in candidates.items() if v.exists()}
@@ -150,7 +152,7 @@ class NT2CStageViewer(ProtocolViewer):
     """Loss curves, generated noise or chosen tiles of one NT2C training stage."""
 
     _label = "viewer NT2C stage"
-    _targets = [ProtNT2CTrainCoarse, ProtNT2CTrainFine, ProtNT2CTrainNoiseGAN, ProtNT2CExtractNoise]
+    _targets = [ProtNT2CTrainCoarse, ProtNT2CTrainFine, ProtNT2CTrainNoiseGAN, ProtNT2CExtractNoise, ProtNT2CSimulate]
     _environments = [DESKTOP_TKINTER, WEB_DJANGO]
 
     def _defineParams(self, form):

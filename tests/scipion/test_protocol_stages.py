@@ -173,4 +173,4 @@ class TestNT2CCalibratedSimulation(BaseTest):
         params = __import__("json").loads(Path(sim._getExtraPath("sim", "params.json")).read_text())["config"]
         self.assertAlmostEqual(params["acquisition"]["dose"], 40.0, delta=4.0)
         self.assertAlmostEqual(params["defocus_um"][0], 2.0, delta=0.05)
-        self.assertTrue(Path(sim._getExtraPath("calibration", "calibration.png")).is_file())
+        self.assertIn("calibration: real vs simulated spectra", stage_pngs(sim))
