@@ -232,6 +232,13 @@ def score_test(method_dir: Path, test: Path, radii: dict) -> dict:
     return rows
 
 
+def mean_frc(rows: dict) -> list:
+    """[frequencies (1/Å), mean FRC] over the micrographs; the per-micrograph curves are dropped
+    from ``rows`` (they would make the result file megabytes)."""
+    curves = [r.pop("frc_curve") for r in rows.values()]
+    return [curves[0][0], np.mean([c[1] for c in curves], axis=0).tolist()]
+
+
 def summarize(rows: dict) -> dict:
     out = {}
     for key in ("psnr_db", "ssim", "frc_0.5_A", "frc_0.143_A", "precision", "recall", "f1"):
@@ -388,9 +395,8 @@ def plots(result: dict, stem: Path) -> None:
     axes[1].set_ylabel("eq. 5 SNR (dB)")
     axes[1].set_title("real micrograph (rewards blur: read with PSNR/FRC)")
     for m in methods:
-        curves = [r["frc_curve"] for r in result["methods"][m]["per_micrograph"].values()]
-        f = np.array(curves[0][0])
-        axes[2].plot(f, np.mean([c[1] for c in curves], axis=0), label=m)
+        f, c = result["methods"][m]["frc_mean_curve"]
+        axes[2].plot(f, c, label=m)
     axes[2].axhline(0.143, color="k", lw=0.5)
     axes[2].axhline(0.5, color="k", lw=0.5)
     axes[2].set_xlabel("spatial frequency (1/Å)")
@@ -431,7 +437,7 @@ def before_after(work: Path, methods: list[str], real: Path, out: Path) -> None:
         ax.imshow(image[h // 2 - 200:h // 2 + 200, w // 2 - 200:w // 2 + 200], cmap="gray", vmin=-3, vmax=3)
         ax.set_title(m, fontsize=9)
     fig.tight_layout()
-    fig.savefig(out, dpi=80)
+    fig.savefig(out, dpi=60)
     plt.close(fig)
 
 
@@ -450,6 +456,7 @@ def main() -> int:
                    help="methods to run (outputs of earlier runs in the work folder are reused)")
     p.add_argument("--no-cost", action="store_true", help="skip the speed/memory measurements")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for every method")
+    p.add_argument("--report-only", metavar="JSON", help="redraw the table and plots of a result file")
     p.add_argument("--cost-worker", help=argparse.SUPPRESS)
     p.add_argument("--input", help=argparse.SUPPRESS)
     p.add_argument("--sigma", type=float, default=2.0, help=argparse.SUPPRESS)
@@ -457,6 +464,10 @@ def main() -> int:
     work = Path(args.work)
     if args.cost_worker:
         cost_worker(args.cost_worker, args.input, args.repeats, work, args.sigma)
+        return 0
+    if args.report_only:
+        stem = Path(args.report_only).with_suffix("")
+        write_report(json.loads(Path(args.report_only).read_text()), stem)
         return 0
     if not (SHARED / "structures").is_dir():
         print(f"held-out structures not found in {SHARED / 'structures'}: cannot run")
@@ -520,7 +531,8 @@ def main() -> int:
             if not marker.exists():
                 marker.write_text(json.dumps(seconds))
             rows = score_test(out / "test", test, radii)
-            result["methods"][method] = {"test": summarize(rows), "per_micrograph": rows,
+            curve = mean_frc(rows)
+            result["methods"][method] = {"test": summarize(rows), "frc_mean_curve": curve, "per_micrograph": rows,
                                          "real_snr_db": real_snr(out / "real", reals),
                                          "seconds_per_512px_mic": float(np.median(list(seconds.values())))}
             s = result["methods"][method]["test"]

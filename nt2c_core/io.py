@@ -23,9 +23,21 @@ from .errors import InputError
 MRC_SUFFIXES = (".mrc", ".mrcs", ".map", ".st")
 
 
+def _new_file_mode() -> int:
+    """0666 minus the process umask (read once at import: os.umask is not thread-safe)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+NEW_FILE_MODE = _new_file_mode()
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it to ``path`` when the block succeeds.
+    """Yield a temporary path next to ``path``; rename it to ``path`` when the block succeeds,
+    with the permissions a plain new file gets (0666 minus the umask: readable by the group in a
+    facility), not the private 0600 of a temporary file.
 
     On any exception the temporary file is removed and ``path`` is left untouched.
     """
@@ -40,6 +52,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, NEW_FILE_MODE)
         os.replace(tmp_path, path)
     except OSError as exc:  # disk full, quota, permissions: nothing half-written is left
         with contextlib.suppress(OSError):

@@ -2,6 +2,8 @@
 noise process, re-weighting coefficients, and extraction errors."""
 
 import errno
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -184,3 +186,12 @@ def test_full_disk_during_a_write_leaves_nothing_behind(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
     assert str(target) in str(err.value) and "No space left" in str(err.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_outputs_get_the_permissions_of_a_plain_new_file_not_of_a_temporary_one(tmp_path):
+    """A facility's group must be able to read denoised micrographs and models (mkstemp's
+    temporary files are private, 0600)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    written = write_mrc(tmp_path / "mic.mrc", np.zeros((8, 8), np.float32), 1.0)
+    assert stat.S_IMODE(written.stat().st_mode) == 0o666 & ~mask
