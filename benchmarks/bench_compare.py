@@ -35,7 +35,6 @@ import argparse
 import datetime
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -170,7 +169,7 @@ def internal_method(name: str, work: Path, sigma: float | None = None):
     return denoiser.denoise
 
 
-def run_internal(name: str, fn, inputs: list[Path], out: Path) -> dict:
+def run_internal(fn, inputs: list[Path], out: Path) -> dict:
     from nt2c_core.io import read_mrc, write_mrc
 
     seconds = {}
@@ -514,8 +513,8 @@ def main() -> int:
                 fn = internal_method(method, work, sigma)
                 if fn is None:
                     raise RuntimeError("model not available")
-                seconds = run_internal(method, fn, test_inputs, out / "test")
-                run_internal(method, fn, reals, out / "real")
+                seconds = run_internal(fn, test_inputs, out / "test")
+                run_internal(fn, reals, out / "real")
             elif python is None:
                 raise RuntimeError("external virtualenv not built")
             else:
