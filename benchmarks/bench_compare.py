@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nt2c_core.picking import score_picks
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SHARED = REPO.parent / "shared" / "data"
@@ -58,6 +60,8 @@ REAL_BIN = 3
 INTERNAL = ("raw", "lowpass2x", "gaussian", "nt2c_coarse", "nt2c_fine", "nt2c_general")
 EXTERNAL = ("bm3d", "topaz")
 COST_METHODS = ("lowpass2x", "gaussian", "nt2c_fine")
+PICK_INPUTS = ("raw", "topaz", "nt2c_fine", "nt2c_general")
+TOPAZ_PICK_SCALE = 2
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -215,7 +219,7 @@ def best_gaussian_sigma(validation: Path) -> float:
 def score_test(method_dir: Path, test: Path, radii: dict) -> dict:
     from nt2c_core.io import read_mrc
     from nt2c_core.metrics import frc, psnr, ssim
-    from nt2c_core.picking import pick_blobs, score_picks
+    from nt2c_core.picking import pick_blobs
 
     rows = {}
     for path in sorted((test / "raw").glob("*.mrc")):
@@ -338,6 +342,81 @@ def training_cost(demo_work: Path) -> dict:
     return out
 
 
+def topaz_picking(work: Path, test: Path, radii: dict, python: str, methods=PICK_INPUTS) -> dict:
+    """Topaz's pretrained resnet16 picker with its own preprocessing (TOPAZ_PICK_SCALE x down-
+    sampling, GMM normalization) on raw and denoised held-out micrographs, one structure at a time
+    (radius = the particle's, down-sampled). Picks with log-likelihood ratio >= 0 ("more likely a
+    particle than not") are matched to the true centres within half a radius."""
+    groups: dict[str, list[str]] = {}
+    for key in sorted(radii):
+        groups.setdefault(key.split("_dose")[0], []).append(key)
+    out = {}
+    for method in methods:
+        source = work / "out" / method / "test"
+        if not source.is_dir():
+            continue
+        rows = []
+        for structure, keys in groups.items():
+            folder = work / "topaz_pick" / method / structure
+            picks = folder / "picks.txt"
+            if not picks.exists():
+                _topaz_pick(python, [source / f"{k}.mrc" for k in keys], folder, radii[keys[0]])
+            table = _read_picks(picks)
+            for k in keys:
+                mine = sorted((r for r in table if r[0] == k and r[3] >= 0), key=lambda r: -r[3])
+                xy = np.array([(r[1], r[2]) for r in mine], float).reshape(-1, 2)
+                rows.append(score_picks(xy, np.load(test / "coords" / f"{k}.npy"), 0.5 * radii[k]).to_dict())
+        out[method] = {key: float(np.mean([r[key] for r in rows])) for key in ("precision", "recall", "f1")}
+        print(f"[bench] topaz resnet16 picking on {method}: {out[method]}", flush=True)
+    return out
+
+
+def _topaz_pick(python: str, files: list[Path], folder: Path, radius_px: float) -> None:
+    pre = folder / "pre"
+    pre.mkdir(parents=True, exist_ok=True)
+    scale = str(TOPAZ_PICK_SCALE)
+    _run([python, "-m", "topaz.commands.preprocess", "-s", scale, "-d", "-1", "-o", str(pre), *map(str, files)])
+    _run([python, "-m", "topaz.commands.extract", "-m", "resnet16", "-r", str(max(1, round(radius_px / TOPAZ_PICK_SCALE))),
+          "-p", "512", "-d", "-1", "-x", scale, "-t", "-6", "-o", str(folder / "picks.txt"),
+          *sorted(map(str, pre.glob("*.mrc")))])
+
+
+def _run(cmd: list[str]) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:3])} failed: {done.stderr[-500:]}")
+
+
+def _read_picks(path: Path) -> list[tuple[str, float, float, float]]:
+    lines = path.read_text().splitlines()[1:]
+    return [(f[0], float(f[1]), float(f[2]), float(f[3])) for f in (line.split("\t") for line in lines) if len(f) == 4]
+
+
+def batch_throughput(real: Path, work: Path, count: int = 20, threads: int = 2) -> dict:
+    """``nt2c denoise`` (fine model) on a batch of ``count`` copies of the real 4096^2 micrograph,
+    in a child process: micrographs per minute, its peak RSS."""
+    folder = work / "batch"
+    (folder / "in").mkdir(parents=True, exist_ok=True)
+    files = []
+    for i in range(count):
+        link = folder / "in" / f"mic_{i:02d}.mrc"
+        if not link.exists():
+            link.symlink_to(real.resolve())
+        files.append(str(link))
+    nt2c = str(Path(sys.executable).parent / "nt2c")
+    cmd = [nt2c, "denoise", *files, "--model", str(work / "demo" / "work" / "fine" / "model.pt"), "-o",
+           str(folder / "out"), "--overwrite", "--threads", str(threads)]
+    wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+               "rc = subprocess.run(sys.argv[1:], capture_output=True).returncode; "
+               "print(rc, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6)")
+    done = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True)
+    rc, seconds, rss = done.stdout.split()
+    if rc != "0":
+        return {"error": f"nt2c denoise exited {rc}"}
+    return {"micrographs": count, "seconds": float(seconds), "per_minute": 60 * count / float(seconds),
+            "peak_rss_gb": float(rss), "model": "nt2c_fine (width 24)", "threads": threads}
+
+
 # --- report -------------------------------------------------------------------------------------
 
 
@@ -369,6 +448,17 @@ def markdown_table(result: dict) -> str:
                  "micrographs each (16), 512² at 2 Å/px. Real: eq. 5 SNR on the 3x-binned real micrograph. Cost: the "
                  "real 4096² micrograph on this CPU; * BM3D timed on 1024² and scaled x16; † same network as "
                  "nt2c_fine, not timed separately.")
+    picking = result.get("topaz_resnet16_picking", {})
+    if picking and "error" not in picking:
+        lines.append("")
+        lines.append("Topaz resnet16 picker (its preprocessing, LLR >= 0), F1 by input: "
+                     + ", ".join(f"{m} {v['f1']:.2f}" for m, v in picking.items()))
+    batch = result.get("batch_throughput", {})
+    if "per_minute" in batch:
+        lines.append("")
+        lines.append(f"Batch: nt2c denoise on {batch['micrographs']} x 4096² in {batch['seconds']:.0f} s "
+                     f"({batch['per_minute']:.2f} micrographs/min, peak RSS {batch['peak_rss_gb']:.2f} GB, "
+                     f"{batch['threads']} threads).")
     return "\n".join(lines) + "\n"
 
 
@@ -454,6 +544,7 @@ def main() -> int:
     p.add_argument("--methods", nargs="+", default=list(INTERNAL + EXTERNAL), choices=INTERNAL + EXTERNAL,
                    help="methods to run (outputs of earlier runs in the work folder are reused)")
     p.add_argument("--no-cost", action="store_true", help="skip the speed/memory measurements")
+    p.add_argument("--no-picking", action="store_true", help="skip Topaz's resnet16 picker")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for every method")
     p.add_argument("--report-only", metavar="JSON", help="redraw the table and plots of a result file")
     p.add_argument("--cost-worker", help=argparse.SUPPRESS)
@@ -544,6 +635,15 @@ def main() -> int:
         result["cost"] = measure_cost(REAL_DEFAULT if REAL_DEFAULT.exists() else Path(args.real[0]), work, sigma,
                                       args.repeats, python)
     result["cost"] = result.get("cost", {})
+    if python and not args.no_picking:
+        try:
+            result["topaz_resnet16_picking"] = topaz_picking(work, test, radii, python)
+        except Exception as exc:  # reported, the rest goes on
+            result["topaz_resnet16_picking"] = {"error": f"{type(exc).__name__}: {exc}"}
+    if reals and not args.no_cost:
+        result["batch_throughput"] = batch_throughput(REAL_DEFAULT if REAL_DEFAULT.exists() else Path(args.real[0]),
+                                                      work, threads=args.threads)
+        print(f"[bench] batch: {result['batch_throughput']}", flush=True)
     result["training_cost_s"] = training_cost(work / "demo" / "work")
     result["gpu"] = "none on this machine: GPU throughput not measured"
     result["seconds_total"] = round(time.time() - t0, 1)
