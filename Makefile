@@ -38,7 +38,8 @@ $(EXT_STAMP):
 	touch $(EXT_STAMP)
 
 bench: $(STAMP) $(EXT_STAMP)
-	cd benchmarks && ../$(PY) bench_simulate.py && ../$(PY) bench_denoise.py && ../$(PY) bench_compare.py
+	cd benchmarks && ../$(PY) bench_simulate.py && ../$(PY) bench_denoise.py && ../$(PY) bench_compare.py \
+		&& ../$(PY) bench_real_picked.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info

@@ -20,6 +20,7 @@ silently to nonsense.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field, replace
@@ -81,7 +82,7 @@ def fit_defocus(spectrum: Spectrum, acq: Acquisition) -> tuple[float, float, flo
     band = (spectrum.k >= k_lo) & (spectrum.k <= k_hi)
     rel = _ring_modulation(spectrum, k_lo, k_hi)
     kxb, kyb, relb = kx[band], ky[band], rel[band]
-    best, _ = grid_defocus(spectrum, acq)
+    best, _ = _grid_search(*_radial_of(spectrum, rel, band), acq)  # the modulation computed above
 
     def cost(p):
         mean, half, angle = p
@@ -337,20 +338,20 @@ def background_tiles(image: np.ndarray, tile: int = 256, fraction: float = 0.25)
     return [tiles[i] for i in np.argsort(variances)[:keep]]
 
 
-def compare_to_simulation(images: Sequence[np.ndarray], config: SimulationConfig, structures: Sequence[str],
+def compare_to_simulation(images: Sequence[np.ndarray], config: SimulationConfig, structures: Sequence,
                           size: int = 1024) -> dict:
     """Radially averaged power spectra of the real micrographs (central crops of ``size`` px) and
     of as many micrographs simulated with ``config`` (same size), for whole micrographs and for
     their background (:func:`background_tiles`, the same rule on both); with the mean absolute
-    log10 difference of each pair (see :func:`nt2c_core.spectra.log_distance`)."""
+    log10 difference of each pair (see :func:`nt2c_core.spectra.log_distance`). ``structures``:
+    loaded atomic models (:func:`nt2c_core.simulate.structure.load_structure`)."""
     from .simulate.micrograph import MicrographSimulator
-    from .simulate.structure import load_structure
 
     crops = [_centre_crop(x, size) for x in images]
     h, w = crops[0].shape
     sim_config = replace(config, size=(w, h), count=len(crops), library_size=0,
                          particles=_scaled_particles(config, w * h), concentration=None)
-    simulator = MicrographSimulator([load_structure(p) for p in structures], sim_config)
+    simulator = MicrographSimulator(list(structures), sim_config)
     simulated = [simulator.simulate(i).noisy for i in range(len(crops))]
     px = config.acquisition.pixel_size
     out = {}
@@ -401,6 +402,26 @@ def plot_comparison(path: str | os.PathLike, before: dict, after: dict) -> Path:
     return path
 
 
+def apply_calibration(config: SimulationConfig, path: str | os.PathLike) -> SimulationConfig:
+    """``config`` with the acquisition, defocus range, astigmatism and ice thickness of a
+    calibration.json written by 'nt2c calibrate' (``nt2c simulate --calibration``, ``nt2c run``'s
+    ``calibration``: no refit)."""
+    try:
+        calibrated = SimulationConfig.from_dict(json.loads(Path(path).read_text())["simulation"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{path}: not a calibration file from 'nt2c calibrate' ({exc})") from exc
+    return replace(config, acquisition=calibrated.acquisition, defocus_um=calibrated.defocus_um,
+                   astigmatism_um=calibrated.astigmatism_um, ice_thickness=calibrated.ice_thickness)
+
+
+def _varying(path, image: np.ndarray) -> np.ndarray:
+    """``image``, refused by name when it is constant (blank, saturated): no spectrum to fit."""
+    if float(image.std()) == 0.0:
+        raise InputError(f"{path}: constant image (every pixel {float(image.flat[0]):g}): there is no "
+                         "spectrum to calibrate from")
+    return image
+
+
 def calibrate_files(paths: Sequence[str | os.PathLike], base: SimulationConfig, out_dir: str | os.PathLike,
                     structures: Sequence[str] = (), counting: bool = True,
                     known_defocus: tuple[float, float, float] | None = None, dose_given: bool = True,
@@ -410,14 +431,19 @@ def calibrate_files(paths: Sequence[str | os.PathLike], base: SimulationConfig, 
     and after) and OUT/calibration.png (when ``structures`` are given)."""
     if not paths:
         raise InputError("calibrate: no micrograph given")
+    if max_micrographs < 1:
+        raise InputError(f"--max-micrographs = {max_micrographs}: must be at least 1")
     chosen = list(paths)[:: max(1, len(paths) // max_micrographs)][:max_micrographs]
-    images = [(Path(p).name, read_mrc(p)[0]) for p in chosen]
+    images = [(Path(p).name, _varying(p, read_mrc(p)[0])) for p in chosen]
     result = calibrate(images, base, counting, known_defocus, dose_given)
     report = result.to_dict()
     out = Path(out_dir)
     if structures:
-        before = compare_to_simulation([x for _, x in images], base, structures)
-        after = compare_to_simulation([x for _, x in images], result.simulation, structures)
+        from .simulate.structure import load_structure
+
+        models = [load_structure(p) for p in structures]  # read once for both comparisons
+        before = compare_to_simulation([x for _, x in images], base, models)
+        after = compare_to_simulation([x for _, x in images], result.simulation, models)
         report["spectrum_distance"] = {part: {"given": before[part]["log_distance"],
                                               "calibrated": after[part]["log_distance"]} for part in before}
         plot_comparison(out / "calibration.png", before, after)

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Sequence
 
 from .errors import NT2CError
+
+
+class Terminated(BaseException):
+    """SIGTERM (a queue's time limit, ``kill``, Scipion's stop) turned into an exception, so that
+    every ``atomic_write`` under way removes its temporary file before the process ends."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
@@ -27,14 +37,40 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "threads", 0) is not None and getattr(args, "threads", 0) < 0:
+        print(f"nt2c {args.command}: error: --threads = {args.threads}: must be 0 (torch's default) or more",
+              file=sys.stderr)
+        return 2
+    previous = _install_sigterm()
     try:
         return int(args._run(args) or 0)
     except NT2CError as exc:
         print(f"nt2c {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print(f"nt2c {args.command}: error: not enough memory for this run (use smaller sizes, tiles or batches); "
+              "nothing half-written was left", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"nt2c {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into a command that stopped reading (e.g. head)
+        sys.stderr.close()
+        return 0
+    except Terminated:
+        print(f"nt2c {args.command}: terminated; rerun the same command to resume", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _install_sigterm():
+    """Handle SIGTERM as :class:`Terminated` (main thread only; returns the previous handler)."""
+    try:
+        return signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (e.g. called from a Scipion step thread)
+        return None
 
 
 if __name__ == "__main__":

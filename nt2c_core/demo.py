@@ -51,7 +51,8 @@ def demo_config(out: Path, quick: bool, device: str) -> tuple[SimulationConfig, 
                            checkpoint_every=max(steps // 5, 1), val_fraction=0.1),
         # quick mode checks the plumbing only: its 10-step coarse model cannot flatten any
         # background, so the SSIM rule would find nothing; every tile is accepted instead.
-        extraction=ExtractionSettings(patch=96, step=48, sub_patches=4, threshold=-0.99 if quick else 0.7),
+        extraction=ExtractionSettings(patch=96, step=48, sub_patches=4, threshold=-0.99 if quick else 0.7,
+                                      rule="ssim"),
         gan=GANConfig(iterations=max(int(1000 * scale), 4), batch_size=16, crop=64, latent=32, width=8, lr=2e-4,
                       log_every=max(int(50 * scale), 1), checkpoint_every=100),
         fine=TrainConfig(steps=max(int(400 * scale), 10), batch_size=8, crop=128, width=24, lr=5e-4,

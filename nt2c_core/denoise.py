@@ -9,7 +9,9 @@ output to within a small tolerance (tested) at a fraction of its memory.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +22,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from . import __version__
 from .errors import InputError, NT2CError
-from .io import read_mrc, write_mrc
+from .io import ensure_writable_dir, read_mrc, read_mrc_labels, write_mrc
 from .models.store import load_model
 from .models.unet import MULTIPLE
 from .normalization import restore, standardize, stats
@@ -38,7 +41,12 @@ class TileSettings:
     margin: int = 128
     batch: int = 1
 
-    def validate(self) -> "TileSettings":
+    def validate(self, section: str | None = None) -> "TileSettings":
+        from .validation import check_types
+
+        check_types(self, section)
+        if self.margin < 0:
+            raise InputError(f"margin {self.margin} px: must not be negative")
         if self.tile % MULTIPLE or self.margin % MULTIPLE or self.tile < 64:
             raise InputError(f"tile {self.tile} / margin {self.margin} px: both must be multiples of {MULTIPLE}, tile >= 64")
         if 2 * self.margin >= self.tile:
@@ -64,12 +72,32 @@ class Denoiser:
     @classmethod
     def from_file(cls, path: str | os.PathLike, device="cpu", tiles: TileSettings | None = None,
                   precision: str = "fp32") -> "Denoiser":
-        network, metadata = load_model(path, "cpu")
+        network, metadata = load_model(path, "cpu", kind="denoiser")
         return cls(network, metadata, device, tiles, precision)
 
     @property
     def pixel_size(self) -> float | None:
-        return self.metadata.get("pixel_size")
+        return self.metadata.get("pixel_size") or None
+
+    @property
+    def pixel_range(self) -> tuple[float, float] | None:
+        """(min, max) pixel size [Å] the model was trained over: its range (the general model) or
+        its one pixel size; None when unknown."""
+        span = self.metadata.get("pixel_size_range")
+        if isinstance(span, (list, tuple)) and len(span) == 2 and all(isinstance(v, (int, float)) for v in span):
+            return float(span[0]), float(span[1])
+        return (self.pixel_size, self.pixel_size) if self.pixel_size else None
+
+    @property
+    def fingerprint(self) -> str:
+        """First 16 hex digits of the SHA-256 of the weights: what made an output (MRC label)."""
+        if not hasattr(self, "_fingerprint"):
+            digest = hashlib.sha256()
+            for name, value in sorted(self.network.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(value.detach().float().cpu().contiguous().numpy().tobytes())
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
 
     def denoise(self, image: np.ndarray, whole: bool = False) -> np.ndarray:
         """Denoised copy of a 2-D micrograph in the input's units (float32, same shape).
@@ -77,7 +105,7 @@ class Denoiser:
         mean, std = stats(image)
         x = _pad(standardize(image, mean, std))
         t = self.tiles
-        if whole or (x.shape[0] <= t.tile and x.shape[1] <= t.tile):
+        if whole or max(x.shape) <= ONE_PASS_SLACK * t.tile:
             out = self._forward(x[None])[0]
         else:
             out = self._tiled(x)
@@ -95,13 +123,12 @@ class Denoiser:
     def _tiled(self, x: np.ndarray) -> np.ndarray:
         t = self.tiles
         h, w = x.shape
-        ys, xs = _starts(h, t.tile, t.margin), _starts(w, t.tile, t.margin)
+        (th, ys), (tw, xs) = _axis_tiles(h, t.tile, t.margin), _axis_tiles(w, t.tile, t.margin)
         acc = np.zeros_like(x)
         weight = np.zeros_like(x)
         boxes = [(y, x0) for y in ys for x0 in xs]
         for i in range(0, len(boxes), t.batch):
             chunk = boxes[i:i + t.batch]
-            th, tw = min(t.tile, h), min(t.tile, w)
             outs = self._forward(np.stack([x[y:y + th, x0:x0 + tw] for y, x0 in chunk]))
             for (y, x0), out in zip(chunk, outs):
                 win = np.outer(_window(y, th, h, t.margin), _window(x0, tw, w, t.margin))
@@ -118,6 +145,21 @@ def _pad(x: np.ndarray) -> np.ndarray:
         return x
     mode = "reflect" if ph < h and pw < w else "edge"
     return np.pad(x, ((0, ph), (0, pw)), mode=mode)
+
+
+ONE_PASS_SLACK = 1.25  # an image up to 1.25x the tile goes in one pass (at most 1.56x its memory)
+
+
+def _axis_tiles(length: int, tile: int, margin: int) -> tuple[int, list[int]]:
+    """(tile size, starts) along one axis: as many tiles as ``tile`` needs, each shrunk to the
+    smallest multiple of 32 that still covers the axis, so an image slightly larger than one tile
+    is not processed as two nearly whole tiles (1056 px with 1024-px tiles: 2 x 672, not 2 x 1024)."""
+    if length <= tile:
+        return length, [0]
+    n = math.ceil((length - tile) / (tile - 2 * margin)) + 1
+    size = MULTIPLE * math.ceil((length + 2 * margin * (n - 1)) / n / MULTIPLE)
+    size = min(max(size, 2 * margin + MULTIPLE), tile)
+    return size, _starts(length, size, margin)
 
 
 def _starts(length: int, tile: int, margin: int) -> list[int]:
@@ -149,51 +191,113 @@ def bin_image(image: np.ndarray, factor: int) -> np.ndarray:
     picked on the binned image map back to full size as x_full = factor * x + (factor - 1) / 2."""
     if factor == 1:
         return image
+    if min(image.shape) < factor:
+        raise InputError(f"image of {image.shape[0]} x {image.shape[1]} px is too small to bin by {factor}")
     h, w = (image.shape[0] // factor) * factor, (image.shape[1] // factor) * factor
     return image[:h, :w].reshape(h // factor, factor, w // factor, factor).mean((1, 3)).astype(np.float32)
 
 
 @dataclass
 class DenoiseReport:
-    """Per-run outcome: written outputs, skipped (already done) and failures (path -> reason)."""
+    """Per-run outcome: written outputs, skipped (already done with the same model and binning),
+    failures (path -> reason) and warnings (path -> text)."""
 
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    warnings: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
         text = f"{len(self.written)} denoised, {len(self.skipped)} already done, {len(self.failed)} failed"
+        text += "".join(f"\n  WARNING {path}: {why}" for path, why in self.warnings.items())
         return text + "".join(f"\n  FAILED {path}: {why}" for path, why in self.failed.items())
+
+
+def output_paths(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike) -> dict[Path, Path]:
+    """input -> output path (``out_dir/<stem>.mrc``); two inputs that would share an output name
+    (a/mic.mrc and b/mic.mrc, or x.mrc and x.mrcs) are refused before any work is done."""
+    out_dir, outputs, seen = Path(out_dir), {}, {}
+    for src in (Path(p) for p in inputs):
+        dst = out_dir / (src.stem + ".mrc")
+        if dst in seen and seen[dst] != src:
+            raise InputError(f"{seen[dst]} and {src} have the same output name {dst.name}: denoise them into "
+                             "separate output folders (or rename one)")
+        seen[dst] = src
+        outputs[src] = dst
+    return outputs
+
+
+def provenance_label(denoiser: Denoiser, bin_factor: int) -> str:
+    """The MRC label that records what made a denoised micrograph (<= 80 characters)."""
+    return f"nt2c {__version__} denoise model-sha256={denoiser.fingerprint} bin={bin_factor}"
 
 
 def denoise_files(denoiser: Denoiser, inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
                   bin_factor: int = 1, overwrite: bool = False, progress: bool = True) -> DenoiseReport:
     """Denoise MRC micrographs into ``out_dir`` (same file names, float32, pixel size x bin).
 
-    A micrograph that fails (unreadable, NaN pixels, a stack...) is reported and skipped; the
-    others are still processed. Existing outputs are kept unless ``overwrite``."""
+    Checked before any work: the output folder is writable and no two inputs share an output
+    name. A micrograph that fails (unreadable, NaN pixels, a stack, too little memory, a
+    non-finite result...) is reported and skipped; the others are still processed. Each output
+    records the model's weight hash and the binning in its MRC labels: an existing output made
+    the same way is kept (a stopped run resumes), one made with another model or binning is
+    redone; ``overwrite`` redoes all."""
     if bin_factor not in (1, 2, 4):
         raise InputError(f"bin = {bin_factor}: choose 1, 2 or 4")
-    out_dir = Path(out_dir)
+    outputs = output_paths(inputs, out_dir)
+    ensure_writable_dir(out_dir)
+    label = provenance_label(denoiser, bin_factor)
     report = DenoiseReport()
-    for src in tqdm([Path(p) for p in inputs], desc="denoise", unit="mic", disable=not progress):
-        dst = out_dir / (src.stem + ".mrc")
+    for src, dst in tqdm(outputs.items(), desc="denoise", unit="mic", disable=not progress):
         try:
             if dst.resolve() == src.resolve():
                 raise InputError("output would overwrite the input; choose another output folder")
             if dst.exists() and not overwrite:
-                report.skipped.append(dst)
-                continue
-            image, pixel = read_mrc(src)
-            _warn_pixel_size(src, pixel, denoiser.pixel_size)
-            result = bin_image(denoiser.denoise(image), bin_factor)
-            report.written.append(write_mrc(dst, result, pixel * bin_factor))
+                if label in read_mrc_labels(dst):
+                    report.skipped.append(dst)
+                    continue
+                log.info("%s: made with another model or binning; redoing it", dst)
+            _, warning = denoise_file(denoiser, src, dst, bin_factor)
+            report.written.append(dst)
+            if warning:
+                report.warnings[str(src)] = warning
         except NT2CError as exc:
             report.failed[str(src)] = str(exc).replace(f"{src}: ", "")
     return report
 
 
-def _warn_pixel_size(path: Path, pixel: float, trained: float | None) -> None:
-    if trained and pixel > 0 and not 0.8 <= pixel / trained <= 1.25:
-        log.warning("%s: pixel size %.3f Å differs from the model's %.3f Å by more than 25%%; "
-                    "results may be poor (train a model at this pixel size)", path, pixel, trained)
+def denoise_file(denoiser: Denoiser, src: str | os.PathLike, dst: str | os.PathLike,
+                 bin_factor: int = 1) -> tuple[Path, str | None]:
+    """Denoise one MRC micrograph into ``dst`` (float32, pixel size x ``bin_factor``, the
+    provenance label in its header), atomically: (output path, warning or None). Raises
+    :class:`NT2CError` for a bad input, a result that is not finite, or too little memory;
+    nothing is written then. Used by :func:`denoise_files` and the Scipion denoise protocol."""
+    src = Path(src)
+    image, pixel = read_mrc(src)
+    warning = _pixel_size_warning(pixel, denoiser.pixel_range)
+    if warning:
+        log.warning("%s: %s", src, warning)
+    try:
+        result = bin_image(denoiser.denoise(image), bin_factor)
+    except MemoryError:
+        raise NT2CError(f"{src}: not enough memory to denoise it (tile {denoiser.tiles.tile} px, batch "
+                        f"{denoiser.tiles.batch}): use --low-memory or a smaller --tile") from None
+    if not np.isfinite(result).all():
+        raise NT2CError(f"{src}: the denoised image is not finite (NaN/Inf); nothing was written")
+    return write_mrc(dst, result, pixel * bin_factor, [provenance_label(denoiser, bin_factor)]), warning
+
+
+def _pixel_size_warning(pixel: float, trained: tuple[float, float] | None) -> str | None:
+    """A warning when the header's pixel size is invalid or more than 25 % outside the pixel
+    size (range) the model was trained for."""
+    if pixel <= 0:
+        return (f"pixel size {pixel:g} Å in the MRC header is not valid; the output carries it too "
+                "(fix the header, e.g. with Scipion's import or 'alterheader')")
+    if trained is None:
+        return None
+    lo, hi = trained
+    if 0.8 * lo <= pixel <= 1.25 * hi:
+        return None
+    what = f"the model's {lo:.3f} Å" if lo == hi else f"the model's training range {lo:.2f}-{hi:.2f} Å"
+    return (f"pixel size {pixel:.3f} Å is more than 25% outside {what}; results may be poor (halos, texture): "
+            "train a model at this pixel size, or bin the micrographs into the range")

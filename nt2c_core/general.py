@@ -116,7 +116,8 @@ def train_general_model(recipe: GeneralRecipe, work: str | os.PathLike, resume: 
     pairs = simulate_general_pairs(recipe, work / "pairs.npz", progress)
     pairs.pixel_size = 0.0  # any pixel size: the model is not tied to one
     metadata = {"stage": "general", "general": True, "recipe": recipe.to_dict(),
-                "recipe_command": "nt2c train-general -o WORK"}
+                "recipe_command": "nt2c train-general -o WORK", "pixel_size": None,
+                "pixel_size_range": list(recipe.pixel_size_A)}
     return train_denoiser(pairs, work / "general.pt", recipe.train, resume=resume, device=device,
                           progress=progress, metadata=metadata, stop_after=stop_after)
 

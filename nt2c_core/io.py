@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -21,6 +23,10 @@ import numpy as np
 from .errors import InputError
 
 MRC_SUFFIXES = (".mrc", ".mrcs", ".map", ".st")
+TEMP_MARK = ".nt2c-"  # our temporaries are named .<final name>.nt2c-<random>.tmp
+STALE_TEMP_SECONDS = 600  # older ones were left by a killed run (kill -9, power cut) and are removed
+_OUR_TEMP = re.compile(r"^\..+\.nt2c-[A-Za-z0-9_]+\.tmp$")
+MRC_MODE_BYTES = {0: 1, 1: 2, 2: 4, 6: 2, 12: 2}  # int8, int16, float32, uint16, float16
 
 
 def _new_file_mode() -> int:
@@ -45,7 +51,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     folder = path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}", suffix=".tmp", dir=folder)
     except OSError as exc:
         raise InputError(f"{folder}: cannot write output here ({exc.strerror or exc})") from exc
     os.close(fd)
@@ -65,15 +71,34 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def ensure_writable_dir(folder: str | os.PathLike) -> Path:
-    """Create ``folder`` if needed and check that files can be created in it."""
+    """Create ``folder`` if needed, check that files can be created in it (before any work is
+    done, not after), and remove our own temporaries that a killed run left there."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder}: output folder is an existing file, not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".nt2c-write-test"):
             pass
     except OSError as exc:
         raise InputError(f"{folder}: output folder is not writable ({exc.strerror or exc})") from exc
+    remove_stale_temporaries(folder)
     return folder
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, max_age: float = STALE_TEMP_SECONDS) -> list[Path]:
+    """Delete ``.NAME.nt2c-XXXX.tmp`` files (ours, see :func:`atomic_write`) older than
+    ``max_age`` seconds: a run stopped by kill -9 cannot remove them itself. Other files,
+    and temporaries still being written by a live run, are left alone."""
+    removed, now = [], time.time()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            if _OUR_TEMP.match(entry.name) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    if now - entry.stat().st_mtime > max_age:
+                        os.unlink(entry.path)
+                        removed.append(Path(entry.path))
+    return removed
 
 
 def read_mrc(path: str | os.PathLike, allow_stack: bool = False) -> tuple[np.ndarray, float]:
@@ -85,6 +110,7 @@ def read_mrc(path: str | os.PathLike, allow_stack: bool = False) -> tuple[np.nda
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
+    check_mrc_header(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -97,11 +123,77 @@ def read_mrc(path: str | os.PathLike, allow_stack: bool = False) -> tuple[np.nda
         raise
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{path}: not a readable MRC file ({exc})") from exc
+    except MemoryError as exc:
+        raise InputError(f"{path}: not enough memory to read it ({data_size_text(path)})") from exc
     data = _check_image_shape(path, data, allow_stack)
     if not np.isfinite(data).all():
         bad = int(np.size(data) - np.isfinite(data).sum())
         raise InputError(f"{path}: {bad} pixels are NaN or Inf")
     return data, pixel
+
+
+def check_mrc_header(path: str | os.PathLike) -> tuple[tuple[int, int, int], int]:
+    """((nz, ny, nx), mode) from the 1024-byte header, checked against the file's real size
+    *before* anything is allocated: a crafted or foreign file (a huge extended-header size, a
+    renamed PNG, a truncated transfer) is refused by name at once instead of making the reader
+    allocate gigabytes. Complex data (modes 3, 4) is refused: a micrograph is real-valued."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size < 1024:
+        raise InputError(f"{path}: not an MRC file ({size} bytes, shorter than the 1024-byte MRC header)")
+    with open(path, "rb") as fh:
+        raw = fh.read(1024)
+    header = _parse_header(raw)
+    signed = bytes(header["map"]) == b"MAP "
+    nx, ny, nz, mode, extended = (int(header[k]) for k in ("nx", "ny", "nz", "mode", "nsymbt"))
+    plausible = min(nx, ny, nz) > 0 and mode in (*MRC_MODE_BYTES, 3, 4, 101)
+    if not signed and not plausible:
+        raise InputError(f"{path}: not an MRC file (no MRC header: dimensions {nx} x {ny} x {nz}, mode {mode})")
+    if min(nx, ny, nz) <= 0:
+        raise InputError(f"{path}: bad MRC header: dimensions {nx} x {ny} x {nz} must be positive")
+    if mode in (3, 4):
+        raise InputError(f"{path}: holds complex data (MRC mode {mode}), not a real-valued image")
+    if mode not in MRC_MODE_BYTES:
+        raise InputError(f"{path}: unsupported MRC data mode {mode} (nt2c reads modes 0, 1, 2, 6 and 12)")
+    if extended < 0 or 1024 + extended > size:
+        raise InputError(f"{path}: bad MRC header: its extended header of {extended} bytes is larger than "
+                         f"the whole file ({size} bytes)")
+    expected = 1024 + extended + nx * ny * nz * MRC_MODE_BYTES[mode]
+    if size < expected:
+        raise InputError(f"{path}: truncated MRC file: its header announces {nx} x {ny} x {nz} values "
+                         f"({expected} bytes in all) but the file has {size} bytes")
+    return (nz, ny, nx), mode
+
+
+def _parse_header(raw: bytes) -> np.ndarray:
+    """The header record in the byte order its machine stamp names (little-endian when the
+    stamp is unreadable and the dimensions make sense that way, as mrcfile's permissive mode)."""
+    dtype = mrcfile.dtypes.HEADER_DTYPE
+    little = np.frombuffer(raw, dtype=dtype.newbyteorder("<"))[0]
+    try:
+        order = mrcfile.utils.byte_order_from_machine_stamp(bytes(little["machst"]))
+    except ValueError:
+        big = np.frombuffer(raw, dtype=dtype.newbyteorder(">"))[0]
+        fits = lambda h: 0 < int(h["nx"]) < 2 ** 20 and 0 < int(h["ny"]) < 2 ** 20  # noqa: E731
+        return big if fits(big) and not fits(little) else little
+    return np.frombuffer(raw, dtype=dtype.newbyteorder(order))[0]
+
+
+def data_size_text(path: Path) -> str:
+    (nz, ny, nx), mode = check_mrc_header(path)
+    return f"{nx} x {ny} x {nz} values, {nx * ny * nz * 4 / 2 ** 30:.1f} GiB as float32"
+
+
+def read_mrc_labels(path: str | os.PathLike) -> list[str]:
+    """The text labels of an MRC header ([] when the file is not a readable MRC)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with mrcfile.open(path, header_only=True, permissive=True) as mrc:
+                n = min(int(mrc.header.nlabl), 10)
+                return [bytes(label).decode("ascii", "replace").rstrip() for label in mrc.header.label[:n]]
+    except (ValueError, OSError, EOFError):
+        return []
 
 
 def _check_image_shape(path: Path, data: np.ndarray, allow_stack: bool) -> np.ndarray:
@@ -114,14 +206,17 @@ def _check_image_shape(path: Path, data: np.ndarray, allow_stack: bool) -> np.nd
     raise InputError(f"{path}: expected a single 2-D image, found an array of shape {data.shape}")
 
 
-def write_mrc(path: str | os.PathLike, data: np.ndarray, pixel_size: float) -> Path:
-    """Write ``data`` (2-D image or 3-D stack) as float32 MRC with the pixel size in Å, atomically."""
+def write_mrc(path: str | os.PathLike, data: np.ndarray, pixel_size: float, labels: Sequence[str] = ()) -> Path:
+    """Write ``data`` (2-D image or 3-D stack) as float32 MRC with the pixel size in Å, atomically.
+    ``labels``: up to 10 lines of provenance for the header (80 ASCII characters each)."""
     path = Path(path)
     with atomic_write(path) as tmp:
         with mrcfile.new(tmp, overwrite=True) as mrc:
             mrc.set_data(np.ascontiguousarray(data, dtype=np.float32))
             mrc.voxel_size = float(pixel_size)
             mrc.update_header_stats()
+            for text in labels[:10]:
+                mrc.add_label(text.encode("ascii", "replace")[:80].decode("ascii"))
     return path
 
 

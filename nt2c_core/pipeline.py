@@ -28,7 +28,7 @@ from .denoise import Denoiser, TileSettings, denoise_files
 from .errors import InputError
 from .io import read_mrc, write_json
 from .models.store import load_model
-from .noise.extract import ExtractionSettings, extract_noise
+from .noise.extract import ExtractionSettings, extract_noise, too_few_message
 from .noise.reweight import NoiseTransfer
 from .noise.synthesize import GANConfig, train_noise_gan
 from .pairs import load_pairs
@@ -42,11 +42,16 @@ STAGES = ("simulate", "coarse", "noise", "gan", "fine", "denoised")
 class PipelineConfig:
     """raw: micrograph paths or glob patterns; structures: PDB/mmCIF files for the simulation;
     simulation: its settings (its acquisition must be the data's: pixel size, kV, dose...);
-    min_noise_patches: fewer extracted patches is an error; noise_level: 'real' or 'simulated'
-    (see ``nt2c_core.noise.reweight``); calibrate: before simulating, estimate defocus range,
-    astigmatism, dose and ice thickness from the raw micrographs (``nt2c_core.calibrate``) and
-    simulate with them (what could not be estimated keeps the given value; see
-    ``simulate/calibration.json``)."""
+    min_noise_patches: fewer extracted patches means no noise model; few_patches: then
+    'continue' (warn, skip the GAN and fine stages, denoise with the best model available) or
+    'stop' (an error); noise_level: 'real' or 'simulated' (see ``nt2c_core.noise.reweight``);
+    calibrate: before simulating, estimate defocus range, astigmatism, dose and ice thickness from
+    the raw micrographs (``nt2c_core.calibrate``) and simulate with them (what could not be
+    estimated keeps the given value; see ``simulate/calibration.json``); calibration: instead,
+    reuse the calibration.json of an earlier 'nt2c calibrate'; coarse_init: 'general' (the
+    coarse model starts from the shipped general model, whose architecture it keeps), 'none'
+    (from scratch, as the paper) or a model file; choose_model: score general, coarse and fine
+    before denoising and use the best (``nt2c_core.selection``), else always the fine model."""
 
     raw: list[str]
     structures: list[str]
@@ -60,11 +65,58 @@ class PipelineConfig:
     noise_level: str = "real"
     device: str = "cpu"
     calibrate: bool = False
+    calibration: str | None = None
+    coarse_init: str = "general"
+    choose_model: bool = True
+    few_patches: str = "continue"
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["simulation"] = self.simulation.to_dict()
         return out
+
+    def validate(self) -> "PipelineConfig":
+        """Check every section's values (types and ranges) before any stage runs, naming a bad
+        setting as it is written in the config file (``fine.steps``); inputs on disk are checked
+        by :func:`check_inputs`."""
+        from .noise.reweight import LEVELS
+        from .simulate.dataset import resolve_device
+        from .validation import check_types, require
+
+        check_types(self, "")
+        for key in ("raw", "structures"):
+            value = getattr(self, key)
+            require(isinstance(value, list) and value and all(isinstance(v, str) for v in value), key, "", value,
+                    "must be a non-empty list of paths")
+        self.simulation.validate()
+        if self.simulation.count < 2:
+            raise InputError("simulation.count: need at least 2 simulated micrographs (training and validation)")
+        self.coarse.validate("coarse")
+        self.fine.validate("fine")
+        for name, train in (("coarse", self.coarse), ("fine", self.fine)):
+            require(train.crop <= min(self.simulation.size), f"{name}.crop", "", train.crop,
+                    f"larger than the simulated micrographs ({self.simulation.size[0]} x {self.simulation.size[1]} px)")
+        # the particle diameter, when not given, comes from the atomic models (extraction_settings)
+        diameter = self.extraction.particle_diameter
+        dataclasses.replace(self.extraction, particle_diameter=1.0 if diameter is None else diameter).validate("extraction")
+        self.gan.validate("gan")
+        self.tiles.validate("tiles")
+        require(self.noise_level in LEVELS, "noise_level", "", self.noise_level, f"choose one of {', '.join(LEVELS)}")
+        require(self.min_noise_patches >= 1, "min_noise_patches", "", self.min_noise_patches, "must be at least 1")
+        require(self.few_patches in ("continue", "stop"), "few_patches", "", self.few_patches,
+                "choose continue or stop")
+        require(self.calibration is None or isinstance(self.calibration, str), "calibration", "", self.calibration,
+                "path of a calibration.json")
+        require(isinstance(self.coarse_init, str) and (self.coarse_init in ("general", "none")
+                                                        or Path(self.coarse_init).is_file()),
+                "coarse_init", "", self.coarse_init, "general, none or an existing model file")
+        if self.calibrate and self.calibration:
+            raise InputError("calibrate and calibration: give one (calibrate anew, or reuse a calibration.json)")
+        try:
+            resolve_device(self.device)
+        except InputError as exc:
+            raise InputError(f"device: {exc}") from None
+        return self
 
     @classmethod
     def from_dict(cls, data: dict) -> "PipelineConfig":
@@ -76,12 +128,35 @@ class PipelineConfig:
         for key, kind in (("coarse", TrainConfig), ("extraction", ExtractionSettings), ("gan", GANConfig),
                           ("fine", TrainConfig), ("tiles", TileSettings)):
             if key in data:
+                if not isinstance(data[key], dict):
+                    raise InputError(f"pipeline config: {key} must be an object of settings, not {data[key]!r}")
+                section = {f.name for f in dataclasses.fields(kind)}
+                unknown = set(data[key]) - section
+                if unknown:
+                    raise InputError(f"pipeline config: unknown keys in {key}: {sorted(unknown)}")
                 data[key] = kind(**data[key])
         if "simulation" in data:
             data["simulation"] = SimulationConfig.from_dict(data["simulation"])
-        if "gan" in data:
+        if "gan" in data and isinstance(data["gan"].betas, list):
             data["gan"].betas = tuple(data["gan"].betas)
         return cls(**data)
+
+    @classmethod
+    def example(cls, preset: str = "cpu") -> "PipelineConfig":
+        """A complete config that passes :meth:`validate`. 'cpu': U-Net width 24 and short
+        training (about an hour on 2 cores for a few micrographs); 'gpu': width 48 (the paper's)
+        and the longer budgets a GPU makes practical."""
+        gpu = preset == "gpu"
+        width, steps = (48, 4000) if gpu else (24, 1000)
+        return cls(raw=["raw/*.mrc"], structures=["model.cif"],
+                   simulation=SimulationConfig(size=(512, 512), particles=20, count=256 if gpu else 64,
+                                               library_size=200),
+                   coarse=TrainConfig(steps=steps, width=width, val_every=100, checkpoint_every=100),
+                   extraction=ExtractionSettings(),
+                   gan=GANConfig(iterations=4000 if gpu else 1000, batch_size=32 if gpu else 16),
+                   fine=TrainConfig(steps=steps // 2, lr=3e-4, width=width, crop=256 if gpu else 128,
+                                    val_every=100, checkpoint_every=100),
+                   device="auto")
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "PipelineConfig":
@@ -107,10 +182,8 @@ def raw_files(patterns: list[str]) -> list[Path]:
 
 def check_inputs(config: PipelineConfig) -> list[Path]:
     """Validate everything a run needs before any stage starts; returns the raw files."""
+    config.validate()
     files = raw_files(config.raw)
-    config.simulation.validate()
-    if config.simulation.count < 2:
-        raise InputError("simulation count: need at least 2 simulated micrographs (training and validation)")
     _, pixel = read_mrc(files[0])
     sim_pixel = config.simulation.acquisition.pixel_size
     if pixel > 0 and abs(pixel - sim_pixel) > 0.01 * sim_pixel:
@@ -134,6 +207,9 @@ def run_pipeline(config: PipelineConfig, work_dir: str | os.PathLike, progress: 
     if unknown:
         raise InputError(f"unknown pipeline stages {sorted(unknown)}; stages are {', '.join(STAGES)}")
     files = check_inputs(config)
+    from .simulate.dataset import resolve_device
+
+    config = dataclasses.replace(config, device=str(resolve_device(config.device)))  # 'auto' -> cuda or cpu
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     write_json(work / "config.json", config.to_dict())
@@ -185,6 +261,12 @@ def _acq_meta(config: PipelineConfig, stage: str, **extra) -> dict:
 
 def _stage_simulate(config, work, files, folder, fresh, progress) -> dict:
     simulation, summary = config.simulation, {}
+    if config.calibration:
+        from .calibrate import apply_calibration
+
+        simulation = apply_calibration(simulation, config.calibration)
+        summary = {"calibration_reused": config.calibration, "defocus_um": list(simulation.defocus_um),
+                   "dose": simulation.acquisition.dose}
     if config.calibrate:
         result = calibrate_files(files, simulation, folder / "calibration", config.structures)
         simulation = result.simulation
@@ -193,20 +275,46 @@ def _stage_simulate(config, work, files, folder, fresh, progress) -> dict:
     return {"pairs": len(simulate_dataset(config.structures, simulation, folder, progress=progress).names), **summary}
 
 
+def coarse_init_model(config: PipelineConfig) -> Path | None:
+    """The model the coarse training starts from (None: from scratch)."""
+    if config.coarse_init == "none":
+        return None
+    if config.coarse_init == "general":
+        from .general import general_model_path
+
+        return general_model_path()
+    return Path(config.coarse_init)
+
+
 def _stage_coarse(config, work, files, folder, fresh, progress) -> dict:
-    return _train(load_pairs(work / "simulate"), folder, config.coarse, config.device, progress,
-                  _acq_meta(config, "coarse"), fresh=fresh)
+    init = coarse_init_model(config)
+    return {**_train(load_pairs(work / "simulate"), folder, config.coarse, config.device, progress,
+                     _acq_meta(config, "coarse"), init=init, fresh=fresh),
+            "init": str(init) if init else None}
 
 
 def _stage_noise(config, work, files, folder, fresh, progress) -> dict:
     return _extract(files, work / "coarse" / "model.pt", folder, config, progress)
 
 
+def _too_few(work: Path) -> str | None:
+    """Why the noise stage gave no noise model (too few patches), or None."""
+    return json.loads((work / "noise" / "DONE.json").read_text()).get("insufficient")
+
+
 def _stage_gan(config, work, files, folder, fresh, progress) -> dict:
+    why = _too_few(work)
+    if why:
+        print(f"[gan] skipped: {why}")
+        return {"skipped": why}
     return _gan(work / "noise" / "noise_patches.mrcs", folder, config.gan, config.device, progress, fresh)
 
 
 def _stage_fine(config, work, files, folder, fresh, progress) -> dict:
+    why = _too_few(work)
+    if why:
+        print(f"[fine] skipped: {why}")
+        return {"skipped": why}
     generator, _ = load_model(work / "gan" / "model.pt", kind="noise-gan")
     transfer = NoiseTransfer(generator, config.fine.seed, config.device, config.noise_level)
     return _train(load_pairs(work / "simulate"), folder, config.fine, config.device, progress,
@@ -215,7 +323,44 @@ def _stage_fine(config, work, files, folder, fresh, progress) -> dict:
 
 
 def _stage_denoised(config, work, files, folder, fresh, progress) -> dict:
-    return _denoise(files, work / "fine" / "model.pt", folder, config, progress, fresh)
+    candidates = {"general": None, "coarse": work / "coarse" / "model.pt", "fine": work / "fine" / "model.pt"}
+    from .general import general_model_path
+
+    candidates["general"] = general_model_path()
+    candidates = {k: v for k, v in candidates.items() if v.is_file()}
+    if config.choose_model:
+        chosen, selection = _select(config, work, files, candidates, folder)
+    else:
+        chosen = "fine" if "fine" in candidates else "coarse"
+        selection = {"chosen": chosen, "reason": "model choice off (choose_model false)"}
+    result = _denoise(files, candidates[chosen], folder, config, progress, fresh)
+    return {**result, "model": str(candidates[chosen]), "chosen": chosen, "selection": selection}
+
+
+def _select(config: PipelineConfig, work: Path, files: list[Path], candidates: dict, folder: Path) -> tuple[str, dict]:
+    """Score the candidate models (``nt2c_core.selection``) on the training run's held-out
+    simulated micrographs and on central crops of up to 4 raw micrographs; write selection.json."""
+    from .selection import as_dicts, choose_model, score_model, score_table
+
+    held_out = load_pairs(work / "simulate").split(config.coarse.val_fraction)[1]
+    real, pixel = [], config.simulation.acquisition.pixel_size
+    for path in files[:: max(1, len(files) // 4)][:4]:
+        image, pixel = read_mrc(path)
+        h, w = image.shape
+        size = min(h, w, 1024)
+        real.append((path.name, image[(h - size) // 2:(h + size) // 2, (w - size) // 2:(w + size) // 2]))
+    radius = extraction_settings(config).particle_diameter / 2 / pixel
+    scores = []
+    for name, path in candidates.items():
+        denoiser = Denoiser.from_file(path, config.device, config.tiles)
+        scores.append(score_model(name, denoiser.denoise, held_out, real, radius))
+    chosen, reason = choose_model(scores)
+    table = score_table(scores, chosen)
+    print(f"[denoised] model choice:\n{table}\n{reason}", flush=True)
+    selection = {"chosen": chosen, "reason": reason, "scores": as_dicts(scores), "table": table,
+                 "held_out_micrographs": held_out.names, "real_micrographs": [n for n, _ in real]}
+    write_json(folder / "selection.json", selection)
+    return chosen, selection
 
 
 STAGE_FUNCTIONS = {"simulate": _stage_simulate, "coarse": _stage_coarse, "noise": _stage_noise,
@@ -230,12 +375,40 @@ def _train(pairs, folder: Path, cfg: TrainConfig, dev: str, progress: bool, meta
     return {"model": str(result.model_path), "val_psnr_db": result.val_psnr, "raw_val_psnr_db": result.raw_val_psnr}
 
 
+def extraction_settings(config: PipelineConfig) -> ExtractionSettings:
+    """The extraction settings with the particle diameter filled in from the atomic models (the
+    largest one) when the config gives none."""
+    settings = config.extraction
+    if settings.particle_diameter is None:
+        from .simulate.structure import load_structure
+
+        diameter = max(2 * load_structure(p).radius for p in config.structures)
+        settings = dataclasses.replace(settings, particle_diameter=round(diameter, 1))
+    return settings
+
+
 def _extract(files, coarse: Path, folder: Path, config: PipelineConfig, progress: bool) -> dict:
-    denoiser = Denoiser.from_file(coarse, config.device, config.tiles)
-    report = extract_noise(files, denoiser.denoise, folder, config.extraction, config.min_noise_patches,
-                           progress=progress)
-    return {"patches": report.total, "per_micrograph": report.counts, "without_background": report.without_background,
-            "failed": report.failed}
+    """Noise patches from the raw micrographs. The mask rule finds the particles on the shipped
+    general model's output (it keeps what it does not know, unlike a coarse model trained on one
+    structure); the SSIM rule, as in the paper, on the coarse model's."""
+    from .general import general_model_path
+
+    settings = extraction_settings(config)
+    model = general_model_path() if settings.rule == "mask" else coarse
+    denoiser = Denoiser.from_file(model, config.device, config.tiles)
+    stop = config.few_patches == "stop"
+    report = extract_noise(files, denoiser.denoise, folder, settings, config.min_noise_patches if stop else 0,
+                           progress=progress, section="extraction")
+    insufficient = None
+    if report.total < config.min_noise_patches:
+        insufficient = too_few_message(report.total, config.min_noise_patches, len(report.counts), settings,
+                                       report.patch, report.free_fraction, "extraction")
+        print(f"[noise] WARNING: {insufficient}; going on without a noise model (the GAN and fine stages are "
+              "skipped, the best of the general and coarse models denoises)", flush=True)
+    return {"patches": report.total, "insufficient": insufficient, "patch": report.patch, "rule": settings.rule,
+            "particle_diameter_A": settings.particle_diameter, "per_micrograph": report.counts,
+            "free_fraction": report.free_fraction, "band_power_ratio": report.band_power_ratio,
+            "without_background": report.without_background, "failed": report.failed}
 
 
 def _gan(stack: Path, folder: Path, cfg: GANConfig, dev: str, progress: bool, fresh: bool = False) -> dict:

@@ -25,9 +25,9 @@ from torch import nn
 from tqdm import tqdm
 
 from .errors import InputError
-from .io import atomic_write
+from .io import atomic_write, ensure_writable_dir
 from .metrics import psnr
-from .models.store import load_model, save_model
+from .models.store import all_finite, load_model, save_model, save_torch
 from .models.unet import UNet
 from .normalization import NORMALIZATION
 from .pairs import PairSet
@@ -53,11 +53,27 @@ class TrainConfig:
     first_kernel: int = 11
     amp: bool = True
 
-    def validate(self, pairs: PairSet) -> "TrainConfig":
-        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise InputError("steps, batch size and learning rate must be positive")
-        if self.crop < 32 or self.crop % 32:
-            raise InputError(f"crop = {self.crop} px: must be a multiple of 32, at least 32")
+    def validate(self, section: str | None = None) -> "TrainConfig":
+        """Check every value (types and ranges); ``section`` names the settings as in a pipeline
+        config (``fine.steps``), None as on the command line (``--steps``)."""
+        from .validation import at_least_one, check_rules, check_types, positive
+
+        check_types(self, section)
+        check_rules(self, section, {
+            "steps": (at_least_one, "must be at least 1"), "batch_size": (at_least_one, "must be at least 1"),
+            "crop": (lambda v: v >= 32 and v % 32 == 0, "must be a multiple of 32, at least 32 px"),
+            "lr": (positive, "learning rate must be positive"),
+            "final_lr_fraction": (lambda v: 0 < v <= 1, "must lie in (0, 1]"),
+            "val_fraction": (lambda v: 0 <= v < 1, "fraction of micrographs held out: must lie in [0, 1)"),
+            "val_every": (at_least_one, "must be at least 1 step"),
+            "checkpoint_every": (at_least_one, "must be at least 1 step"),
+            "width": (at_least_one, "U-Net width must be at least 1"),
+            "first_kernel": (lambda v: v >= 1 and v % 2 == 1, "must be an odd number of pixels"),
+        })
+        return self
+
+    def check_pairs(self, pairs: PairSet) -> "TrainConfig":
+        """The pairs suit these settings (crop no larger than a micrograph)."""
         small = [n for n, x in zip(pairs.names, pairs.noisy) if min(x.shape) < self.crop]
         if small:
             raise InputError(f"crop = {self.crop} px is larger than micrograph(s) {', '.join(small[:3])}")
@@ -94,12 +110,13 @@ def train_denoiser(pairs: PairSet, output: str | os.PathLike, config: TrainConfi
     ``transform(x, y, key) -> (x, y)``: rewrites each batch (and each validation micrograph) before
     use, e.g. :class:`nt2c_core.noise.reweight.NoiseTransfer` for the fine denoiser; ``key`` is the
     step, so resumed runs see the same data."""
-    config = (config or TrainConfig()).validate(pairs)
+    config = (config or TrainConfig()).validate().check_pairs(pairs)
     output = Path(output)
+    ensure_writable_dir(output.parent)
     dev = torch.device(device)
     train, val = pairs.split(config.val_fraction)
     torch.manual_seed(config.seed)
-    network = load_model(init, "cpu")[0] if init else UNet(config.width, config.first_kernel)
+    network = load_model(init, "cpu", kind="denoiser")[0] if init else UNet(config.width, config.first_kernel)
     network = network.to(dev, memory_format=torch.channels_last).train()
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
     schedule = lambda step: _cosine(step, config)  # noqa: E731
@@ -123,6 +140,8 @@ def train_denoiser(pairs: PairSet, output: str | os.PathLike, config: TrainConfi
         with autocast():
             loss = nn.functional.mse_loss(network(x).float(), y)
         optimizer.zero_grad(set_to_none=True)
+        if not math.isfinite(loss.item()):
+            raise _diverged(step + 1, loss.item(), config, ckpt)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
@@ -137,6 +156,8 @@ def train_denoiser(pairs: PairSet, output: str | os.PathLike, config: TrainConfi
             bar.write(_format_row(row, raw_val))
         stopping = stop_after is not None and done >= stop_after
         if done % config.checkpoint_every == 0 or done == config.steps or stopping:
+            if not all_finite(network.state_dict()) or not math.isfinite(row_psnr(log)):
+                raise _diverged(done, float("nan"), config, ckpt)
             _save_checkpoint(ckpt, network, optimizer, scaler, config, done, log, running)
             write_loss_log(output, log)
         if stopping:
@@ -151,6 +172,21 @@ def train_denoiser(pairs: PairSet, output: str | os.PathLike, config: TrainConfi
     save_model(output, network.float().cpu(), meta)
     plot_loss_log(output, log)
     return TrainResult(output, config.steps, val_psnr, raw_val, seconds, log)
+
+
+def row_psnr(log: list[dict]) -> float:
+    """The last logged validation PSNR (0 when none was measured yet): NaN means divergence."""
+    value = log[-1]["val_psnr"] if log else None
+    return 0.0 if value is None else float(value)
+
+
+def _diverged(step: int, loss: float, config: TrainConfig, ckpt: Path) -> InputError:
+    """The error for a run whose loss or weights stopped being finite; the checkpoint on disk
+    (if any) is from before and is kept, and no model file is written."""
+    kept = f"the last good checkpoint {ckpt} is kept" if ckpt.exists() else "no checkpoint was written"
+    return InputError(f"training diverged at step {step} (loss {loss:g}; weights or validation not finite): "
+                      f"lower the learning rate (--lr / lr, now {config.lr:g}) and start again without resuming; "
+                      f"{kept}, no model file was written")
 
 
 def _cosine(step: int, config: TrainConfig) -> float:
@@ -207,8 +243,7 @@ def _save_checkpoint(path: Path, network, optimizer, scaler, config: TrainConfig
     payload = {"format": "nt2c-checkpoint", "step": step, "config": json.dumps(asdict(config)),
                "log": json.dumps(log), "running": json.dumps(running), "architecture": json.dumps(network.config),
                "network": network.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}
-    with atomic_write(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, payload)
 
 
 def _load_checkpoint(path: Path, network, optimizer, scaler, config: TrainConfig) -> tuple[int, list, list]:

@@ -9,9 +9,10 @@ import numpy as np
 import torch
 
 from ..denoise import Denoiser
+from ..errors import InputError
 from ..io import read_mrc, write_json, write_mrc
 from ..models.store import load_model
-from ..noise.extract import ExtractionSettings, extract_noise
+from ..noise.extract import RULES, ExtractionSettings, extract_noise
 from ..noise.reweight import LEVELS, NoiseTransfer, reweight
 from ..noise.synthesize import GANConfig, train_noise_gan
 from ..pairs import load_pairs
@@ -24,26 +25,56 @@ from .train import add_training_arguments, run_training
 def add_extract(p: argparse.ArgumentParser) -> None:
     d = ExtractionSettings()
     p.add_argument("inputs", nargs="+", metavar="RAW.mrc", help="raw micrographs")
-    p.add_argument("--coarse", required=True, help="coarse denoiser model (enhances before SSIM)")
-    p.add_argument("-o", "--output", required=True, help="folder for noise_patches.mrcs/.star, overlays/")
-    p.add_argument("--patch", type=int, default=d.patch, help="tile size d [px]")
-    p.add_argument("--step", type=int, default=None, help="tile step [px] (default d/2)")
-    p.add_argument("--sub-patches", type=int, default=d.sub_patches, help="N sub-patches per tile (square number)")
-    p.add_argument("--threshold", type=float, default=d.threshold, help="minimum pairwise SSIM of a background tile")
-    p.add_argument("--smooth", type=float, default=d.smooth, help="Gaussian smoothing of the enhanced image [px] (0 = paper)")
-    p.add_argument("--no-flatten", action="store_true", help="keep slow background trends (paper's exact rule)")
+    p.add_argument("-o", "--output", required=True, help="folder for noise_patches.mrcs/.star, overlays/, summary.json")
+    p.add_argument("--rule", default=d.rule, choices=RULES,
+                   help="mask: particle mask on the denoised image, patches from the free area (any particle "
+                        "density); ssim: the paper's tile rule (needs empty d x d tiles)")
+    p.add_argument("--coarse", default=None,
+                   help="denoiser that enhances the micrographs before the rule (default: the shipped general "
+                        "model; the paper uses the coarse model with the SSIM rule)")
+    p.add_argument("--particle-diameter", type=float, default=None, help="particle diameter [Å] (mask rule)")
+    p.add_argument("--structure", default=None,
+                   help="PDB/mmCIF file: the particle diameter comes from it (instead of --particle-diameter)")
+    p.add_argument("--patch", type=int, default=None,
+                   help="patch size [px] (default: mask rule, chosen from the free area; SSIM rule, two particle "
+                        "diameters or 320)")
+    p.add_argument("--dilation", type=float, default=d.dilation, help="mask rule: mask growth [particle radii]")
+    p.add_argument("--target-patches", type=int, default=d.target_patches,
+                   help="mask rule: the automatic patch size aims at this many patches")
+    p.add_argument("--step", type=int, default=None, help="SSIM rule: tile step [px] (default d/2)")
+    p.add_argument("--sub-patches", type=int, default=d.sub_patches, help="SSIM rule: N sub-patches per tile (square)")
+    p.add_argument("--threshold", type=float, default=d.threshold, help="SSIM rule: minimum pairwise SSIM")
+    p.add_argument("--smooth", type=float, default=d.smooth, help="SSIM rule: smoothing of the enhanced image [px] (0 = paper)")
+    p.add_argument("--no-flatten", action="store_true", help="SSIM rule: keep slow background trends (paper's exact rule)")
     p.add_argument("--min-patches", type=int, default=16, help="fewer patches in all is an error")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
 
 
+def particle_diameter(structure: str | None, diameter: float | None) -> float | None:
+    """The particle diameter [Å]: given, or twice the radius of an atomic model."""
+    if structure is None:
+        return diameter
+    from ..simulate.structure import load_structure
+
+    return round(2 * load_structure(structure).radius, 1)
+
+
 def run_extract(args: argparse.Namespace) -> int:
-    settings = ExtractionSettings(args.patch, args.step, args.sub_patches, args.threshold, smooth=args.smooth,
-                                  flatten=not args.no_flatten)
-    denoiser = Denoiser.from_file(args.coarse, resolve_device(args.device))
+    from ..general import general_model_path
+
+    settings = ExtractionSettings(patch=args.patch, step=args.step, sub_patches=args.sub_patches,
+                                  threshold=args.threshold, smooth=args.smooth, flatten=not args.no_flatten,
+                                  rule=args.rule, particle_diameter=particle_diameter(args.structure, args.particle_diameter),
+                                  dilation=args.dilation, target_patches=args.target_patches).validate()
+    denoiser = Denoiser.from_file(args.coarse or general_model_path(), resolve_device(args.device))
     report = extract_noise(args.inputs, denoiser.denoise, args.output, settings, args.min_patches)
-    print(f"{report.total} noise patches from {len(report.counts)} micrographs -> {report.stack}")
-    for name in report.without_background:
-        print(f"  {name}: no background tile (skipped)")
+    print(f"{report.total} noise patches of {report.patch} px from {len(report.counts)} micrographs -> {report.stack}")
+    for name, n in report.counts.items():
+        free = report.free_fraction.get(name)
+        print(f"  {name}: {n} patches" + (f", free area {100 * free:.1f} %" if free is not None else ""))
+    if report.band_power_ratio is not None:
+        print(f"particle-band power of the patches vs whole micrographs: {report.band_power_ratio:.2f} "
+              "(1 = as much particle signal as the micrographs; lower is cleaner)")
     for name, why in report.failed.items():
         print(f"  FAILED {name}: {why}")
     return 0
@@ -98,6 +129,8 @@ def run_reweight(args: argparse.Namespace) -> int:
     for i, (name, x, y) in enumerate(zip(pairs.names, pairs.noisy, pairs.clean)):
         v = generator.sample(1, x.shape, args.seed * 1_000_003 + i)[:, 0]
         noisy, target, coeffs = reweight(torch.from_numpy(y)[None], v, torch.from_numpy(x)[None], args.noise_level)
+        if not (torch.isfinite(noisy).all() and torch.isfinite(target).all()):
+            raise InputError(f"{name}: the re-weighted pair is not finite (NaN/Inf); nothing more was written")
         write_mrc(out / "noisy" / f"{name}.mrc", noisy[0].numpy(), pairs.pixel_size)
         write_mrc(out / "clean" / f"{name}.mrc", target[0].numpy(), pairs.pixel_size)
         rows[name] = {k: float(v[0]) for k, v in coeffs.items()}

@@ -13,19 +13,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", help="pipeline config JSON (see --example)")
     p.add_argument("-w", "--work", help="work folder (one subfolder per stage)")
     p.add_argument("--example", action="store_true", help="print an example config and exit")
+    p.add_argument("--preset", choices=("cpu", "gpu"), default="cpu",
+                   help="with --example: budgets for a CPU (U-Net width 24, about an hour on 2 cores for a few "
+                        "micrographs) or a GPU (width 48 as the paper, longer training)")
     p.add_argument("--calibrate", action="store_true",
                    help="calibrate the simulation to the raw micrographs first (same as \"calibrate\": true)")
+    p.add_argument("--calibration", metavar="JSON",
+                   help="reuse the calibration.json of an earlier 'nt2c calibrate' (same as \"calibration\": path)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.example or not args.config:
-        example = PipelineConfig(raw=["raw/*.mrc"], structures=["model.cif"])
-        print(json.dumps(example.to_dict(), indent=2))
+        print(json.dumps(PipelineConfig.example(args.preset).to_dict(), indent=2))
         return 0
     if not args.work:
         raise SystemExit("nt2c run: error: --work is required")
     config = PipelineConfig.from_file(args.config)
     config.calibrate = config.calibrate or args.calibrate
+    config.calibration = args.calibration or config.calibration
     summary = run_pipeline(config, args.work)
     print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "per_micrograph"}
                       for k, v in summary["stages"].items()}, indent=2))

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
-from dataclasses import replace
-from pathlib import Path
 
 from . import register
-from ..errors import InputError
 from ..simulate import Acquisition, SimulationConfig, simulate_dataset
 from ..simulate.detector import DETECTORS
 
@@ -62,20 +58,12 @@ def run(args: argparse.Namespace) -> int:
                               size=tuple(args.size), particles=args.particles, concentration=args.concentration,
                               count=args.count, seed=args.seed, library_size=args.library)
     if args.calibration:
+        from ..calibrate import apply_calibration
+
         config = apply_calibration(config, args.calibration)
     summary = simulate_dataset(args.structure, config, args.output, device=args.device, overwrite=args.overwrite)
     print(f"wrote {len(summary.names)} clean/noisy pairs to {summary.folder}")
     return 0
-
-
-def apply_calibration(config: SimulationConfig, path: str) -> SimulationConfig:
-    """``config`` with the calibrated acquisition, defocus range, astigmatism and ice thickness."""
-    try:
-        calibrated = SimulationConfig.from_dict(json.loads(Path(path).read_text())["simulation"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{path}: not a calibration file from 'nt2c calibrate' ({exc})") from exc
-    return replace(config, acquisition=calibrated.acquisition, defocus_um=calibrated.defocus_um,
-                   astigmatism_um=calibrated.astigmatism_um, ice_thickness=calibrated.ice_thickness)
 
 
 register("simulate", "Simulate clean/noisy micrograph pairs from atomic models.", add_arguments, run)

@@ -8,6 +8,7 @@ a training-data summary, the seed and the package/torch versions.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -21,6 +22,7 @@ from ..io import atomic_write
 
 FORMAT = "nt2c-model"
 FORMAT_VERSION = 1
+KINDS = ("denoiser", "noise-gan")
 
 
 class ModelFileError(InputError):
@@ -33,26 +35,72 @@ def save_model(path: str | os.PathLike, network: nn.Module, metadata: dict) -> P
             "torch_version": torch.__version__}
     state = {k: v.detach().float().cpu() for k, v in network.state_dict().items()}
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "metadata": json.dumps(meta), "state_dict": state}
+    return save_torch(path, payload)
+
+
+def save_torch(path: str | os.PathLike, payload: dict) -> Path:
+    """``torch.save`` to memory, then an atomic write of the bytes: a full disk is an OSError
+    with a clear message and no half-written file (torch's own writer reports it as an opaque
+    RuntimeError and can leave a partial zip)."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     path = Path(path)
     with atomic_write(path) as tmp:
-        torch.save(payload, tmp)
+        tmp.write_bytes(buffer.getbuffer())
     return path
 
 
+def all_finite(state: dict) -> bool:
+    """Whether every floating-point tensor of a state dict is free of NaN/Inf."""
+    return all(bool(torch.isfinite(v).all()) for v in state.values()
+               if isinstance(v, torch.Tensor) and v.is_floating_point())
+
+
 def read_model_file(path: str | os.PathLike) -> dict:
-    """The raw payload of a model file, checked to be an NT2C model."""
+    """The raw payload of a model file, checked to be an NT2C model: the format marker and
+    version, metadata that is a JSON object with a known kind and a buildable architecture,
+    and a state dict of tensors. One clear message per defect, naming the file."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors, truncated zip, plain text...
-        raise ModelFileError(f"{path}: not an NT2C model file ({type(exc).__name__}: {str(exc)[:200]})") from exc
+        if "weights_only" in str(exc) or "Unpickl" in type(exc).__name__:
+            raise ModelFileError(f"{path}: not an NT2C model file: it holds pickled Python objects, which nt2c "
+                                 "never loads (an NT2C model holds only weights and JSON metadata)") from None
+        raise ModelFileError(f"{path}: not an NT2C model file ({type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not an NT2C model file (no '{FORMAT}' marker)")
-    if int(payload.get("format_version", 0)) > FORMAT_VERSION:
-        raise ModelFileError(f"{path}: model format {payload['format_version']} is newer than this nt2c supports")
+    version = payload.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ModelFileError(f"{path}: damaged model file: format_version {version!r} is not a whole number")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(f"{path}: model format {version} is newer than this nt2c supports")
+    payload["metadata"] = _checked_metadata(path, payload.get("metadata"))
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelFileError(f"{path}: damaged model file: it holds no weights (state_dict)")
     return payload
+
+
+def _checked_metadata(path: Path, text) -> str:
+    """The metadata JSON text, checked: an object with a known kind and an architecture object."""
+    if not isinstance(text, str):
+        raise ModelFileError(f"{path}: damaged model file: metadata missing or not JSON text")
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        raise ModelFileError(f"{path}: damaged model file: metadata is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{path}: damaged model file: metadata is a {type(meta).__name__}, not a JSON object")
+    kind = meta.get("kind", "denoiser")
+    if kind not in KINDS:
+        raise ModelFileError(f"{path}: unknown model kind {kind!r} (nt2c knows {', '.join(KINDS)})")
+    arch = meta.get("architecture")
+    if not isinstance(arch, dict) or not isinstance(arch.get("name"), str):
+        raise ModelFileError(f"{path}: damaged model file: metadata has no architecture object with a name")
+    return text
 
 
 def build_network(config: dict) -> nn.Module:
@@ -64,7 +112,11 @@ def build_network(config: dict) -> nn.Module:
     name = config.get("name")
     if name not in classes:
         raise ValueError(f"unknown architecture {name!r}")
-    return classes[name](**{k: v for k, v in config.items() if k != "name"})
+    sizes = {k: v for k, v in config.items() if k != "name"}
+    bad = [k for k, v in sizes.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1]
+    if bad:
+        raise ValueError(f"architecture {name!r}: {', '.join(f'{k}={sizes[k]!r}' for k in bad)} must be positive integers")
+    return classes[name](**sizes)
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
@@ -74,10 +126,16 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     payload = read_model_file(path)
     metadata = json.loads(payload["metadata"])
     if kind is not None and metadata.get("kind", "denoiser") != kind:
-        raise ModelFileError(f"{path}: is a {metadata.get('kind')!r} model, expected a {kind!r} model")
+        raise ModelFileError(f"{path}: is a {metadata.get('kind', 'denoiser')!r} model, expected a {kind!r} model")
     try:
         network = build_network(metadata["architecture"])
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: its architecture {metadata['architecture']} cannot be built ({exc})") from None
+    try:
         network.load_state_dict(payload["state_dict"])
     except (KeyError, ValueError, RuntimeError) as exc:
-        raise ModelFileError(f"{path}: weights do not fit the architecture it declares ({str(exc)[:300]})") from exc
+        raise ModelFileError(f"{path}: weights do not fit the architecture it declares ({str(exc)[:300]})") from None
+    if not all_finite(payload["state_dict"]):
+        raise ModelFileError(f"{path}: weights are not finite (NaN/Inf): the training that wrote it diverged; "
+                             "retrain with a lower learning rate")
     return network.to(device).eval(), metadata

@@ -1,5 +1,11 @@
-"""Patch-similarity guided noise-patch extraction (NT2C paper section 2.2.2).
+"""Noise-patch extraction: background of the raw micrographs, for the noise model.
 
+Two rules (``ExtractionSettings.rule``):
+- ``mask`` (default): a particle mask on a denoised image, squares cut from the free area; works
+  at any particle density (see :mod:`nt2c_core.noise.background`).
+- ``ssim``: the paper's patch-similarity rule (NT2C section 2.2.2), below.
+
+The SSIM rule:
 1. Coarse-denoise the micrograph; smooth it lightly (Gaussian, ``smooth`` px) and remove slow
    background trends (subtract a Gaussian low-pass at the tile scale, ``flatten``); scale it to
    [0, 1] robustly (0.5th/99.5th percentiles, clipped). Smoothing and flattening are ours, not the
@@ -20,7 +26,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -28,16 +34,26 @@ import numpy as np
 
 from ..errors import InputError, NT2CError
 from ..io import atomic_write, read_mrc, write_json, write_mrc, write_star
+from .background import band_power_ratio, choose_patch_size, count_by_size, fit_squares, free_area, grid_tiles
+
+
+RULES = ("mask", "ssim")
+PAPER_PATCH = 320
 
 
 @dataclass
 class ExtractionSettings:
-    """patch: tile size d [px]; step: tile step [px] (default d/2); sub_patches: N, a square
-    number (4 = 2 x 2); threshold: minimum pairwise SSIM; c1, c2: SSIM constants on [0, 1];
-    smooth: Gaussian sigma [px] applied to the enhanced image; flatten: subtract its low-pass
-    (sigma = d) before scaling."""
+    """patch: tile/patch size d [px] (None: the mask rule chooses it from the free area, the SSIM
+    rule takes two particle diameters, or the paper's 320 px without a diameter); rule: 'mask'
+    (default, any particle density) or 'ssim' (the paper's). SSIM rule: step: tile step [px]
+    (default d/2); sub_patches: N, a square number (4 = 2 x 2); threshold: minimum pairwise SSIM;
+    c1, c2: SSIM constants on [0, 1]; smooth: Gaussian sigma [px] applied to the enhanced image;
+    flatten: subtract its low-pass (sigma = d) before scaling. Mask rule: particle_diameter [Å]
+    (required; the pipeline takes it from the atomic model); dilation: growth of the particle
+    mask in particle radii; target_patches: the automatic patch size is the largest that gives
+    this many patches over the first ``sample_micrographs`` micrographs (scaled to all)."""
 
-    patch: int = 320
+    patch: int | None = None
     step: int | None = None
     sub_patches: int = 4
     threshold: float = 0.7
@@ -45,22 +61,54 @@ class ExtractionSettings:
     c2: float = 0.03 ** 2
     smooth: float = 1.5
     flatten: bool = True
+    rule: str = "mask"
+    particle_diameter: float | None = None
+    dilation: float = 0.25
+    target_patches: int = 256
+    sample_micrographs: int = 8
 
-    def validate(self) -> "ExtractionSettings":
+    def validate(self, section: str | None = None) -> "ExtractionSettings":
+        from ..validation import check_types, require, setting_name
+
+        check_types(self, section)
+        require(self.rule in RULES, "rule", section, self.rule, f"choose one of {', '.join(RULES)}")
+        d = self.particle_diameter
+        require(d is None or (isinstance(d, (int, float)) and not isinstance(d, bool) and d > 0),
+                "particle_diameter", section, d, "particle diameter in Å: must be positive")
+        if self.rule == "mask" and d is None:
+            raise InputError(f"{setting_name('particle_diameter', section)}: the mask rule needs the particle "
+                             "diameter in Å (or use the SSIM rule)")
+        if self.rule == "mask":
+            require(self.patch is None or (self.patch >= 32 and self.patch % 32 == 0), "patch", section, self.patch,
+                    "noise patch size: a multiple of 32 px (or automatic)")
+        require(self.dilation >= 0, "dilation", section, self.dilation, "must not be negative")
+        require(self.target_patches >= 1, "target_patches", section, self.target_patches, "must be at least 1")
+        require(self.sample_micrographs >= 1, "sample_micrographs", section, self.sample_micrographs,
+                "must be at least 1")
+        if self.sub_patches < 1:
+            raise InputError(f"sub-patches N = {self.sub_patches}: must be a square number >= 4")
         n = math.isqrt(self.sub_patches)
         if n * n != self.sub_patches or n < 2:
             raise InputError(f"sub-patches N = {self.sub_patches}: must be a square number >= 4")
-        if self.patch < 8 or self.patch % n:
+        if self.patch is not None and (self.patch < 8 or self.patch % n):
             raise InputError(f"patch d = {self.patch} px: must be >= 8 and divisible by sqrt(N) = {n}")
         if not -1 < self.threshold < 1:
             raise InputError(f"threshold = {self.threshold}: SSIM threshold must lie in (-1, 1)")
-        if self.stride < 1:
+        if self.step is not None and self.step < 1:
             raise InputError(f"step = {self.step}: must be >= 1 px")
         return self
 
     @property
     def stride(self) -> int:
         return self.step if self.step else self.patch // 2
+
+    def ssim_patch(self, pixel_size: float) -> int:
+        """The SSIM rule's tile size: the given one, else two particle diameters, else 320 px."""
+        if self.patch:
+            return self.patch
+        if self.particle_diameter and pixel_size > 0:
+            return suggest_patch_size(self.particle_diameter, pixel_size)
+        return PAPER_PATCH
 
 
 def suggest_patch_size(diameter_a: float, pixel_size: float, minimum: int = 64, maximum: int = 512) -> int:
@@ -126,86 +174,197 @@ class MicrographNoise:
     patches: np.ndarray
     all_origins: np.ndarray = field(repr=False, default=None)
     all_scores: np.ndarray = field(repr=False, default=None)
+    patch: int = 0
+    free_fraction: float | None = None
 
 
 def find_background(raw: np.ndarray, enhanced: np.ndarray, settings: ExtractionSettings,
-                    name: str = "") -> MicrographNoise:
-    """Background tiles of one micrograph: scored on ``enhanced`` (coarse-denoised), cut from ``raw``."""
+                    name: str = "", pixel_size: float = 0.0, patch: int | None = None,
+                    free: np.ndarray | None = None) -> MicrographNoise:
+    """Background patches of one micrograph: found on ``enhanced`` (denoised), cut from ``raw``,
+    by the settings' rule. ``pixel_size`` [Å/px] converts the particle diameter; ``patch``
+    overrides the settings' patch size (the mask rule's automatic choice); ``free``: the mask
+    rule's free area when already computed (``enhanced`` may then be None)."""
     s = settings.validate()
-    if raw.shape != enhanced.shape:
+    if enhanced is not None and raw.shape != enhanced.shape:
         raise InputError(f"{name}: raw {raw.shape} and enhanced {enhanced.shape} differ in shape")
+    if s.rule == "mask":
+        size = patch or s.patch or 32
+        if free is None:
+            free = micrograph_free_area(enhanced, s, pixel_size, name)
+        origins = fit_squares(free, size)
+        keep = _has_noise(raw, origins, size) if len(origins) else np.zeros(0, bool)
+        found = _cut(raw, name, origins, np.ones(len(origins)), keep, size)
+        found.free_fraction = round(float(free.mean()), 4)
+        return found
+    s = replace(s, patch=patch or s.ssim_patch(pixel_size))
     origins = tile_origins(raw.shape, s.patch, s.stride)
     if not len(origins):
         raise InputError(f"{name}: micrograph {raw.shape} is smaller than one patch of {s.patch} px")
     unit = to_unit_range(prepare_enhanced(enhanced, s))
     tiles = np.stack([unit[y:y + s.patch, x:x + s.patch] for y, x in origins])
     scores = min_pairwise_ssim(tiles, math.isqrt(s.sub_patches), s.c1, s.c2)
-    keep = scores > s.threshold
-    patches = np.stack([raw[y:y + s.patch, x:x + s.patch] for y, x in origins[keep]]) if keep.any() else \
-        np.zeros((0, s.patch, s.patch), np.float32)
-    return MicrographNoise(name, origins[keep], scores[keep], patches.astype(np.float32), origins, scores)
+    keep = (scores > s.threshold) & _has_noise(raw, origins, s.patch)
+    return _cut(raw, name, origins, scores, keep, s.patch)
+
+
+def micrograph_free_area(enhanced: np.ndarray, settings: ExtractionSettings, pixel_size: float,
+                         name: str = "") -> np.ndarray:
+    """The mask rule's free area of one denoised micrograph (:func:`nt2c_core.noise.background.free_area`)."""
+    if not pixel_size or pixel_size <= 0:
+        raise InputError(f"{name}: the mask rule needs the pixel size; the MRC header gives {pixel_size:g} Å")
+    return free_area(enhanced, settings.particle_diameter / 2 / pixel_size, settings.dilation)[0]
+
+
+def _cut(raw, name, origins, scores, keep, patch) -> MicrographNoise:
+    patches = np.stack([raw[y:y + patch, x:x + patch] for y, x in origins[keep]]) if keep.any() else \
+        np.zeros((0, patch, patch), np.float32)
+    return MicrographNoise(name, origins[keep], scores[keep], patches.astype(np.float32), origins, scores,
+                           patch=patch)
+
+
+def _has_noise(raw: np.ndarray, origins: np.ndarray, patch: int) -> np.ndarray:
+    """Tiles of the raw micrograph that carry noise at all: a constant (zero-variance) area, such
+    as a blanked or saturated region, scores a perfect SSIM but is no noise to learn from. A tile
+    is kept when its std exceeds 1 % of the micrograph's median tile std."""
+    std = np.array([raw[y:y + patch, x:x + patch].std() for y, x in origins])
+    return std > max(0.01 * float(np.median(std)), 0.0)
 
 
 @dataclass
 class ExtractionReport:
-    """Patches per micrograph, micrographs without background, failures (name -> reason)."""
+    """Patches per micrograph, micrographs without background, failures (name -> reason), the
+    patch size used, the free-area fraction per micrograph (mask rule) and the particle-band
+    power ratio of the patches against tiles of the whole micrographs
+    (:func:`nt2c_core.noise.background.band_power_ratio`: below 1 = less particle signal)."""
 
     counts: dict[str, int]
     without_background: list[str]
     failed: dict[str, str]
     stack: Path | None
     settings: dict
+    patch: int = 0
+    free_fraction: dict[str, float] = field(default_factory=dict)
+    band_power_ratio: float | None = None
 
     @property
     def total(self) -> int:
         return int(sum(self.counts.values()))
 
+    def to_dict(self) -> dict:
+        return {"total": self.total, "patch": self.patch, "per_micrograph": self.counts,
+                "free_fraction": self.free_fraction, "band_power_ratio": self.band_power_ratio,
+                "without_background": self.without_background, "failed": self.failed, "settings": self.settings}
+
 
 def extract_noise(raw_paths: Sequence[str | os.PathLike], enhance: Callable[[np.ndarray], np.ndarray],
                   out_dir: str | os.PathLike, settings: ExtractionSettings | None = None,
-                  min_patches: int = 1, normalize: bool = True, progress: bool = True) -> ExtractionReport:
+                  min_patches: int = 1, normalize: bool = True, progress: bool = True,
+                  section: str | None = None) -> ExtractionReport:
     """Extract background noise patches from raw micrographs into ``out_dir``:
-    ``noise_patches.mrcs`` (stack), ``noise_patches.star`` (micrograph, centre, SSIM),
+    ``noise_patches.mrcs`` (stack), ``noise_patches.star`` (micrograph, centre, score),
     ``overlays/<name>.png`` and ``summary.json``.
 
-    ``enhance``: the coarse denoiser (array -> array). ``normalize``: store patches z-scored with
-    their micrograph's mean and std (the denoiser's input units). A micrograph with no background
-    tile is reported and skipped; fewer than ``min_patches`` in all is an error saying what to relax.
+    ``enhance``: a denoiser (array -> array; the coarse model for the SSIM rule, any good one for
+    the mask rule). ``normalize``: store patches z-scored with their micrograph's mean and std
+    (the denoiser's input units). With the mask rule and no patch size, the first
+    ``sample_micrographs`` micrographs choose it. A micrograph with no background is reported and
+    skipped; fewer than ``min_patches`` in all is an error saying what to relax, naming settings
+    as on the command line (``section`` None) or in a pipeline config (``section`` 'extraction').
     """
     from tqdm import tqdm
 
     from ..normalization import standardize, stats
 
-    s = (settings or ExtractionSettings()).validate()
+    s = (settings or ExtractionSettings()).validate(section)
     out = Path(out_dir)
-    counts, empty, failed, patches, rows, pixel = {}, [], {}, [], [], 0.0
-    for path in tqdm([Path(p) for p in raw_paths], desc="extract noise", unit="mic", disable=not progress):
+    paths = [Path(p) for p in raw_paths]
+    counts, empty, failed, patches, rows, pixel, fractions, tiles = {}, [], {}, [], [], 0.0, {}, []
+    cache: dict[Path, tuple] = {}
+    patch = s.patch
+    if s.rule == "mask" and patch is None:
+        patch = _choose_mask_patch(paths, enhance, s, cache, failed, len(paths))
+    for path in tqdm(paths, desc="extract noise", unit="mic", disable=not progress):
+        if path.stem in failed:
+            continue
         try:
-            raw, pixel = read_mrc(path)
-            found = find_background(raw, enhance(raw), s, path.stem)
+            raw, pixel, enhanced, free = cache.pop(path, None) or _load(path, enhance, s)
+            found = find_background(raw, enhanced, s, path.stem, pixel, patch, free)
         except NT2CError as exc:
             failed[path.stem] = str(exc)
             continue
         counts[path.stem] = len(found.origins)
+        if found.free_fraction is not None:
+            fractions[path.stem] = found.free_fraction
         if not len(found.origins):
             empty.append(path.stem)
         mean, std = stats(raw)
         patches.append(standardize(found.patches, mean, std) if normalize else found.patches)
-        half = s.patch / 2
+        tiles.append(standardize(grid_tiles(raw, found.patch, 16), mean, std))
+        half = found.patch / 2
         rows += [(x + half, y + half, score, f"{path.name}") for (y, x), score in zip(found.origins, found.scores)]
-        save_overlay(out / "overlays" / f"{path.stem}.png", raw, found, s.patch)
+        save_overlay(out / "overlays" / f"{path.stem}.png", raw, found, found.patch)
+        patch = found.patch
     total = int(sum(counts.values()))
-    report = ExtractionReport(counts, empty, failed, None, asdict(s))
+    report = ExtractionReport(counts, empty, failed, None, asdict(s), patch or 0, fractions)
     if total < min_patches:
-        raise InputError(f"only {total} noise patches found (need {min_patches}) in {len(counts)} micrograph(s): "
-                         f"lower --threshold (now {s.threshold}), use a smaller --patch (now {s.patch} px), "
-                         "or give more micrographs")
-    report.stack = write_mrc(out / "noise_patches.mrcs", np.concatenate(patches), pixel or 1.0)
+        raise InputError(too_few_message(total, min_patches, len(counts), s, patch, fractions, section))
+    if not total:  # allowed with min_patches 0: the report (summary.json) is all there is
+        write_json(out / "summary.json", {**report.to_dict(), "normalized": normalize})
+        return report
+    stack = np.concatenate(patches)
+    if s.particle_diameter and pixel > 0:
+        report.band_power_ratio = band_power_ratio(stack, np.concatenate(tiles), s.particle_diameter / pixel)
+    report.stack = write_mrc(out / "noise_patches.mrcs", stack, pixel or 1.0)
     write_star(out / "noise_patches.star", "noise_patches",
                ("rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit", "rlnMicrographName"), rows)
-    write_json(out / "summary.json", {"total": total, "per_micrograph": counts, "without_background": empty,
-                                      "failed": failed, "settings": asdict(s), "normalized": normalize})
+    write_json(out / "summary.json", {**report.to_dict(), "normalized": normalize})
     return report
+
+
+def _load(path: Path, enhance, s: ExtractionSettings) -> tuple:
+    """(raw, pixel size, denoised, None) for the SSIM rule; (raw, pixel size, None, free area)
+    for the mask rule, which needs only the free area afterwards."""
+    raw, pixel = read_mrc(path)
+    if s.rule != "mask":
+        return raw, pixel, enhance(raw), None
+    return raw, pixel, None, micrograph_free_area(enhance(raw), s, pixel, path.stem)
+
+
+def _choose_mask_patch(paths: list[Path], enhance, s: ExtractionSettings, cache: dict, failed: dict,
+                       n_all: int) -> int:
+    """The mask rule's automatic patch size from the free areas of a sample of the micrographs
+    (kept in ``cache`` for the main pass): the largest size whose count, scaled to all
+    micrographs, reaches ``target_patches``."""
+    totals: dict[int, int] = {}
+    sample = paths[:: max(1, len(paths) // s.sample_micrographs)][:s.sample_micrographs]
+    for path in sample:
+        try:
+            cache[path] = _load(path, enhance, s)
+        except NT2CError as exc:
+            failed[path.stem] = str(exc)
+            continue
+        for size, n in count_by_size(cache[path][3]).items():
+            totals[size] = totals.get(size, 0) + n
+    if not totals:
+        return 32
+    scale = n_all / max(len(cache), 1)
+    return choose_patch_size({p: int(n * scale) for p, n in totals.items()}, s.target_patches)
+
+
+def too_few_message(total: int, need: int, n: int, s: ExtractionSettings, patch, fractions: dict,
+                    section: str | None) -> str:
+    """What was found and what to relax, settings named for the route (``section``)."""
+    from ..validation import setting_name
+
+    text = f"only {total} noise patches found (need {need}) in {n} micrograph(s)"
+    if s.rule == "mask":
+        free = f"{100 * np.mean(list(fractions.values())):.1f} %" if fractions else "none"
+        return (f"{text}, patch {patch} px, mean free area {free}: give more micrographs, a smaller "
+                f"{setting_name('patch', section)} (multiple of 32) or a smaller {setting_name('dilation', section)} "
+                f"(now {s.dilation}); check {setting_name('particle_diameter', section)} (now {s.particle_diameter} Å)")
+    return (f"{text}: lower {setting_name('threshold', section)} (now {s.threshold}), use a smaller "
+            f"{setting_name('patch', section)} (now {patch} px), use the mask rule, or give more micrographs")
 
 
 def draw_overlay(ax, raw: np.ndarray, origins: np.ndarray, patch: int, title: str) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -34,9 +35,9 @@ import torch
 from tqdm import tqdm
 
 from ..errors import InputError
-from ..io import atomic_write
+from ..io import atomic_write, ensure_writable_dir
 from ..models.gan import SCALE, Critic, NoiseGenerator, gradient_penalty
-from ..models.store import save_model
+from ..models.store import all_finite, save_model, save_torch
 from ..training import write_loss_log
 
 
@@ -59,6 +60,26 @@ class GANConfig:
     seed: int = 0
     log_every: int = 50
     checkpoint_every: int = 200
+
+    def validate(self, section: str | None = None) -> "GANConfig":
+        """Check every value; ``section`` as in :meth:`nt2c_core.training.TrainConfig.validate`."""
+        from ..validation import at_least_one, check_rules, check_types, positive, require
+
+        check_types(self, section)
+        check_rules(self, section, {
+            "iterations": (at_least_one, "must be at least 1"), "n_critic": (at_least_one, "must be at least 1"),
+            "batch_size": (at_least_one, "must be at least 1"),
+            "crop": (lambda v: v is None or (v >= SCALE and v % SCALE == 0), f"must be a multiple of {SCALE}"),
+            "latent": (at_least_one, "must be at least 1"), "width": (at_least_one, "must be at least 1"),
+            "lr": (positive, "learning rate must be positive"),
+            "gp_weight": (lambda v: v >= 0, "must not be negative"),
+            "spectral_weight": (lambda v: v >= 0, "must not be negative"),
+            "log_every": (at_least_one, "must be at least 1"), "checkpoint_every": (at_least_one, "must be at least 1"),
+        })
+        betas = tuple(self.betas) if isinstance(self.betas, (list, tuple)) else ()
+        require(len(betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas),
+                "betas", section, self.betas, "two numbers in [0, 1)")
+        return self
 
 
 def _torch_gen(seed: int, step: int, device) -> torch.Generator:
@@ -106,16 +127,21 @@ def train_noise_gan(patches: np.ndarray, output: str | os.PathLike, config: GANC
                     resume: bool = False, device: str = "cpu", progress: bool = True,
                     metadata: dict | None = None) -> Path:
     """Train the generator/critic on noise ``patches`` (N, d, d) and write the generator model."""
-    config = config or GANConfig()
+    config = (config or GANConfig()).validate()
     patches = np.asarray(patches, np.float32)
     if patches.ndim != 3 or len(patches) < 2:
         raise InputError(f"noise patches: need a stack of at least 2 patches, got shape {patches.shape}")
+    flat = int((patches.reshape(len(patches), -1).std(1) == 0).sum())
+    if flat:
+        raise InputError(f"noise patches: {flat} of {len(patches)} have zero variance (constant images are no "
+                         "noise); extract them again from real micrographs")
     crop = config.crop or (min(patches.shape[1:]) // SCALE) * SCALE
     if crop < SCALE or crop % SCALE or crop > min(patches.shape[1:]):
         raise InputError(f"GAN crop {crop} px: must be a multiple of {SCALE} no larger than the patches "
                          f"({patches.shape[1]} px); extract larger patches or choose a smaller crop")
     dev = torch.device(device)
     output = Path(output)
+    ensure_writable_dir(output.parent)
     torch.manual_seed(config.seed)
     gen, critic = NoiseGenerator(config.latent, config.width).to(dev), Critic(config.width).to(dev)
     opt_g = torch.optim.Adam(gen.parameters(), lr=config.lr, betas=config.betas)
@@ -153,8 +179,10 @@ def train_noise_gan(patches: np.ndarray, output: str | os.PathLike, config: GANC
         loss_g.backward()
         opt_g.step()
         window.append((wdist.item(), gp.item(), loss_g.item(), spectral.item()))
-        bar.set_postfix(W=f"{window[-1][0]:.3f}")
         done = it + 1
+        if not all(math.isfinite(v) for v in window[-1]):
+            raise _diverged(done, config, ckpt)
+        bar.set_postfix(W=f"{window[-1][0]:.3f}")
         if done % config.log_every == 0 or done == config.iterations:
             w = np.mean(window, 0)
             log.append({"iteration": done, "wasserstein": float(w[0]), "gradient_penalty": float(w[1]),
@@ -164,6 +192,8 @@ def train_noise_gan(patches: np.ndarray, output: str | os.PathLike, config: GANC
                       f"{w[1]:.4f}, spectral {w[3]:.4f}", flush=True)
             window = []
         if done % config.checkpoint_every == 0 or done == config.iterations:
+            if not (all_finite(gen.state_dict()) and all_finite(critic.state_dict())):
+                raise _diverged(done, config, ckpt)
             _save(ckpt, gen, critic, opt_g, opt_d, config, done, log)
     meta = {"kind": "noise-gan", "crop": crop, "patch_size": int(patches.shape[1]), "patches": int(len(patches)),
             "normalization": "patches z-scored with their micrograph's mean and std", "seed": config.seed,
@@ -176,12 +206,18 @@ def train_noise_gan(patches: np.ndarray, output: str | os.PathLike, config: GANC
     return output
 
 
+def _diverged(iteration: int, config: GANConfig, ckpt: Path) -> InputError:
+    kept = f"the last good checkpoint {ckpt} is kept" if ckpt.exists() else "no checkpoint was written"
+    return InputError(f"noise GAN training diverged at iteration {iteration} (losses or weights not finite): "
+                      f"lower the learning rate (--lr / gan.lr, now {config.lr:g}) and start again without resuming; "
+                      f"{kept}, no model file was written")
+
+
 def _save(path, gen, critic, opt_g, opt_d, config, step, log) -> None:
     payload = {"format": "nt2c-gan-checkpoint", "step": step, "config": json.dumps(asdict(config)),
                "log": json.dumps(log), "generator": gen.state_dict(), "critic": critic.state_dict(),
                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()}
-    with atomic_write(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, payload)
 
 
 def _load(path, gen, critic, opt_g, opt_d, config) -> tuple[int, list]:

@@ -56,6 +56,8 @@ def simulate_dataset(structures: Sequence[str | os.PathLike], config: Simulation
     _check_previous_run(out / "params.json", params, overwrite)
     write_json(out / "params.json", params)
     names, snr = [], {}
+    placed = {} if overwrite else dict(_previous(out / "params.json").get("particles_placed", {}))
+    wanted = config.particles_per_micrograph()
     for index in tqdm(range(config.count), desc="simulate", unit="mic", disable=not progress):
         name = f"mic_{index:04d}"
         names.append(name)
@@ -65,14 +67,31 @@ def simulate_dataset(structures: Sequence[str | os.PathLike], config: Simulation
         mic = simulator.simulate(index)
         _write_micrograph(paths, name, mic, config.acquisition.pixel_size)
         snr[name] = mic.pixel_snr()
+        placed[name] = len(mic.particles)
+        if placed[name] < wanted:
+            print(f"warning: {name}: placed {placed[name]} of {wanted} particles (no room for more without "
+                  "overlaps); params.json records the number placed", flush=True)
+        write_json(out / "params.json", {**params, "particles_placed": placed})
     return DatasetSummary(out, names, snr)
+
+
+def _previous(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def resolve_device(device: str) -> torch.device:
     """'auto' -> CUDA when available else CPU; otherwise the named device, checked."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"device {device!r}: unknown; choose cpu, cuda, cuda:N or auto") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"device {device!r}: nt2c runs on cpu or cuda (cuda:N, or auto)")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device!r}: CUDA is not available on this machine")
     return dev

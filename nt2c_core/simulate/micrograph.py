@@ -24,6 +24,10 @@ from .potential import Projector, box_size_for, next_fast_size
 from .structure import Structure
 
 
+MAX_SIDE = 8192
+MAX_PIXELS = MAX_SIDE * MAX_SIDE  # a 4096² micrograph takes ~1.5 GB to simulate; 8192² about 6 GB
+
+
 @dataclass
 class SimulationConfig:
     """Everything a simulation run needs besides the structures.
@@ -61,8 +65,9 @@ class SimulationConfig:
         if not 0 <= self.ice_thickness <= 5000:
             raise InputError(f"ice thickness = {self.ice_thickness} Å: need 0 <= value <= 5000")
         width, height = self.size
-        if width < 16 or height < 16 or width * height > 2 ** 31:
-            raise InputError(f"micrograph size {width} x {height} px: need 16 to 46340 px a side")
+        if width < 16 or height < 16 or width * height > MAX_PIXELS:
+            raise InputError(f"micrograph size {width} x {height} px: need at least 16 px a side and at most "
+                             f"{MAX_PIXELS // 2 ** 20} Mpx ({MAX_SIDE} x {MAX_SIDE}); simulate at a binned pixel size")
         if self.count < 1:
             raise InputError(f"count = {self.count}: need at least one micrograph")
         if self.particles < 0 or (self.concentration is not None and self.concentration < 0):

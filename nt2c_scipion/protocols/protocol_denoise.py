@@ -89,16 +89,15 @@ class ProtNT2CDenoise(ProtNT2CBase, ProtStreamingBase):
 
     def denoiseStep(self, obj_id, file_name):
         """Denoise one micrograph; a bad one is logged by name and skipped, the others go on."""
-        from nt2c_core.denoise import bin_image
+        from nt2c_core.denoise import denoise_file
         from nt2c_core.errors import NT2CError
-        from nt2c_core.io import read_mrc, write_mrc
 
         factor = self._binFactor()
         out = self._getExtraPath(Path(file_name).stem + ".mrc")
         try:
-            image, pixel = read_mrc(file_name)
-            result = bin_image(self._denoiser().denoise(image), factor)
-            write_mrc(out, result, pixel * factor)
+            _, warning = denoise_file(self._denoiser(), file_name, out, factor)
+            if warning:
+                self.info(f"Micrograph {obj_id} ({file_name}): {warning}")
         except NT2CError as exc:
             self.error(f"Micrograph {obj_id} ({file_name}) not denoised: {exc}")
             with self._lock:

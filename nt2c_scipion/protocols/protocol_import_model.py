@@ -1,6 +1,5 @@
 """Import a trained NT2C model file, so one model trained per sample type serves many sessions."""
 
-import json
 import shutil
 from enum import Enum
 from pathlib import Path
@@ -34,25 +33,25 @@ class ProtNT2CImportModel(EMProtocol):
         self._insertFunctionStep(self.importStep)
 
     def importStep(self):
-        from nt2c_core.models.store import read_model_file
+        from nt2c_core.models.store import load_model
 
         source = Path(self.modelFile.get())
-        payload = read_model_file(source)
+        _, metadata = load_model(source)  # the whole check: kind, metadata, weights fit and finite
         target = Path(self._getExtraPath(source.name))
         shutil.copyfile(source, target)
         model = NT2CModel(filename=str(target))
-        model.setMetadata(json.loads(payload["metadata"]))
+        model.setMetadata(metadata)
         self._defineOutputs(**{OUTPUT_MODEL: model})
 
     def _validate(self):
         from nt2c_core.errors import NT2CError
-        from nt2c_core.models.store import read_model_file
+        from nt2c_core.models.store import load_model
 
         path = self.modelFile.get()
         if not path:
             return ["Give the path of an NT2C model file."]
         try:
-            read_model_file(path)
+            load_model(path)  # weights that do not fit their architecture, or NaN weights, are refused here
         except NT2CError as exc:
             return [str(exc)]
         return []

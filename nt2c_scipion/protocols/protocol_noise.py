@@ -14,6 +14,8 @@ from ..objects import NT2CModel
 from .protocol_base import ProtNT2CBase
 
 OUTPUT_PATCHES = "outputNoisePatches"
+RULES = ("mask", "ssim")  # = nt2c_core.noise.extract.RULES (tested); the menu loads without torch
+RULE_CHOICES = ("particle mask", "SSIM tiles (paper)")
 
 
 class ExtractNoiseOutputs(Enum):
@@ -21,9 +23,11 @@ class ExtractNoiseOutputs(Enum):
 
 
 class ProtNT2CExtractNoise(ProtNT2CBase):
-    """Find pure-noise background tiles (the paper's SSIM rule on the coarse-denoised image) and
-    cut them from the raw micrographs. Output: the patches as particles, each with its coordinate
-    (tile centre) on its raw micrograph; the summary counts them per micrograph."""
+    """Find pure-noise background patches and cut them from the raw micrographs: by default with a
+    particle mask on the denoised image (patches from the free area between particles; works on
+    dense fields), or with the paper's SSIM tile rule. Output: the patches as particles, each with
+    its coordinate (patch centre) on its raw micrograph; the summary gives patches and free area
+    per micrograph."""
 
     _label = "extract noise patches"
     _possibleOutputs = ExtractNoiseOutputs
@@ -33,15 +37,30 @@ class ProtNT2CExtractNoise(ProtNT2CBase):
         form.addParam("inputMicrographs", params.PointerParam, pointerClass="SetOfMicrographs", important=True,
                       label="Raw micrographs")
         form.addParam("inputModel", params.PointerParam, pointerClass="NT2CModel", important=True,
-                      label="Coarse model", help="Denoises the micrographs so that background can be told apart.")
+                      label="Denoising model",
+                      help="Denoises the micrographs so that background can be told apart: the coarse model "
+                           "(the paper, with the SSIM rule) or any denoiser, e.g. an imported general model.")
         form.addSection("Extraction")
-        form.addParam("patch", params.IntParam, default=320, label="Patch size d (px)",
-                      help="Tiles of d x d px scanned with step d/2 (the paper's d = 320).")
-        form.addParam("threshold", params.FloatParam, default=0.7, label="SSIM threshold",
+        form.addParam("rule", params.EnumParam, choices=RULE_CHOICES, default=0, label="Rule",
+                      help="Particle mask: the particles are found on the denoised image (local contrast at the "
+                           "particle scale), and patches are cut from the area between them; works at any particle "
+                           "density. SSIM tiles: the paper's rule, d x d tiles whose 4 quadrants look alike; needs "
+                           "empty tiles, which dense fields do not have.")
+        form.addParam("particleDiameter", params.FloatParam, default=0, label="Particle diameter (Å)",
+                      condition="rule == 0",
+                      help="Largest particle diameter; the particle mask is grown by half a radius around each "
+                           "particle. Required by the particle-mask rule.")
+        form.addParam("patch", params.IntParam, default=0, label="Patch size d (px)",
+                      help="0 = automatic: with the particle mask, the largest multiple of 32 px that gives about "
+                           "256 patches; with SSIM tiles, 320 (the paper's). Tiles of the SSIM rule are scanned "
+                           "with step d/2.")
+        form.addParam("threshold", params.FloatParam, default=0.7, label="SSIM threshold", condition="rule == 1",
                       help="A tile is background when all pairwise SSIMs of its 4 sub-patches exceed this.")
         form.addParam("smooth", params.FloatParam, default=1.5, expertLevel=params.LEVEL_ADVANCED,
+                      condition="rule == 1",
                       label="Smoothing (px)", help="Gaussian smoothing of the denoised image (0 = paper).")
         form.addParam("flatten", params.BooleanParam, default=True, expertLevel=params.LEVEL_ADVANCED,
+                      condition="rule == 1",
                       label="Flatten background", help="Remove slow trends before the SSIM rule (No = paper).")
         form.addParam("minPatches", params.IntParam, default=32, label="Minimum patches",
                       help="Fewer patches in all stops the run with advice on what to relax.")
@@ -54,8 +73,10 @@ class ProtNT2CExtractNoise(ProtNT2CBase):
     def extractSettings(self):
         from nt2c_core.noise.extract import ExtractionSettings
 
-        return ExtractionSettings(patch=self.patch.get(), threshold=self.threshold.get(), smooth=self.smooth.get(),
-                                  flatten=self.flatten.get())
+        diameter = self.particleDiameter.get()
+        return ExtractionSettings(patch=self.patch.get() or None, threshold=self.threshold.get(),
+                                  smooth=self.smooth.get(), flatten=self.flatten.get(), rule=RULES[self.rule.get()],
+                                  particle_diameter=diameter if diameter and diameter > 0 else None)
 
     def extractStep(self):
         from nt2c_core.denoise import Denoiser
@@ -93,14 +114,25 @@ class ProtNT2CExtractNoise(ProtNT2CBase):
         counts = self._perMicrograph()
         if not counts:
             return ["No patches extracted yet."]
-        lines = [f"{sum(counts.values())} noise patches of {self.patch.get()} px from {len(counts)} micrographs."]
-        lines += [f"{name}: {n}" for name, n in sorted(counts.items())]
+        summary = json.load(open(self._getExtraPath("noise", "summary.json")))
+        free = summary.get("free_fraction", {})
+        lines = [f"{sum(counts.values())} noise patches of {summary.get('patch')} px from {len(counts)} micrographs "
+                 f"({RULE_CHOICES[self.rule.get()]})."]
+        if summary.get("band_power_ratio") is not None:
+            lines.append(f"Particle-band power of the patches vs whole micrographs: {summary['band_power_ratio']:.2f} "
+                         "(lower is cleaner).")
+        lines += [f"{name}: {n}" + (f", free area {100 * free[name]:.1f} %" if name in free else "")
+                  for name, n in sorted(counts.items())]
         return lines
 
     def _validate(self):
         errors = self._validateGpuList()
-        if self.patch.get() % 2 or self.patch.get() < 8:
-            errors.append("Patch size: an even number of at least 8 px.")
+        patch = self.patch.get()
+        if patch and (patch % 2 or patch < 8 or (self.rule.get() == 0 and patch % 32)):
+            errors.append("Patch size: 0 (automatic), a multiple of 32 px (particle mask) or an even number of at "
+                          "least 8 px (SSIM tiles).")
+        if self.rule.get() == 0 and not self.particleDiameter.get() > 0:
+            errors.append("Particle diameter: the particle-mask rule needs it (Å).")
         if not -1 < self.threshold.get() < 1:
             errors.append("SSIM threshold: must lie in (-1, 1).")
         return errors

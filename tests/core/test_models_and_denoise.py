@@ -129,15 +129,15 @@ def test_denoise_cli_writes_same_names_skips_done_and_reports_bad_files(tmp_path
     text = capsys.readouterr().out
     assert code == 1
     assert "2 denoised, 0 already done, 4 failed" in text
-    for name, why in (("truncated", "not a readable MRC"), ("nan", "NaN"), ("stack", "single 2-D image"),
+    for name, why in (("truncated", "truncated MRC file"), ("nan", "NaN"), ("stack", "single 2-D image"),
                       ("missing", "not found")):
         assert any(name in line and why in line for line in text.splitlines())
     assert sorted(p.name for p in out.iterdir()) == [p.name for p in good]
     den, pixel = read_mrc(out / good[0].name)
     assert pixel == pytest.approx(2.5) and den.shape == read_mrc(good[0])[0].shape and den.dtype == np.float32
     stamp = (out / good[0].name).stat().st_mtime_ns
-    assert main(["denoise", "--model", str(tiny_model), "-o", str(out), "--bin", "2", *map(str, good)]) == 0
-    assert "0 denoised, 2 already done" in capsys.readouterr().out
+    assert main(["denoise", "--model", str(tiny_model), "-o", str(out), *map(str, good)]) == 0
+    assert "0 denoised, 2 already done" in capsys.readouterr().out  # same model, same binning: kept
     assert (out / good[0].name).stat().st_mtime_ns == stamp
 
 

@@ -27,9 +27,9 @@ def _config(raw_glob: str, **changes) -> PipelineConfig:
         raw=[raw_glob], structures=[str(APOFERRITIN)],
         simulation=SimulationConfig(ACQ, size=(128, 128), particles=2, count=3, library_size=5, seed=1),
         coarse=TrainConfig(**tiny), fine=TrainConfig(**tiny),
-        extraction=ExtractionSettings(patch=64, step=32, threshold=-0.99),
+        extraction=ExtractionSettings(patch=64, step=32, threshold=-0.99, rule="ssim"),
         gan=GANConfig(iterations=3, batch_size=4, crop=64, latent=8, width=4, log_every=1, checkpoint_every=2),
-        tiles=TileSettings(128, 32, 1), min_noise_patches=1)
+        tiles=TileSettings(128, 32, 1), min_noise_patches=1, coarse_init="none")
     for key, value in changes.items():
         setattr(cfg, key, value)
     return cfg
@@ -107,10 +107,27 @@ def test_bad_input_is_refused_before_any_work(tmp_path, raw_dir):
 
 
 def test_too_few_noise_patches_names_the_parameter_to_relax(tmp_path, raw_dir):
-    cfg = _config(str(raw_dir / "raw" / "*.mrc"), extraction=ExtractionSettings(patch=64, step=32, threshold=0.999))
-    with pytest.raises(InputError, match="lower --threshold"):
+    cfg = _config(str(raw_dir / "raw" / "*.mrc"), extraction=ExtractionSettings(patch=64, step=32, threshold=0.999, rule="ssim"),
+                  few_patches="stop")
+    with pytest.raises(InputError, match="lower extraction.threshold"):  # named as in the config file
         run_pipeline(cfg, tmp_path / "work", progress=False)
     assert not (tmp_path / "work" / "noise" / "DONE.json").exists()
+
+
+def test_too_few_noise_patches_warns_and_denoises_with_the_best_model_available(tmp_path, raw_dir, capsys):
+    """The default: no hours lost; the GAN and fine stages are skipped and the better of the
+    general and coarse models (scored, see nt2c_core.selection) denoises every micrograph."""
+    cfg = _config(str(raw_dir / "raw" / "*.mrc"), extraction=ExtractionSettings(patch=64, step=32, threshold=0.999, rule="ssim"))
+    summary = run_pipeline(cfg, tmp_path / "work", progress=False)
+    out = capsys.readouterr().out
+    assert "WARNING: only 0 noise patches" in out and "going on without a noise model" in out
+    assert summary["stages"]["gan"]["skipped"] and summary["stages"]["fine"]["skipped"]
+    denoised = summary["stages"]["denoised"]
+    assert denoised["chosen"] in ("general", "coarse") and denoised["written"] == 2
+    selection = json.loads((tmp_path / "work" / "denoised" / "selection.json").read_text())
+    assert {s["name"] for s in selection["scores"]} == {"general", "coarse"}
+    assert all(s["held_out_psnr_db"] is not None and 0 < s["lowpass_agreement"] <= 1 for s in selection["scores"])
+    assert "| model | held-out PSNR" in out
 
 
 def test_run_cli_with_a_json_config(tmp_path, raw_dir, capsys):
@@ -121,3 +138,14 @@ def test_run_cli_with_a_json_config(tmp_path, raw_dir, capsys):
     config.write_text(json.dumps({"raw": [], "structures": [], "bogus": 1}))
     assert main(["run", str(config), "--work", str(tmp_path / "w2")]) == 2
     assert "unknown keys ['bogus']" in capsys.readouterr().err
+
+
+def test_coarse_starts_from_the_general_model(tmp_path, raw_dir):
+    from nt2c_core.general import general_model_path
+    from nt2c_core.models import load_model
+
+    cfg = _config(str(raw_dir / "raw" / "*.mrc"), coarse_init="general")
+    run_pipeline(cfg, tmp_path / "work", progress=False, only=["simulate", "coarse"])
+    _, meta = load_model(tmp_path / "work" / "coarse" / "model.pt")
+    assert meta["training"]["init"] == str(general_model_path())
+    assert meta["architecture"] == load_model(general_model_path())[1]["architecture"]  # width 24, kept

@@ -45,3 +45,11 @@ def test_each_step_runs_on_the_gpu_its_executor_thread_booked(monkeypatch):
     assert choose_device(False, True, [1], [0]) == "cpu"  # GPU switched off in the form
     assert choose_device(True, True, [], [3]) == "cuda:3"  # no executor slot: protocol's list
     assert choose_device(True, True, [2], [0], wanted="cpu") == "cpu"  # NT2C_DEVICE=cpu wins
+
+
+def test_plugin_copies_of_core_names_match_the_core():
+    """The plugin keeps torch-free copies so its menu loads without torch; they must not drift."""
+    from nt2c_core.noise.extract import RULES
+    from nt2c_scipion.protocols import protocol_noise
+
+    assert protocol_noise.RULES == RULES

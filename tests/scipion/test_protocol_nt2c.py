@@ -20,7 +20,8 @@ from nt2c_scipion.viewers.viewer_training import draw_losses, draw_raw_coarse_fi
 from nt2c_scipion.wizards import NT2CNoisePatchWizard
 
 TINY = dict(simCount=3, simSize=128, particles=2, coarseSteps=4, fineSteps=4, ganIterations=2, width=8, crop=64,
-            noisePatch=64, ssimThreshold=-0.99, minNoisePatches=1, numberOfThreads=1)
+            noisePatch=64, noiseRule=1, ssimThreshold=-0.99, minNoisePatches=1, numberOfThreads=1,
+            coarseFromGeneral=False, chooseModel=False)
 
 
 @pytest.fixture(scope="class")
@@ -50,7 +51,7 @@ class TestNT2COneClick(BaseTest):
 
     def test_failed_run_continues_without_redoing_finished_stages(self):
         mics = self._import()
-        prot = self._nt2c(mics, minNoisePatches=100000)  # the noise stage must fail: too few patches
+        prot = self._nt2c(mics, minNoisePatches=100000, fewPatches=1)  # must fail at the noise stage: too few patches
         with self.assertRaises(Exception):
             self.launchProtocol(prot)
         work = Path(prot._getExtraPath("work"))
@@ -58,10 +59,11 @@ class TestNT2COneClick(BaseTest):
         self.assertFalse((work / "noise" / "DONE.json").exists())
         log = open(prot.getLogPaths()[0]).read() + open(prot.getLogPaths()[1]).read()
         self.assertIn("noise patches found (need 100000)", log)
-        self.assertIn("lower --threshold", log)
+        self.assertIn("lower extraction.threshold", log)
         stamps = {s: (work / s / "DONE.json").stat().st_mtime_ns for s in ("simulate", "coarse")}
 
         prot.minNoisePatches.set(1)
+        prot.fewPatches.set(0)
         prot.runMode.set(MODE_RESUME)  # the GUI's Continue
         self.launchProtocol(prot)
         self.assertEqual({s: (work / s / "DONE.json").stat().st_mtime_ns for s in stamps}, stamps)
@@ -104,6 +106,20 @@ class TestNT2COneClick(BaseTest):
         self.assertEqual(len(axes[0].images), 1)
         plt.close("all")
 
+    def test_too_few_patches_goes_on_with_the_best_model_and_shows_the_choice(self):
+        mics = self._import()
+        prot = self.launchProtocol(self._nt2c(mics, minNoisePatches=100000, chooseModel=True))
+        summary = "\n".join(prot._summary())
+        self.assertIn("WARNING: only", summary)
+        self.assertIn("Model choice:", summary)
+        self.assertIn("| general |", summary)
+        work = Path(prot._getExtraPath("work"))
+        chosen = json.loads((work / "denoised" / "DONE.json").read_text())["chosen"]
+        self.assertIn(chosen, ("general", "coarse"))
+        self.assertFalse((work / "fine" / "model.pt").exists())
+        self.assertSetSize(prot.outputMicrographs, 2)
+        self.assertEqual(prot.outputModel.getKind(), "denoiser")
+
     def test_bad_structure_and_missing_acquisition_are_refused(self):
         mics = self._import()
         bad = Path(self.proj.getPath()) / "not_a_structure.pdb"
@@ -114,6 +130,8 @@ class TestNT2COneClick(BaseTest):
         self.assertTrue(any("not found" in e for e in errors), errors)
         errors = self._nt2c(mics, crop=100).validate()
         self.assertTrue(any("multiple of 32" in e for e in errors), errors)
+        errors = self._nt2c(mics, fineSteps=0).validate()  # found before the first stage, not hours later
+        self.assertTrue(any("fine.steps" in e for e in errors), errors)
         no_acquisition = SetOfMicrographs(filename=str(Path(self.proj.getPath()) / "no_acq.sqlite"))
         no_acquisition.setSamplingRate(2.5)
         prot = self._nt2c(mics)

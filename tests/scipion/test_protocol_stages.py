@@ -69,7 +69,7 @@ class TestNT2CStages(BaseTest):
         self.assertEqual(coarse.outputModel.getKind(), "denoiser")
         self.assertAlmostEqual(coarse.outputModel.getPixelSize(), 2.5)
 
-        noise = self.newProtocol(ProtNT2CExtractNoise, patch=64, threshold=-0.99, minPatches=4)
+        noise = self.newProtocol(ProtNT2CExtractNoise, rule=1, patch=64, threshold=-0.99, minPatches=4)
         _link(noise, "inputMicrographs", imp, "outputMicrographs")
         _link(noise, "inputModel", coarse, "outputModel")
         noise = self.launchProtocol(noise)

@@ -146,6 +146,23 @@ class TestNT2CDenoise(BaseTest):
         fake.write_text("not a model")
         errors = self.newProtocol(ProtNT2CImportModel, modelFile=str(fake)).validate()
         self.assertTrue(any("not an NT2C model" in e for e in errors), errors)
+        import torch
+        from nt2c_core.models import UNet, save_model
+
+        net = UNet(width=8)
+        with torch.no_grad():
+            next(net.parameters()).fill_(float("nan"))
+        nan_model = save_model(Path(self.proj.getPath()) / "nan.pt", net, {"kind": "denoiser"})
+        errors = self.newProtocol(ProtNT2CImportModel, modelFile=str(nan_model)).validate()
+        self.assertTrue(any("not finite" in e for e in errors), errors)
+        wrong = torch.load(self.model_path, weights_only=True)  # width 24 weights declared as width 32
+        meta = __import__("json").loads(wrong["metadata"])
+        meta["architecture"]["width"] = 32
+        wrong["metadata"] = __import__("json").dumps(meta)
+        torch.save(wrong, Path(self.proj.getPath()) / "wrong_width.pt")
+        errors = self.newProtocol(ProtNT2CImportModel,
+                                  modelFile=str(Path(self.proj.getPath()) / "wrong_width.pt")).validate()
+        self.assertTrue(any("do not fit" in e for e in errors), errors)
         mics = self.launchProtocol(self._import_mics(self.sim / "noisy"))
         model = self._import_model()
         os.remove(model.outputModel.getFileName())  # the model file moved away
