@@ -13,7 +13,9 @@ smaller than the 80S), CPU budgets. Then every method goes through the same meas
 - DoG picking average precision against the expert picks (ranked by DoG score; a pick matches an
   unmatched expert pick within 14 px), and
 - the low-pass agreement with the raw micrograph (``nt2c_core.selection``), which falls when a
-  model erases or invents particle-sized structure.
+  model erases or invents particle-sized structure, and the residual raw - output checks
+  (correlation with the output at the particle scale, particle-band power against the run's real
+  noise patches).
 Methods: raw, Gaussian (sigma 2 px), Topaz's general model (if ``make bench`` built its
 virtualenv), the shipped general model, NT2C coarse and fine, and the model the run chose.
 
@@ -86,10 +88,11 @@ def pipeline_config(files: list[Path], quick: bool):
 def run_nt2c(files: list[Path], quick: bool, reuse: bool) -> tuple[Path, dict]:
     """The full ``nt2c run`` through the CLI (as a user runs it), timed per stage."""
     work = WORK / "nt2c"
-    if not reuse and work.exists():
+    if not reuse:  # a new run: its models' earlier outputs must go too
         import shutil
 
-        shutil.rmtree(work)
+        for folder in (work, WORK / "methods" / "nt2c_coarse", WORK / "methods" / "nt2c_fine"):
+            shutil.rmtree(folder, ignore_errors=True)
     config = WORK / "nt2c.json"
     config.write_text(json.dumps(pipeline_config(files, quick).to_dict(), indent=2))
     t0 = time.perf_counter()
@@ -167,18 +170,26 @@ def average_precision(image: np.ndarray, truth: np.ndarray, radius: float = RADI
     return float(np.sum(precisions) / len(truth)) if len(truth) else 0.0
 
 
-def measure(images: dict[str, np.ndarray], raw: dict[str, np.ndarray], picks: dict[str, np.ndarray]) -> dict:
+def measure(images: dict[str, np.ndarray], raw: dict[str, np.ndarray], picks: dict[str, np.ndarray],
+            noise_patches: np.ndarray | None) -> dict:
+    """eq. 5 SNR, DoG AP, low-pass agreement, and the residual raw - output checks of
+    ``nt2c_core.selection.residual_checks`` (against the run's real noise patches)."""
     from nt2c_core.metrics import regions_from_coordinates, snr_eq5
-    from nt2c_core.selection import lowpass_agreement
+    from nt2c_core.selection import lowpass_agreement, residual_checks
 
-    snr, ap, agree = [], [], []
+    snr, ap, agree, corr, excess = [], [], [], [], []
     for name, image in images.items():
         pairs = regions_from_coordinates(image.shape, picks[name], 32, RADIUS)
         snr.append(snr_eq5(image, pairs))
         ap.append(average_precision(image, picks[name]))
         agree.append(lowpass_agreement(raw[name], image, RADIUS))
+        c, e = residual_checks(raw[name], image, RADIUS, noise_patches)
+        corr.append(c)
+        excess += [e] if e is not None else []
     return {"eq5_snr_db": round(float(np.mean(snr)), 2), "picking_ap": round(float(np.mean(ap)), 3),
-            "lowpass_agreement": round(float(np.mean(agree)), 4), "micrographs": len(images)}
+            "lowpass_agreement": round(float(np.mean(agree)), 4),
+            "residual_correlation": round(float(np.mean(corr)), 3),
+            "residual_band_excess": round(float(np.mean(excess)), 3) if excess else None, "micrographs": len(images)}
 
 
 def main() -> int:
@@ -210,7 +221,9 @@ def main() -> int:
             methods[name] = denoise_all(name, Denoiser.from_file(model).denoise, files, out)
     chosen = run["stages"]["denoised"]["chosen"]
     methods[f"nt2c_chosen ({chosen})"] = {p.stem: read_mrc(work / "denoised" / p.name)[0] for p in files}
-    table = {name: measure(images, raw, picks) for name, images in methods.items()}
+    stack = work / "noise" / "noise_patches.mrcs"
+    patches = read_mrc(stack, allow_stack=True)[0] if stack.is_file() else None
+    table = {name: measure(images, raw, picks, patches) for name, images in methods.items()}
     noise = run["stages"]["noise"]
     result = {"data": "EMPIAR-10028 (10 micrographs, 865 expert picks), 4v5d structure",
               "quick": args.quick, "wall_s": run["wall_s"], "stage_seconds": stage_times(work),
@@ -224,9 +237,12 @@ def main() -> int:
 
 
 def markdown(result: dict) -> str:
-    lines = ["| method | eq. 5 SNR (dB) | DoG picking AP | low-pass agreement |", "|---|---|---|---|"]
+    lines = ["| method | eq. 5 SNR (dB) | DoG picking AP | low-pass agreement | residual correlation "
+             "| residual band excess |", "|---|---|---|---|---|---|"]
     for name, row in result["methods"].items():
-        lines.append(f"| {name} | {row['eq5_snr_db']:.2f} | {row['picking_ap']:.3f} | {row['lowpass_agreement']:.4f} |")
+        excess = "-" if row["residual_band_excess"] is None else f"{row['residual_band_excess']:.2f}"
+        lines.append(f"| {name} | {row['eq5_snr_db']:.2f} | {row['picking_ap']:.3f} | {row['lowpass_agreement']:.4f} "
+                     f"| {row['residual_correlation']:.3f} | {excess} |")
     noise = result["noise_patches"]
     lines += ["", f"Noise patches: {noise['patches']} of {noise['patch']} px ({noise['rule']} rule); "
               f"band-power ratio {noise['band_power_ratio']}.", f"Stage seconds: {result['stage_seconds']}.",

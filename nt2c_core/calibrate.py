@@ -290,6 +290,26 @@ class Calibration:
                 "micrographs": [e.__dict__ for e in self.estimates]}
 
 
+def not_counts(image: np.ndarray) -> str | None:
+    """Why an image is not a micrograph in detector counts, or None: an 8-bit export (integers
+    spanning most of 0-255: counting data at a dose that low spans far less) or a contrast stretch
+    (over 0.5 % of the pixels saturated at the highest value, or piled at a lowest value other
+    than 0, which low-dose counts can legitimately reach). Such images keep the Thon rings
+    (defocus can be fitted) but not the shot-noise level (dose, gain, ice)."""
+    x = np.asarray(image)
+    sample = x.ravel()[:: max(1, x.size // 1_000_000)]
+    lo, hi = float(sample.min()), float(sample.max())
+    levels = np.unique(sample)
+    if len(levels) <= 256 and np.allclose(levels, np.round(levels)) and lo >= 0 and hi <= 255 and hi - lo >= 128:
+        return f"{len(levels)} grey levels between {lo:g} and {hi:g} (an 8-bit export)"
+    top, bottom = float(np.mean(sample == hi)), float(np.mean(sample == lo))
+    if top > 0.005:
+        return f"{100 * top:.1f} % of the pixels saturated at the highest value {hi:g} (contrast-stretched)"
+    if bottom > 0.005 and lo != 0:
+        return f"{100 * bottom:.1f} % of the pixels piled at the lowest value {lo:g} (contrast-stretched)"
+    return None
+
+
 def calibrate(images: Sequence[tuple[str, np.ndarray]], base: SimulationConfig, counting: bool = True,
               known_defocus: tuple[float, float, float] | None = None, dose_given: bool = True) -> Calibration:
     """Calibrate ``base`` (whose acquisition holds what the user knows) to the micrographs.
@@ -298,8 +318,13 @@ def calibrate(images: Sequence[tuple[str, np.ndarray]], base: SimulationConfig, 
     (median), ice thickness (median). A median estimate of dose more than 2x off a dose the user
     gave (``dose_given``) is not trusted: the given dose is kept, with a note."""
     acq = base.acquisition
+    exported = [(name, why) for name, why in ((name, not_counts(x)) for name, x in images) if why]
+    if exported and counting:
+        counting = False  # the noise level of an export says nothing about the dose
     estimates = [estimate_micrograph(x, acq, name, counting, known_defocus) for name, x in images]
-    notes = [f"{e.name}: {n}" for e in estimates for n in e.notes]
+    notes = [f"{name}: {why}: not detector counts, so dose, gain and ice cannot be read from the noise; the "
+             "given values are kept" for name, why in exported]
+    notes += [f"{e.name}: {n}" for e in estimates for n in e.notes]
     sim = replace(base, acquisition=replace(acq))
     defoci = [e.defocus for e in estimates if e.defocus is not None]
     if defoci:
@@ -447,5 +472,11 @@ def calibrate_files(paths: Sequence[str | os.PathLike], base: SimulationConfig, 
         report["spectrum_distance"] = {part: {"given": before[part]["log_distance"],
                                               "calibrated": after[part]["log_distance"]} for part in before}
         plot_comparison(out / "calibration.png", before, after)
+        worse = [part for part in before if after[part]["log_distance"] > before[part]["log_distance"]]
+        if worse:  # never hand back a simulation further from the data than the given values
+            result.notes.append(f"the calibrated simulation is further from the micrographs' spectra than the given "
+                                f"values ({', '.join(worse)}); the given values are kept")
+            result.simulation = base
+            report = {**result.to_dict(), "spectrum_distance": report["spectrum_distance"], "kept_given": True}
     write_json(out / "calibration.json", report)
     return result

@@ -49,11 +49,8 @@ def demo_config(out: Path, quick: bool, device: str) -> tuple[SimulationConfig, 
         raw=[str(out / "experimental" / "raw" / "*.mrc")], structures=[str(PROTEASOME)], simulation=simulation,
         coarse=TrainConfig(steps=steps, batch_size=8, crop=128, width=24, lr=2e-3, val_every=max(steps // 5, 1),
                            checkpoint_every=max(steps // 5, 1), val_fraction=0.1),
-        # quick mode checks the plumbing only: its 10-step coarse model cannot flatten any
-        # background, so the SSIM rule would find nothing; every tile is accepted instead.
-        extraction=ExtractionSettings(patch=96, step=48, sub_patches=4, threshold=-0.99 if quick else 0.7,
-                                      rule="ssim"),
-        gan=GANConfig(iterations=max(int(1000 * scale), 4), batch_size=16, crop=64, latent=32, width=8, lr=2e-4,
+        extraction=ExtractionSettings(),  # the default mask rule; the diameter comes from the structure
+        gan=GANConfig(iterations=max(int(1000 * scale), 4), batch_size=16, latent=32, width=8, lr=2e-4,
                       log_every=max(int(50 * scale), 1), checkpoint_every=100),
         fine=TrainConfig(steps=max(int(400 * scale), 10), batch_size=8, crop=128, width=24, lr=5e-4,
                          val_every=max(int(80 * scale), 1), checkpoint_every=max(int(80 * scale), 1), val_fraction=0.1),
@@ -71,7 +68,7 @@ def run_demo(out_dir: str | os.PathLike, quick: bool = False, device: str = "cpu
     summary = run_pipeline(pipeline, out / "work")
     print("[demo] scoring against the ground truth")
     work = out / "work"
-    scores = _score(out / "experimental", work, pipeline.tiles, device, out / "report")
+    scores = score_against_truth(out / "experimental", work, pipeline.tiles, device, out / "report")
     for name in ("gan/model.pt.samples.png", "coarse/model.pt.loss.png", "fine/model.pt.loss.png",
                  "gan/model.pt.loss.png"):
         if (work / name).exists():
@@ -82,30 +79,38 @@ def run_demo(out_dir: str | os.PathLike, quick: bool = False, device: str = "cpu
     report = {"nt2c_version": __version__, "created": datetime.datetime.now().isoformat(timespec="seconds"),
               "quick": quick, "acquisition": ACQUISITION.to_dict(), "experimental": experimental.to_dict(),
               "noise_patches": summary["stages"]["noise"]["patches"], "metrics": scores,
-              "fine_minus_coarse_psnr_db": scores["fine"]["psnr_db"] - scores["coarse"]["psnr_db"]}
+              "chosen_model": summary["stages"]["denoised"].get("chosen"),
+              "fine_minus_coarse_psnr_db": (scores["fine"]["psnr_db"] - scores["coarse"]["psnr_db"]
+                                            if "fine" in scores else None)}
     write_json(out / "report" / "report.json", report)
     print(_table(scores))
     print(f"report: {out / 'report'}")
     return report
 
 
-def _score(exp_dir: Path, work: Path, tiles: TileSettings, device: str, report_dir: Path) -> dict:
-    coarse = Denoiser.from_file(work / "coarse" / "model.pt", device, tiles)
-    rows: dict[str, list] = {"raw": [], "gaussian": [], "coarse": [], "fine": []}
+def score_against_truth(exp_dir: Path, work: Path, tiles: TileSettings, device: str, report_dir: Path) -> dict:
+    """PSNR/SSIM against the truth of raw, the best Gaussian, each model (general, coarse, fine)
+    and the run's output (the model it chose)."""
+    from .general import general_model_path
+
+    models = {name: Denoiser.from_file(path, device, tiles) for name, path in
+              (("general", general_model_path()), ("coarse", work / "coarse" / "model.pt"),
+               ("fine", work / "fine" / "model.pt")) if Path(path).is_file()}
+    rows: dict[str, list] = {"raw": [], "gaussian": [], **{name: [] for name in models}, "chosen": []}
     per_sigma = {s: [] for s in GAUSS_SIGMAS}
     sample = None
     for path in list_mrcs(exp_dir / "raw"):
         raw, _ = read_mrc(path)
         truth, _ = read_mrc(exp_dir / "truth" / path.name)
-        fine, _ = read_mrc(work / "denoised" / path.name)
-        coarse_out = coarse.denoise(raw)
+        outputs = {name: model.denoise(raw) for name, model in models.items()}
+        outputs["chosen"] = read_mrc(work / "denoised" / path.name)[0]
         gauss = {s: gaussian_filter(raw.astype(np.float64), s) for s in GAUSS_SIGMAS}
         for s, g in gauss.items():
             per_sigma[s].append((psnr(g, truth), ssim(g, truth)))
-        for name, image in (("raw", raw), ("coarse", coarse_out), ("fine", fine)):
+        for name, image in (("raw", raw), *outputs.items()):
             rows[name].append((psnr(image, truth), ssim(image, truth)))
         if sample is None:
-            sample = (path.stem, truth, raw, gauss, coarse_out, fine)
+            sample = (path.stem, truth, raw, gauss, outputs["coarse"], outputs.get("fine", outputs["chosen"]))
     best = max(per_sigma, key=lambda s: np.mean([r[0] for r in per_sigma[s]]))
     rows["gaussian"] = per_sigma[best]
     _figure(report_dir / "before_after.png", sample, best)

@@ -36,6 +36,7 @@ from .simulate import SimulationConfig, simulate_dataset
 from .training import TrainConfig, train_denoiser
 
 STAGES = ("simulate", "coarse", "noise", "gan", "fine", "denoised")
+NOISE_MODELS = ("gan", "patches")
 
 
 @dataclass
@@ -51,7 +52,9 @@ class PipelineConfig:
     reuse the calibration.json of an earlier 'nt2c calibrate'; coarse_init: 'general' (the
     coarse model starts from the shipped general model, whose architecture it keeps), 'none'
     (from scratch, as the paper) or a model file; choose_model: score general, coarse and fine
-    before denoising and use the best (``nt2c_core.selection``), else always the fine model."""
+    before denoising and use the best (``nt2c_core.selection``), else always the fine model;
+    noise_model: 'gan' (the paper's WGAN-GP, trained in the gan stage) or 'patches' (the real
+    noise patches tiled directly, ``nt2c_core.noise.real_patches``; the gan stage is skipped)."""
 
     raw: list[str]
     structures: list[str]
@@ -69,6 +72,7 @@ class PipelineConfig:
     coarse_init: str = "general"
     choose_model: bool = True
     few_patches: str = "continue"
+    noise_model: str = "gan"
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -105,6 +109,8 @@ class PipelineConfig:
         require(self.min_noise_patches >= 1, "min_noise_patches", "", self.min_noise_patches, "must be at least 1")
         require(self.few_patches in ("continue", "stop"), "few_patches", "", self.few_patches,
                 "choose continue or stop")
+        require(self.noise_model in NOISE_MODELS, "noise_model", "", self.noise_model,
+                f"choose one of {', '.join(NOISE_MODELS)}")
         require(self.calibration is None or isinstance(self.calibration, str), "calibration", "", self.calibration,
                 "path of a calibration.json")
         require(isinstance(self.coarse_init, str) and (self.coarse_init in ("general", "none")
@@ -307,6 +313,9 @@ def _stage_gan(config, work, files, folder, fresh, progress) -> dict:
     if why:
         print(f"[gan] skipped: {why}")
         return {"skipped": why}
+    if config.noise_model == "patches":
+        print("[gan] skipped: noise_model 'patches' samples the real noise patches directly")
+        return {"skipped": "noise_model patches"}
     return _gan(work / "noise" / "noise_patches.mrcs", folder, config.gan, config.device, progress, fresh)
 
 
@@ -315,11 +324,20 @@ def _stage_fine(config, work, files, folder, fresh, progress) -> dict:
     if why:
         print(f"[fine] skipped: {why}")
         return {"skipped": why}
-    generator, _ = load_model(work / "gan" / "model.pt", kind="noise-gan")
-    transfer = NoiseTransfer(generator, config.fine.seed, config.device, config.noise_level)
+    transfer = NoiseTransfer(noise_source(config, work), config.fine.seed, config.device, config.noise_level)
     return _train(load_pairs(work / "simulate"), folder, config.fine, config.device, progress,
-                  _acq_meta(config, "fine", noise_level=config.noise_level), init=work / "coarse" / "model.pt",
+                  _acq_meta(config, "fine", noise_level=config.noise_level, noise_model=config.noise_model),
+                  init=work / "coarse" / "model.pt",
                   fresh=fresh, transform=transfer)
+
+
+def noise_source(config: PipelineConfig, work: Path):
+    """What the fine stage draws real noise from: the GAN generator, or the patches themselves."""
+    if config.noise_model == "patches":
+        from .noise.real_patches import PatchMosaic
+
+        return PatchMosaic(read_mrc(work / "noise" / "noise_patches.mrcs", allow_stack=True)[0])
+    return load_model(work / "gan" / "model.pt", kind="noise-gan")[0]
 
 
 def _stage_denoised(config, work, files, folder, fresh, progress) -> dict:
@@ -340,7 +358,7 @@ def _stage_denoised(config, work, files, folder, fresh, progress) -> dict:
 def _select(config: PipelineConfig, work: Path, files: list[Path], candidates: dict, folder: Path) -> tuple[str, dict]:
     """Score the candidate models (``nt2c_core.selection``) on the training run's held-out
     simulated micrographs and on central crops of up to 4 raw micrographs; write selection.json."""
-    from .selection import as_dicts, choose_model, score_model, score_table
+    from .selection import as_dicts, choose_model, mixed_structure_pairs, score_model, score_table
 
     held_out = load_pairs(work / "simulate").split(config.coarse.val_fraction)[1]
     real, pixel = [], config.simulation.acquisition.pixel_size
@@ -350,10 +368,14 @@ def _select(config: PipelineConfig, work: Path, files: list[Path], candidates: d
         size = min(h, w, 1024)
         real.append((path.name, image[(h - size) // 2:(h + size) // 2, (w - size) // 2:(w + size) // 2]))
     radius = extraction_settings(config).particle_diameter / 2 / pixel
+    mixed = mixed_structure_pairs(config.structures, config.simulation)
+    stack = work / "noise" / "noise_patches.mrcs"
+    patches = read_mrc(stack, allow_stack=True)[0] if stack.is_file() else None
+    patches = patches if patches is not None and patches.ndim == 3 and len(patches) else None
     scores = []
     for name, path in candidates.items():
         denoiser = Denoiser.from_file(path, config.device, config.tiles)
-        scores.append(score_model(name, denoiser.denoise, held_out, real, radius))
+        scores.append(score_model(name, denoiser.denoise, held_out, real, radius, mixed, patches))
     chosen, reason = choose_model(scores)
     table = score_table(scores, chosen)
     print(f"[denoised] model choice:\n{table}\n{reason}", flush=True)

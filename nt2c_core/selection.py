@@ -12,15 +12,27 @@ on two things at once:
   radius / 3, i.e. at the scale where the raw data still shows particles. A denoiser that removes
   or invents particle-sized structure disagrees with the raw image there; blurring does not, so
   this check guards against erasure and is never used alone.
+- **an unknown structure**: simulated micrographs that mix the data set's structure with one it
+  never trained on (a shipped model); the PSNR inside the unknown particles' discs
+  (:func:`mixed_structure_pairs`). A model that erases what it was not trained on loses here.
+- **the residual** raw - denoised on the real micrographs, which must look like noise
+  (:func:`residual_checks`): its correlation with the denoised image at the particle scale (about 0
+  for a good estimator: what it removed is unrelated to what it kept; positive when it erased part
+  of the particles, negative when it painted in more than the data hold), and its particle-band
+  power relative to the run's real noise patches (about 1 when only noise was removed; above 1 when
+  particle-sized structure went into the residual).
 
 Rule: the candidate with the best held-out PSNR among those whose low-pass agreement is no more
-than ``tolerance`` below the general model's; the general model when none qualifies. The table
-and the reason go into the run's report.
+than ``tolerance`` below the general model's, whose unknown-structure PSNR is no more than
+``psnr_tolerance`` dB below it and whose residual band excess is no more than ``band_tolerance``
+above it; the general model when none qualifies. The table and the reason
+go into the run's report.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -29,6 +41,8 @@ from .metrics import psnr
 from .pairs import PairSet
 
 TOLERANCE = 0.005
+PSNR_TOLERANCE = 0.5  # dB
+BAND_TOLERANCE = 0.1
 
 
 @dataclass
@@ -41,6 +55,9 @@ class ModelScore:
     held_out_psnr_db: float | None
     lowpass_agreement: float | None
     per_micrograph: dict[str, float]
+    unknown_structure_psnr_db: float | None = None
+    residual_correlation: float | None = None
+    residual_band_excess: float | None = None
 
 
 def lowpass_agreement(raw: np.ndarray, denoised: np.ndarray, radius_px: float) -> float:
@@ -55,25 +72,123 @@ def lowpass_agreement(raw: np.ndarray, denoised: np.ndarray, radius_px: float) -
     return float((a * b).sum() / denominator) if denominator > 0 else 0.0
 
 
+def residual_checks(raw: np.ndarray, denoised: np.ndarray, radius_px: float,
+                    noise_patches: np.ndarray | None = None) -> tuple[float, float | None]:
+    """(residual correlation, residual band excess) of one micrograph, as in the module doc.
+    The correlation is taken after a Gaussian low-pass with sigma = radius / 3 [px]; the band
+    excess compares ``noise_patches`` (N, p, p; pure background noise of the same micrographs)
+    with p-px tiles of the residual by :func:`nt2c_core.noise.background.band_power_ratio`
+    (None without patches)."""
+    from scipy.ndimage import gaussian_filter
+
+    from .noise.background import band_power_ratio, grid_tiles
+
+    raw = np.asarray(raw, np.float64)
+    residual = raw - np.asarray(denoised, np.float64)
+    sigma = max(radius_px / 3.0, 1.0)
+    a, b = gaussian_filter(residual, sigma), gaussian_filter(np.asarray(denoised, np.float64), sigma)
+    a, b = a - a.mean(), b - b.mean()
+    denominator = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    correlation = float((a * b).sum() / denominator) if denominator > 0 else 0.0
+    excess = None
+    if noise_patches is not None and len(noise_patches):
+        tiles = grid_tiles(residual.astype(np.float32), int(noise_patches.shape[-1]), limit=256)
+        excess = band_power_ratio(tiles, noise_patches, 2 * radius_px)
+    return correlation, excess
+
+
+def masked_psnr(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
+    """PSNR [dB] of ``pred`` against ``truth`` inside ``mask``, after the scale and offset fit
+    over the whole image (as :func:`nt2c_core.metrics.psnr`); peak = the truth's range there."""
+    from .metrics import fit_scale_offset
+
+    a, b = fit_scale_offset(pred, truth)
+    err = float(np.mean((a * pred[mask] + b - truth[mask]) ** 2))
+    peak = float(np.ptp(truth[mask]))
+    return 10 * np.log10(peak ** 2 / max(err, 1e-20))
+
+
+def mixed_structure_pairs(structures: Sequence[str], config, count: int = 2, seed: int = 10 ** 6) -> list[tuple]:
+    """(noisy, clean, unknown-particle mask) of ``count`` micrographs simulated with ``config``
+    that mix the data set's structure(s) with a shipped structure not among them (the 20S
+    proteasome, or apoferritin when the proteasome is the data set's), half the particles each."""
+    from dataclasses import replace
+
+    from .data import APOFERRITIN, PROTEASOME
+    from .simulate.micrograph import MicrographSimulator
+    from .simulate.structure import load_structure
+
+    names = {Path(p).name for p in structures}
+    unknown = PROTEASOME if PROTEASOME.name not in names else APOFERRITIN
+    models = [load_structure(p) for p in structures]
+    other = load_structure(unknown)
+    size = min(512, *config.size)
+    sim = MicrographSimulator(models + [other], replace(config, size=(size, size), count=count, library_size=0,
+                                                        seed=seed, concentration=None,
+                                                        particles=max(4, config.particles_per_micrograph())))
+    out = []
+    radius = other.radius / config.acquisition.pixel_size
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(count):
+        mic = sim.simulate(i)
+        mask = np.zeros((size, size), bool)
+        for p in mic.particles:
+            if p["kind"] == len(models):
+                mask |= (xx - p["x"]) ** 2 + (yy - p["y"]) ** 2 <= radius ** 2
+        if mask.any():
+            out.append((mic.noisy, mic.clean, mask))
+    return out
+
+
 def score_model(name: str, denoise, held_out: PairSet | None, real: Sequence[tuple[str, np.ndarray]],
-                radius_px: float) -> ModelScore:
-    """Score one denoiser (``denoise``: array -> array) on held-out pairs and real micrographs."""
+                radius_px: float, mixed: Sequence[tuple] = (), noise_patches: np.ndarray | None = None) -> ModelScore:
+    """Score one denoiser (``denoise``: array -> array) on held-out pairs, real micrographs (with
+    the run's ``noise_patches`` for the residual's band excess) and (``mixed``, from
+    :func:`mixed_structure_pairs`) particles of a structure it never saw."""
     held = None
     if held_out is not None and len(held_out):
         held = float(np.mean([psnr(denoise(x), y) for x, y in zip(held_out.noisy, held_out.clean)]))
-    per = {label: round(lowpass_agreement(image, denoise(image), radius_px), 4) for label, image in real}
+    per, residuals = {}, []
+    for label, image in real:
+        out = denoise(image)
+        per[label] = round(lowpass_agreement(image, out, radius_px), 4)
+        residuals.append(residual_checks(image, out, radius_px, noise_patches))
     agreement = float(np.mean(list(per.values()))) if per else None
-    return ModelScore(name, None if held is None else round(held, 3),
-                      None if agreement is None else round(agreement, 4), per)
+    unknown = float(np.mean([masked_psnr(denoise(x), y, m) for x, y, m in mixed])) if mixed else None
+    correlation = _mean([c for c, _ in residuals])
+    excess = _mean([e for _, e in residuals if e is not None])
+    return ModelScore(name, _round(held, 3), _round(agreement, 4), per, _round(unknown, 3),
+                      _round(correlation, 3), _round(excess, 3))
+
+
+def _mean(values: list) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def choose_model(scores: Sequence[ModelScore], reference: str = "general",
-                 tolerance: float = TOLERANCE) -> tuple[str, str]:
+                 tolerance: float = TOLERANCE, psnr_tolerance: float = PSNR_TOLERANCE,
+                 band_tolerance: float = BAND_TOLERANCE) -> tuple[str, str]:
     """(chosen name, reason) by the rule in the module doc."""
     by_name = {s.name: s for s in scores}
     ref = by_name.get(reference)
     floor = None if ref is None or ref.lowpass_agreement is None else ref.lowpass_agreement - tolerance
-    fair = [s for s in scores if floor is None or (s.lowpass_agreement is not None and s.lowpass_agreement >= floor)]
+    unknown_floor = None if ref is None or ref.unknown_structure_psnr_db is None else \
+        ref.unknown_structure_psnr_db - psnr_tolerance
+    band_ceiling = None if ref is None or ref.residual_band_excess is None else \
+        ref.residual_band_excess + band_tolerance
+
+    def keeps(s: ModelScore) -> bool:
+        agrees = floor is None or (s.lowpass_agreement is not None and s.lowpass_agreement >= floor)
+        spares = unknown_floor is None or (s.unknown_structure_psnr_db is not None
+                                           and s.unknown_structure_psnr_db >= unknown_floor)
+        clean = band_ceiling is None or s.residual_band_excess is None or s.residual_band_excess <= band_ceiling
+        return agrees and spares and clean
+
+    fair = [s for s in scores if keeps(s)]
     rated = [s for s in fair if s.held_out_psnr_db is not None]
     if not rated:
         return reference, f"no candidate could be scored on held-out pairs; the {reference} model is used"
@@ -83,18 +198,31 @@ def choose_model(scores: Sequence[ModelScore], reference: str = "general",
     if floor is not None:
         reason += f" among models agreeing with the raw micrographs at the particle scale within {tolerance} of the "
         reason += f"{reference} model ({ref.lowpass_agreement:.4f})"
+    if unknown_floor is not None:
+        reason += (f" and keeping particles of an unknown structure within {psnr_tolerance} dB of it "
+                   f"({ref.unknown_structure_psnr_db:.2f} dB)")
+    if band_ceiling is not None:
+        reason += (f", leaving no more particle-band power in the residual than it (band excess "
+                   f"{ref.residual_band_excess:.2f} + {band_tolerance})")
     if dropped:
-        reason += f"; not eligible (they depart further from the raw data): {', '.join(dropped)}"
+        reason += f"; not eligible (they depart further from the raw data or erase the unknown structure): " \
+                  f"{', '.join(dropped)}"
     return best.name, reason
 
 
 def score_table(scores: Sequence[ModelScore], chosen: str) -> str:
     """The scores as a Markdown table (for run logs, reports and Scipion summaries)."""
-    lines = ["| model | held-out PSNR (dB) | low-pass agreement with raw | chosen |", "|---|---|---|---|"]
+    lines = ["| model | held-out PSNR (dB) | unknown-structure PSNR (dB) | low-pass agreement with raw "
+             "| residual correlation | residual band excess | chosen |",
+             "|---|---|---|---|---|---|---|"]
+
+    def cell(value, digits):
+        return "-" if value is None else f"{value:.{digits}f}"
+
     for s in scores:
-        held = "-" if s.held_out_psnr_db is None else f"{s.held_out_psnr_db:.2f}"
-        agree = "-" if s.lowpass_agreement is None else f"{s.lowpass_agreement:.4f}"
-        lines.append(f"| {s.name} | {held} | {agree} | {'yes' if s.name == chosen else ''} |")
+        lines.append(f"| {s.name} | {cell(s.held_out_psnr_db, 2)} | {cell(s.unknown_structure_psnr_db, 2)} "
+                     f"| {cell(s.lowpass_agreement, 4)} | {cell(s.residual_correlation, 3)} "
+                     f"| {cell(s.residual_band_excess, 2)} | {'yes' if s.name == chosen else ''} |")
     return "\n".join(lines)
 
 

@@ -143,21 +143,31 @@ def run_reweight(args: argparse.Namespace) -> int:
 def add_fine(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pairs", required=True, help="simulated pairs folder (noisy/, clean/)")
     p.add_argument("--coarse", required=True, help="coarse model: the fine model starts from its weights")
-    p.add_argument("--noise-model", required=True, help="noise model from 'nt2c train-noise-gan'")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--noise-model", help="noise model from 'nt2c train-noise-gan'")
+    source.add_argument("--noise-patches", metavar="STACK",
+                        help="noise_patches.mrcs from 'nt2c extract-noise': tile the real patches directly (no GAN)")
     p.add_argument("-o", "--output", required=True, help="fine model file to write (.pt)")
     add_training_arguments(p, TrainConfig(steps=1000, lr=3e-4))
     add_level_argument(p)
 
 
 def run_fine(args: argparse.Namespace) -> int:
-    generator, _ = load_model(args.noise_model, kind="noise-gan")
+    if args.noise_patches:
+        from ..noise.real_patches import PatchMosaic
+
+        source = PatchMosaic(read_mrc(args.noise_patches, allow_stack=True)[0])
+    else:
+        source = load_model(args.noise_model, kind="noise-gan")[0]
     device = str(resolve_device(args.device))
-    transfer = NoiseTransfer(generator, args.seed, device, args.noise_level)
+    transfer = NoiseTransfer(source, args.seed, device, args.noise_level)
     return run_training(args, init=args.coarse, transform=transfer,
-                        metadata={"stage": "fine", "noise_model": str(args.noise_model), "noise_level": args.noise_level})
+                        metadata={"stage": "fine", "noise_model": str(args.noise_model or args.noise_patches),
+                                  "noise_level": args.noise_level})
 
 
-register("extract-noise", "Extract background noise patches from raw micrographs (SSIM rule).", add_extract, run_extract)
+register("extract-noise", "Extract background noise patches from raw micrographs (particle-mask or SSIM rule).",
+         add_extract, run_extract)
 register("train-noise-gan", "Train the WGAN-GP noise synthesizer on extracted noise patches.", add_gan, run_gan)
 register("reweight", "Write simulated pairs re-weighted with synthesized real noise.", add_reweight, run_reweight)
 register("train-fine", "Train the fine denoiser from the coarse one on noise-transferred pairs.", add_fine, run_fine)

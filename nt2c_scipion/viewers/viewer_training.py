@@ -1,6 +1,7 @@
 """What NT2C training did, for the one-click protocol: loss curves of the coarse U-Net, the noise
 GAN and the fine U-Net; real vs generated noise patches; the chosen background tiles on a
-micrograph; raw vs coarse vs fine for a chosen micrograph.
+micrograph; the model-choice table (general, coarse, fine scored before denoising); raw vs coarse
+vs fine for a chosen micrograph.
 
 The figures are built by functions that tests call headless (Agg); the viewer shows them in
 Scipion's plotter windows."""
@@ -60,6 +61,45 @@ def stage_images(work: Path) -> dict:
     return {k: v for k, v in images.items() if v.exists()}
 
 
+SELECTION_COLUMNS = (("held_out_psnr_db", "held-out PSNR (dB)", 2),
+                     ("unknown_structure_psnr_db", "unknown-structure PSNR (dB)", 2),
+                     ("lowpass_agreement", "low-pass agreement", 4),
+                     ("residual_correlation", "residual correlation", 3),
+                     ("residual_band_excess", "residual band excess", 2))
+
+
+def selection_rows(work: Path) -> tuple[list[str], list[list[str]], str]:
+    """(header, rows, reason) of the run's model choice (``denoised/selection.json``); no rows
+    when the run did not choose (``chooseModel`` off or not denoised yet)."""
+    import json
+
+    path = Path(work) / "denoised" / "selection.json"
+    if not path.exists():
+        return [], [], "no model choice recorded (model choice off, or the run has not denoised yet)"
+    selection = json.loads(path.read_text())
+    header = ["model", *[label for _, label, _ in SELECTION_COLUMNS], "chosen"]
+    rows = []
+    for score in selection["scores"]:
+        cells = ["-" if score.get(key) is None else f"{score[key]:.{digits}f}" for key, _, digits in SELECTION_COLUMNS]
+        rows.append([score["name"], *cells, "yes" if score["name"] == selection["chosen"] else ""])
+    return header, rows, selection.get("reason", "")
+
+
+def draw_selection(ax, work: Path) -> int:
+    """The model-choice table and its reason on one axis; returns the number of models shown."""
+    import textwrap
+
+    header, rows, reason = selection_rows(work)
+    ax.axis("off")
+    if rows:
+        table = ax.table(cellText=rows, colLabels=header, loc="upper center")
+        table.auto_set_font_size(False)
+        table.set_fontsize(8)
+    ax.set_title("Model choice", loc="left")
+    ax.text(0, 0.05, "\n".join(textwrap.wrap(reason, 150)), fontsize=8, va="bottom", transform=ax.transAxes)
+    return len(rows)
+
+
 def raw_coarse_fine(protocol: ProtNT2C, index: int):
     """(raw, coarse-denoised, fine-denoised, micName) of the index-th micrograph (0-based)."""
     from nt2c_core.denoise import Denoiser
@@ -107,12 +147,17 @@ class NT2CTrainingViewer(ProtocolViewer):
         form.addSection(label="Visualization")
         form.addParam("doShowLosses", params.LabelParam, label="Training loss curves")
         form.addParam("doShowImages", params.LabelParam, label="Noise patches: GAN samples and overlays")
+        form.addParam("doShowChoice", params.LabelParam, label="Model choice: general, coarse and fine scored",
+                      help="The table the run printed before denoising (denoised/selection.json): held-out "
+                           "simulated PSNR, PSNR on a structure none was trained on, agreement with the raw "
+                           "micrographs at the particle scale, and whether the residual raw - denoised looks "
+                           "like noise; and why the denoising model was chosen.")
         form.addParam("micIndex", params.IntParam, default=1, label="Micrograph number (1 = first)")
         form.addParam("doShowCompare", params.LabelParam, label="Raw vs coarse vs fine")
 
     def _getVisualizeDict(self):
         return {"doShowLosses": self._showLosses, "doShowImages": self._showImages,
-                "doShowCompare": self._showCompare}
+                "doShowChoice": self._showChoice, "doShowCompare": self._showCompare}
 
     def _work(self) -> Path:
         return Path(self.protocol._getExtraPath("work"))
@@ -126,6 +171,13 @@ class NT2CTrainingViewer(ProtocolViewer):
 
     def _showImages(self, param=None):
         return [png_plotter(stage_images(self._work()), "NT2C noise patches")]
+
+    def _showChoice(self, param=None):
+        from pwem.viewers import EmPlotter
+
+        plotter = EmPlotter(x=1, y=1, windowTitle="NT2C model choice", figsize=(12, 3))
+        draw_selection(plotter.createSubPlot("", "", ""), self._work())
+        return [plotter]
 
     def _showCompare(self, param=None):
         from pwem.viewers import EmPlotter

@@ -149,3 +149,33 @@ def test_pipeline_simulates_with_calibrated_settings(tmp_path, real):
     params = json.loads((tmp_path / "work" / "simulate" / "params.json").read_text())
     assert params["config"]["acquisition"]["dose"] == calibrated["dose"]
     assert (tmp_path / "work" / "simulate" / "calibration" / "calibration.json").is_file()
+
+
+def test_an_8bit_export_keeps_the_given_dose_and_ice_but_fits_defocus(real):
+    """An 8-bit export (EMPIAR PNG-like) has Thon rings but no shot-noise level: said so, and the
+    given dose and ice are kept (they came out as ice 0 Å and gain ~1000 per electron before)."""
+    image, _ = read_mrc(real[0][0])
+    lo, hi = np.percentile(image, (0.5, 99.5))
+    exported = np.clip(np.round((image - lo) / (hi - lo) * 255), 0, 255).astype(np.float32)
+    result = calibrate([("mic0.png", exported)], GIVEN)
+    assert any("8-bit export" in n and "not detector counts" in n for n in result.notes)
+    assert result.simulation.acquisition.dose == GIVEN.acquisition.dose
+    assert result.simulation.ice_thickness == GIVEN.ice_thickness
+    assert result.estimates[0].defocus == pytest.approx(np.mean(real[1][0]), rel=0.03)
+
+
+def test_a_calibration_that_moves_away_from_the_data_is_not_applied(tmp_path, real, monkeypatch):
+    import nt2c_core.calibrate as cal
+
+    distances = iter([0.10, 0.30])  # given, then calibrated: worse
+
+    def fake_compare(images, config, structures, size=1024):
+        d = next(distances)
+        return {part: {"log_distance": d} for part in ("whole", "background")}
+
+    monkeypatch.setattr(cal, "compare_to_simulation", fake_compare)
+    monkeypatch.setattr(cal, "plot_comparison", lambda *a: None)
+    result = cal.calibrate_files(real[0][:1], GIVEN, tmp_path / "c", [str(PROTEASOME)])
+    assert result.simulation == GIVEN and any("further from" in n for n in result.notes)
+    report = json.loads((tmp_path / "c" / "calibration.json").read_text())
+    assert report["kept_given"] and report["simulation"]["acquisition"]["dose"] == GIVEN.acquisition.dose

@@ -53,6 +53,8 @@ def test_pipeline_runs_every_stage_then_skips_them(tmp_path, raw_dir, capsys):
     assert list(summary["stages"]) == list(STAGES)
     assert sorted(p.name for p in (work / "denoised").glob("*.mrc")) == ["exp_0000.mrc", "exp_0001.mrc"]
     assert summary["stages"]["noise"]["patches"] > 0
+    scores = json.loads((work / "denoised" / "selection.json").read_text())["scores"]
+    assert all(s["residual_correlation"] is not None and s["residual_band_excess"] > 0 for s in scores)
     first = _stamps(work)
     capsys.readouterr()
     run_pipeline(_config(str(raw_dir / "raw" / "*.mrc")), work, progress=False)
@@ -126,7 +128,9 @@ def test_too_few_noise_patches_warns_and_denoises_with_the_best_model_available(
     assert denoised["chosen"] in ("general", "coarse") and denoised["written"] == 2
     selection = json.loads((tmp_path / "work" / "denoised" / "selection.json").read_text())
     assert {s["name"] for s in selection["scores"]} == {"general", "coarse"}
-    assert all(s["held_out_psnr_db"] is not None and 0 < s["lowpass_agreement"] <= 1 for s in selection["scores"])
+    assert all(s["held_out_psnr_db"] is not None and 0 < s["lowpass_agreement"] <= 1
+               and s["unknown_structure_psnr_db"] is not None and -1 <= s["residual_correlation"] <= 1
+               and s["residual_band_excess"] is None for s in selection["scores"])  # no patches found
     assert "| model | held-out PSNR" in out
 
 
@@ -149,3 +153,17 @@ def test_coarse_starts_from_the_general_model(tmp_path, raw_dir):
     _, meta = load_model(tmp_path / "work" / "coarse" / "model.pt")
     assert meta["training"]["init"] == str(general_model_path())
     assert meta["architecture"] == load_model(general_model_path())[1]["architecture"]  # width 24, kept
+
+
+def test_patches_noise_model_skips_the_gan_and_trains_fine_on_real_noise(tmp_path, raw_dir):
+    cfg = _config(str(raw_dir / "raw" / "*.mrc"), noise_model="patches", choose_model=False)
+    summary = run_pipeline(cfg, tmp_path / "work", progress=False)
+    assert summary["stages"]["gan"]["skipped"] == "noise_model patches"
+    assert not (tmp_path / "work" / "gan" / "model.pt").exists()
+    from nt2c_core.models import load_model
+
+    _, meta = load_model(tmp_path / "work" / "fine" / "model.pt", kind="denoiser")
+    assert meta["noise_model"] == "patches"
+    assert summary["stages"]["denoised"]["written"] == 2
+    with pytest.raises(InputError, match="noise_model.*choose one of gan, patches"):
+        run_pipeline(_config(str(raw_dir / "raw" / "*.mrc"), noise_model="diffusion"), tmp_path / "w2")

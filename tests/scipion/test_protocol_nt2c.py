@@ -16,7 +16,8 @@ from nt2c_core.io import read_mrc
 from nt2c_core.simulate import Acquisition, SimulationConfig
 from nt2c_core.simulate.experimental import make_experimental_dataset
 from nt2c_scipion.protocols import ProtNT2C
-from nt2c_scipion.viewers.viewer_training import draw_losses, draw_raw_coarse_fine, raw_coarse_fine, stage_images
+from nt2c_scipion.viewers.viewer_training import (draw_losses, draw_raw_coarse_fine, draw_selection, raw_coarse_fine,
+                                                  selection_rows, stage_images)
 from nt2c_scipion.wizards import NT2CNoisePatchWizard
 
 TINY = dict(simCount=3, simSize=128, particles=2, coarseSteps=4, fineSteps=4, ganIterations=2, width=8, crop=64,
@@ -119,6 +120,20 @@ class TestNT2COneClick(BaseTest):
         self.assertFalse((work / "fine" / "model.pt").exists())
         self.assertSetSize(prot.outputMicrographs, 2)
         self.assertEqual(prot.outputModel.getKind(), "denoiser")
+        # the training viewer's model-choice table, headless
+        header, rows, reason = selection_rows(work)
+        self.assertEqual([r[0] for r in rows], ["general", "coarse"])
+        self.assertEqual([r[-1] for r in rows].count("yes"), 1)
+        self.assertIn("residual band excess", header)
+        self.assertIn(chosen, reason)
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots()
+        self.assertEqual(draw_selection(ax, work), 2)
+        plt.close("all")
 
     def test_bad_structure_and_missing_acquisition_are_refused(self):
         mics = self._import()

@@ -1,0 +1,88 @@
+"""Model choice (nt2c_core.selection): the measures react to erasure, not to blur, and the rule
+never hands over a model that departs from the raw data or erases an unknown structure."""
+
+import numpy as np
+import pytest
+
+from nt2c_core.data import APOFERRITIN
+from nt2c_core.selection import (ModelScore, choose_model, lowpass_agreement, masked_psnr, mixed_structure_pairs,
+                                 residual_checks, score_table)
+from nt2c_core.simulate import Acquisition, SimulationConfig
+
+
+def _field(seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:256, :256]
+    clean = np.zeros((256, 256))
+    centres = [(60, 60), (190, 80), (120, 180), (200, 200)]
+    for x, y in centres:
+        clean -= np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 12 ** 2))
+    return clean, clean + rng.normal(0, 0.5, clean.shape), centres, (xx, yy)
+
+
+def test_lowpass_agreement_falls_when_a_particle_is_erased_not_when_blurred():
+    from scipy.ndimage import gaussian_filter
+
+    clean, raw, centres, (xx, yy) = _field()
+    blurred = gaussian_filter(raw, 3)
+    erased = clean.copy()
+    x, y = centres[0]
+    erased[(xx - x) ** 2 + (yy - y) ** 2 < 30 ** 2] = 0  # a "denoiser" that removes one particle
+    assert lowpass_agreement(raw, blurred, 12) > 0.98
+    assert lowpass_agreement(raw, clean, 12) > lowpass_agreement(raw, erased, 12) + 0.05
+
+
+def test_masked_psnr_sees_an_erased_particle():
+    clean, raw, centres, (xx, yy) = _field()
+    x, y = centres[0]
+    mask = (xx - x) ** 2 + (yy - y) ** 2 < 15 ** 2
+    erased = clean.copy()
+    erased[mask] = 0
+    assert masked_psnr(clean, clean, mask) > 100 and masked_psnr(erased, clean, mask) < 10
+
+
+def test_mixed_pairs_mark_the_unknown_structure():
+    config = SimulationConfig(Acquisition(pixel_size=3.0), size=(256, 256), particles=6, seed=2)
+    pairs = mixed_structure_pairs([str(APOFERRITIN)], config, count=2)
+    assert pairs and all(m.any() and not m.all() and n.shape == c.shape == m.shape for n, c, m in pairs)
+
+
+@pytest.mark.parametrize("coarse, chosen", [
+    (ModelScore("coarse", 30.0, 0.95, {}, 20.0), "coarse"),  # better and keeps everything
+    (ModelScore("coarse", 30.0, 0.90, {}, 20.0), "general"),  # departs from the raw data
+    (ModelScore("coarse", 30.0, 0.95, {}, 18.0), "general"),  # erases the unknown structure
+    (ModelScore("coarse", 30.0, 0.95, {}, 20.0, 0.0, 1.3), "general"),  # particle power left in its residual
+    (ModelScore("coarse", 30.0, 0.95, {}, 20.0, 0.0, 1.05), "coarse"),
+])
+def test_the_rule_never_picks_a_model_that_erases(coarse, chosen):
+    general = ModelScore("general", 28.0, 0.95, {}, 20.0, 0.0, 1.0)
+    name, reason = choose_model([general, coarse])
+    assert name == chosen and name in reason
+
+
+def test_residual_looks_like_noise_only_for_a_faithful_denoiser():
+    """Truth as the output: residual = the noise (correlation about 0, band excess about 1).
+    Half the contrast: the residual keeps particles (correlation > 0, band excess > 1). Twice the
+    contrast: the output paints in more than the data hold (correlation < 0). One particle erased:
+    band excess > 1."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:256, :256]
+    centres = [(60, 60), (190, 80), (120, 180), (200, 200), (60, 200)]
+    clean = np.zeros((256, 256))
+    for x, y in centres:  # discs with sharp edges: particle-band power, as real particles have
+        clean -= (xx - x) ** 2 + (yy - y) ** 2 < 12 ** 2
+    raw = clean + rng.normal(0, 0.5, clean.shape)
+    noise = np.random.default_rng(5).normal(0, 0.5, (200, 32, 32)).astype(np.float32)
+    faithful = residual_checks(raw, clean, 12, noise)
+    shrunk = residual_checks(raw, 0.5 * clean, 12, noise)
+    painted = residual_checks(raw, 2.0 * clean, 12, noise)
+    erased = clean.copy()
+    for x, y in centres[:2]:
+        erased[(xx - x) ** 2 + (yy - y) ** 2 < 30 ** 2] = 0
+    lost = residual_checks(raw, erased, 12, noise)
+    assert abs(faithful[0]) < 0.15 and faithful[1] == pytest.approx(1.0, abs=0.25)
+    assert shrunk[0] > 0.5 and painted[0] < -0.5 and painted[1] > faithful[1] + 0.2
+    assert lost[1] > faithful[1] + 0.15 and shrunk[1] > faithful[1] + 0.1
+    assert residual_checks(raw, clean, 12)[1] is None  # no patches, no band excess
+    table = score_table([ModelScore("general", 28.0, 0.95, {}, 20.0, faithful[0], faithful[1])], "general")
+    assert "residual band excess" in table and f"{faithful[1]:.2f}" in table
