@@ -30,10 +30,12 @@ setup(
         "numpy",
         "scikit-image",
         "gemmi>=0.6",
+        "scipy",
+        "starfile>=0.5",
         "tqdm",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest", "starfile"]},
+    extras_require={"test": ["pytest"]},
     entry_points={
         "console_scripts": ["nt2c = nt2c_core.cli:main"],
         "pyworkflow.plugin": ["nt2c_scipion = nt2c_scipion"],

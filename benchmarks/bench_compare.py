@@ -16,7 +16,7 @@ What it does, all in one run, on this machine:
    the CLI defaults); NT2C coarse; NT2C fine; NT2C general. Every output is compared to the truth
    after the same least-squares scale/offset fit (``nt2c_core.metrics``): PSNR, SSIM, FRC 0.5 /
    0.143 resolution.
-4. Picking: the same DoG blob picker (``nt2c_core.picking``; radius = the particle's radius,
+4. Picking: the same DoG blob picker (``nt2c_core.evaluation.picking``; radius = the particle's radius,
    threshold 3 robust-std units, fixed for every method) on each output; precision/recall/F1
    against the true centres within half a particle radius.
 5. Real data: the 4096^2 micrograph in ../shared/data (and any ``--real``), 3x binned to 2 Å/px
@@ -43,7 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nt2c_core.picking import score_picks
+from nt2c_core.evaluation.picking import score_picks
+from nt2c_core.layout import DONE, WorkLayout
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -136,7 +137,7 @@ def make_regions(image: np.ndarray, count: int = 40, box: int = 24, radius: floa
     from scipy.ndimage import gaussian_filter
 
     from nt2c_core.metrics import regions_from_coordinates
-    from nt2c_core.picking import pick_blobs
+    from nt2c_core.evaluation.picking import pick_blobs
 
     picks = pick_blobs(gaussian_filter(image.astype(np.float64), 2.0), radius, threshold=PICK_THRESHOLD,
                        edge_px=box)
@@ -153,8 +154,8 @@ def internal_method(name: str, work: Path, sigma: float | None = None):
     from nt2c_core.denoise import Denoiser, TileSettings, bin_image
     from nt2c_core.general import GENERAL_MODEL
 
-    models = {"nt2c_coarse": work / "demo" / "work" / "coarse" / "model.pt",
-              "nt2c_fine": work / "demo" / "work" / "fine" / "model.pt", "nt2c_general": GENERAL_MODEL}
+    demo = WorkLayout(work / "demo" / "work")
+    models = {"nt2c_coarse": demo.model("coarse"), "nt2c_fine": demo.model("fine"), "nt2c_general": GENERAL_MODEL}
     if name == "raw":
         return lambda x: x
     if name == "lowpass2x":
@@ -219,7 +220,7 @@ def best_gaussian_sigma(validation: Path) -> float:
 def score_test(method_dir: Path, test: Path, radii: dict) -> dict:
     from nt2c_core.io import read_mrc
     from nt2c_core.metrics import frc, psnr, ssim
-    from nt2c_core.picking import pick_blobs
+    from nt2c_core.evaluation.picking import pick_blobs
 
     rows = {}
     for path in sorted((test / "raw").glob("*.mrc")):
@@ -332,7 +333,7 @@ def training_cost(demo_work: Path) -> dict:
     start = demo_work.parent / "experimental" / "experimental.json"
     previous = datetime.datetime.fromtimestamp(start.stat().st_mtime) if start.exists() else None
     for stage in STAGES:
-        done = demo_work / stage / "DONE.json"
+        done = WorkLayout(demo_work).done(stage)
         if not done.exists():
             continue
         finished = datetime.datetime.fromisoformat(json.loads(done.read_text())["finished"])
@@ -404,7 +405,7 @@ def batch_throughput(real: Path, work: Path, count: int = 20, threads: int = 2) 
             link.symlink_to(real.resolve())
         files.append(str(link))
     nt2c = str(Path(sys.executable).parent / "nt2c")
-    cmd = [nt2c, "denoise", *files, "--model", str(work / "demo" / "work" / "fine" / "model.pt"), "-o",
+    cmd = [nt2c, "denoise", *files, "--model", str(WorkLayout(work / "demo" / "work").model("fine")), "-o",
            str(folder / "out"), "--overwrite", "--threads", str(threads)]
     wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
                "rc = subprocess.run(sys.argv[1:], capture_output=True).returncode; "
@@ -573,7 +574,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     needs_demo = any(m in ("nt2c_coarse", "nt2c_fine") for m in args.methods)
-    if needs_demo and not (work / "demo" / "work" / "denoised" / "DONE.json").exists():
+    if needs_demo and not WorkLayout(work / "demo" / "work").done("denoised").exists():
         print("[bench] training the NT2C demo models (nt2c demo)", flush=True)
         run_demo(work / "demo")
     test, radii = make_test_set(work)
@@ -597,7 +598,7 @@ def main() -> int:
         print(f"[bench] {method}", flush=True)
         out = work / "out" / method
         try:
-            marker = out / "DONE.json"
+            marker = out / DONE
             if marker.exists():  # outputs of an earlier run of this benchmark (same work folder)
                 seconds = json.loads(marker.read_text())
             elif method in INTERNAL:

@@ -27,6 +27,7 @@ sys.path.insert(0, str(HERE.parent))
 from _common import save  # noqa: E402
 
 from nt2c_core.demo import demo_config, run_demo, score_against_truth  # noqa: E402
+from nt2c_core.layout import WorkLayout  # noqa: E402
 from nt2c_core.pipeline import run_pipeline  # noqa: E402
 
 
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
     _, config = demo_config(out, args.quick, "cpu")
     patches_work = out / "work_patches"
     for stage in ("simulate", "coarse", "noise"):
-        if not (patches_work / stage / "DONE.json").exists():
+        if not WorkLayout(patches_work).done(stage).exists():
             shutil.copytree(out / "work" / stage, patches_work / stage, dirs_exist_ok=True)
     start = time.time()
     run_pipeline(dataclasses.replace(config, noise_model="patches"), patches_work)

@@ -20,6 +20,7 @@ Methods: raw, Gaussian (sigma 2 px), Topaz's general model (if ``make bench`` bu
 virtualenv), the shipped general model, NT2C coarse and fine, and the model the run chose.
 
   python bench_real_picked.py [--quick] [--reuse]    (make bench runs it)
+  python bench_real_picked.py --tag mixed --set mix_shipped=true   (a variant in its own folder)
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from _common import RESULTS, machine, save  # noqa: E402
+
+from nt2c_core.layout import WorkLayout  # noqa: E402
 
 SHARED = HERE.parent.parent / "shared" / "data"
 DATA = SHARED / "real_picked" / "empiar10028_ribosome"
@@ -85,20 +88,21 @@ def pipeline_config(files: list[Path], quick: bool):
         device="cpu")
 
 
-def run_nt2c(files: list[Path], quick: bool, reuse: bool) -> tuple[Path, dict]:
-    """The full ``nt2c run`` through the CLI (as a user runs it), timed per stage."""
-    work = WORK / "nt2c"
+def run_nt2c(files: list[Path], quick: bool, reuse: bool, tag: str = "", changes: dict | None = None) -> tuple[Path, dict]:
+    """The full ``nt2c run`` through the CLI (as a user runs it), timed per stage; ``changes``:
+    top-level pipeline settings of a variant (its run and outputs go under ``tag``)."""
+    work = WORK / f"nt2c{tag}"
     if not reuse:  # a new run: its models' earlier outputs must go too
         import shutil
 
-        for folder in (work, WORK / "methods" / "nt2c_coarse", WORK / "methods" / "nt2c_fine"):
+        for folder in (work, WORK / "methods" / f"nt2c_coarse{tag}", WORK / "methods" / f"nt2c_fine{tag}"):
             shutil.rmtree(folder, ignore_errors=True)
-    config = WORK / "nt2c.json"
-    config.write_text(json.dumps(pipeline_config(files, quick).to_dict(), indent=2))
+    config = WORK / f"nt2c{tag}.json"
+    config.write_text(json.dumps({**pipeline_config(files, quick).to_dict(), **(changes or {})}, indent=2))
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "nt2c_core.cli", "run", str(config), "--work", str(work)],
                           cwd=HERE.parent, text=True, capture_output=True)
-    (WORK / "nt2c_run.log").write_text(done.stdout + done.stderr)
+    (WORK / f"nt2c{tag}_run.log").write_text(done.stdout + done.stderr)
     if done.returncode:
         raise RuntimeError(f"nt2c run failed:\n{done.stderr[-2000:]}")
     seconds = time.perf_counter() - t0
@@ -114,7 +118,7 @@ def stage_times(work: Path) -> dict:
 
     times, last = {}, datetime.datetime.fromtimestamp((work / "config.json").stat().st_mtime)
     for stage in STAGES:
-        finished = datetime.datetime.fromisoformat(json.loads((work / stage / "DONE.json").read_text())["finished"])
+        finished = datetime.datetime.fromisoformat(json.loads(WorkLayout(work).done(stage).read_text())["finished"])
         times[stage] = round((finished - last).total_seconds(), 1)
         last = finished
     return times
@@ -154,7 +158,7 @@ def topaz(files: list[Path], out: Path) -> dict[str, np.ndarray] | None:
 def average_precision(image: np.ndarray, truth: np.ndarray, radius: float = RADIUS) -> float:
     """DoG picks ranked by score (threshold 0), matched one-to-one within radius/2 to the
     expert picks in rank order; AP = mean precision at each true match, over all expert picks."""
-    from nt2c_core.picking import pick_blobs
+    from nt2c_core.evaluation.picking import pick_blobs
 
     picks = pick_blobs(image, radius, threshold=0.0, dark=True)
     free = np.ones(len(truth), bool)
@@ -196,7 +200,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tenth of the training budgets (plumbing check)")
     p.add_argument("--reuse", action="store_true", help="reuse an earlier nt2c run and outputs in the work folder")
+    p.add_argument("--tag", default="", help="name of a variant: its own run folder and result file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                   help="top-level pipeline setting of the variant, e.g. mix_shipped=true (repeatable)")
     args = p.parse_args()
+    changes = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
+    tag = f"-{args.tag}" if args.tag else ""
     if not DATA.is_dir() or not STRUCTURE.is_file():
         print(f"skipped: the real picked data ({DATA}) or the 4v5d structure is absent")
         return 0
@@ -208,30 +217,32 @@ def main() -> int:
 
     WORK.mkdir(parents=True, exist_ok=True)
     files, picks = convert(WORK)
-    work, run = run_nt2c(files, args.quick, args.reuse)
+    work, run = run_nt2c(files, args.quick, args.reuse, tag, changes)
     out = WORK / "methods"
     raw = denoise_all("raw", lambda x: x, files, out)
     methods = {"raw": raw, "gaussian_2px": denoise_all("gaussian_2px", lambda x: gaussian_filter(x, 2.0), files, out)}
     topaz_images = topaz(files, out)
     if topaz_images is not None:
         methods["topaz_general"] = topaz_images
-    for name, model in (("general", general_model_path()), ("nt2c_coarse", work / "coarse" / "model.pt"),
-                        ("nt2c_fine", work / "fine" / "model.pt")):
+    layout = WorkLayout(work)
+    for name, model in (("general", general_model_path()), ("nt2c_coarse", layout.model("coarse")),
+                        ("nt2c_fine", layout.model("fine"))):
         if Path(model).is_file():
-            methods[name] = denoise_all(name, Denoiser.from_file(model).denoise, files, out)
+            folder = name if name == "general" else name + tag  # a variant's own models, own outputs
+            methods[name] = denoise_all(folder, Denoiser.from_file(model).denoise, files, out)
     chosen = run["stages"]["denoised"]["chosen"]
-    methods[f"nt2c_chosen ({chosen})"] = {p.stem: read_mrc(work / "denoised" / p.name)[0] for p in files}
-    stack = work / "noise" / "noise_patches.mrcs"
+    methods[f"nt2c_chosen ({chosen})"] = {p.stem: read_mrc(layout.denoised / p.name)[0] for p in files}
+    stack = layout.noise_patches
     patches = read_mrc(stack, allow_stack=True)[0] if stack.is_file() else None
     table = {name: measure(images, raw, picks, patches) for name, images in methods.items()}
     noise = run["stages"]["noise"]
     result = {"data": "EMPIAR-10028 (10 micrographs, 865 expert picks), 4v5d structure",
-              "quick": args.quick, "wall_s": run["wall_s"], "stage_seconds": stage_times(work),
+              "quick": args.quick, "variant": changes, "wall_s": run["wall_s"], "stage_seconds": stage_times(work),
               "noise_patches": {k: noise.get(k) for k in ("patches", "patch", "rule", "free_fraction",
                                                            "band_power_ratio", "insufficient")},
               "selection": run["stages"]["denoised"].get("selection", {}), "methods": table, "machine": machine()}
     print(json.dumps({k: v for k, v in result.items() if k not in ("machine",)}, indent=2))
-    path = save("real-picked", result)
+    path = save("real-picked" + tag, result)
     (RESULTS / (path.stem + ".md")).write_text(markdown(result))
     return 0
 

@@ -18,16 +18,50 @@ class Terminated(BaseException):
 def _on_sigterm(signum, frame):
     raise Terminated()
 
+OVERVIEW = """\
+commands by stage:
+  NT2C step by step   simulate -> train -> extract-noise -> train-noise-gan -> train-fine -> denoise
+  all stages at once  run (resumable work folder; --example prints a config), demo (embedded data set)
+  set-up              calibrate (fit defocus, dose, ice of the simulation to your micrographs)
+  general model       denoise without --model (shipped); train-general (its recipe)
+  evaluation          evaluate (against ground truth); reweight (write noise-transferred pairs)
+
+'nt2c COMMAND --help' gives each command's settings with units and defaults. Messages go to
+stdout; progress is a bar on a terminal and plain lines otherwise (Scipion logs, queues)."""
+
+ORDER = ("simulate", "train", "extract-noise", "train-noise-gan", "train-fine", "denoise", "run", "demo",
+         "calibrate", "train-general", "evaluate", "reweight")
+
+
+def _logging_options() -> argparse.ArgumentParser:
+    """--quiet / --verbose / --log-file, accepted before or after the command name."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity",
+                       default=argparse.SUPPRESS, help="warnings and errors only")
+    group.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity",
+                       default=argparse.SUPPRESS, help="also debugging details")
+    common.add_argument("--log-file", metavar="FILE", default=argparse.SUPPRESS,
+                        help="also append every message, time-stamped, to FILE")
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``nt2c`` parser. Building it imports no torch, numpy or scipy (``nt2c --help`` is
+    instant): command modules import the library inside their ``run`` functions."""
     from . import __version__
     from .commands import register_all
 
     commands = register_all()
-    parser = argparse.ArgumentParser(prog="nt2c", description="Noise-Transfer2Clean cryo-EM denoising.")
+    common = _logging_options()
+    parser = argparse.ArgumentParser(prog="nt2c", description="Noise-Transfer2Clean cryo-EM denoising.",
+                                     epilog=OVERVIEW, parents=[common],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"nt2c {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (add_args, run, help_text) in commands.items():
-        p = sub.add_parser(name, help=help_text, description=help_text,
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in sorted(commands, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER)):
+        add_args, run, help_text = commands[name]
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common],
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         add_args(p)
         p.set_defaults(_run=run)
@@ -37,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .logs import configure
+
+    try:
+        configure(getattr(args, "verbosity", 0), getattr(args, "log_file", None))
+    except OSError as exc:
+        print(f"nt2c {args.command}: error: --log-file {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
     if getattr(args, "threads", 0) is not None and getattr(args, "threads", 0) < 0:
         print(f"nt2c {args.command}: error: --threads = {args.threads}: must be 0 (torch's default) or more",
               file=sys.stderr)

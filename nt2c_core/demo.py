@@ -13,6 +13,7 @@ Resumable: rerunning continues where it stopped.
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -23,14 +24,18 @@ from scipy.ndimage import gaussian_filter
 from . import __version__
 from .data import PROTEASOME
 from .denoise import Denoiser, TileSettings
-from .io import atomic_write, list_mrcs, read_mrc, write_json
+from .io import list_mrcs, read_mrc, write_json
+from .layout import WorkLayout, loss_png, samples_png
 from .metrics import psnr, ssim
 from .noise.extract import ExtractionSettings
 from .noise.synthesize import GANConfig
 from .pipeline import PipelineConfig, run_pipeline
+from .plots import panels
 from .simulate import Acquisition, SimulationConfig
 from .simulate.experimental import ExperimentalNoise, make_experimental_dataset
 from .training import TrainConfig
+
+log = logging.getLogger(__name__)
 
 ACQUISITION = Acquisition(voltage_kv=300, cs_mm=2.7, amplitude_contrast=0.07, pixel_size=2.0, dose=40.0,
                           detector="K3")
@@ -63,17 +68,19 @@ def run_demo(out_dir: str | os.PathLike, quick: bool = False, device: str = "cpu
     out = Path(out_dir)
     experimental, pipeline = demo_config(out, quick, device)
     if not (out / "experimental" / "experimental.json").exists():
-        print("[demo] making the 'experimental' micrographs (ground truth kept aside)")
+        log.info("[demo] making the 'experimental' micrographs (ground truth kept aside)")
         make_experimental_dataset([PROTEASOME], experimental, out / "experimental", ExperimentalNoise())
     summary = run_pipeline(pipeline, out / "work")
-    print("[demo] scoring against the ground truth")
+    log.info("[demo] scoring against the ground truth")
     work = out / "work"
     scores = score_against_truth(out / "experimental", work, pipeline.tiles, device, out / "report")
-    for name in ("gan/model.pt.samples.png", "coarse/model.pt.loss.png", "fine/model.pt.loss.png",
-                 "gan/model.pt.loss.png"):
-        if (work / name).exists():
-            shutil.copyfile(work / name, out / "report" / name.replace("/model.pt.", "_"))
-    overlays = sorted((work / "noise" / "overlays").glob("*.png"))
+    layout = WorkLayout(work)
+    figures = {"gan_samples.png": samples_png(layout.model("gan")), "coarse_loss.png": loss_png(layout.model("coarse")),
+               "fine_loss.png": loss_png(layout.model("fine")), "gan_loss.png": loss_png(layout.model("gan"))}
+    for name, path in figures.items():
+        if path.exists():
+            shutil.copyfile(path, out / "report" / name)
+    overlays = sorted(layout.overlays.glob("*.png"))
     if overlays:
         shutil.copyfile(overlays[0], out / "report" / "noise_patches_overlay.png")
     report = {"nt2c_version": __version__, "created": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -83,8 +90,8 @@ def run_demo(out_dir: str | os.PathLike, quick: bool = False, device: str = "cpu
               "fine_minus_coarse_psnr_db": (scores["fine"]["psnr_db"] - scores["coarse"]["psnr_db"]
                                             if "fine" in scores else None)}
     write_json(out / "report" / "report.json", report)
-    print(_table(scores))
-    print(f"report: {out / 'report'}")
+    log.info(_table(scores))
+    log.info(f"report: {out / 'report'}")
     return report
 
 
@@ -93,9 +100,10 @@ def score_against_truth(exp_dir: Path, work: Path, tiles: TileSettings, device: 
     and the run's output (the model it chose)."""
     from .general import general_model_path
 
+    layout = WorkLayout(work)
     models = {name: Denoiser.from_file(path, device, tiles) for name, path in
-              (("general", general_model_path()), ("coarse", work / "coarse" / "model.pt"),
-               ("fine", work / "fine" / "model.pt")) if Path(path).is_file()}
+              (("general", general_model_path()), ("coarse", layout.model("coarse")),
+               ("fine", layout.model("fine"))) if Path(path).is_file()}
     rows: dict[str, list] = {"raw": [], "gaussian": [], **{name: [] for name in models}, "chosen": []}
     per_sigma = {s: [] for s in GAUSS_SIGMAS}
     sample = None
@@ -103,7 +111,7 @@ def score_against_truth(exp_dir: Path, work: Path, tiles: TileSettings, device: 
         raw, _ = read_mrc(path)
         truth, _ = read_mrc(exp_dir / "truth" / path.name)
         outputs = {name: model.denoise(raw) for name, model in models.items()}
-        outputs["chosen"] = read_mrc(work / "denoised" / path.name)[0]
+        outputs["chosen"] = read_mrc(layout.denoised / path.name)[0]
         gauss = {s: gaussian_filter(raw.astype(np.float64), s) for s in GAUSS_SIGMAS}
         for s, g in gauss.items():
             per_sigma[s].append((psnr(g, truth), ssim(g, truth)))
@@ -113,32 +121,13 @@ def score_against_truth(exp_dir: Path, work: Path, tiles: TileSettings, device: 
             sample = (path.stem, truth, raw, gauss, outputs["coarse"], outputs.get("fine", outputs["chosen"]))
     best = max(per_sigma, key=lambda s: np.mean([r[0] for r in per_sigma[s]]))
     rows["gaussian"] = per_sigma[best]
-    _figure(report_dir / "before_after.png", sample, best)
+    name, truth, raw, gauss, coarse, fine = sample
+    panels(report_dir / "before_after.png",
+           [("ground truth", truth), ("raw ('experimental')", raw), (f"Gaussian, sigma {best} px", gauss[best]),
+            ("NT2C coarse", coarse), ("NT2C fine", fine)],
+           f"{name}: 20S proteasome, 2 Å/px, 40 e/Å², with stripes, correlated noise and an ice gradient")
     return {m: {"psnr_db": float(np.mean([r[0] for r in v])), "ssim": float(np.mean([r[1] for r in v])),
                 **({"sigma_px": best} if m == "gaussian" else {})} for m, v in rows.items()}
-
-
-def _figure(path: Path, sample, sigma: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    name, truth, raw, gauss, coarse, fine = sample
-    panels = [("ground truth", truth), ("raw ('experimental')", raw), (f"Gaussian, sigma {sigma} px", gauss[sigma]),
-              ("NT2C coarse", coarse), ("NT2C fine", fine)]
-    fig, axes = plt.subplots(1, 5, figsize=(20, 4.4))
-    for ax, (title, image) in zip(axes, panels):
-        lo, hi = np.percentile(image, (1, 99))
-        ax.imshow(image, cmap="gray", vmin=lo, vmax=hi)
-        ax.set_title(title)
-        ax.axis("off")
-    fig.suptitle(f"{name}: 20S proteasome, 2 Å/px, 40 e/Å², with stripes, correlated noise and an ice gradient")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=70)
-    plt.close(fig)
 
 
 def _table(scores: dict) -> str:

@@ -20,40 +20,16 @@ from typing import Iterable
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from . import __version__
 from .errors import InputError, NT2CError
 from .io import ensure_writable_dir, read_mrc, read_mrc_labels, write_mrc
+from .logs import progress as progress_bar
 from .models.store import load_model
-from .models.unet import MULTIPLE
 from .normalization import restore, standardize, stats
+from .settings import PIXEL_RANGE_SLACK, SIZE_MULTIPLE, TileSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TileSettings:
-    """tile: tile size [px], a multiple of 32; margin: overlap context per side [px], a multiple of
-    32; batch: tiles per forward pass. ``low_memory`` halves the tile."""
-
-    tile: int = 1024
-    margin: int = 128
-    batch: int = 1
-
-    def validate(self, section: str | None = None) -> "TileSettings":
-        from .validation import check_types
-
-        check_types(self, section)
-        if self.margin < 0:
-            raise InputError(f"margin {self.margin} px: must not be negative")
-        if self.tile % MULTIPLE or self.margin % MULTIPLE or self.tile < 64:
-            raise InputError(f"tile {self.tile} / margin {self.margin} px: both must be multiples of {MULTIPLE}, tile >= 64")
-        if 2 * self.margin >= self.tile:
-            raise InputError(f"margin {self.margin} px: must be less than half the tile ({self.tile} px)")
-        if self.batch < 1:
-            raise InputError("batch must be at least 1")
-        return self
 
 
 class Denoiser:
@@ -68,6 +44,7 @@ class Denoiser:
         if precision not in ("fp32", "bf16", "fp16"):
             raise InputError(f"precision {precision!r}: choose fp32, bf16 or fp16")
         self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        self.multiple = int(getattr(network, "size_multiple", 1))  # input sides the network needs
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, device="cpu", tiles: TileSettings | None = None,
@@ -103,7 +80,7 @@ class Denoiser:
         """Denoised copy of a 2-D micrograph in the input's units (float32, same shape).
         ``whole``: one pass over the whole image (reference; needs much more memory)."""
         mean, std = stats(image)
-        x = _pad(standardize(image, mean, std))
+        x = _pad(standardize(image, mean, std), self.multiple)
         t = self.tiles
         if whole or max(x.shape) <= ONE_PASS_SLACK * t.tile:
             out = self._forward(x[None])[0]
@@ -123,7 +100,7 @@ class Denoiser:
     def _tiled(self, x: np.ndarray) -> np.ndarray:
         t = self.tiles
         h, w = x.shape
-        (th, ys), (tw, xs) = _axis_tiles(h, t.tile, t.margin), _axis_tiles(w, t.tile, t.margin)
+        (th, ys), (tw, xs) = _axis_tiles(h, t.tile, t.margin, self.multiple), _axis_tiles(w, t.tile, t.margin, self.multiple)
         acc = np.zeros_like(x)
         weight = np.zeros_like(x)
         boxes = [(y, x0) for y in ys for x0 in xs]
@@ -137,10 +114,11 @@ class Denoiser:
         return acc / weight
 
 
-def _pad(x: np.ndarray) -> np.ndarray:
-    """Reflect-pad at the bottom/right to a multiple of 32 (edge-pad when the image is tiny)."""
+def _pad(x: np.ndarray, multiple: int = SIZE_MULTIPLE) -> np.ndarray:
+    """Reflect-pad at the bottom/right to a multiple of ``multiple`` (the network's size
+    multiple; edge-pad when the image is tiny)."""
     h, w = x.shape
-    ph, pw = (-h) % MULTIPLE, (-w) % MULTIPLE
+    ph, pw = (-h) % multiple, (-w) % multiple
     if not ph and not pw:
         return x
     mode = "reflect" if ph < h and pw < w else "edge"
@@ -150,15 +128,16 @@ def _pad(x: np.ndarray) -> np.ndarray:
 ONE_PASS_SLACK = 1.25  # an image up to 1.25x the tile goes in one pass (at most 1.56x its memory)
 
 
-def _axis_tiles(length: int, tile: int, margin: int) -> tuple[int, list[int]]:
+def _axis_tiles(length: int, tile: int, margin: int, multiple: int = SIZE_MULTIPLE) -> tuple[int, list[int]]:
     """(tile size, starts) along one axis: as many tiles as ``tile`` needs, each shrunk to the
-    smallest multiple of 32 that still covers the axis, so an image slightly larger than one tile
-    is not processed as two nearly whole tiles (1056 px with 1024-px tiles: 2 x 672, not 2 x 1024)."""
+    smallest multiple of ``multiple`` (the network's) that still covers the axis, so an image
+    slightly larger than one tile is not processed as two nearly whole tiles (1056 px with 1024-px
+    tiles: 2 x 672, not 2 x 1024)."""
     if length <= tile:
         return length, [0]
     n = math.ceil((length - tile) / (tile - 2 * margin)) + 1
-    size = MULTIPLE * math.ceil((length + 2 * margin * (n - 1)) / n / MULTIPLE)
-    size = min(max(size, 2 * margin + MULTIPLE), tile)
+    size = multiple * math.ceil((length + 2 * margin * (n - 1)) / n / multiple)
+    size = min(max(size, 2 * margin + multiple), tile)
     return size, _starts(length, size, margin)
 
 
@@ -248,7 +227,7 @@ def denoise_files(denoiser: Denoiser, inputs: Iterable[str | os.PathLike], out_d
     ensure_writable_dir(out_dir)
     label = provenance_label(denoiser, bin_factor)
     report = DenoiseReport()
-    for src, dst in tqdm(outputs.items(), desc="denoise", unit="mic", disable=not progress):
+    for src, dst in progress_bar(list(outputs.items()), desc="denoise", unit="mic", disable=not progress):
         try:
             if dst.resolve() == src.resolve():
                 raise InputError("output would overwrite the input; choose another output folder")
@@ -296,7 +275,7 @@ def _pixel_size_warning(pixel: float, trained: tuple[float, float] | None) -> st
     if trained is None:
         return None
     lo, hi = trained
-    if 0.8 * lo <= pixel <= 1.25 * hi:
+    if PIXEL_RANGE_SLACK[0] * lo <= pixel <= PIXEL_RANGE_SLACK[1] * hi:
         return None
     what = f"the model's {lo:.3f} Å" if lo == hi else f"the model's training range {lo:.2f}-{hi:.2f} Å"
     return (f"pixel size {pixel:.3f} Å is more than 25% outside {what}; results may be poor (halos, texture): "

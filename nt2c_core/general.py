@@ -14,53 +14,24 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from .data import APOFERRITIN, DATA_DIR, PROTEASOME
+from .data import DATA_DIR
 from .errors import InputError
 from .io import atomic_write
+from .logs import progress as progress_bar
 from .models.store import FORMAT, FORMAT_VERSION, read_model_file
 from .pairs import PairSet, pairs_from_arrays
+from .settings import DETECTOR_NAMES, GeneralRecipe  # noqa: F401 (re-exported)
 from .simulate import Acquisition, SimulationConfig
 from .simulate.micrograph import MicrographSimulator
 from .simulate.structure import load_structure
-from .training import TrainConfig, TrainResult, train_denoiser
+from .training import TrainResult, train_denoiser
 
 GENERAL_MODEL = DATA_DIR / "general_denoiser.pt"
-DETECTOR_NAMES = ("K2", "K3", "Falcon4")
-
-
-@dataclass
-class GeneralRecipe:
-    """Ranges the general model is trained over (uniform draws; units in the names)."""
-
-    structures: list[str] = field(default_factory=lambda: [str(PROTEASOME), str(APOFERRITIN)])
-    configs: int = 200
-    per_config: int = 2
-    size: int = 384
-    pixel_size_A: tuple[float, float] = (0.6, 2.0)
-    dose_e_per_A2: tuple[float, float] = (20.0, 60.0)
-    defocus_um: tuple[float, float] = (0.5, 3.5)
-    ice_thickness_A: tuple[float, float] = (100.0, 600.0)
-    voltages_kv: tuple[float, ...] = (300.0, 300.0, 200.0)
-    detectors: tuple[str, ...] = DETECTOR_NAMES
-    coverage: tuple[float, float] = (0.05, 0.4)
-    seed: int = 2024
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=4000, batch_size=8, crop=128, width=24, lr=1e-3, val_every=250, checkpoint_every=250,
-        val_fraction=0.05))
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["structures"] = [Path(s).name for s in self.structures]
-        return out
-
-
 def general_model_path() -> Path:
     """The shipped general model; a clear error when this installation lacks it."""
     if not GENERAL_MODEL.is_file():
@@ -89,7 +60,7 @@ def simulate_general_pairs(recipe: GeneralRecipe, cache: str | os.PathLike | Non
         return pairs_from_arrays(list(data["noisy"]), list(data["clean"]), list(data["names"]))
     structures = [load_structure(p) for p in recipe.structures]
     noisy, clean, names = [], [], []
-    for index in tqdm(range(recipe.configs), desc="general data", unit="config", disable=not progress):
+    for index in progress_bar(range(recipe.configs), desc="general data", unit="config", disable=not progress):
         kind, config = draw_config(recipe, index)
         structure = structures[kind]
         rng = np.random.default_rng([recipe.seed, index, 1])

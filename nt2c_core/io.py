@@ -240,54 +240,50 @@ def _json_default(value):
 
 def write_star(path: str | os.PathLike, block: str, columns: Sequence[str],
                rows: Sequence[Sequence]) -> Path:
-    """Write one STAR data block with a loop (RELION column names without the leading ``_``)."""
-    lines = [f"data_{block}", "", "loop_"]
-    lines += [f"_{name} #{i + 1}" for i, name in enumerate(columns)]
-    for row in rows:
-        lines.append(" ".join(_star_value(v) for v in row))
+    """Write one STAR data block with a loop (RELION column names without the leading ``_``),
+    through ``starfile``: names with spaces are quoted, floats written with 6 decimals."""
+    import pandas as pd
+    import starfile
+
+    table = pd.DataFrame([list(r) for r in rows], columns=list(columns))
     path = Path(path)
     with atomic_write(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n\n")
+        starfile.write({block: table}, tmp, float_format="%.6f")
     return path
 
 
-def _star_value(value) -> str:
-    if isinstance(value, (float, np.floating)):
-        return f"{float(value):.6f}"
-    text = str(value)
-    return text if text and " " not in text else f'"{text}"'
+def read_star(path: str | os.PathLike, block: str | None = None) -> dict[str, np.ndarray]:
+    """One loop of a STAR file (``starfile``) as a dict column name -> array: the data block
+    ``block``, else the only one, else ``particles`` (RELION 3.1+ files put the optics groups
+    first), else the first block that is not ``optics``. Quoted values come back unquoted."""
+    import starfile
 
-
-def read_star(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read the first loop of a STAR file into a dict column name -> array (numbers parsed)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
-    columns: list[str] = []
-    rows: list[list[str]] = []
-    in_loop = False
-    for line in path.read_text().splitlines():
-        text = line.strip()
-        if not text or text.startswith("#"):
-            if in_loop and rows:
-                break
-            continue
-        if text == "loop_":
-            in_loop = True
-        elif in_loop and text.startswith("_"):
-            columns.append(text.split()[0][1:])
-        elif in_loop:
-            rows.append(text.split())
-    if not columns:
-        raise InputError(f"{path}: no STAR loop found")
-    return {name: _parse_column([r[i] for r in rows]) for i, name in enumerate(columns)}
-
-
-def _parse_column(values: list[str]) -> np.ndarray:
     try:
-        return np.asarray(values, dtype=np.float64)
-    except ValueError:
-        return np.asarray(values)
+        blocks = starfile.read(path, always_dict=True)
+    except Exception as exc:  # starfile raises a variety of parser errors
+        raise InputError(f"{path}: not a readable STAR file ({exc})") from None
+    tables = {name: table for name, table in blocks.items() if hasattr(table, "columns")}
+    if block is not None:
+        if block not in tables:
+            raise InputError(f"{path}: no loop in data block {block!r} (blocks: {', '.join(blocks) or 'none'})")
+        table = tables[block]
+    elif not tables:
+        raise InputError(f"{path}: no STAR loop found")
+    elif len(tables) == 1:
+        table = next(iter(tables.values()))
+    else:
+        table = tables.get("particles", next((t for n, t in tables.items() if n != "optics"), None))
+    return {name: _column(table[name]) for name in table.columns}
+
+
+def _column(values) -> np.ndarray:
+    array = values.to_numpy()
+    if array.dtype.kind in "iuf":
+        return array.astype(np.float64)
+    return array.astype(str)
 
 
 def list_mrcs(folder: str | os.PathLike) -> list[Path]:

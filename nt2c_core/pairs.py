@@ -7,7 +7,8 @@ so a resumed run draws exactly what an uninterrupted one would.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +20,15 @@ from .normalization import standardize, stats
 
 @dataclass
 class PairSet:
-    """Standardized (noisy, clean) float32 arrays, their names and pixel size (Å)."""
+    """Standardized (noisy, clean) float32 arrays, their names and pixel size (Å), and what
+    simulated them (``provenance``: the acquisition and simulation settings that ``nt2c simulate``
+    recorded in the folder's params.json; empty when unknown)."""
 
     noisy: list[np.ndarray]
     clean: list[np.ndarray]
     names: list[str]
     pixel_size: float
+    provenance: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -34,7 +38,8 @@ class PairSet:
         when there are two or more; none when there is one)."""
         n_val = int(np.ceil(val_fraction * len(self))) if len(self) > 1 and val_fraction > 0 else 0
         cut = len(self) - n_val
-        part = lambda s: PairSet(self.noisy[s], self.clean[s], self.names[s], self.pixel_size)  # noqa: E731
+        part = lambda s: PairSet(self.noisy[s], self.clean[s], self.names[s], self.pixel_size,  # noqa: E731
+                                 self.provenance)
         return part(slice(0, cut)), part(slice(cut, None))
 
     def sample(self, rng: np.random.Generator, batch: int, crop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -86,4 +91,18 @@ def load_pairs(folder: str | os.PathLike) -> PairSet:
         y, _ = read_mrc(clean_dir / path.name)
         noisy.append(x)
         clean.append(y)
-    return pairs_from_arrays(noisy, clean, [p.stem for p in noisy_files], pixel)
+    pairs = pairs_from_arrays(noisy, clean, [p.stem for p in noisy_files], pixel)
+    pairs.provenance = provenance(folder)
+    return pairs
+
+
+def provenance(folder: str | os.PathLike) -> dict:
+    """What ``nt2c simulate`` recorded in a pairs folder (``params.json``): ``acquisition`` and
+    ``simulation`` (the other settings); empty when there is no readable record."""
+    params = Path(folder) / "params.json"
+    try:
+        config = json.loads(params.read_text()).get("config", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {"acquisition": config.get("acquisition"),
+            "simulation": {k: v for k, v in config.items() if k != "acquisition"}}

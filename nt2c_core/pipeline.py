@@ -1,8 +1,11 @@
-"""The whole NT2C procedure for a folder of raw micrographs, resumable stage by stage.
+"""The whole NT2C procedure for a folder of raw micrographs, resumable stage by stage. Each
+stage calls the function of :mod:`nt2c_core.stages` that the CLI command and the Scipion
+protocol of that stage call too.
 
-Work dir layout (one subfolder per stage; a stage is complete when its ``DONE.json`` exists, so
-a rerun skips it; training stages also resume from their checkpoints; a stage that reruns marks
-the later ones ``STALE``, so they are redone from scratch):
+Work dir layout (:class:`nt2c_core.layout.WorkLayout`; one subfolder per stage; a stage is
+complete when its ``DONE.json`` exists, so a rerun skips it; training stages also resume from
+their checkpoints; a stage that reruns marks the later ones ``STALE``, so they are redone from
+scratch):
   simulate/  clean/noisy pairs of the structure(s) with the data's acquisition
   coarse/    model.pt: coarse U-Net trained on the simulated pairs
   noise/     noise_patches.mrcs/.star, overlays/: background tiles of the raw micrographs
@@ -17,6 +20,7 @@ import dataclasses
 import datetime
 import glob
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,19 +28,18 @@ from typing import Sequence
 
 from . import __version__
 from .calibrate import calibrate_files
-from .denoise import Denoiser, TileSettings, denoise_files
+from .denoise import Denoiser, denoise_files
 from .errors import InputError
 from .io import read_mrc, write_json
-from .models.store import load_model
-from .noise.extract import ExtractionSettings, extract_noise, too_few_message
-from .noise.reweight import NoiseTransfer
-from .noise.synthesize import GANConfig, train_noise_gan
+from .layout import WorkLayout
+from .noise.extract import too_few_message
 from .pairs import load_pairs
+from .settings import (COARSE, EXTRACTION, FINE, GAN, MIN_NOISE_PATCHES, NOISE_MODELS, PIXEL_MATCH, STAGES, TILES,
+                       ExtractionSettings, GANConfig, TileSettings, TrainConfig)
 from .simulate import SimulationConfig, simulate_dataset
-from .training import TrainConfig, train_denoiser
+from .stages import extract_background, train_coarse, train_fine, train_noise_model
 
-STAGES = ("simulate", "coarse", "noise", "gan", "fine", "denoised")
-NOISE_MODELS = ("gan", "patches")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,17 +57,24 @@ class PipelineConfig:
     (from scratch, as the paper) or a model file; choose_model: score general, coarse and fine
     before denoising and use the best (``nt2c_core.selection``), else always the fine model;
     noise_model: 'gan' (the paper's WGAN-GP, trained in the gan stage) or 'patches' (the real
-    noise patches tiled directly, ``nt2c_core.noise.real_patches``; the gan stage is skipped)."""
+    noise patches tiled directly, ``nt2c_core.noise.real_patches``; the gan stage is skipped);
+    mix_shipped: simulate the training pairs with a shipped structure mixed in with the data set's
+    (apoferritin, or the proteasome when apoferritin is the data set's), half the particles each,
+    so the coarse and fine models learn that particles differ instead of painting every particle
+    like the data set's structure; the other shipped structure stays unseen for the model choice
+    (:func:`training_structures`); density: 'given' (simulation.particles or concentration as
+    set) or 'match' (the particle concentration counted on the general model's output of up to 4
+    raw micrographs, :func:`nt2c_core.evaluation.picking.particle_concentration`, replaces it)."""
 
     raw: list[str]
     structures: list[str]
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
-    coarse: TrainConfig = field(default_factory=TrainConfig)
-    extraction: ExtractionSettings = field(default_factory=ExtractionSettings)
-    gan: GANConfig = field(default_factory=GANConfig)
-    fine: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1000, lr=3e-4))
-    tiles: TileSettings = field(default_factory=TileSettings)
-    min_noise_patches: int = 32
+    coarse: TrainConfig = field(default_factory=lambda: dataclasses.replace(COARSE))
+    extraction: ExtractionSettings = field(default_factory=lambda: dataclasses.replace(EXTRACTION))
+    gan: GANConfig = field(default_factory=lambda: dataclasses.replace(GAN))
+    fine: TrainConfig = field(default_factory=lambda: dataclasses.replace(FINE))
+    tiles: TileSettings = field(default_factory=lambda: dataclasses.replace(TILES))
+    min_noise_patches: int = MIN_NOISE_PATCHES
     noise_level: str = "real"
     device: str = "cpu"
     calibrate: bool = False
@@ -73,6 +83,8 @@ class PipelineConfig:
     choose_model: bool = True
     few_patches: str = "continue"
     noise_model: str = "gan"
+    mix_shipped: bool = False
+    density: str = "given"
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -83,8 +95,8 @@ class PipelineConfig:
         """Check every section's values (types and ranges) before any stage runs, naming a bad
         setting as it is written in the config file (``fine.steps``); inputs on disk are checked
         by :func:`check_inputs`."""
+        from .device import resolve_device
         from .noise.reweight import LEVELS
-        from .simulate.dataset import resolve_device
         from .validation import check_types, require
 
         check_types(self, "")
@@ -111,6 +123,7 @@ class PipelineConfig:
                 "choose continue or stop")
         require(self.noise_model in NOISE_MODELS, "noise_model", "", self.noise_model,
                 f"choose one of {', '.join(NOISE_MODELS)}")
+        require(self.density in ("given", "match"), "density", "", self.density, "choose given or match")
         require(self.calibration is None or isinstance(self.calibration, str), "calibration", "", self.calibration,
                 "path of a calibration.json")
         require(isinstance(self.coarse_init, str) and (self.coarse_init in ("general", "none")
@@ -192,7 +205,7 @@ def check_inputs(config: PipelineConfig) -> list[Path]:
     files = raw_files(config.raw)
     _, pixel = read_mrc(files[0])
     sim_pixel = config.simulation.acquisition.pixel_size
-    if pixel > 0 and abs(pixel - sim_pixel) > 0.01 * sim_pixel:
+    if pixel > 0 and abs(pixel - sim_pixel) > PIXEL_MATCH * sim_pixel:
         raise InputError(f"{files[0]}: pixel size {pixel:.4f} Å differs from the simulation's {sim_pixel:.4f} Å; "
                          "simulate at the data's pixel size (simulation.acquisition.pixel_size)")
     for path in (Path(s) for s in config.structures):
@@ -213,7 +226,7 @@ def run_pipeline(config: PipelineConfig, work_dir: str | os.PathLike, progress: 
     if unknown:
         raise InputError(f"unknown pipeline stages {sorted(unknown)}; stages are {', '.join(STAGES)}")
     files = check_inputs(config)
-    from .simulate.dataset import resolve_device
+    from .device import resolve_device
 
     config = dataclasses.replace(config, device=str(resolve_device(config.device)))  # 'auto' -> cuda or cpu
     work = Path(work_dir)
@@ -233,36 +246,32 @@ def run_pipeline(config: PipelineConfig, work_dir: str | os.PathLike, progress: 
 
 def stage_done(work_dir: str | os.PathLike, name: str) -> bool:
     """Whether stage ``name`` of a work dir is complete."""
-    return (Path(work_dir) / name / "DONE.json").exists()
+    return WorkLayout(work_dir).done(name).exists()
 
 
 def _run_stage(name: str, config: PipelineConfig, work: Path, files: list[Path], progress: bool) -> dict:
-    folder = work / name
-    done, stale = folder / "DONE.json", folder / "STALE"
+    layout = WorkLayout(work)
+    folder = layout.stage(name)
+    done, stale = layout.done(name), layout.stale(name)
     if done.exists():
-        print(f"[{name}] already complete, skipped")
+        log.info(f"[{name}] already complete, skipped")
         return json.loads(done.read_text())
     missing = [s for s in STAGES[:STAGES.index(name)] if not stage_done(work, s)]
     if missing:
         raise InputError(f"{work}: stage {name} needs stage {missing[0]} to be complete first")
     fresh = stale.exists()
-    print(f"[{name}] running" + (f" (after {stale.read_text().strip()} changed)" if fresh else ""))
+    log.info(f"[{name}] running" + (f" (after {stale.read_text().strip()} changed)" if fresh else ""))
     folder.mkdir(parents=True, exist_ok=True)
     result = {**STAGE_FUNCTIONS[name](config, work, files, folder, fresh, progress),
               "finished": datetime.datetime.now().isoformat(timespec="seconds")}
     for later in STAGES[STAGES.index(name) + 1:]:
-        later_dir = work / later
-        if later_dir.exists():
-            (later_dir / "DONE.json").unlink(missing_ok=True)
-            if not (later_dir / "STALE").exists():
-                (later_dir / "STALE").write_text(name)
+        if layout.stage(later).exists():
+            layout.done(later).unlink(missing_ok=True)
+            if not layout.stale(later).exists():
+                layout.stale(later).write_text(name)
     stale.unlink(missing_ok=True)
     write_json(done, result)
     return result
-
-
-def _acq_meta(config: PipelineConfig, stage: str, **extra) -> dict:
-    return {"acquisition": config.simulation.acquisition.to_dict(), "stage": stage, **extra}
 
 
 def _stage_simulate(config, work, files, folder, fresh, progress) -> dict:
@@ -278,7 +287,43 @@ def _stage_simulate(config, work, files, folder, fresh, progress) -> dict:
         simulation = result.simulation
         summary = {"calibrated": {"defocus_um": list(simulation.defocus_um), "dose": simulation.acquisition.dose,
                                   "ice_thickness": simulation.ice_thickness, "notes": result.notes}}
-    return {"pairs": len(simulate_dataset(config.structures, simulation, folder, progress=progress).names), **summary}
+    if config.density == "match":
+        concentration = measured_concentration(config, files)
+        simulation = dataclasses.replace(simulation, concentration=concentration)
+        summary["particles_per_um2"] = round(concentration, 2)
+        log.info(f"[simulate] particle concentration of the raw micrographs: {concentration:.1f} /µm² "
+              f"({simulation.particles_per_micrograph()} per simulated micrograph)")
+    structures = training_structures(config)
+    pairs = simulate_dataset(structures, simulation, folder, progress=progress)
+    return {"pairs": len(pairs.names), "structures": [Path(p).name for p in structures], **summary}
+
+
+def measured_concentration(config: PipelineConfig, files: list[Path], sample: int = 4) -> float:
+    """Particles per µm² on the general model's output of central crops (<= 1024 px) of up to
+    ``sample`` raw micrographs, picked at the particle radius of the atomic models."""
+    from .general import general_model_path
+    from .evaluation.picking import particle_concentration
+
+    denoiser = Denoiser.from_file(general_model_path(), config.device, config.tiles)
+    pixel = config.simulation.acquisition.pixel_size
+    radius = extraction_settings(config).particle_diameter / 2 / pixel
+    crops = []
+    for path in files[:sample]:
+        image = read_mrc(path)[0]
+        h, w = image.shape
+        size = min(h, w, 1024)
+        crops.append(denoiser.denoise(image[(h - size) // 2:(h + size) // 2, (w - size) // 2:(w + size) // 2]))
+    return particle_concentration(crops, radius, pixel)
+
+
+def training_structures(config: PipelineConfig) -> list[str]:
+    """The structures the training pairs are simulated from: the data set's, plus (``mix_shipped``)
+    one shipped structure that is not among them (apoferritin, else the proteasome)."""
+    from .data import APOFERRITIN, PROTEASOME
+
+    names = {Path(p).name for p in config.structures}
+    helpers = [str(s) for s in (APOFERRITIN, PROTEASOME) if s.name not in names]
+    return list(config.structures) + helpers[:1] if config.mix_shipped else list(config.structures)
 
 
 def coarse_init_model(config: PipelineConfig) -> Path | None:
@@ -293,55 +338,50 @@ def coarse_init_model(config: PipelineConfig) -> Path | None:
 
 
 def _stage_coarse(config, work, files, folder, fresh, progress) -> dict:
-    init = coarse_init_model(config)
-    return {**_train(load_pairs(work / "simulate"), folder, config.coarse, config.device, progress,
-                     _acq_meta(config, "coarse"), init=init, fresh=fresh),
-            "init": str(init) if init else None}
+    init, layout = coarse_init_model(config), WorkLayout(work)
+    result = train_coarse(layout.pairs, layout.model("coarse"), config.coarse, config.device, init=init,
+                          resume=not fresh, progress=progress)
+    return {**_trained(result), "init": str(init) if init else None}
 
 
 def _stage_noise(config, work, files, folder, fresh, progress) -> dict:
-    return _extract(files, work / "coarse" / "model.pt", folder, config, progress)
+    return _extract(files, WorkLayout(work).model("coarse"), folder, config, progress)
 
 
 def _too_few(work: Path) -> str | None:
     """Why the noise stage gave no noise model (too few patches), or None."""
-    return json.loads((work / "noise" / "DONE.json").read_text()).get("insufficient")
+    return json.loads(WorkLayout(work).done("noise").read_text()).get("insufficient")
 
 
 def _stage_gan(config, work, files, folder, fresh, progress) -> dict:
     why = _too_few(work)
     if why:
-        print(f"[gan] skipped: {why}")
+        log.warning(f"[gan] skipped: {why}")
         return {"skipped": why}
     if config.noise_model == "patches":
-        print("[gan] skipped: noise_model 'patches' samples the real noise patches directly")
+        log.info("[gan] skipped: noise_model 'patches' samples the real noise patches directly")
         return {"skipped": "noise_model patches"}
-    return _gan(work / "noise" / "noise_patches.mrcs", folder, config.gan, config.device, progress, fresh)
+    layout = WorkLayout(work)
+    model = train_noise_model(layout.noise_patches, layout.model("gan"), config.gan, config.device, resume=not fresh,
+                              progress=progress)
+    return {"model": str(model)}
 
 
 def _stage_fine(config, work, files, folder, fresh, progress) -> dict:
     why = _too_few(work)
     if why:
-        print(f"[fine] skipped: {why}")
+        log.warning(f"[fine] skipped: {why}")
         return {"skipped": why}
-    transfer = NoiseTransfer(noise_source(config, work), config.fine.seed, config.device, config.noise_level)
-    return _train(load_pairs(work / "simulate"), folder, config.fine, config.device, progress,
-                  _acq_meta(config, "fine", noise_level=config.noise_level, noise_model=config.noise_model),
-                  init=work / "coarse" / "model.pt",
-                  fresh=fresh, transform=transfer)
-
-
-def noise_source(config: PipelineConfig, work: Path):
-    """What the fine stage draws real noise from: the GAN generator, or the patches themselves."""
-    if config.noise_model == "patches":
-        from .noise.real_patches import PatchMosaic
-
-        return PatchMosaic(read_mrc(work / "noise" / "noise_patches.mrcs", allow_stack=True)[0])
-    return load_model(work / "gan" / "model.pt", kind="noise-gan")[0]
+    layout = WorkLayout(work)
+    noise = layout.noise_patches if config.noise_model == "patches" else layout.model("gan")
+    result = train_fine(layout.pairs, layout.model("coarse"), noise, layout.model("fine"), config.fine, config.device,
+                        config.noise_level, resume=not fresh, progress=progress)
+    return _trained(result)
 
 
 def _stage_denoised(config, work, files, folder, fresh, progress) -> dict:
-    candidates = {"general": None, "coarse": work / "coarse" / "model.pt", "fine": work / "fine" / "model.pt"}
+    layout = WorkLayout(work)
+    candidates = {"general": None, "coarse": layout.model("coarse"), "fine": layout.model("fine")}
     from .general import general_model_path
 
     candidates["general"] = general_model_path()
@@ -360,7 +400,8 @@ def _select(config: PipelineConfig, work: Path, files: list[Path], candidates: d
     simulated micrographs and on central crops of up to 4 raw micrographs; write selection.json."""
     from .selection import as_dicts, choose_model, mixed_structure_pairs, score_model, score_table
 
-    held_out = load_pairs(work / "simulate").split(config.coarse.val_fraction)[1]
+    layout = WorkLayout(work)
+    held_out = load_pairs(layout.pairs).split(config.coarse.val_fraction)[1]
     real, pixel = [], config.simulation.acquisition.pixel_size
     for path in files[:: max(1, len(files) // 4)][:4]:
         image, pixel = read_mrc(path)
@@ -368,8 +409,8 @@ def _select(config: PipelineConfig, work: Path, files: list[Path], candidates: d
         size = min(h, w, 1024)
         real.append((path.name, image[(h - size) // 2:(h + size) // 2, (w - size) // 2:(w + size) // 2]))
     radius = extraction_settings(config).particle_diameter / 2 / pixel
-    mixed = mixed_structure_pairs(config.structures, config.simulation)
-    stack = work / "noise" / "noise_patches.mrcs"
+    mixed = mixed_structure_pairs(training_structures(config), config.simulation)
+    stack = layout.noise_patches
     patches = read_mrc(stack, allow_stack=True)[0] if stack.is_file() else None
     patches = patches if patches is not None and patches.ndim == 3 and len(patches) else None
     scores = []
@@ -378,10 +419,10 @@ def _select(config: PipelineConfig, work: Path, files: list[Path], candidates: d
         scores.append(score_model(name, denoiser.denoise, held_out, real, radius, mixed, patches))
     chosen, reason = choose_model(scores)
     table = score_table(scores, chosen)
-    print(f"[denoised] model choice:\n{table}\n{reason}", flush=True)
+    log.info(f"[denoised] model choice:\n{table}\n{reason}")
     selection = {"chosen": chosen, "reason": reason, "scores": as_dicts(scores), "table": table,
                  "held_out_micrographs": held_out.names, "real_micrographs": [n for n, _ in real]}
-    write_json(folder / "selection.json", selection)
+    write_json(layout.selection, selection)
     return chosen, selection
 
 
@@ -389,11 +430,8 @@ STAGE_FUNCTIONS = {"simulate": _stage_simulate, "coarse": _stage_coarse, "noise"
                    "gan": _stage_gan, "fine": _stage_fine, "denoised": _stage_denoised}
 
 
-def _train(pairs, folder: Path, cfg: TrainConfig, dev: str, progress: bool, meta: dict, init=None, transform=None,
-           fresh: bool = False) -> dict:
-    """Train into ``folder/model.pt``, resuming its checkpoint unless ``fresh`` (inputs changed)."""
-    result = train_denoiser(pairs, folder / "model.pt", cfg, init=init, resume=not fresh, device=dev,
-                            progress=progress, metadata=meta, transform=transform)
+def _trained(result) -> dict:
+    """A training stage's summary (its ``DONE.json``)."""
     return {"model": str(result.model_path), "val_psnr_db": result.val_psnr, "raw_val_psnr_db": result.raw_val_psnr}
 
 
@@ -413,31 +451,20 @@ def _extract(files, coarse: Path, folder: Path, config: PipelineConfig, progress
     """Noise patches from the raw micrographs. The mask rule finds the particles on the shipped
     general model's output (it keeps what it does not know, unlike a coarse model trained on one
     structure); the SSIM rule, as in the paper, on the coarse model's."""
-    from .general import general_model_path
-
     settings = extraction_settings(config)
-    model = general_model_path() if settings.rule == "mask" else coarse
-    denoiser = Denoiser.from_file(model, config.device, config.tiles)
     stop = config.few_patches == "stop"
-    report = extract_noise(files, denoiser.denoise, folder, settings, config.min_noise_patches if stop else 0,
-                           progress=progress, section="extraction")
+    report = extract_background(files, folder, settings, None if settings.rule == "mask" else coarse, config.device,
+                                config.tiles, config.min_noise_patches if stop else 0, progress, "extraction")
     insufficient = None
     if report.total < config.min_noise_patches:
         insufficient = too_few_message(report.total, config.min_noise_patches, len(report.counts), settings,
                                        report.patch, report.free_fraction, "extraction")
-        print(f"[noise] WARNING: {insufficient}; going on without a noise model (the GAN and fine stages are "
-              "skipped, the best of the general and coarse models denoises)", flush=True)
+        log.warning(f"[noise] WARNING: {insufficient}; going on without a noise model (the GAN and fine stages are "
+              "skipped, the best of the general and coarse models denoises)")
     return {"patches": report.total, "insufficient": insufficient, "patch": report.patch, "rule": settings.rule,
             "particle_diameter_A": settings.particle_diameter, "per_micrograph": report.counts,
             "free_fraction": report.free_fraction, "band_power_ratio": report.band_power_ratio,
             "without_background": report.without_background, "failed": report.failed}
-
-
-def _gan(stack: Path, folder: Path, cfg: GANConfig, dev: str, progress: bool, fresh: bool = False) -> dict:
-    patches, _ = read_mrc(stack, allow_stack=True)
-    model = train_noise_gan(patches, folder / "model.pt", cfg, resume=not fresh, device=dev, progress=progress,
-                            metadata={"source": str(stack)})
-    return {"model": str(model), "patches": int(len(patches))}
 
 
 def _denoise(files, model: Path, folder: Path, config: PipelineConfig, progress: bool, stale: bool) -> dict:
@@ -445,5 +472,5 @@ def _denoise(files, model: Path, folder: Path, config: PipelineConfig, progress:
     report = denoise_files(Denoiser.from_file(model, config.device, config.tiles), files, folder,
                            overwrite=stale, progress=progress)
     if report.failed:
-        print(report.summary())
+        log.info(report.summary())
     return {"written": len(report.written) + len(report.skipped), "failed": report.failed}

@@ -17,15 +17,17 @@ on two things at once:
   (:func:`mixed_structure_pairs`). A model that erases what it was not trained on loses here.
 - **the residual** raw - denoised on the real micrographs, which must look like noise
   (:func:`residual_checks`): its correlation with the denoised image at the particle scale (about 0
-  for a good estimator: what it removed is unrelated to what it kept; positive when it erased part
-  of the particles, negative when it painted in more than the data hold), and its particle-band
-  power relative to the run's real noise patches (about 1 when only noise was removed; above 1 when
-  particle-sized structure went into the residual).
+  for a good estimator: what it removed is unrelated to what it kept; positive when it left part
+  of the particles' contrast in the residual, negative when it painted in more than the data hold),
+  and its particle-band power relative to the run's real noise patches, the *band excess*: about 1
+  when exactly the noise was removed in the particle band, below 1 when noise was left there (a
+  light filter), above 1 when particle-sized structure went into the residual (erased).
 
 Rule: the candidate with the best held-out PSNR among those whose low-pass agreement is no more
 than ``tolerance`` below the general model's, whose unknown-structure PSNR is no more than
-``psnr_tolerance`` dB below it and whose residual band excess is no more than ``band_tolerance``
-above it; the general model when none qualifies. The table and the reason
+``psnr_tolerance`` dB below it and whose residual band excess is at most ``band_tolerance`` above
+that of pure noise (1) or of the general model, whichever is higher; the general model when none
+qualifies. The table and the reason
 go into the run's report.
 """
 
@@ -111,7 +113,8 @@ def masked_psnr(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
 def mixed_structure_pairs(structures: Sequence[str], config, count: int = 2, seed: int = 10 ** 6) -> list[tuple]:
     """(noisy, clean, unknown-particle mask) of ``count`` micrographs simulated with ``config``
     that mix the data set's structure(s) with a shipped structure not among them (the 20S
-    proteasome, or apoferritin when the proteasome is the data set's), half the particles each."""
+    proteasome, or apoferritin when the proteasome is the data set's), half the particles each;
+    none when both shipped structures are among them."""
     from dataclasses import replace
 
     from .data import APOFERRITIN, PROTEASOME
@@ -119,7 +122,10 @@ def mixed_structure_pairs(structures: Sequence[str], config, count: int = 2, see
     from .simulate.structure import load_structure
 
     names = {Path(p).name for p in structures}
-    unknown = PROTEASOME if PROTEASOME.name not in names else APOFERRITIN
+    unseen = [s for s in (PROTEASOME, APOFERRITIN) if s.name not in names]
+    if not unseen:
+        return []
+    unknown = unseen[0]
     models = [load_structure(p) for p in structures]
     other = load_structure(unknown)
     size = min(512, *config.size)
@@ -179,7 +185,7 @@ def choose_model(scores: Sequence[ModelScore], reference: str = "general",
     unknown_floor = None if ref is None or ref.unknown_structure_psnr_db is None else \
         ref.unknown_structure_psnr_db - psnr_tolerance
     band_ceiling = None if ref is None or ref.residual_band_excess is None else \
-        ref.residual_band_excess + band_tolerance
+        max(1.0, ref.residual_band_excess) + band_tolerance
 
     def keeps(s: ModelScore) -> bool:
         agrees = floor is None or (s.lowpass_agreement is not None and s.lowpass_agreement >= floor)
@@ -202,8 +208,8 @@ def choose_model(scores: Sequence[ModelScore], reference: str = "general",
         reason += (f" and keeping particles of an unknown structure within {psnr_tolerance} dB of it "
                    f"({ref.unknown_structure_psnr_db:.2f} dB)")
     if band_ceiling is not None:
-        reason += (f", leaving no more particle-band power in the residual than it (band excess "
-                   f"{ref.residual_band_excess:.2f} + {band_tolerance})")
+        reason += (f", leaving no more particle-band power in the residual than pure noise or the {reference} "
+                   f"model (band excess at most {band_ceiling:.2f})")
     if dropped:
         reason += f"; not eligible (they depart further from the raw data or erase the unknown structure): " \
                   f"{', '.join(dropped)}"

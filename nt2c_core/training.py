@@ -13,6 +13,7 @@ import contextlib
 import csv
 import datetime
 import json
+import logging
 import math
 import os
 import time
@@ -22,62 +23,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from . import layout
 from .errors import InputError
 from .io import atomic_write, ensure_writable_dir
+from .logs import progress as progress_bar
 from .metrics import psnr
 from .models.store import all_finite, load_model, save_model, save_torch
-from .models.unet import UNet
+from .models.registry import build
 from .normalization import NORMALIZATION
 from .pairs import PairSet
+from .plots import loss_curve
+from .settings import TrainConfig
 
-
-@dataclass
-class TrainConfig:
-    """steps: optimizer steps; batch_size: crops per step; crop: crop size [px] (multiple of 32);
-    lr: initial Adam learning rate, decayed by a cosine to lr * final_lr_fraction; val_fraction:
-    micrographs held out for validation; val_every / checkpoint_every: in steps; width /
-    first_kernel: U-Net size (ignored with an init model, whose architecture is kept)."""
-
-    steps: int = 2000
-    batch_size: int = 8
-    crop: int = 256
-    lr: float = 1e-3
-    final_lr_fraction: float = 0.05
-    val_fraction: float = 0.1
-    val_every: int = 100
-    checkpoint_every: int = 100
-    seed: int = 0
-    width: int = 48
-    first_kernel: int = 11
-    amp: bool = True
-
-    def validate(self, section: str | None = None) -> "TrainConfig":
-        """Check every value (types and ranges); ``section`` names the settings as in a pipeline
-        config (``fine.steps``), None as on the command line (``--steps``)."""
-        from .validation import at_least_one, check_rules, check_types, positive
-
-        check_types(self, section)
-        check_rules(self, section, {
-            "steps": (at_least_one, "must be at least 1"), "batch_size": (at_least_one, "must be at least 1"),
-            "crop": (lambda v: v >= 32 and v % 32 == 0, "must be a multiple of 32, at least 32 px"),
-            "lr": (positive, "learning rate must be positive"),
-            "final_lr_fraction": (lambda v: 0 < v <= 1, "must lie in (0, 1]"),
-            "val_fraction": (lambda v: 0 <= v < 1, "fraction of micrographs held out: must lie in [0, 1)"),
-            "val_every": (at_least_one, "must be at least 1 step"),
-            "checkpoint_every": (at_least_one, "must be at least 1 step"),
-            "width": (at_least_one, "U-Net width must be at least 1"),
-            "first_kernel": (lambda v: v >= 1 and v % 2 == 1, "must be an odd number of pixels"),
-        })
-        return self
-
-    def check_pairs(self, pairs: PairSet) -> "TrainConfig":
-        """The pairs suit these settings (crop no larger than a micrograph)."""
-        small = [n for n, x in zip(pairs.names, pairs.noisy) if min(x.shape) < self.crop]
-        if small:
-            raise InputError(f"crop = {self.crop} px is larger than micrograph(s) {', '.join(small[:3])}")
-        return self
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -94,7 +53,7 @@ class TrainResult:
 
 
 def checkpoint_path(model_path: str | os.PathLike) -> Path:
-    return Path(f"{model_path}.ckpt")
+    return layout.checkpoint(model_path)
 
 
 def train_denoiser(pairs: PairSet, output: str | os.PathLike, config: TrainConfig | None = None,
@@ -116,7 +75,7 @@ def train_denoiser(pairs: PairSet, output: str | os.PathLike, config: TrainConfi
     dev = torch.device(device)
     train, val = pairs.split(config.val_fraction)
     torch.manual_seed(config.seed)
-    network = load_model(init, "cpu", kind="denoiser")[0] if init else UNet(config.width, config.first_kernel)
+    network = load_model(init, "cpu", kind="denoiser")[0] if init else build(config.architecture)
     network = network.to(dev, memory_format=torch.channels_last).train()
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
     schedule = lambda step: _cosine(step, config)  # noqa: E731
@@ -129,7 +88,8 @@ def train_denoiser(pairs: PairSet, output: str | os.PathLike, config: TrainConfi
     if transform is not None:
         val = _transformed(val, transform)
     raw_val = _raw_psnr(val)
-    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="train", disable=not progress)
+    bar = progress_bar(range(start, config.steps), total=config.steps, desc="train", initial=start, unit="step",
+                       disable=not progress)
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = schedule(step)
@@ -153,7 +113,7 @@ def train_denoiser(pairs: PairSet, output: str | os.PathLike, config: TrainConfi
                    "val_psnr": _val_psnr(network, val, dev, autocast)}
             log.append(row)
             running = []
-            bar.write(_format_row(row, raw_val))
+            logger.info(_format_row(row, raw_val))
         stopping = stop_after is not None and done >= stop_after
         if done % config.checkpoint_every == 0 or done == config.steps or stopping:
             if not all_finite(network.state_dict()) or not math.isfinite(row_psnr(log)):
@@ -170,7 +130,7 @@ def train_denoiser(pairs: PairSet, output: str | os.PathLike, config: TrainConfi
                          "val_micrographs": val.names, "val_psnr_db": val_psnr, "raw_val_psnr_db": raw_val,
                          "seconds_this_run": round(seconds, 1)}, **(metadata or {})}
     save_model(output, network.float().cpu(), meta)
-    plot_loss_log(output, log)
+    loss_curve(layout.loss_png(output), log)
     return TrainResult(output, config.steps, val_psnr, raw_val, seconds, log)
 
 
@@ -210,7 +170,7 @@ def _transformed(val: PairSet, transform) -> PairSet:
         nx, ny = transform(x[None, None], y[None, None], 10 ** 9 + i)
         noisy.append(nx[0, 0])
         clean.append(ny[0, 0])
-    return PairSet(noisy, clean, val.names, val.pixel_size)
+    return PairSet(noisy, clean, val.names, val.pixel_size, val.provenance)
 
 
 def _raw_psnr(val: PairSet) -> float | None:
@@ -264,7 +224,7 @@ def _load_checkpoint(path: Path, network, optimizer, scaler, config: TrainConfig
 
 def write_loss_log(model_path: Path, log: list[dict], fieldnames: list[str] | None = None) -> Path:
     """``MODEL.loss.csv`` from log rows (columns: ``fieldnames``, else the first row's keys)."""
-    path = Path(f"{model_path}.loss.csv")
+    path = layout.loss_csv(model_path)
     fieldnames = fieldnames or (list(log[0]) if log else ["step", "loss", "lr", "val_psnr"])
     with atomic_write(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fieldnames)
@@ -273,27 +233,3 @@ def write_loss_log(model_path: Path, log: list[dict], fieldnames: list[str] | No
     return path
 
 
-def plot_loss_log(model_path: Path, log: list[dict]) -> Path | None:
-    """Training loss and validation PSNR against step, as ``MODEL.loss.png``."""
-    if not log:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [r["step"] for r in log]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.semilogy(steps, [r["loss"] for r in log], color="C0")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training L2 loss", color="C0")
-    if any(r["val_psnr"] is not None for r in log):
-        ax2 = ax.twinx()
-        ax2.plot(steps, [r["val_psnr"] for r in log], color="C1")
-        ax2.set_ylabel("validation PSNR (dB)", color="C1")
-    fig.tight_layout()
-    path = Path(f"{model_path}.loss.png")
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path

@@ -44,7 +44,7 @@ def threshold_preview(protocol: ProtNT2CExtractNoise, index: int = 0):
 
 def draw_threshold_preview(axes, raw, found, patch: int, threshold: float) -> None:
     """Left: the micrograph with kept tiles outlined; right: histogram of tile scores."""
-    from nt2c_core.noise.extract import draw_overlay
+    from nt2c_core.plots import draw_overlay
 
     draw_overlay(axes[0], raw, found.origins, patch,
                  f"{found.name}: {len(found.origins)} of {len(found.all_origins)} tiles kept")

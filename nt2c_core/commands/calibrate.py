@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 
+from ..settings import SimulationConfig
 from . import register
-from ..calibrate import calibrate_files
-from ..pipeline import raw_files
-from ..simulate import SimulationConfig
+
+log = logging.getLogger(__name__)
 from .simulate import acquisition_from, add_acquisition_arguments
 
 
@@ -39,14 +40,17 @@ def run(args: argparse.Namespace) -> int:
     if args.known_defocus:
         u, v, angle = args.known_defocus
         known = (u * 1e4, v * 1e4, math.radians(angle))
+    from ..calibrate import calibrate_files
+    from ..pipeline import raw_files
+
     result = calibrate_files(raw_files(args.inputs), base, args.output, args.structure, not args.not_counting,
                              known, dose_given, args.max_micrographs)
     sim = result.simulation
-    print(f"calibrated: defocus {sim.defocus_um[0]:.3f}-{sim.defocus_um[1]:.3f} µm, astigmatism "
+    log.info(f"calibrated: defocus {sim.defocus_um[0]:.3f}-{sim.defocus_um[1]:.3f} µm, astigmatism "
           f"{sim.astigmatism_um:.3f} µm, dose {sim.acquisition.dose:.1f} e/Å², ice {sim.ice_thickness:.0f} Å")
     for note in result.notes:
-        print(f"note: {note}")
-    print(f"wrote {args.output}/calibration.json")
+        log.warning(f"note: {note}")
+    log.info(f"wrote {args.output}/calibration.json")
     return 0
 
 

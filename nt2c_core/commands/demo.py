@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..demo import run_demo
-from ..simulate.dataset import resolve_device
 from . import register
 
 
@@ -16,6 +14,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..demo import run_demo
+    from ..device import resolve_device
+
     run_demo(args.output, quick=args.quick, device=str(resolve_device(args.device)))
     return 0
 

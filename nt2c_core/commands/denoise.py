@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
-import torch
-
-from ..denoise import Denoiser, TileSettings, denoise_files
-from ..general import general_model_path
-from ..simulate.dataset import resolve_device
+from ..settings import TILES, TileSettings
 from . import register
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = TileSettings()
+    d = TILES
     p.add_argument("inputs", nargs="+", metavar="IN.mrc", help="micrographs to denoise")
     p.add_argument("--model", default=None,
                    help="NT2C model file (default: the general model shipped with nt2c, trained on simulation "
@@ -31,15 +30,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..denoise import Denoiser, denoise_files
+    from ..device import resolve_device
+    from ..general import general_model_path
+
     if args.threads:
         torch.set_num_threads(args.threads)
     tiles = TileSettings(512, 128, 1) if args.low_memory else TileSettings(args.tile, args.margin, args.batch)
     model = args.model or general_model_path()
     if args.model is None:
-        print(f"using the shipped general model {model}")
+        log.info(f"using the shipped general model {model}")
     denoiser = Denoiser.from_file(model, resolve_device(args.device), tiles, args.precision)
     report = denoise_files(denoiser, args.inputs, args.output, args.bin, args.overwrite)
-    print(report.summary())
+    log.info(report.summary())
     return 1 if report.failed else 0
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..evaluation import evaluate_folders
 from . import register
 
 
@@ -18,6 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..evaluation import evaluate_folders
+
     result = evaluate_folders(args.truth, args.pred, args.output, args.coords, args.box)
     print(json.dumps(result["summary"], indent=2))
     return 0

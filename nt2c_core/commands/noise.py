@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from ..denoise import Denoiser
 from ..errors import InputError
-from ..io import read_mrc, write_json, write_mrc
-from ..models.store import load_model
-from ..noise.extract import RULES, ExtractionSettings, extract_noise
-from ..noise.reweight import LEVELS, NoiseTransfer, reweight
-from ..noise.synthesize import GANConfig, train_noise_gan
-from ..pairs import load_pairs
-from ..simulate.dataset import resolve_device
-from ..training import TrainConfig
+from ..settings import EXTRACTION, FINE, GAN, MIN_NOISE_PATCHES, NOISE_LEVELS, RULES, ExtractionSettings, GANConfig
 from . import register
-from .train import add_training_arguments, run_training
+from .train import add_training_arguments, prepare_output, report, train_config
+
+log = logging.getLogger(__name__)
 
 
 def add_extract(p: argparse.ArgumentParser) -> None:
-    d = ExtractionSettings()
+    d = EXTRACTION
     p.add_argument("inputs", nargs="+", metavar="RAW.mrc", help="raw micrographs")
     p.add_argument("-o", "--output", required=True, help="folder for noise_patches.mrcs/.star, overlays/, summary.json")
     p.add_argument("--rule", default=d.rule, choices=RULES,
@@ -46,7 +38,7 @@ def add_extract(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=d.threshold, help="SSIM rule: minimum pairwise SSIM")
     p.add_argument("--smooth", type=float, default=d.smooth, help="SSIM rule: smoothing of the enhanced image [px] (0 = paper)")
     p.add_argument("--no-flatten", action="store_true", help="SSIM rule: keep slow background trends (paper's exact rule)")
-    p.add_argument("--min-patches", type=int, default=16, help="fewer patches in all is an error")
+    p.add_argument("--min-patches", type=int, default=MIN_NOISE_PATCHES, help="fewer patches in all is an error")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
 
 
@@ -60,28 +52,29 @@ def particle_diameter(structure: str | None, diameter: float | None) -> float | 
 
 
 def run_extract(args: argparse.Namespace) -> int:
-    from ..general import general_model_path
+    from ..device import resolve_device
+    from ..stages import extract_background
 
     settings = ExtractionSettings(patch=args.patch, step=args.step, sub_patches=args.sub_patches,
                                   threshold=args.threshold, smooth=args.smooth, flatten=not args.no_flatten,
                                   rule=args.rule, particle_diameter=particle_diameter(args.structure, args.particle_diameter),
                                   dilation=args.dilation, target_patches=args.target_patches).validate()
-    denoiser = Denoiser.from_file(args.coarse or general_model_path(), resolve_device(args.device))
-    report = extract_noise(args.inputs, denoiser.denoise, args.output, settings, args.min_patches)
-    print(f"{report.total} noise patches of {report.patch} px from {len(report.counts)} micrographs -> {report.stack}")
+    report = extract_background(args.inputs, args.output, settings, args.coarse, str(resolve_device(args.device)),
+                                min_patches=args.min_patches)
+    log.info(f"{report.total} noise patches of {report.patch} px from {len(report.counts)} micrographs -> {report.stack}")
     for name, n in report.counts.items():
         free = report.free_fraction.get(name)
-        print(f"  {name}: {n} patches" + (f", free area {100 * free:.1f} %" if free is not None else ""))
+        log.info(f"  {name}: {n} patches" + (f", free area {100 * free:.1f} %" if free is not None else ""))
     if report.band_power_ratio is not None:
-        print(f"particle-band power of the patches vs whole micrographs: {report.band_power_ratio:.2f} "
+        log.info(f"particle-band power of the patches vs whole micrographs: {report.band_power_ratio:.2f} "
               "(1 = as much particle signal as the micrographs; lower is cleaner)")
     for name, why in report.failed.items():
-        print(f"  FAILED {name}: {why}")
+        log.warning(f"  FAILED {name}: {why}")
     return 0
 
 
 def add_gan(p: argparse.ArgumentParser) -> None:
-    d = GANConfig()
+    d = GAN
     p.add_argument("--patches", required=True, help="noise_patches.mrcs from 'nt2c extract-noise'")
     p.add_argument("-o", "--output", required=True, help="noise model file to write (.pt)")
     p.add_argument("--iterations", type=int, default=d.iterations, help="generator iterations")
@@ -94,18 +87,25 @@ def add_gan(p: argparse.ArgumentParser) -> None:
                    help="weight of the power-spectrum term in the generator loss (0 = the paper's loss)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="iterations between checkpoints")
+    p.add_argument("--log-every", type=int, default=d.log_every, help="iterations between loss log lines")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT.ckpt")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
 
 
+def gan_config(args: argparse.Namespace) -> GANConfig:
+    """The settings given on the command line (the flags of :func:`add_gan`)."""
+    return GANConfig(iterations=args.iterations, n_critic=args.n_critic, batch_size=args.batch_size, crop=args.crop,
+                     width=args.width, lr=args.lr, spectral_weight=args.spectral_weight, seed=args.seed,
+                     checkpoint_every=args.checkpoint_every, log_every=args.log_every).validate()
+
+
 def run_gan(args: argparse.Namespace) -> int:
-    patches, _ = read_mrc(args.patches, allow_stack=True)
-    config = GANConfig(iterations=args.iterations, n_critic=args.n_critic, batch_size=args.batch_size, crop=args.crop,
-                       width=args.width, lr=args.lr, spectral_weight=args.spectral_weight, seed=args.seed,
-                       checkpoint_every=args.checkpoint_every)
-    out = train_noise_gan(patches, args.output, config, args.resume, str(resolve_device(args.device)),
-                          metadata={"source": str(args.patches)})
-    print(f"wrote {out} (samples: {out}.samples.png)")
+    from ..device import resolve_device
+    from ..stages import train_noise_model
+
+    out = train_noise_model(args.patches, args.output, gan_config(args), str(resolve_device(args.device)),
+                            resume=args.resume)
+    log.info(f"wrote {out} (samples: {out}.samples.png)")
     return 0
 
 
@@ -118,11 +118,19 @@ def add_reweight(p: argparse.ArgumentParser) -> None:
 
 
 def add_level_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--noise-level", default="real", choices=LEVELS,
+    p.add_argument("--noise-level", default="real", choices=NOISE_LEVELS,
                    help="noise weight: the real micrographs' noise level, or the simulation's")
 
 
 def run_reweight(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from ..io import write_json, write_mrc
+    from ..models.store import load_model
+    from ..noise.reweight import reweight
+    from ..pairs import load_pairs
+
     pairs = load_pairs(args.pairs)
     generator, _ = load_model(args.noise_model, kind="noise-gan")
     out, rows = Path(args.output), {}
@@ -136,7 +144,7 @@ def run_reweight(args: argparse.Namespace) -> int:
         rows[name] = {k: float(v[0]) for k, v in coeffs.items()}
     write_json(out / "coefficients.json", rows)
     betas = np.array([r["beta"] for r in rows.values()])
-    print(f"wrote {len(rows)} re-weighted pairs to {out} (noise weight beta {betas.mean():.3f} +- {betas.std():.3f})")
+    log.info(f"wrote {len(rows)} re-weighted pairs to {out} (noise weight beta {betas.mean():.3f} +- {betas.std():.3f})")
     return 0
 
 
@@ -148,22 +156,19 @@ def add_fine(p: argparse.ArgumentParser) -> None:
     source.add_argument("--noise-patches", metavar="STACK",
                         help="noise_patches.mrcs from 'nt2c extract-noise': tile the real patches directly (no GAN)")
     p.add_argument("-o", "--output", required=True, help="fine model file to write (.pt)")
-    add_training_arguments(p, TrainConfig(steps=1000, lr=3e-4))
+    add_training_arguments(p, FINE)
     add_level_argument(p)
 
 
 def run_fine(args: argparse.Namespace) -> int:
-    if args.noise_patches:
-        from ..noise.real_patches import PatchMosaic
+    from ..device import resolve_device
+    from ..stages import train_fine
 
-        source = PatchMosaic(read_mrc(args.noise_patches, allow_stack=True)[0])
-    else:
-        source = load_model(args.noise_model, kind="noise-gan")[0]
-    device = str(resolve_device(args.device))
-    transfer = NoiseTransfer(source, args.seed, device, args.noise_level)
-    return run_training(args, init=args.coarse, transform=transfer,
-                        metadata={"stage": "fine", "noise_model": str(args.noise_model or args.noise_patches),
-                                  "noise_level": args.noise_level})
+    if args.noise_patches and Path(args.noise_patches).suffix not in (".mrcs", ".mrc"):
+        raise InputError(f"{args.noise_patches}: --noise-patches takes the .mrcs stack of 'nt2c extract-noise'")
+    output = prepare_output(args)
+    return report(train_fine(args.pairs, args.coarse, args.noise_model or args.noise_patches, output, train_config(args),
+                             str(resolve_device(args.device)), args.noise_level, resume=args.resume))
 
 
 register("extract-noise", "Extract background noise patches from raw micrographs (particle-mask or SSIM rule).",

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import json
 
-from ..pipeline import PipelineConfig, run_pipeline
 from . import register
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", help="pipeline config JSON (see --example)")
-    p.add_argument("-w", "--work", help="work folder (one subfolder per stage)")
+    p.add_argument("-o", "--work", "-w", dest="work", help="work folder (one subfolder per stage)")
     p.add_argument("--example", action="store_true", help="print an example config and exit")
     p.add_argument("--preset", choices=("cpu", "gpu"), default="cpu",
                    help="with --example: budgets for a CPU (U-Net width 24, about an hour on 2 cores for a few "
@@ -23,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..pipeline import PipelineConfig, run_pipeline
+
     if args.example or not args.config:
         print(json.dumps(PipelineConfig.example(args.preset).to_dict(), indent=2))
         return 0
@@ -32,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     config.calibrate = config.calibrate or args.calibrate
     config.calibration = args.calibration or config.calibration
     summary = run_pipeline(config, args.work)
-    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "per_micrograph"}
+    log.info(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "per_micrograph"}
                       for k, v in summary["stages"].items()}, indent=2))
     return 0
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
+from ..acquisition import Acquisition
+from ..settings import DETECTORS, SimulationConfig
 from . import register
-from ..simulate import Acquisition, SimulationConfig, simulate_dataset
-from ..simulate.detector import DETECTORS
+
+log = logging.getLogger(__name__)
 
 
 def add_acquisition_arguments(p: argparse.ArgumentParser) -> None:
@@ -61,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
         from ..calibrate import apply_calibration
 
         config = apply_calibration(config, args.calibration)
+    from ..simulate import simulate_dataset
+
     summary = simulate_dataset(args.structure, config, args.output, device=args.device, overwrite=args.overwrite)
-    print(f"wrote {len(summary.names)} clean/noisy pairs to {summary.folder}")
+    log.info(f"wrote {len(summary.names)} clean/noisy pairs to {summary.folder}")
     return 0
 
 

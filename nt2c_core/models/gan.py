@@ -54,6 +54,7 @@ class NoiseGenerator(nn.Module):
     def __init__(self, latent: int = 64, width: int = 32):
         super().__init__()
         self.config = {"name": "noise-generator", "latent": latent, "width": width}
+        self.size_multiple = SCALE
         self.latent = latent
         chans = [width * 2 ** min(i, 3) for i in range(UPSAMPLINGS, 0, -1)]  # e.g. 256, 256, 128, 64, 32
         self.stem = nn.Sequential(nn.Conv2d(latent, chans[0], 3, padding=1), PixelNorm(), nn.LeakyReLU(0.2))

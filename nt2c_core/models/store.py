@@ -105,18 +105,9 @@ def _checked_metadata(path: Path, text) -> str:
 
 def build_network(config: dict) -> nn.Module:
     """A fresh network from the ``architecture`` config stored in a model file."""
-    from .gan import NoiseGenerator
-    from .unet import UNet
+    from .registry import build
 
-    classes = {"unet": UNet, "noise-generator": NoiseGenerator}
-    name = config.get("name")
-    if name not in classes:
-        raise ValueError(f"unknown architecture {name!r}")
-    sizes = {k: v for k, v in config.items() if k != "name"}
-    bad = [k for k, v in sizes.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1]
-    if bad:
-        raise ValueError(f"architecture {name!r}: {', '.join(f'{k}={sizes[k]!r}' for k in bad)} must be positive integers")
-    return classes[name](**sizes)
+    return build(config)
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",

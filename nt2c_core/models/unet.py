@@ -27,12 +27,14 @@ def _block(*convs: nn.Conv2d) -> nn.Sequential:
 
 
 class UNet(nn.Module):
-    """U-Net denoiser mapping a normalized micrograph (N, 1, H, W) to its clean estimate."""
+    """U-Net denoiser mapping a normalized micrograph (N, 1, H, W) to its clean estimate
+    (registered as ``unet`` in :mod:`nt2c_core.models.registry`)."""
 
     def __init__(self, width: int = 48, first_kernel: int = 11):
         super().__init__()
         w, w2 = width, 2 * width
         self.config = {"name": "unet", "width": width, "first_kernel": first_kernel}
+        self.size_multiple = MULTIPLE
         self.enc = nn.ModuleList([_block(_conv(1, w, first_kernel))] + [_block(_conv(w, w)) for _ in range(4)])
         self.bottom = _block(_conv(w, w))
         self.dec = nn.ModuleList([_block(_conv(w2, w2), _conv(w2, w2))]

@@ -33,93 +33,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import InputError, NT2CError
-from ..io import atomic_write, read_mrc, write_json, write_mrc, write_star
+from ..io import read_mrc, write_json, write_mrc, write_star
+from ..layout import NOISE_STACK, NOISE_STAR, NOISE_SUMMARY, OVERLAYS
+from ..logs import progress as progress_bar
+from ..plots import noise_overlay
+from ..settings import PAPER_PATCH, RULES, ExtractionSettings, suggest_patch_size  # noqa: F401 (re-exported)
 from .background import band_power_ratio, choose_patch_size, count_by_size, fit_squares, free_area, grid_tiles
-
-
-RULES = ("mask", "ssim")
-PAPER_PATCH = 320
-
-
-@dataclass
-class ExtractionSettings:
-    """patch: tile/patch size d [px] (None: the mask rule chooses it from the free area, the SSIM
-    rule takes two particle diameters, or the paper's 320 px without a diameter); rule: 'mask'
-    (default, any particle density) or 'ssim' (the paper's). SSIM rule: step: tile step [px]
-    (default d/2); sub_patches: N, a square number (4 = 2 x 2); threshold: minimum pairwise SSIM;
-    c1, c2: SSIM constants on [0, 1]; smooth: Gaussian sigma [px] applied to the enhanced image;
-    flatten: subtract its low-pass (sigma = d) before scaling. Mask rule: particle_diameter [Å]
-    (required; the pipeline takes it from the atomic model); dilation: growth of the particle
-    mask in particle radii; target_patches: the automatic patch size is the largest that gives
-    this many patches over the first ``sample_micrographs`` micrographs (scaled to all)."""
-
-    patch: int | None = None
-    step: int | None = None
-    sub_patches: int = 4
-    threshold: float = 0.7
-    c1: float = 0.01 ** 2
-    c2: float = 0.03 ** 2
-    smooth: float = 1.5
-    flatten: bool = True
-    rule: str = "mask"
-    particle_diameter: float | None = None
-    dilation: float = 0.25
-    target_patches: int = 256
-    sample_micrographs: int = 8
-
-    def validate(self, section: str | None = None) -> "ExtractionSettings":
-        from ..validation import check_types, require, setting_name
-
-        check_types(self, section)
-        require(self.rule in RULES, "rule", section, self.rule, f"choose one of {', '.join(RULES)}")
-        d = self.particle_diameter
-        require(d is None or (isinstance(d, (int, float)) and not isinstance(d, bool) and d > 0),
-                "particle_diameter", section, d, "particle diameter in Å: must be positive")
-        if self.rule == "mask" and d is None:
-            raise InputError(f"{setting_name('particle_diameter', section)}: the mask rule needs the particle "
-                             "diameter in Å (or use the SSIM rule)")
-        if self.rule == "mask":
-            require(self.patch is None or (self.patch >= 32 and self.patch % 32 == 0), "patch", section, self.patch,
-                    "noise patch size: a multiple of 32 px (or automatic)")
-        require(self.dilation >= 0, "dilation", section, self.dilation, "must not be negative")
-        require(self.target_patches >= 1, "target_patches", section, self.target_patches, "must be at least 1")
-        require(self.sample_micrographs >= 1, "sample_micrographs", section, self.sample_micrographs,
-                "must be at least 1")
-        if self.sub_patches < 1:
-            raise InputError(f"sub-patches N = {self.sub_patches}: must be a square number >= 4")
-        n = math.isqrt(self.sub_patches)
-        if n * n != self.sub_patches or n < 2:
-            raise InputError(f"sub-patches N = {self.sub_patches}: must be a square number >= 4")
-        if self.patch is not None and (self.patch < 8 or self.patch % n):
-            raise InputError(f"patch d = {self.patch} px: must be >= 8 and divisible by sqrt(N) = {n}")
-        if not -1 < self.threshold < 1:
-            raise InputError(f"threshold = {self.threshold}: SSIM threshold must lie in (-1, 1)")
-        if self.step is not None and self.step < 1:
-            raise InputError(f"step = {self.step}: must be >= 1 px")
-        return self
-
-    @property
-    def stride(self) -> int:
-        return self.step if self.step else self.patch // 2
-
-    def ssim_patch(self, pixel_size: float) -> int:
-        """The SSIM rule's tile size: the given one, else two particle diameters, else 320 px."""
-        if self.patch:
-            return self.patch
-        if self.particle_diameter and pixel_size > 0:
-            return suggest_patch_size(self.particle_diameter, pixel_size)
-        return PAPER_PATCH
-
-
-def suggest_patch_size(diameter_a: float, pixel_size: float, minimum: int = 64, maximum: int = 512) -> int:
-    """Noise patch side d [px] for particles of ``diameter_a`` Å at ``pixel_size`` Å/px: the
-    smallest multiple of 32 holding two particle diameters (a d/2 sub-patch then holds a whole
-    particle, so a tile touching one fails the SSIM rule), within [minimum, maximum]. The paper's
-    d = 320 corresponds to ~150 px particles."""
-    if diameter_a <= 0 or pixel_size <= 0:
-        raise InputError(f"particle diameter {diameter_a} Å and pixel size {pixel_size} Å/px must be positive")
-    d = 32 * math.ceil(2 * diameter_a / pixel_size / 32)
-    return int(min(max(d, minimum), maximum))
 
 
 def to_unit_range(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
@@ -272,7 +191,6 @@ def extract_noise(raw_paths: Sequence[str | os.PathLike], enhance: Callable[[np.
     skipped; fewer than ``min_patches`` in all is an error saying what to relax, naming settings
     as on the command line (``section`` None) or in a pipeline config (``section`` 'extraction').
     """
-    from tqdm import tqdm
 
     from ..normalization import standardize, stats
 
@@ -284,7 +202,7 @@ def extract_noise(raw_paths: Sequence[str | os.PathLike], enhance: Callable[[np.
     patch = s.patch
     if s.rule == "mask" and patch is None:
         patch = _choose_mask_patch(paths, enhance, s, cache, failed, len(paths))
-    for path in tqdm(paths, desc="extract noise", unit="mic", disable=not progress):
+    for path in progress_bar(paths, desc="extract noise", unit="mic", disable=not progress):
         if path.stem in failed:
             continue
         try:
@@ -303,22 +221,23 @@ def extract_noise(raw_paths: Sequence[str | os.PathLike], enhance: Callable[[np.
         tiles.append(standardize(grid_tiles(raw, found.patch, 16), mean, std))
         half = found.patch / 2
         rows += [(x + half, y + half, score, f"{path.name}") for (y, x), score in zip(found.origins, found.scores)]
-        save_overlay(out / "overlays" / f"{path.stem}.png", raw, found, found.patch)
+        noise_overlay(out / OVERLAYS / f"{path.stem}.png", raw, found.origins, found.patch,
+                      f"{found.name}: {len(found.origins)} background tiles")
         patch = found.patch
     total = int(sum(counts.values()))
     report = ExtractionReport(counts, empty, failed, None, asdict(s), patch or 0, fractions)
     if total < min_patches:
         raise InputError(too_few_message(total, min_patches, len(counts), s, patch, fractions, section))
     if not total:  # allowed with min_patches 0: the report (summary.json) is all there is
-        write_json(out / "summary.json", {**report.to_dict(), "normalized": normalize})
+        write_json(out / NOISE_SUMMARY, {**report.to_dict(), "normalized": normalize})
         return report
     stack = np.concatenate(patches)
     if s.particle_diameter and pixel > 0:
         report.band_power_ratio = band_power_ratio(stack, np.concatenate(tiles), s.particle_diameter / pixel)
-    report.stack = write_mrc(out / "noise_patches.mrcs", stack, pixel or 1.0)
-    write_star(out / "noise_patches.star", "noise_patches",
+    report.stack = write_mrc(out / NOISE_STACK, stack, pixel or 1.0)
+    write_star(out / NOISE_STAR, "noise_patches",
                ("rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit", "rlnMicrographName"), rows)
-    write_json(out / "summary.json", {**report.to_dict(), "normalized": normalize})
+    write_json(out / NOISE_SUMMARY, {**report.to_dict(), "normalized": normalize})
     return report
 
 
@@ -367,31 +286,3 @@ def too_few_message(total: int, need: int, n: int, s: ExtractionSettings, patch,
             f"{setting_name('patch', section)} (now {patch} px), use the mask rule, or give more micrographs")
 
 
-def draw_overlay(ax, raw: np.ndarray, origins: np.ndarray, patch: int, title: str) -> None:
-    """Draw the (low-passed) raw micrograph with tiles at ``origins`` outlined on ``ax``."""
-    from matplotlib.patches import Rectangle
-    from scipy.ndimage import gaussian_filter
-
-    shown = gaussian_filter(raw.astype(np.float32), max(raw.shape) / 512)
-    lo, hi = np.percentile(shown, (1, 99))
-    ax.imshow(shown, cmap="gray", vmin=lo, vmax=hi)
-    for y, x in origins:
-        ax.add_patch(Rectangle((x, y), patch, patch, fill=False, edgecolor="lime", lw=0.8))
-    ax.set_title(title)
-    ax.axis("off")
-
-
-def save_overlay(path: Path, raw: np.ndarray, found: MicrographNoise, patch: int) -> None:
-    """PNG of the (low-passed) raw micrograph with the chosen background tiles outlined."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 6 * raw.shape[0] / raw.shape[1]))
-    draw_overlay(ax, raw, found.origins, patch, f"{found.name}: {len(found.origins)} background tiles")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import torch
 
+from ..settings import NOISE_LEVELS
+
 
 def fit_coefficients(s: torch.Tensor, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Least-squares (alpha, beta, gamma) of X ~ alpha S + beta V + gamma per image of a batch
@@ -49,7 +51,7 @@ def fit_signal(s: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return alpha, gamma
 
 
-LEVELS = ("real", "simulated")
+LEVELS = NOISE_LEVELS
 
 
 def reweight(s: torch.Tensor, v: torch.Tensor, x: torch.Tensor, level: str = "real") -> tuple[torch.Tensor, torch.Tensor, dict]:

@@ -24,62 +24,27 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from .. import layout
 from ..errors import InputError
-from ..io import atomic_write, ensure_writable_dir
+from ..io import ensure_writable_dir
+from ..plots import gan_losses, noise_samples
+from ..logs import progress as progress_bar
 from ..models.gan import SCALE, Critic, NoiseGenerator, gradient_penalty
 from ..models.store import all_finite, save_model, save_torch
+from ..settings import GANConfig
 from ..training import write_loss_log
 
-
-@dataclass
-class GANConfig:
-    """iterations: generator steps; n_critic: critic steps per generator step; crop: training
-    patch size [px] (a multiple of 32, at most the extracted patch size; None = that size);
-    latent/width: network sizes; lr/betas: Adam; gp_weight: lambda of eq. 2."""
-
-    iterations: int = 2000
-    n_critic: int = 5
-    batch_size: int = 32
-    crop: int | None = None
-    latent: int = 64
-    width: int = 32
-    lr: float = 1e-4
-    betas: tuple[float, float] = (0.5, 0.999)
-    gp_weight: float = 10.0
-    spectral_weight: float = 10.0
-    seed: int = 0
-    log_every: int = 50
-    checkpoint_every: int = 200
-
-    def validate(self, section: str | None = None) -> "GANConfig":
-        """Check every value; ``section`` as in :meth:`nt2c_core.training.TrainConfig.validate`."""
-        from ..validation import at_least_one, check_rules, check_types, positive, require
-
-        check_types(self, section)
-        check_rules(self, section, {
-            "iterations": (at_least_one, "must be at least 1"), "n_critic": (at_least_one, "must be at least 1"),
-            "batch_size": (at_least_one, "must be at least 1"),
-            "crop": (lambda v: v is None or (v >= SCALE and v % SCALE == 0), f"must be a multiple of {SCALE}"),
-            "latent": (at_least_one, "must be at least 1"), "width": (at_least_one, "must be at least 1"),
-            "lr": (positive, "learning rate must be positive"),
-            "gp_weight": (lambda v: v >= 0, "must not be negative"),
-            "spectral_weight": (lambda v: v >= 0, "must not be negative"),
-            "log_every": (at_least_one, "must be at least 1"), "checkpoint_every": (at_least_one, "must be at least 1"),
-        })
-        betas = tuple(self.betas) if isinstance(self.betas, (list, tuple)) else ()
-        require(len(betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas),
-                "betas", section, self.betas, "two numbers in [0, 1)")
-        return self
+logger = logging.getLogger(__name__)
 
 
 def _torch_gen(seed: int, step: int, device) -> torch.Generator:
@@ -146,7 +111,7 @@ def train_noise_gan(patches: np.ndarray, output: str | os.PathLike, config: GANC
     gen, critic = NoiseGenerator(config.latent, config.width).to(dev), Critic(config.width).to(dev)
     opt_g = torch.optim.Adam(gen.parameters(), lr=config.lr, betas=config.betas)
     opt_d = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=config.betas)
-    ckpt = Path(f"{output}.ckpt")
+    ckpt = layout.checkpoint(output)
     start, log = 0, []
     if resume and ckpt.exists():
         start, log = _load(ckpt, gen, critic, opt_g, opt_d, config)
@@ -154,7 +119,7 @@ def train_noise_gan(patches: np.ndarray, output: str | os.PathLike, config: GANC
     spectrum = RadialSpectrum(crop, dev)
     log_target = torch.log(_real_spectrum(patches, spectrum, crop, config.seed, dev))
     t0 = time.perf_counter()
-    bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, desc="noise GAN",
+    bar = progress_bar(range(start, config.iterations), initial=start, total=config.iterations, desc="noise GAN",
                disable=not progress)
     window: list[tuple[float, float, float, float]] = []
     for it in bar:
@@ -187,9 +152,8 @@ def train_noise_gan(patches: np.ndarray, output: str | os.PathLike, config: GANC
             w = np.mean(window, 0)
             log.append({"iteration": done, "wasserstein": float(w[0]), "gradient_penalty": float(w[1]),
                         "generator_loss": float(w[2]), "spectral_loss": float(w[3])})
-            if not progress:  # a run log (Scipion, batch jobs) still shows progress
-                print(f"iteration {done}/{config.iterations}: Wasserstein {w[0]:.4f}, gradient penalty "
-                      f"{w[1]:.4f}, spectral {w[3]:.4f}", flush=True)
+            logger.info(f"iteration {done}/{config.iterations}: Wasserstein {w[0]:.4f}, gradient penalty "
+                        f"{w[1]:.4f}, spectral {w[3]:.4f}")
             window = []
         if done % config.checkpoint_every == 0 or done == config.iterations:
             if not (all_finite(gen.state_dict()) and all_finite(critic.state_dict())):
@@ -201,8 +165,10 @@ def train_noise_gan(patches: np.ndarray, output: str | os.PathLike, config: GANC
             "training": {**asdict(config), "seconds_this_run": round(time.perf_counter() - t0, 1)},
             **(metadata or {})}
     save_model(output, gen.cpu().eval(), meta)
-    _write_log(output, log)
-    save_sample_grid(Path(f"{output}.samples.png"), patches, gen, crop, config.seed)
+    write_loss_log(output, log, ["iteration", "wasserstein", "gradient_penalty", "generator_loss", "spectral_loss"])
+    gan_losses(layout.loss_png(output), log)
+    fake = gen.cpu().sample(6, crop, config.seed + 12345)[:, 0].numpy()
+    noise_samples(layout.samples_png(output), patches[:6, :crop, :crop], fake)
     return output
 
 
@@ -236,47 +202,3 @@ def _load(path, gen, critic, opt_g, opt_d, config) -> tuple[int, list]:
     return int(payload["step"]), json.loads(payload["log"])
 
 
-def _write_log(output: Path, log: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    write_loss_log(output, log, ["iteration", "wasserstein", "gradient_penalty", "generator_loss", "spectral_loss"])
-    if not log:
-        return
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    steps = [r["iteration"] for r in log]
-    ax.plot(steps, [r["wasserstein"] for r in log], label="critic's Wasserstein estimate")
-    ax.plot(steps, [r["gradient_penalty"] for r in log], label="gradient penalty")
-    ax.plot(steps, [r.get("spectral_loss", np.nan) for r in log], label="spectral term")
-    ax.set_xlabel("generator iteration")
-    ax.legend()
-    fig.tight_layout()
-    with atomic_write(Path(f"{output}.loss.png")) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-
-
-def save_sample_grid(path: Path, real: np.ndarray, gen: NoiseGenerator, crop: int, seed: int, count: int = 6) -> None:
-    """PNG: a row of real noise patches over a row of generated ones, same contrast stretch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fake = gen.sample(count, crop, seed + 12345)[:, 0].numpy()
-    rows = [real[:count, :crop, :crop], fake]
-    lo, hi = np.percentile(np.concatenate([r.ravel() for r in rows]), (1, 99))
-    fig, axes = plt.subplots(2, count, figsize=(1.6 * count, 3.6))
-    for r, (label, images) in enumerate(zip(("real", "generated"), rows)):
-        for c in range(count):
-            ax = axes[r, c]
-            if c < len(images):
-                ax.imshow(images[c], cmap="gray", vmin=lo, vmax=hi)
-            ax.axis("off")
-        axes[r, 0].set_title(label, fontsize=9, loc="left")
-    fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)

@@ -8,19 +8,23 @@ different simulation is refused unless ``overwrite``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
-from tqdm import tqdm
 
 from .. import __version__
+from ..device import resolve_device  # noqa: F401 (re-exported)
 from ..errors import InputError
 from ..io import ensure_writable_dir, write_json, write_mrc, write_star
+from ..logs import progress as progress_bar
 from .micrograph import MicrographSimulator, SimulatedMicrograph, SimulationConfig
 from .structure import load_structure
+
+log = logging.getLogger(__name__)
 
 STAR_COLUMNS = ("rlnCoordinateX", "rlnCoordinateY", "rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi",
                 "rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle", "rlnClassNumber", "rlnMicrographName")
@@ -58,7 +62,7 @@ def simulate_dataset(structures: Sequence[str | os.PathLike], config: Simulation
     names, snr = [], {}
     placed = {} if overwrite else dict(_previous(out / "params.json").get("particles_placed", {}))
     wanted = config.particles_per_micrograph()
-    for index in tqdm(range(config.count), desc="simulate", unit="mic", disable=not progress):
+    for index in progress_bar(range(config.count), desc="simulate", unit="mic", disable=not progress):
         name = f"mic_{index:04d}"
         names.append(name)
         paths = _paths(out, name)
@@ -69,8 +73,8 @@ def simulate_dataset(structures: Sequence[str | os.PathLike], config: Simulation
         snr[name] = mic.pixel_snr()
         placed[name] = len(mic.particles)
         if placed[name] < wanted:
-            print(f"warning: {name}: placed {placed[name]} of {wanted} particles (no room for more without "
-                  "overlaps); params.json records the number placed", flush=True)
+            log.warning(f"warning: {name}: placed {placed[name]} of {wanted} particles (no room for more without "
+                        "overlaps); params.json records the number placed")
         write_json(out / "params.json", {**params, "particles_placed": placed})
     return DatasetSummary(out, names, snr)
 
@@ -80,21 +84,6 @@ def _previous(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> CUDA when available else CPU; otherwise the named device, checked."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InputError(f"device {device!r}: unknown; choose cpu, cuda, cuda:N or auto") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise InputError(f"device {device!r}: nt2c runs on cpu or cuda (cuda:N, or auto)")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r}: CUDA is not available on this machine")
-    return dev
 
 
 def _paths(out: Path, name: str) -> tuple[Path, Path, Path]:

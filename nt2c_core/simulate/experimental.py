@@ -32,9 +32,9 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..io import ensure_writable_dir, write_json, write_mrc, write_star
+from ..logs import progress as progress_bar
 from .dataset import STAR_COLUMNS
 from .detector import apply_detector, mtf_filter
 from .micrograph import MicrographSimulator, SimulationConfig
@@ -77,7 +77,7 @@ def make_experimental_dataset(structures: Sequence[str | os.PathLike], config: S
     session = np.random.default_rng(noise.session_seed)
     gain = torch.from_numpy((1.0 + noise.stripes * session.standard_normal(width)).astype(np.float32))[None, :]
     mean_counts = acq.dose * acq.pixel_size ** 2
-    for index in tqdm(range(config.count), desc="experimental", unit="mic", disable=not progress):
+    for index in progress_bar(range(config.count), desc="experimental", unit="mic", disable=not progress):
         name = f"exp_{index:04d}"
         terms = simulator.image_terms(index)
         rng = terms.noise_rng

@@ -11,91 +11,18 @@ and ice is exactly ``clean``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..errors import InputError
+from ..settings import MAX_PIXELS, MAX_SIDE, SimulationConfig  # noqa: F401 (re-exported)
 from .detector import apply_detector, ice_phase_ft, mtf_filter
 from .geometry import matrix_to_euler, place_particles, random_rotations
-from .optics import Acquisition, CTFGrid, interaction_constant
+from .optics import Acquisition, CTFGrid, interaction_constant  # noqa: F401 (Acquisition re-exported)
 from .potential import Projector, box_size_for, next_fast_size
 from .structure import Structure
-
-
-MAX_SIDE = 8192
-MAX_PIXELS = MAX_SIDE * MAX_SIDE  # a 4096² micrograph takes ~1.5 GB to simulate; 8192² about 6 GB
-
-
-@dataclass
-class SimulationConfig:
-    """Everything a simulation run needs besides the structures.
-
-    defocus_um: (min, max) nominal defocus [µm], drawn uniformly per micrograph (positive =
-    underfocus); astigmatism_um: defocus U - V [µm], azimuth random; ice_thickness [Å];
-    size: (width, height) [px]; particles: particles per micrograph, unless concentration
-    [particles/µm^2] is given; count: number of micrographs; slab_thickness: depth [Å] of the ice
-    slabs sharing one defocus; library_size: 0 projects every particle from its atoms, N > 0 draws
-    from N precomputed projections per structure pasted with sub-pixel shifts (fast batch mode);
-    pad: field margin [px] against CTF wrap-around.
-    """
-
-    acquisition: Acquisition = field(default_factory=Acquisition)
-    defocus_um: tuple[float, float] = (1.0, 2.5)
-    astigmatism_um: float = 0.05
-    ice_thickness: float = 300.0
-    size: tuple[int, int] = (1024, 1024)
-    particles: int = 50
-    concentration: float | None = None
-    count: int = 1
-    seed: int = 0
-    slab_thickness: float = 100.0
-    library_size: int = 0
-    pad: int = 128
-
-    def validate(self) -> "SimulationConfig":
-        """Raise :class:`InputError` naming the first parameter out of range."""
-        self.acquisition.validate()
-        lo, hi = self.defocus_um
-        if not (-5.0 <= lo <= hi <= 20.0):
-            raise InputError(f"defocus range ({lo}, {hi}) µm: need -5 <= min <= max <= 20")
-        if not 0 <= self.astigmatism_um <= 5:
-            raise InputError(f"astigmatism = {self.astigmatism_um} µm: need 0 <= value <= 5")
-        if not 0 <= self.ice_thickness <= 5000:
-            raise InputError(f"ice thickness = {self.ice_thickness} Å: need 0 <= value <= 5000")
-        width, height = self.size
-        if width < 16 or height < 16 or width * height > MAX_PIXELS:
-            raise InputError(f"micrograph size {width} x {height} px: need at least 16 px a side and at most "
-                             f"{MAX_PIXELS // 2 ** 20} Mpx ({MAX_SIDE} x {MAX_SIDE}); simulate at a binned pixel size")
-        if self.count < 1:
-            raise InputError(f"count = {self.count}: need at least one micrograph")
-        if self.particles < 0 or (self.concentration is not None and self.concentration < 0):
-            raise InputError("particles/concentration: must not be negative")
-        if self.slab_thickness <= 0 or self.library_size < 0 or self.pad < 0:
-            raise InputError("slab thickness must be > 0, library size and pad >= 0")
-        return self
-
-    def particles_per_micrograph(self) -> int:
-        if self.concentration is None:
-            return int(self.particles)
-        area_um2 = self.size[0] * self.size[1] * (self.acquisition.pixel_size * 1e-4) ** 2
-        return int(round(self.concentration * area_um2))
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["defocus_um"] = list(self.defocus_um)
-        out["size"] = list(self.size)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "SimulationConfig":
-        data = dict(data)
-        data["acquisition"] = Acquisition(**data.get("acquisition", {}))
-        for key in ("defocus_um", "size"):
-            if key in data:
-                data[key] = tuple(data[key])
-        return cls(**data)
 
 
 @dataclass

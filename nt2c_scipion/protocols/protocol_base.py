@@ -5,18 +5,10 @@ import os
 import pyworkflow.protocol.params as params
 from pwem.protocols import EMProtocol
 
+from nt2c_core.device import choose_device
+from nt2c_core.settings import DETECTORS
+
 from ..constants import NT2C_DEVICE_VAR
-
-
-def choose_device(use_gpu: bool, cuda_available: bool, step_gpus, protocol_gpus, wanted: str = "auto") -> str:
-    """'cpu' unless GPUs are wanted and CUDA is present; then the first GPU the executor gave
-    the step, else the first of the protocol's list, else the default CUDA device."""
-    if wanted == "cpu" or not use_gpu or not cuda_available:
-        return "cpu"
-    for gpus in (step_gpus, protocol_gpus):
-        if gpus:
-            return f"cuda:{int(gpus[0])}"
-    return "cuda"
 
 
 class ProtNT2CBase(EMProtocol):
@@ -53,7 +45,7 @@ class ProtNT2CBase(EMProtocol):
         return []
 
 
-DETECTOR_CHOICES = ["K3", "K2", "Falcon4", "ideal"]
+DETECTOR_CHOICES = list(DETECTORS)
 
 
 class ProtNT2CSimulationBase(ProtNT2CBase):
@@ -66,15 +58,19 @@ class ProtNT2CSimulationBase(ProtNT2CBase):
                       display=params.EnumParam.DISPLAY_HLIST, label="Atomic model",
                       help="The sample's atomic model (PDB/mmCIF), used to simulate training pairs.")
         form.addParam("inputStructure", params.PointerParam, pointerClass="AtomStruct", allowsNull=True,
-                      condition="structureSource == 0", label="Atomic structure")
+                      condition="structureSource == 0", label="Atomic structure",
+                      help="The specimen's atomic model (imported into the project), simulated with the "
+                           "micrographs' acquisition.")
         form.addParam("structureFile", params.PathParam, condition="structureSource == 1",
                       label="PDB/mmCIF file", help="Plain or gzipped PDB or mmCIF.")
         form.addParam("inputCTF", params.PointerParam, pointerClass="SetOfCTF", allowsNull=True,
                       label="CTF estimation (optional)",
                       help="If given, simulated defocus spans the estimated range; else the range below.")
         line = form.addLine("Defocus range (µm)", help="Underfocus positive; used without a CTF estimation.")
-        line.addParam("defocusMin", params.FloatParam, default=1.0, label="min")
-        line.addParam("defocusMax", params.FloatParam, default=3.0, label="max")
+        line.addParam("defocusMin", params.FloatParam, default=1.0, label="min",
+                      help="Smallest defocus simulated [µm, underfocus positive].")
+        line.addParam("defocusMax", params.FloatParam, default=3.0, label="max",
+                      help="Largest defocus simulated [µm]; each micrograph draws one in [min, max].")
         form.addParam("dose", params.FloatParam, default=40.0, label="Total dose (e/Å²)",
                       help="Total exposure of each micrograph.")
         form.addParam("detector", params.EnumParam, choices=DETECTOR_CHOICES, default=0, label="Detector",

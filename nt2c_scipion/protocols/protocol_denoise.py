@@ -16,6 +16,8 @@ from pwem.objects import SetOfMicrographs
 from pyworkflow.object import Set
 from pyworkflow.protocol import STEPS_PARALLEL, ProtStreamingBase
 
+from nt2c_core.settings import PIXEL_RANGE_SLACK
+
 from ..constants import BIN_CHOICES, OUTPUT_MICROGRAPHS
 from .protocol_base import ProtNT2CBase
 
@@ -197,7 +199,7 @@ class ProtNT2CDenoise(ProtNT2CBase, ProtStreamingBase):
         if self.useGeneralModel.get() or in_set is None or model is None or not model.getPixelSize():
             return []
         ratio = in_set.getSamplingRate() / model.getPixelSize()
-        if not 0.8 <= ratio <= 1.25:
+        if not PIXEL_RANGE_SLACK[0] <= ratio <= PIXEL_RANGE_SLACK[1]:
             return [f"The model was trained at {model.getPixelSize():.3f} Å/px but the micrographs are "
                     f"{in_set.getSamplingRate():.3f} Å/px: results may be poor."]
         return []

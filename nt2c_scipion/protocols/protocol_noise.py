@@ -1,5 +1,7 @@
-"""Noise stages as protocols: extract pure-noise background patches from the raw micrographs
-with a coarse model, and train the WGAN-GP noise model on them."""
+"""Noise stages as protocols: extract pure-noise background patches from the raw micrographs,
+and train the WGAN-GP noise model on them (``nt2c_core.stages.extract_background`` and
+``train_noise_model``, as ``nt2c extract-noise``/``train-noise-gan`` and ``nt2c run``; form
+defaults from ``nt2c_core.settings``)."""
 
 import json
 import os
@@ -9,12 +11,14 @@ import numpy as np
 import pyworkflow.protocol.params as params
 from pwem.objects import Coordinate, Particle, SetOfParticles
 
+from nt2c_core.layout import MODEL, NOISE_STACK, NOISE_STAR, NOISE_SUMMARY
+from nt2c_core.settings import EXTRACTION, GAN, MIN_NOISE_PATCHES, RULES, SIZE_MULTIPLE
+
 from ..constants import OUTPUT_MODEL
 from ..objects import NT2CModel
 from .protocol_base import ProtNT2CBase
 
 OUTPUT_PATCHES = "outputNoisePatches"
-RULES = ("mask", "ssim")  # = nt2c_core.noise.extract.RULES (tested); the menu loads without torch
 RULE_CHOICES = ("particle mask", "SSIM tiles (paper)")
 
 
@@ -35,7 +39,7 @@ class ProtNT2CExtractNoise(ProtNT2CBase):
     def _defineParams(self, form):
         form.addSection("Input")
         form.addParam("inputMicrographs", params.PointerParam, pointerClass="SetOfMicrographs", important=True,
-                      label="Raw micrographs")
+                      label="Raw micrographs", help="The patches are cut from these (not from the denoised images).")
         form.addParam("inputModel", params.PointerParam, pointerClass="NT2CModel", important=True,
                       label="Denoising model",
                       help="Denoises the micrographs so that background can be told apart: the coarse model "
@@ -48,21 +52,22 @@ class ProtNT2CExtractNoise(ProtNT2CBase):
                            "empty tiles, which dense fields do not have.")
         form.addParam("particleDiameter", params.FloatParam, default=0, label="Particle diameter (Å)",
                       condition="rule == 0",
-                      help="Largest particle diameter; the particle mask is grown by half a radius around each "
-                           "particle. Required by the particle-mask rule.")
+                      help=f"Largest particle diameter; the particle mask is grown by {EXTRACTION.dilation} radius "
+                           "around each particle. Required by the particle-mask rule.")
         form.addParam("patch", params.IntParam, default=0, label="Patch size d (px)",
-                      help="0 = automatic: with the particle mask, the largest multiple of 32 px that gives about "
-                           "256 patches; with SSIM tiles, 320 (the paper's). Tiles of the SSIM rule are scanned "
-                           "with step d/2.")
-        form.addParam("threshold", params.FloatParam, default=0.7, label="SSIM threshold", condition="rule == 1",
+                      help=f"0 = automatic: with the particle mask, the largest multiple of {SIZE_MULTIPLE} px that "
+                           f"gives about {EXTRACTION.target_patches} patches; with SSIM tiles, two particle diameters "
+                           "or 320 px (the paper's). Tiles of the SSIM rule are scanned with step d/2.")
+        form.addParam("threshold", params.FloatParam, default=EXTRACTION.threshold, label="SSIM threshold",
+                      condition="rule == 1",
                       help="A tile is background when all pairwise SSIMs of its 4 sub-patches exceed this.")
-        form.addParam("smooth", params.FloatParam, default=1.5, expertLevel=params.LEVEL_ADVANCED,
+        form.addParam("smooth", params.FloatParam, default=EXTRACTION.smooth, expertLevel=params.LEVEL_ADVANCED,
                       condition="rule == 1",
                       label="Smoothing (px)", help="Gaussian smoothing of the denoised image (0 = paper).")
-        form.addParam("flatten", params.BooleanParam, default=True, expertLevel=params.LEVEL_ADVANCED,
+        form.addParam("flatten", params.BooleanParam, default=EXTRACTION.flatten, expertLevel=params.LEVEL_ADVANCED,
                       condition="rule == 1",
                       label="Flatten background", help="Remove slow trends before the SSIM rule (No = paper).")
-        form.addParam("minPatches", params.IntParam, default=32, label="Minimum patches",
+        form.addParam("minPatches", params.IntParam, default=MIN_NOISE_PATCHES, label="Minimum patches",
                       help="Fewer patches in all stops the run with advice on what to relax.")
         self._defineGpuParams(form)
 
@@ -71,28 +76,28 @@ class ProtNT2CExtractNoise(ProtNT2CBase):
         self._insertFunctionStep(self.createOutputStep, needsGPU=False)
 
     def extractSettings(self):
-        from nt2c_core.noise.extract import ExtractionSettings
+        """The extraction defaults (``nt2c_core.settings.EXTRACTION``) with the form's values."""
+        from nt2c_core.settings import replace
 
         diameter = self.particleDiameter.get()
-        return ExtractionSettings(patch=self.patch.get() or None, threshold=self.threshold.get(),
-                                  smooth=self.smooth.get(), flatten=self.flatten.get(), rule=RULES[self.rule.get()],
-                                  particle_diameter=diameter if diameter and diameter > 0 else None)
+        return replace(EXTRACTION, patch=self.patch.get() or None, threshold=self.threshold.get(),
+                       smooth=self.smooth.get(), flatten=self.flatten.get(), rule=RULES[self.rule.get()],
+                       particle_diameter=diameter if diameter and diameter > 0 else None)
 
     def extractStep(self):
-        from nt2c_core.denoise import Denoiser
-        from nt2c_core.noise.extract import extract_noise
+        from nt2c_core.stages import extract_background
 
-        denoiser = Denoiser.from_file(self.inputModel.get().getFileName(), self._device())
         files = [m.getFileName() for m in self.inputMicrographs.get()]
-        extract_noise(files, denoiser.denoise, self._getExtraPath("noise"), self.extractSettings(),
-                      self.minPatches.get(), progress=False)
+        extract_background(files, self._getExtraPath("noise"), self.extractSettings(),
+                           self.inputModel.get().getFileName(), self._device(), min_patches=self.minPatches.get(),
+                           progress=False)
 
     def createOutputStep(self):
         from nt2c_core.io import read_star
 
         mics = {os.path.basename(m.getFileName()): m.clone() for m in self.inputMicrographs.get()}
-        star = read_star(self._getExtraPath("noise", "noise_patches.star"))
-        stack = self._getExtraPath("noise", "noise_patches.mrcs")
+        star = read_star(self._getExtraPath("noise", NOISE_STAR))
+        stack = self._getExtraPath("noise", NOISE_STACK)
         out = self._createSetOfParticles()
         out.copyInfo(self.inputMicrographs.get())
         for index, (x, y, name) in enumerate(zip(star["rlnCoordinateX"], star["rlnCoordinateY"],
@@ -107,14 +112,14 @@ class ProtNT2CExtractNoise(ProtNT2CBase):
         self._defineSourceRelation(self.inputMicrographs, out)
 
     def _perMicrograph(self) -> dict:
-        path = self._getExtraPath("noise", "summary.json")
+        path = self._getExtraPath("noise", NOISE_SUMMARY)
         return json.load(open(path))["per_micrograph"] if os.path.exists(path) else {}
 
     def _summary(self):
         counts = self._perMicrograph()
         if not counts:
             return ["No patches extracted yet."]
-        summary = json.load(open(self._getExtraPath("noise", "summary.json")))
+        summary = json.load(open(self._getExtraPath("noise", NOISE_SUMMARY)))
         free = summary.get("free_fraction", {})
         lines = [f"{sum(counts.values())} noise patches of {summary.get('patch')} px from {len(counts)} micrographs "
                  f"({RULE_CHOICES[self.rule.get()]})."]
@@ -157,14 +162,19 @@ class ProtNT2CTrainNoiseGAN(ProtNT2CBase):
         form.addParam("inputPatches", params.PointerParam, pointerClass="SetOfParticles", important=True,
                       label="Noise patches", help="From 'extract noise patches'.")
         form.addSection("Training")
-        form.addParam("iterations", params.IntParam, default=2000, label="Generator iterations")
+        form.addParam("iterations", params.IntParam, default=GAN.iterations, label="Generator iterations",
+                      help=f"Generator steps ({GAN.n_critic} critic steps each).")
         form.addParam("crop", params.IntParam, default=0, label="Crop (px)",
-                      help="Training crop, a multiple of 32 (0 = the largest that fits the patches).")
-        form.addParam("batchSize", params.IntParam, default=32, label="Batch size")
-        form.addParam("width", params.IntParam, default=32, expertLevel=params.LEVEL_ADVANCED, label="Network width")
-        form.addParam("spectralWeight", params.FloatParam, default=10.0, expertLevel=params.LEVEL_ADVANCED,
+                      help=f"Training crop, a multiple of {SIZE_MULTIPLE} (0 = the largest that fits the patches).")
+        form.addParam("batchSize", params.IntParam, default=GAN.batch_size, label="Batch size",
+                      help="Patches per step.")
+        form.addParam("width", params.IntParam, default=GAN.width, expertLevel=params.LEVEL_ADVANCED,
+                      label="Network width", help="Channels of the generator and critic.")
+        form.addParam("spectralWeight", params.FloatParam, default=GAN.spectral_weight,
+                      expertLevel=params.LEVEL_ADVANCED,
                       label="Spectral term weight", help="Power-spectrum term of the generator loss (0 = paper).")
-        form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Random seed")
+        form.addParam("seed", params.IntParam, default=GAN.seed, expertLevel=params.LEVEL_ADVANCED, label="Random seed",
+                      help="The same seed and patches give the same model.")
         self._defineGpuParams(form)
 
     def _insertAllSteps(self):
@@ -182,25 +192,38 @@ class ProtNT2CTrainNoiseGAN(ProtNT2CBase):
             out.append(stacks[path][index - 1])
         return np.stack(out)
 
-    def trainStep(self):
-        from nt2c_core.noise.synthesize import GANConfig, train_noise_gan
+    def _patchStack(self) -> str:
+        """The input patches (any subset of any stacks) as one stack with their sampling."""
+        from nt2c_core.io import write_mrc
 
-        iterations = self.iterations.get()
-        config = GANConfig(iterations=iterations, batch_size=self.batchSize.get(), crop=self.crop.get() or None,
-                           width=self.width.get(), spectral_weight=self.spectralWeight.get(), seed=self.seed.get(),
-                           log_every=max(iterations // 40, 1), checkpoint_every=max(iterations // 10, 1))
-        train_noise_gan(self._patches(), self._getExtraPath("model.pt"), config, resume=True, device=self._device(),
-                        progress=False, metadata={"pixel_size": self.inputPatches.get().getSamplingRate()})
+        path = self._getExtraPath(NOISE_STACK)
+        if not os.path.exists(path):
+            write_mrc(path, self._patches(), self.inputPatches.get().getSamplingRate())
+        return path
+
+    def _ganConfig(self):
+        """The GAN defaults (``nt2c_core.settings.GAN``) with the form's values."""
+        from nt2c_core.settings import replace
+
+        return replace(GAN, iterations=self.iterations.get(), batch_size=self.batchSize.get(),
+                       crop=self.crop.get() or None, width=self.width.get(), spectral_weight=self.spectralWeight.get(),
+                       seed=self.seed.get())
+
+    def trainStep(self):
+        from nt2c_core.stages import train_noise_model
+
+        train_noise_model(self._patchStack(), self._getExtraPath(MODEL), self._ganConfig(), self._device(),
+                          resume=True, progress=False)
 
     def createOutputStep(self):
-        model = NT2CModel.fromFile(self._getExtraPath("model.pt"))
+        model = NT2CModel.fromFile(self._getExtraPath(MODEL))
         self._defineOutputs(**{OUTPUT_MODEL: model})
         self._defineSourceRelation(self.inputPatches, model)
 
     def _validate(self):
         errors = self._validateGpuList()
-        if self.crop.get() % 32:
-            errors.append("Crop: 0 or a multiple of 32.")
+        if self.crop.get() % SIZE_MULTIPLE:
+            errors.append(f"Crop: 0 or a multiple of {SIZE_MULTIPLE}.")
         patches = self.inputPatches.get()
         if patches is not None and patches.getSize() < 2:
             errors.append("Need at least 2 noise patches: relax the extraction (lower SSIM threshold, smaller patch).")

@@ -15,15 +15,17 @@ from pathlib import Path
 import pyworkflow.protocol.params as params
 from pwem.objects import SetOfMicrographs
 
+from nt2c_core.layout import WorkLayout
+from nt2c_core.settings import (COARSE, EXTRACTION, FINE, GAN, MIN_NOISE_PATCHES, NOISE_MODELS, RULES, SIZE_MULTIPLE,
+                                STAGES)
+
 from ..constants import OUTPUT_MICROGRAPHS, OUTPUT_MODEL
 from ..objects import NT2CModel
 from .protocol_base import ProtNT2CSimulationBase
-from .protocol_noise import RULE_CHOICES, RULES
+from .protocol_noise import RULE_CHOICES
 
 FEW_PATCHES = ("go on with the best model available", "stop")
-
-STAGES = ("simulate", "coarse", "noise", "gan", "fine", "denoised")  # = nt2c_core.pipeline.STAGES (tested),
-# copied so that loading the plugin's menu does not import torch
+NOISE_MODEL_CHOICES = ("WGAN-GP (paper)", "real patches tiled")  # in the order of NOISE_MODELS
 
 
 class NT2COutputs(Enum):
@@ -47,17 +49,27 @@ class ProtNT2C(ProtNT2CSimulationBase):
                       label="Raw micrographs", help="Motion-corrected micrographs with their acquisition.")
         self._defineSimulationInputParams(form)
         form.addSection("Training")
-        form.addParam("simCount", params.IntParam, default=64, label="Simulated micrographs")
+        form.addParam("simCount", params.IntParam, default=64, label="Simulated micrographs",
+                      help="Clean/noisy training pairs simulated from the atomic model (10 % are held out for "
+                           "validation and the model choice).")
         form.addParam("simSize", params.IntParam, default=512, label="Simulated size (px)",
                       help="Side of each simulated micrograph.")
-        form.addParam("particles", params.IntParam, default=20, label="Particles per simulated micrograph")
-        form.addParam("coarseSteps", params.IntParam, default=2000, label="Coarse training steps")
-        form.addParam("fineSteps", params.IntParam, default=1000, label="Fine training steps")
-        form.addParam("ganIterations", params.IntParam, default=2000, label="Noise GAN iterations")
-        form.addParam("width", params.IntParam, default=48, expertLevel=params.LEVEL_ADVANCED,
-                      label="U-Net width", help="48 as in the paper; 24 is ~3x faster on CPU.")
-        form.addParam("crop", params.IntParam, default=256, expertLevel=params.LEVEL_ADVANCED,
-                      label="Training crop (px)", help="Multiple of 32.")
+        form.addParam("particles", params.IntParam, default=20, label="Particles per simulated micrograph",
+                      help="Match the crowding of the real micrographs (particles per area).")
+        form.addParam("coarseSteps", params.IntParam, default=COARSE.steps, label="Coarse training steps",
+                      help="Optimizer steps of the coarse U-Net on the simulated pairs.")
+        form.addParam("fineSteps", params.IntParam, default=FINE.steps, label="Fine training steps",
+                      help="Optimizer steps of the fine U-Net (started from the coarse one) on noise-transferred "
+                           "pairs.")
+        form.addParam("ganIterations", params.IntParam, default=GAN.iterations, label="Noise GAN iterations",
+                      help="Generator steps of the WGAN-GP noise model.")
+        form.addParam("width", params.IntParam, default=COARSE.architecture["width"], expertLevel=params.LEVEL_ADVANCED,
+                      label="U-Net width", help="48 as in the paper; 24 is ~3x faster on CPU (ignored when the "
+                                                 "coarse model starts from the general model, whose width it keeps).")
+        form.addParam("crop", params.IntParam, default=COARSE.crop, expertLevel=params.LEVEL_ADVANCED,
+                      label="Training crop (px)", help=f"Random training crops, a multiple of {SIZE_MULTIPLE}.")
+        form.addParam("batchSize", params.IntParam, default=COARSE.batch_size, expertLevel=params.LEVEL_ADVANCED,
+                      label="Batch size", help="Crops per training step (coarse and fine).")
         form.addParam("noiseRule", params.EnumParam, choices=RULE_CHOICES, default=0, label="Noise patch rule",
                       help="Particle mask: particles are found on the shipped general model's output and noise "
                            "patches are cut from the area between them (any particle density; the particle "
@@ -66,10 +78,10 @@ class ProtNT2C(ProtNT2CSimulationBase):
         form.addParam("noisePatch", params.IntParam, default=0, label="Noise patch size d (px)",
                       help="0 = automatic (particle mask: the largest multiple of 32 px giving about 256 patches; "
                            "SSIM tiles: two particle diameters). SSIM tiles are scanned with step d/2.")
-        form.addParam("ssimThreshold", params.FloatParam, default=0.7, label="SSIM threshold",
+        form.addParam("ssimThreshold", params.FloatParam, default=EXTRACTION.threshold, label="SSIM threshold",
                       condition="noiseRule == 1",
                       help="A tile is background when all pairwise SSIMs of its 4 sub-patches exceed this.")
-        form.addParam("minNoisePatches", params.IntParam, default=32, expertLevel=params.LEVEL_ADVANCED,
+        form.addParam("minNoisePatches", params.IntParam, default=MIN_NOISE_PATCHES, expertLevel=params.LEVEL_ADVANCED,
                       label="Minimum noise patches",
                       help="Fewer patches than this cannot train the noise model; see 'If too few noise patches'.")
         form.addParam("fewPatches", params.EnumParam, choices=FEW_PATCHES, default=0,
@@ -88,7 +100,12 @@ class ProtNT2C(ProtNT2CSimulationBase):
                            "micrographs (PSNR) and on the raw micrographs (agreement with the raw data at the "
                            "particle scale, so a model that erases unfamiliar particles is not chosen), and "
                            "denoise with the best; the summary shows the table. No: always the fine model.")
-        form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Random seed")
+        form.addParam("noiseModel", params.EnumParam, choices=NOISE_MODEL_CHOICES, default=0,
+                      expertLevel=params.LEVEL_ADVANCED, label="Noise model",
+                      help="Where the fine model's real noise comes from: the paper's WGAN-GP trained on the noise "
+                           "patches, or the patches themselves tiled into noise fields (no GAN stage).")
+        form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Random seed",
+                      help="The same seed and inputs give the same models.")
         self._defineGpuParams(form)
 
     # --- steps ----------------------------------------------------------------------------
@@ -115,13 +132,14 @@ class ProtNT2C(ProtNT2CSimulationBase):
 
     def createOutputStep(self):
         work = self._workDir()
-        done = json.loads((work / "denoised" / "DONE.json").read_text())
-        model = NT2CModel.fromFile(done.get("model") or work / "fine" / "model.pt")  # the model that denoised
+        layout = WorkLayout(work)
+        done = json.loads(layout.done("denoised").read_text())
+        model = NT2CModel.fromFile(done.get("model") or layout.model("fine"))  # the model that denoised
         in_set = self.inputMicrographs.get()
         out_set = self._createSetOfMicrographs()
         out_set.copyInfo(in_set)
         for mic in in_set:
-            path = work / "denoised" / (Path(mic.getFileName()).stem + ".mrc")
+            path = layout.denoised / (Path(mic.getFileName()).stem + ".mrc")
             if path.exists():
                 new = mic.clone()
                 new.setFileName(str(path))
@@ -138,12 +156,9 @@ class ProtNT2C(ProtNT2CSimulationBase):
         return self._getExtraPath("nt2c_config.json")
 
     def _pipelineConfig(self):
-        from nt2c_core.denoise import TileSettings
-        from nt2c_core.noise.extract import ExtractionSettings
-        from nt2c_core.noise.synthesize import GANConfig
         from nt2c_core.pipeline import PipelineConfig
+        from nt2c_core.settings import replace
         from nt2c_core.simulate import SimulationConfig
-        from nt2c_core.training import TrainConfig
 
         in_set = self.inputMicrographs.get()
         acquisition = self._acquisition()
@@ -152,25 +167,19 @@ class ProtNT2C(ProtNT2CSimulationBase):
         simulation = SimulationConfig(acquisition, size=(size, size), particles=self.particles.get(),
                                       defocus_um=self._defocusRange(), count=self.simCount.get(),
                                       library_size=200, seed=seed)
-        crop, width = self.crop.get(), self.width.get()
-        coarse_steps, fine_steps = self.coarseSteps.get(), self.fineSteps.get()
-        patch = self.noisePatch.get() or None
-        gan_crop = min(128, (patch // 32) * 32) if patch else None
+        train = dict(crop=self.crop.get(), width=self.width.get(), batch_size=self.batchSize.get(), seed=seed)
         return PipelineConfig(
             raw=[os.path.abspath(m.getFileName()) for m in in_set], structures=[os.path.abspath(self._structurePath())],
             simulation=simulation,
-            coarse=TrainConfig(steps=coarse_steps, crop=crop, width=width, seed=seed,
-                               val_every=max(coarse_steps // 5, 1), checkpoint_every=max(coarse_steps // 10, 1)),
-            extraction=ExtractionSettings(patch=patch, threshold=self.ssimThreshold.get(),
-                                          rule=RULES[self.noiseRule.get()]),
-            gan=GANConfig(iterations=self.ganIterations.get(), crop=gan_crop, seed=seed,
-                          checkpoint_every=max(self.ganIterations.get() // 10, 1)),
-            fine=TrainConfig(steps=fine_steps, crop=min(crop, (patch // 32) * 32) if patch else crop, width=width,
-                             lr=5e-4, seed=seed, val_every=max(fine_steps // 5, 1),
-                             checkpoint_every=max(fine_steps // 10, 1)),
-            tiles=TileSettings(), min_noise_patches=self.minNoisePatches.get(), calibrate=self.calibrate.get(),
+            coarse=replace(COARSE, steps=self.coarseSteps.get(), **train),
+            extraction=replace(EXTRACTION, patch=self.noisePatch.get() or None, threshold=self.ssimThreshold.get(),
+                               rule=RULES[self.noiseRule.get()]),
+            gan=replace(GAN, iterations=self.ganIterations.get(), seed=seed),
+            fine=replace(FINE, steps=self.fineSteps.get(), **train),
+            min_noise_patches=self.minNoisePatches.get(), calibrate=self.calibrate.get(),
             few_patches=("continue", "stop")[self.fewPatches.get()], choose_model=self.chooseModel.get(),
-            coarse_init="general" if self.coarseFromGeneral.get() else "none")
+            coarse_init="general" if self.coarseFromGeneral.get() else "none",
+            noise_model=NOISE_MODELS[self.noiseModel.get()])
 
     # --- info -----------------------------------------------------------------------------
     def _validate(self):
@@ -179,7 +188,7 @@ class ProtNT2C(ProtNT2CSimulationBase):
         if in_set is None:
             return errors + ["Choose the raw micrographs."]
         errors += self._validateSimulationInputs()
-        for name, multiple in (("crop", 32), ("noisePatch", 32 if self.noiseRule.get() == 0 else 2)):
+        for name, multiple in (("crop", SIZE_MULTIPLE), ("noisePatch", SIZE_MULTIPLE if self.noiseRule.get() == 0 else 2)):
             if getattr(self, name).get() % multiple:
                 errors.append(f"{self.getParam(name).label.get()}: must be a multiple of {multiple}.")
         if not errors:  # every stage's settings, checked as 'nt2c run' checks them, before hours of work
@@ -192,16 +201,17 @@ class ProtNT2C(ProtNT2CSimulationBase):
         return errors
 
     def _summary(self):
-        done = [s for s in STAGES if (self._workDir() / s / "DONE.json").exists()]
+        layout = WorkLayout(self._workDir())
+        done = [s for s in STAGES if layout.done(s).exists()]
         lines = [f"Stages complete: {', '.join(done) if done else 'none'}."]
-        noise = self._workDir() / "noise" / "DONE.json"
+        noise = layout.done("noise")
         if noise.exists():
             info = json.loads(noise.read_text())
             lines.append(f"Noise patches: {info.get('patches')} of {info.get('patch')} px from "
                          f"{len(info.get('per_micrograph', {}))} micrographs.")
             if info.get("insufficient"):
                 lines.append(f"WARNING: {info['insufficient']}; the GAN and fine stages were skipped.")
-        selection = self._workDir() / "denoised" / "selection.json"
+        selection = layout.selection
         if selection.exists():
             info = json.loads(selection.read_text())
             lines += ["Model choice:", *info["table"].splitlines(), info["reason"]]

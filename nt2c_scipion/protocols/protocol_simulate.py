@@ -29,11 +29,15 @@ class ProtNT2CSimulate(ProtNT2CSimulationBase):
                       label="Experimental micrographs", help="Their acquisition and sampling rate are simulated.")
         self._defineSimulationInputParams(form)
         form.addSection("Simulation")
-        form.addParam("count", params.IntParam, default=64, label="Micrographs to simulate")
+        form.addParam("count", params.IntParam, default=64, label="Micrographs to simulate",
+                      help="Clean/noisy training pairs (10 % are held out for validation).")
         form.addParam("size", params.IntParam, default=512, label="Size (px)", help="Side of each micrograph.")
-        form.addParam("particles", params.IntParam, default=20, label="Particles per micrograph")
-        form.addParam("iceThickness", params.FloatParam, default=300.0, label="Ice thickness (Å)")
-        form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Random seed")
+        form.addParam("particles", params.IntParam, default=20, label="Particles per micrograph",
+                      help="Match the crowding of the real micrographs (particles per area).")
+        form.addParam("iceThickness", params.FloatParam, default=300.0, label="Ice thickness (Å)",
+                      help="Amorphous ice slab; its spectrum adds to the detector noise.")
+        form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Random seed",
+                      help="The same seed and settings give the same micrographs.")
         self._defineGpuParams(form)
 
     def _insertAllSteps(self):

@@ -1,4 +1,6 @@
-"""Train the coarse and the fine U-Net denoisers on simulated pairs."""
+"""Train the coarse and the fine U-Net denoisers on simulated pairs (``nt2c_core.stages``:
+the same functions as ``nt2c train``/``train-fine`` and ``nt2c run``; form defaults from
+``nt2c_core.settings``)."""
 
 import os
 from enum import Enum
@@ -6,11 +8,12 @@ from pathlib import Path
 
 import pyworkflow.protocol.params as params
 
+from nt2c_core.layout import MODEL
+from nt2c_core.settings import COARSE, FINE, NOISE_LEVELS, PIXEL_MATCH, SIZE_MULTIPLE
+
 from ..constants import OUTPUT_MODEL
 from ..objects import NT2CModel
 from .protocol_base import ProtNT2CBase
-
-NOISE_LEVELS = ["real", "simulated"]
 
 
 class TrainOutputs(Enum):
@@ -23,7 +26,7 @@ class ProtNT2CTrainBase(ProtNT2CBase):
 
     _possibleOutputs = TrainOutputs
     _stage = "coarse"
-    _defaultSteps = 2000
+    _defaults = COARSE
 
     def _defineParams(self, form):
         form.addSection("Input")
@@ -33,14 +36,19 @@ class ProtNT2CTrainBase(ProtNT2CBase):
                       label="Simulated clean micrographs", help="'clean' output, paired by micName.")
         self._defineStageParams(form)
         form.addSection("Training")
-        form.addParam("steps", params.IntParam, default=self._defaultSteps, label="Training steps")
-        form.addParam("crop", params.IntParam, default=256, label="Crop (px)", help="Multiple of 32.")
-        form.addParam("batchSize", params.IntParam, default=16, label="Batch size")
-        form.addParam("width", params.IntParam, default=48, expertLevel=params.LEVEL_ADVANCED,
-                      label="U-Net width", help="48 as in the paper (fine: taken from the coarse model).")
-        form.addParam("learningRate", params.FloatParam, default=1e-3, expertLevel=params.LEVEL_ADVANCED,
-                      label="Learning rate")
-        form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Random seed")
+        d = self._defaults
+        form.addParam("steps", params.IntParam, default=d.steps, label="Training steps",
+                      help="Optimizer steps (one batch of random crops each).")
+        form.addParam("crop", params.IntParam, default=d.crop, label="Crop (px)",
+                      help=f"Side of the random training crops, a multiple of {SIZE_MULTIPLE}.")
+        form.addParam("batchSize", params.IntParam, default=d.batch_size, label="Batch size", help="Crops per step.")
+        form.addParam("width", params.IntParam, default=d.architecture["width"], expertLevel=params.LEVEL_ADVANCED,
+                      label="U-Net width", help="48 as in the paper, 24 is ~3x faster on CPU (fine: taken from the "
+                                                 "coarse model).")
+        form.addParam("learningRate", params.FloatParam, default=d.lr, expertLevel=params.LEVEL_ADVANCED,
+                      label="Learning rate", help="Initial Adam learning rate, decayed by a cosine.")
+        form.addParam("seed", params.IntParam, default=d.seed, expertLevel=params.LEVEL_ADVANCED, label="Random seed",
+                      help="The same seed and inputs give the same model.")
         self._defineGpuParams(form)
 
     def _defineStageParams(self, form):
@@ -51,7 +59,8 @@ class ProtNT2CTrainBase(ProtNT2CBase):
         self._insertFunctionStep(self.createOutputStep, needsGPU=False)
 
     def _pairsFolder(self) -> Path:
-        """extra/pairs/{noisy,clean}/NAME.mrc links, matched by micName."""
+        """extra/pairs/{noisy,clean}/NAME.mrc links, matched by micName, and a link to the
+        simulation's params.json (its acquisition goes into the model's metadata)."""
         folder = Path(self._getExtraPath("pairs"))
         clean = {m.getMicName(): os.path.abspath(m.getFileName()) for m in self.inputClean.get()}
         for kind in ("noisy", "clean"):
@@ -62,29 +71,26 @@ class ProtNT2CTrainBase(ProtNT2CBase):
                 link = folder / kind / (Path(name).stem + ".mrc")
                 if not link.exists():
                     os.symlink(source, link)
+            params_json = Path(os.path.abspath(mic.getFileName())).parent.parent / "params.json"
+            if params_json.is_file() and not (folder / "params.json").exists():
+                os.symlink(params_json, folder / "params.json")
         return folder
 
     def _trainConfig(self):
-        from nt2c_core.training import TrainConfig
+        """The stage's defaults (``nt2c_core.settings``) with the form's values."""
+        from nt2c_core.settings import replace
 
-        steps = self.steps.get()
-        return TrainConfig(steps=steps, batch_size=self.batchSize.get(), crop=self.crop.get(), width=self.width.get(),
-                           lr=self.learningRate.get(), seed=self.seed.get(), val_every=max(steps // 10, 1),
-                           checkpoint_every=max(steps // 10, 1))
+        return replace(self._defaults, steps=self.steps.get(), batch_size=self.batchSize.get(), crop=self.crop.get(),
+                       width=self.width.get(), lr=self.learningRate.get(), seed=self.seed.get())
 
     def trainStep(self):
-        from nt2c_core.pairs import load_pairs
-        from nt2c_core.training import train_denoiser
+        from nt2c_core.stages import train_coarse
 
-        train_denoiser(load_pairs(self._pairsFolder()), self._modelPath(), self._trainConfig(), resume=True,
-                       device=self._device(), progress=False, metadata={"stage": self._stage},
-                       **self._trainExtras())
-
-    def _trainExtras(self) -> dict:
-        return {}
+        train_coarse(self._pairsFolder(), self._modelPath(), self._trainConfig(), self._device(), resume=True,
+                     progress=False)
 
     def _modelPath(self) -> str:
-        return self._getExtraPath("model.pt")
+        return self._getExtraPath(MODEL)
 
     def createOutputStep(self):
         model = NT2CModel.fromFile(self._modelPath())
@@ -100,8 +106,8 @@ class ProtNT2CTrainBase(ProtNT2CBase):
         if missing:
             errors.append(f"No clean micrograph for {', '.join(sorted(missing)[:3])}: use the two outputs of one "
                           "simulation.")
-        if self.crop.get() % 32:
-            errors.append("Crop: must be a multiple of 32.")
+        if self.crop.get() % SIZE_MULTIPLE:
+            errors.append(f"Crop: must be a multiple of {SIZE_MULTIPLE}.")
         return errors
 
     def _summary(self):
@@ -128,34 +134,31 @@ class ProtNT2CTrainFine(ProtNT2CTrainBase):
 
     _label = "train fine denoiser"
     _stage = "fine"
-    _defaultSteps = 1000
+    _defaults = FINE
 
     def _defineStageParams(self, form):
         form.addParam("inputCoarse", params.PointerParam, pointerClass="NT2CModel", important=True,
                       label="Coarse model", help="The fine model starts from its weights.")
         form.addParam("inputNoiseModel", params.PointerParam, pointerClass="NT2CModel", important=True,
                       label="Noise model", help="From 'train noise GAN'.")
-        form.addParam("noiseLevel", params.EnumParam, choices=NOISE_LEVELS, default=0, label="Noise level",
+        form.addParam("noiseLevel", params.EnumParam, choices=list(NOISE_LEVELS), default=0, label="Noise level",
                       help="real: synthesized noise at the real micrographs' level; simulated: keep the "
                            "simulated noise variance, change only its texture.")
 
-    def _trainExtras(self) -> dict:
-        from nt2c_core.models.store import load_model
-        from nt2c_core.noise.reweight import NoiseTransfer
+    def trainStep(self):
+        from nt2c_core.stages import train_fine
 
-        device = self._device()
-        generator, _ = load_model(self.inputNoiseModel.get().getFileName(), kind="noise-gan")
-        level = NOISE_LEVELS[self.noiseLevel.get()]
-        return {"init": self.inputCoarse.get().getFileName(),
-                "transform": NoiseTransfer(generator, self.seed.get(), device, level)}
+        train_fine(self._pairsFolder(), self.inputCoarse.get().getFileName(), self.inputNoiseModel.get().getFileName(),
+                   self._modelPath(), self._trainConfig(), self._device(), NOISE_LEVELS[self.noiseLevel.get()],
+                   resume=True, progress=False)
 
     def _trainConfig(self):
-        config = super()._trainConfig()
-        config.width = self._coarseWidth() or config.width
-        return config
+        """As the coarse model's, with its architecture (the fine model starts from its weights)."""
+        from nt2c_core.settings import replace
 
-    def _coarseWidth(self):
-        return self.inputCoarse.get().getMetadata().get("architecture", {}).get("width")
+        config = super()._trainConfig()
+        return replace(config, architecture=self.inputCoarse.get().getMetadata().get("architecture")
+                       or config.architecture)
 
     def _validate(self):
         errors = super()._validate()
@@ -167,7 +170,7 @@ class ProtNT2CTrainFine(ProtNT2CTrainBase):
         noisy = self.inputNoisy.get()
         for label, model in (("noise model", noise), ("coarse model", coarse)):
             if noisy is not None and model is not None and model.getPixelSize():
-                if abs(model.getPixelSize() - noisy.getSamplingRate()) > 0.01 * noisy.getSamplingRate():
+                if abs(model.getPixelSize() - noisy.getSamplingRate()) > PIXEL_MATCH * noisy.getSamplingRate():
                     errors.append(f"The {label} was made at {model.getPixelSize():.3f} Å/px but the simulated pairs "
                                   f"are at {noisy.getSamplingRate():.3f} Å/px: simulate at the raw data's pixel size.")
         return errors

@@ -13,9 +13,11 @@ import numpy as np
 import pyworkflow.protocol.params as params
 from pyworkflow.viewer import DESKTOP_TKINTER, WEB_DJANGO, ProtocolViewer
 
-from .viewer_denoise import _standardize
+from nt2c_core.layout import MODEL, OVERLAYS, WorkLayout, loss_csv, loss_png, samples_png
+
 from ..protocols import (ProtNT2C, ProtNT2CExtractNoise, ProtNT2CSimulate, ProtNT2CTrainCoarse, ProtNT2CTrainFine,
                          ProtNT2CTrainNoiseGAN)
+from .viewer_denoise import _standardize
 
 LOSS_COLUMNS = {"coarse": ("step", "loss"), "gan": ("iteration", "wasserstein"), "fine": ("step", "loss")}
 
@@ -33,7 +35,7 @@ def draw_losses(axes, work: Path) -> int:
     """One axis per training stage; returns how many stages had a loss log."""
     drawn = 0
     for ax, (stage, (x, y)) in zip(axes, LOSS_COLUMNS.items()):
-        steps, values = read_loss(work / stage / "model.pt.loss.csv", x, y)
+        steps, values = read_loss(loss_csv(WorkLayout(work).model(stage)), x, y)
         ax.set_title(f"{stage}: {y.replace('_', ' ')}")
         ax.set_xlabel(x)
         if len(steps):
@@ -55,8 +57,9 @@ def losses_figure(work: Path):
 def stage_images(work: Path) -> dict:
     """PNG files the stages wrote: GAN samples (real vs generated) and noise-patch overlays."""
     work = Path(work)
-    images = {"gan_samples": work / "gan" / "model.pt.samples.png"}
-    for overlay in sorted((work / "noise" / "overlays").glob("*.png")):
+    layout = WorkLayout(work)
+    images = {"gan_samples": samples_png(layout.model("gan"))}
+    for overlay in sorted(layout.overlays.glob("*.png")):
         images[f"overlay {overlay.stem}"] = overlay
     return {k: v for k, v in images.items() if v.exists()}
 
@@ -73,7 +76,7 @@ def selection_rows(work: Path) -> tuple[list[str], list[list[str]], str]:
     when the run did not choose (``chooseModel`` off or not denoised yet)."""
     import json
 
-    path = Path(work) / "denoised" / "selection.json"
+    path = WorkLayout(work).selection
     if not path.exists():
         return [], [], "no model choice recorded (model choice off, or the run has not denoised yet)"
     selection = json.loads(path.read_text())
@@ -109,7 +112,7 @@ def raw_coarse_fine(protocol: ProtNT2C, index: int):
     mics = list(protocol.outputMicrographs.iterItems(orderBy="id"))
     mic = mics[min(max(index, 0), len(mics) - 1)]
     raw = read_mrc(protocol.inputMicrographs.get()[mic.getObjId()].getFileName())[0]
-    coarse = Denoiser.from_file(work / "coarse" / "model.pt").denoise(raw)
+    coarse = Denoiser.from_file(WorkLayout(work).model("coarse")).denoise(raw)
     return raw, coarse, read_mrc(mic.getFileName())[0], mic.getMicName()
 
 
@@ -193,9 +196,9 @@ def stage_pngs(protocol) -> dict:
     chosen tiles per micrograph of the extraction protocol, the calibration spectra of the
     simulation protocol."""
     extra = Path(protocol._getExtraPath())
-    candidates = {"loss curves": extra / "model.pt.loss.png", "real vs generated noise": extra / "model.pt.samples.png",
+    candidates = {"loss curves": loss_png(extra / MODEL), "real vs generated noise": samples_png(extra / MODEL),
                   "calibration: real vs simulated spectra": extra / "calibration" / "calibration.png"}
-    for overlay in sorted((extra / "noise" / "overlays").glob("*.png")):
+    for overlay in sorted((extra / "noise" / OVERLAYS).glob("*.png")):
         candidates[f"noise tiles {overlay.stem}"] = overlay
     return {k: v for k, v in candidates.items() if v.exists()}
 

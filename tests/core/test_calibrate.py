@@ -166,6 +166,7 @@ def test_an_8bit_export_keeps_the_given_dose_and_ice_but_fits_defocus(real):
 
 def test_a_calibration_that_moves_away_from_the_data_is_not_applied(tmp_path, real, monkeypatch):
     import nt2c_core.calibrate as cal
+    import nt2c_core.calibrate.files as cal_files
 
     distances = iter([0.10, 0.30])  # given, then calibrated: worse
 
@@ -173,8 +174,8 @@ def test_a_calibration_that_moves_away_from_the_data_is_not_applied(tmp_path, re
         d = next(distances)
         return {part: {"log_distance": d} for part in ("whole", "background")}
 
-    monkeypatch.setattr(cal, "compare_to_simulation", fake_compare)
-    monkeypatch.setattr(cal, "plot_comparison", lambda *a: None)
+    monkeypatch.setattr(cal_files, "compare_to_simulation", fake_compare)
+    monkeypatch.setattr(cal_files, "plot_comparison", lambda *a: None)
     result = cal.calibrate_files(real[0][:1], GIVEN, tmp_path / "c", [str(PROTEASOME)])
     assert result.simulation == GIVEN and any("further from" in n for n in result.notes)
     report = json.loads((tmp_path / "c" / "calibration.json").read_text())

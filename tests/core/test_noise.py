@@ -340,7 +340,8 @@ def test_fine_training_from_real_patches_on_the_cli(tmp_path):
     assert main(["train-fine", "--pairs", str(pairs), "--coarse", str(tmp_path / "coarse.pt"),
                  "--noise-patches", str(stack), "-o", str(tmp_path / "fine.pt"), *tiny]) == 0
     _, meta = load_model(tmp_path / "fine.pt", kind="denoiser")
-    assert meta["noise_model"] == str(stack) and meta["stage"] == "fine"
+    assert meta["noise_model"] == "patches" and meta["noise_source"] == str(stack) and meta["stage"] == "fine"
+    assert meta["acquisition"]["pixel_size"] == 2.5  # from the pairs folder's params.json
     with pytest.raises(SystemExit):
         main(["train-fine", "--pairs", str(pairs), "--coarse", str(tmp_path / "coarse.pt"),
               "--noise-patches", str(stack), "--noise-model", "x.pt", "-o", str(tmp_path / "f2.pt")])

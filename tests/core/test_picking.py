@@ -1,8 +1,9 @@
 """The DoG picker and pick scoring on images with known blob centres."""
 
 import numpy as np
+import pytest
 
-from nt2c_core.picking import pick_blobs, score_picks
+from nt2c_core.evaluation.picking import pick_blobs, score_picks
 
 
 def _blobs(rng, n=12, size=256, radius=8.0, noise=0.0):
@@ -37,3 +38,15 @@ def test_noise_lowers_f1_and_scoring_is_one_to_one():
     score = score_picks(doubled, truth, 4)
     assert score.recall == 1.0 and score.precision == 0.5
     assert score_picks(np.empty((0, 2)), truth, 4).f1 == 0.0
+
+
+def test_particle_concentration_counts_known_particles_per_square_micron():
+    from nt2c_core.evaluation.picking import particle_concentration
+
+    rng = np.random.default_rng(3)
+    images = [_blobs(rng, n=12, size=256, radius=8.0, noise=0.05)[0] for _ in range(3)]
+    # 2 Å/px: each image sees (256 - 16)^2 px of 0.0002 µm = 0.002304 µm², 12 particles each
+    measured = particle_concentration(images, radius_px=8, pixel_size=2.0)
+    expected = 12 / ((256 - 16) ** 2 * 0.0002 ** 2)
+    assert measured == pytest.approx(expected, rel=0.1)
+    assert particle_concentration([np.zeros((64, 64))], 8, 2.0) == 0.0

@@ -167,3 +167,15 @@ def test_patches_noise_model_skips_the_gan_and_trains_fine_on_real_noise(tmp_pat
     assert summary["stages"]["denoised"]["written"] == 2
     with pytest.raises(InputError, match="noise_model.*choose one of gan, patches"):
         run_pipeline(_config(str(raw_dir / "raw" / "*.mrc"), noise_model="diffusion"), tmp_path / "w2")
+
+
+def test_density_match_simulates_the_concentration_counted_on_the_raw_micrographs(tmp_path, raw_dir):
+    cfg = _config(str(raw_dir / "raw" / "*.mrc"), density="match")
+    summary = run_pipeline(cfg, tmp_path / "work", progress=False, only=["simulate"])
+    measured = summary["stages"]["simulate"]["particles_per_um2"]
+    truth = 2 / (192 * 160 * (2.5e-4) ** 2)  # 2 particles in each raw micrograph
+    assert 0.3 * truth < measured < 3 * truth
+    params = json.loads((tmp_path / "work" / "simulate" / "params.json").read_text())
+    assert params["config"]["concentration"] == pytest.approx(measured, rel=0.01)
+    with pytest.raises(InputError, match="density.*choose given or match"):
+        _config(str(raw_dir / "raw" / "*.mrc"), density="auto").validate()

@@ -4,7 +4,7 @@ never hands over a model that departs from the raw data or erases an unknown str
 import numpy as np
 import pytest
 
-from nt2c_core.data import APOFERRITIN
+from nt2c_core.data import APOFERRITIN, PROTEASOME
 from nt2c_core.selection import (ModelScore, choose_model, lowpass_agreement, masked_psnr, mixed_structure_pairs,
                                  residual_checks, score_table)
 from nt2c_core.simulate import Acquisition, SimulationConfig
@@ -45,6 +45,18 @@ def test_mixed_pairs_mark_the_unknown_structure():
     config = SimulationConfig(Acquisition(pixel_size=3.0), size=(256, 256), particles=6, seed=2)
     pairs = mixed_structure_pairs([str(APOFERRITIN)], config, count=2)
     assert pairs and all(m.any() and not m.all() and n.shape == c.shape == m.shape for n, c, m in pairs)
+    assert mixed_structure_pairs([str(APOFERRITIN), str(PROTEASOME)], config) == []  # nothing left unseen
+
+
+def test_mixing_a_shipped_structure_into_training_keeps_another_one_unseen():
+    from nt2c_core.pipeline import PipelineConfig, training_structures
+
+    ribosome = "/data/4v5d.cif.gz"
+    assert training_structures(PipelineConfig(raw=[], structures=[ribosome])) == [ribosome]
+    mixed = training_structures(PipelineConfig(raw=[], structures=[ribosome], mix_shipped=True))
+    assert mixed == [ribosome, str(APOFERRITIN)]  # the proteasome stays unseen for the model choice
+    assert training_structures(PipelineConfig(raw=[], structures=[str(APOFERRITIN)], mix_shipped=True)) == \
+        [str(APOFERRITIN), str(PROTEASOME)]
 
 
 @pytest.mark.parametrize("coarse, chosen", [
@@ -52,10 +64,10 @@ def test_mixed_pairs_mark_the_unknown_structure():
     (ModelScore("coarse", 30.0, 0.90, {}, 20.0), "general"),  # departs from the raw data
     (ModelScore("coarse", 30.0, 0.95, {}, 18.0), "general"),  # erases the unknown structure
     (ModelScore("coarse", 30.0, 0.95, {}, 20.0, 0.0, 1.3), "general"),  # particle power left in its residual
-    (ModelScore("coarse", 30.0, 0.95, {}, 20.0, 0.0, 1.05), "coarse"),
+    (ModelScore("coarse", 30.0, 0.95, {}, 20.0, 0.0, 1.05), "coarse"),  # removed about the noise only
 ])
 def test_the_rule_never_picks_a_model_that_erases(coarse, chosen):
-    general = ModelScore("general", 28.0, 0.95, {}, 20.0, 0.0, 1.0)
+    general = ModelScore("general", 28.0, 0.95, {}, 20.0, 0.0, 0.45)  # a light filter leaves band noise
     name, reason = choose_model([general, coarse])
     assert name == chosen and name in reason
 

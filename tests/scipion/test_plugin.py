@@ -1,5 +1,7 @@
 """The plugin registers with Scipion when the package is pip-installed."""
 
+from pathlib import Path
+
 import pyworkflow as pw
 
 
@@ -20,8 +22,8 @@ def test_each_step_runs_on_the_gpu_its_executor_thread_booked(monkeypatch):
     import torch
     from pyworkflow.protocol.executor import ThreadStepExecutor
 
+    from nt2c_core.device import choose_device
     from nt2c_scipion.protocols import ProtNT2CDenoise
-    from nt2c_scipion.protocols.protocol_base import choose_device
 
     executor = ThreadStepExecutor(None, 3, gpuList=[0, 1])
     prot = ProtNT2CDenoise()
@@ -47,9 +49,18 @@ def test_each_step_runs_on_the_gpu_its_executor_thread_booked(monkeypatch):
     assert choose_device(True, True, [2], [0], wanted="cpu") == "cpu"  # NT2C_DEVICE=cpu wins
 
 
-def test_plugin_copies_of_core_names_match_the_core():
-    """The plugin keeps torch-free copies so its menu loads without torch; they must not drift."""
-    from nt2c_core.noise.extract import RULES
-    from nt2c_scipion.protocols import protocol_noise
+def test_plugin_takes_its_names_from_the_core_and_copies_nothing():
+    """Menus and forms read nt2c_core.settings (torch-free); the names there match the modules
+    that use them."""
+    from nt2c_core.settings import DETECTORS, NOISE_LEVELS, RULES, STAGES
+    from nt2c_core.simulate import detector
+    from nt2c_scipion.protocols import protocol_base, protocol_nt2c
 
-    assert protocol_noise.RULES == RULES
+    assert set(DETECTORS) == set(detector.DETECTORS)
+    assert protocol_base.DETECTOR_CHOICES == list(DETECTORS) and protocol_nt2c.STAGES is STAGES
+    assert RULES == ("mask", "ssim") and NOISE_LEVELS == ("real", "simulated")
+    plugin_sources = "".join(p.read_text() for p in Path(protocol_base.__file__).parent.glob("*.py"))
+    for literal in ('"simulate", "coarse", "noise"', '("mask", "ssim")', '"real", "simulated"', '"model.pt"',
+                    '"DONE.json"', '"selection.json"'):
+        assert literal not in plugin_sources, literal
+

@@ -153,11 +153,23 @@ class TestNT2COneClick(BaseTest):
         prot.inputMicrographs.set(no_acquisition)
         self.assertTrue(any("no acquisition" in e for e in prot.validate()))
 
-    def test_one_step_per_pipeline_stage(self):
-        from nt2c_core.pipeline import STAGES
+    def test_one_click_defaults_are_the_core_defaults(self):
+        """Left at its defaults, the one-click protocol runs the stages with the settings of
+        'nt2c run' and the CLI (nt2c_core.settings): no drift in learning rate, batch or patches."""
+        from nt2c_core.pipeline import PipelineConfig
+        from nt2c_core.settings import COARSE, EXTRACTION, FINE, GAN, MIN_NOISE_PATCHES, STAGES
         from nt2c_scipion.protocols import protocol_nt2c
 
-        self.assertEqual(protocol_nt2c.STAGES, STAGES)  # the plugin keeps a torch-free copy
+        self.assertIs(protocol_nt2c.STAGES, STAGES)
+        prot = self.newProtocol(ProtNT2C, structureFile=str(APOFERRITIN))
+        prot.inputMicrographs.set(self._import())
+        prot.inputMicrographs.setExtended("outputMicrographs")
+        config = prot._pipelineConfig()
+        run = PipelineConfig(raw=config.raw, structures=config.structures)
+        self.assertEqual((config.coarse, config.fine, config.gan, config.extraction), (COARSE, FINE, GAN, EXTRACTION))
+        self.assertEqual((config.min_noise_patches, config.noise_model, config.coarse_init, config.few_patches),
+                         (MIN_NOISE_PATCHES, run.noise_model, run.coarse_init, run.few_patches))
+        self.assertEqual(config.tiles, run.tiles)
 
     def test_noise_patch_wizard_uses_the_structure_and_sampling(self):
         mics = self._import()

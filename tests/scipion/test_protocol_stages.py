@@ -8,6 +8,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pytest
+import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -68,6 +69,18 @@ class TestNT2CStages(BaseTest):
         coarse = self.launchProtocol(coarse)
         self.assertEqual(coarse.outputModel.getKind(), "denoiser")
         self.assertAlmostEqual(coarse.outputModel.getPixelSize(), 2.5)
+        # the same stage function as 'nt2c train' and 'nt2c run': same config -> same weights, and the
+        # model carries the simulation's acquisition (read from the simulation's params.json)
+        from nt2c_core.models import load_model
+        from nt2c_core.stages import train_coarse
+
+        direct = Path(self.proj.getPath()) / "direct_coarse.pt"
+        train_coarse(coarse._getExtraPath("pairs"), direct, coarse._trainConfig(), "cpu", progress=False)
+        (protocol_net, protocol_meta), (direct_net, _) = load_model(coarse.outputModel.getFileName()), load_model(direct)
+        for a, b in zip(protocol_net.state_dict().values(), direct_net.state_dict().values()):
+            self.assertTrue(torch.equal(a, b))
+        self.assertEqual(protocol_meta["acquisition"]["voltage_kv"], 300)
+        self.assertEqual(protocol_meta["stage"], "coarse")
 
         noise = self.newProtocol(ProtNT2CExtractNoise, rule=1, patch=64, threshold=-0.99, minPatches=4)
         _link(noise, "inputMicrographs", imp, "outputMicrographs")
@@ -97,6 +110,7 @@ class TestNT2CStages(BaseTest):
         _link(gan, "inputPatches", noise, "outputNoisePatches")
         gan = self.launchProtocol(gan)
         self.assertEqual(gan.outputModel.getKind(), "noise-gan")
+        self.assertAlmostEqual(gan.outputModel.getPixelSize(), 2.5)  # recorded by the core, as on the CLI
         self.assertEqual(set(stage_pngs(gan)), {"loss curves", "real vs generated noise"})
 
         fine = self.newProtocol(ProtNT2CTrainFine, steps=30, crop=64, batchSize=8, learningRate=5e-4)
@@ -118,6 +132,18 @@ class TestNT2CStages(BaseTest):
             truth, _ = read_mrc(self.data / "truth" / Path(raw_path).name)
             gains.append(psnr(read_mrc(mic.getFileName())[0], truth) - psnr(read_mrc(raw_path)[0], truth))
         self.assertGreater(np.mean(gains), 1.0, gains)
+
+    def test_form_defaults_are_the_core_defaults(self):
+        """Each stage protocol, left at its defaults, builds the settings the CLI and 'nt2c run' use."""
+        from nt2c_core.settings import COARSE, EXTRACTION, FINE, GAN, MIN_NOISE_PATCHES
+        from nt2c_scipion.protocols.protocol_train import ProtNT2CTrainBase
+
+        self.assertEqual(self.newProtocol(ProtNT2CTrainCoarse)._trainConfig(), COARSE)
+        self.assertEqual(ProtNT2CTrainBase._trainConfig(self.newProtocol(ProtNT2CTrainFine)), FINE)
+        self.assertEqual(self.newProtocol(ProtNT2CTrainNoiseGAN)._ganConfig(), GAN)
+        extract = self.newProtocol(ProtNT2CExtractNoise)
+        self.assertEqual(extract.extractSettings(), EXTRACTION)
+        self.assertEqual(extract.minPatches.get(), MIN_NOISE_PATCHES)
 
     def test_fine_refuses_wrong_models_and_mismatched_sampling(self):
         self.assertTrue(any("Choose the simulated" in e for e in self.newProtocol(ProtNT2CTrainFine).validate()))

@@ -17,7 +17,7 @@ from pyworkflow.tests import BaseTest, setupTestProject
 from nt2c_core.io import read_mrc, write_mrc
 from nt2c_core.io import read_star
 from nt2c_core.metrics import psnr
-from nt2c_core.picking import pick_blobs, score_picks
+from nt2c_core.evaluation.picking import pick_blobs, score_picks
 from nt2c_scipion.protocols import ProtNT2CDenoise, ProtNT2CImportModel
 from nt2c_scipion.viewers.viewer_denoise import comparison_figure, pair_for
 
@@ -36,6 +36,36 @@ def test_every_protocol_viewer_and_menu_entry_is_discovered():
     conf = (PLUGIN_DIR / "protocols.conf").read_text()
     for name in protocols:
         assert f'"value": "{name}"' in conf and name in domain.getProtocols()
+
+
+def test_protocols_sit_in_the_spa_menu_as_the_gui_loads_it(monkeypatch):
+    """The GUI merges each plugin's protocols.conf into Scipion's views; NT2C must appear in the
+    single-particle view ("Protocols SPA") under Micrographs > Denoising, not in a view of its own."""
+    import os
+
+    from pyworkflow.gui.project.viewprotocols_extra import ProtocolTreeConfig
+
+    import nt2c_scipion.protocols
+
+    if pw.Config.getDomain() is None:
+        monkeypatch.setattr(pw.Config, "SCIPION_DOMAIN", "pwem")
+    views = ProtocolTreeConfig.load(pw.Config.getDomain(),
+                                    os.path.join(pw.Config.SCIPION_LOCAL_CONFIG, pw.Config.SCIPION_PROTOCOLS))
+
+    def text(node, attr):
+        value = getattr(node, attr, None)
+        return value.get() if hasattr(value, "get") else value
+
+    def places(node, path=()):
+        for child in node.childs:
+            yield from places(child, path + (text(child, "text"),))
+        if str(text(node, "value") or "").startswith("ProtNT2C"):
+            yield text(node, "value"), path[:2]
+
+    spa = dict(places(views["Protocols SPA"]))
+    assert set(spa) == set(nt2c_scipion.protocols.__all__)
+    assert set(spa.values()) == {("Micrographs", "Denoising")}
+    assert not [v for v in views if "Single" in v or "NT2C" in v]  # no stray view of our own
 
 
 @pytest.fixture(scope="class")
@@ -359,3 +389,14 @@ class TestNT2CRealMicrograph(BaseTest):
         self.assertEqual(image.shape, (1024, 1024))
         self.assertAlmostEqual(pixel, 0.6666 * 4, places=3)
         self.assertTrue(np.isfinite(image).all())
+
+
+def test_every_form_parameter_has_help():
+    import nt2c_scipion.protocols as protocols
+
+    missing = []
+    for name in protocols.__all__:
+        for pname, param in getattr(protocols, name)().getDefinition().iterAllParams():
+            if type(param).__name__ not in ("Section", "Line", "Group", "LabelParam") and not param.help.get():
+                missing.append(f"{name}.{pname}")
+    assert not missing, missing

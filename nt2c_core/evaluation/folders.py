@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .io import list_mrcs, read_mrc, read_star, write_json
-from .metrics import frc, psnr, regions_from_coordinates, snr_eq5, ssim
+from ..errors import InputError
+from ..io import list_mrcs, read_mrc, read_star, write_json
+from ..metrics import frc, psnr, regions_from_coordinates, snr_eq5, ssim
+from ..plots import frc_and_psnr
 
 
 def evaluate_folders(truth_dir: str | os.PathLike, pred_dir: str | os.PathLike, out_dir: str | os.PathLike,
@@ -42,7 +43,7 @@ def evaluate_folders(truth_dir: str | os.PathLike, pred_dir: str | os.PathLike, 
     result = {"truth": str(truth_dir), "pred": str(pred_dir), "files": per_file, "summary": summary}
     out = Path(out_dir)
     write_json(out / "metrics.json", result)
-    _plot(out / "metrics.png", per_file, curves)
+    frc_and_psnr(out / "metrics.png", per_file, curves)
     return result
 
 
@@ -56,28 +57,3 @@ def _snr_from_star(image: np.ndarray, star: Path, box: int | None) -> float:
     return snr_eq5(image, pairs)
 
 
-def _plot(path: Path, per_file: dict, curves: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .io import atomic_write
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
-    for name, curve in curves.items():
-        ax1.plot(curve.frequency, curve.correlation, lw=0.8, label=name if len(curves) <= 8 else None)
-    for level in (0.5, 0.143):
-        ax1.axhline(level, color="grey", ls=":", lw=0.8)
-    ax1.set_xlabel("spatial frequency (1/Å)")
-    ax1.set_ylabel("FRC with ground truth")
-    if len(curves) <= 8:
-        ax1.legend(fontsize=7)
-    names = list(per_file)
-    ax2.bar(range(len(names)), [per_file[n]["psnr_db"] for n in names])
-    ax2.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
-    ax2.set_ylabel("PSNR (dB)")
-    fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)

@@ -1,0 +1,35 @@
+"""Which torch device a run uses: one place for the CLI, the pipeline and the Scipion protocols."""
+
+from __future__ import annotations
+
+from .errors import InputError
+
+
+def resolve_device(device: str):
+    """'auto' -> CUDA when available else CPU; otherwise the named device (cpu, cuda, cuda:N),
+    checked. Returns a ``torch.device``."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"device {device!r}: unknown; choose cpu, cuda, cuda:N or auto") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"device {device!r}: nt2c runs on cpu or cuda (cuda:N, or auto)")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r}: CUDA is not available on this machine")
+    return dev
+
+
+def choose_device(use_gpu: bool, cuda_available: bool, step_gpus, protocol_gpus, wanted: str = "auto") -> str:
+    """The device of a Scipion step: 'cpu' unless GPUs are wanted and CUDA is present; then the
+    first GPU the executor gave the step (``step_gpus``), else the first of the protocol's list,
+    else the default CUDA device. ``wanted`` 'cpu' (the NT2C_DEVICE variable) forces the CPU."""
+    if wanted == "cpu" or not use_gpu or not cuda_available:
+        return "cpu"
+    for gpus in (step_gpus, protocol_gpus):
+        if gpus:
+            return f"cuda:{int(gpus[0])}"
+    return "cuda"

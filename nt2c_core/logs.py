@@ -1,0 +1,139 @@
+"""Messages and progress for people at a terminal and for Scipion run logs.
+
+Every module logs through ``logging.getLogger(__name__)`` under the package logger ``nt2c_core``,
+which writes plain lines (the message only) to the *current* ``sys.stdout`` at INFO by default:
+the ``nt2c`` command line, a Python session and a Scipion step (whose stdout is the run log) all
+see them without any set-up. :func:`configure` is the command line's ``--quiet``, ``--verbose``
+and ``--log-file``.
+
+:func:`progress` is a progress bar (tqdm) on a terminal and, when the output is not a terminal
+(a Scipion log, a queue's output file, a pipe), plain periodic lines instead of tqdm's
+carriage-return redraws (which a log file shows as one huge line)::
+
+    train: 200/800 (25%), 3.1 it/s, ETA 3m14s, loss=0.0420
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+PACKAGE = "nt2c_core"
+PLAIN_EVERY_S = 30.0  # at most one plain progress line per this many seconds (plus every 10 %)
+
+
+class _CurrentStdout(logging.StreamHandler):
+    """A stream handler that always writes to the current ``sys.stdout`` (which tests, Scipion
+    and ``contextlib.redirect_stdout`` replace)."""
+
+    def __init__(self):
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):  # set by StreamHandler.__init__; ignored
+        pass
+
+
+def _package_logger() -> logging.Logger:
+    logger = logging.getLogger(PACKAGE)
+    if not any(isinstance(h, _CurrentStdout) for h in logger.handlers):
+        handler = _CurrentStdout()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False  # Scipion's root handlers would print each line twice
+    return logger
+
+
+_package_logger()
+
+
+def configure(verbosity: int = 0, log_file: str | os.PathLike | None = None) -> None:
+    """``verbosity``: -1 warnings and errors only (--quiet), 0 progress and results, 1 also debug
+    details (--verbose). ``log_file``: also append every message, with a time stamp, there."""
+    logger = _package_logger()
+    logger.setLevel({-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG))
+    for handler in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:
+        logger.removeHandler(handler)
+        handler.close()
+    if log_file:
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        logger.addHandler(handler)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class PlainProgress:
+    """The part of tqdm's interface nt2c uses, as periodic log lines."""
+
+    def __init__(self, iterable=None, total: int | None = None, desc: str = "", initial: int = 0,
+                 unit: str = "it", disable: bool = False):
+        self.iterable = iterable
+        self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
+        self.desc, self.unit, self.disable = desc, unit, disable
+        self.n, self.start_n = initial, initial
+        self.postfix = ""
+        self.t0 = self.last = time.perf_counter()
+        self.last_decile = -1 if not self.total else 10 * initial // self.total
+        self.log = logging.getLogger(PACKAGE + ".progress")
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.update(1)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.perf_counter()
+        decile = 10 * self.n // self.total if self.total else -1
+        done = self.total is not None and self.n >= self.total
+        if not self.disable and (decile > self.last_decile or now - self.last >= PLAIN_EVERY_S or done):
+            self.last_decile, self.last = decile, now
+            self.log.info(self.line(now))
+
+    def line(self, now: float | None = None) -> str:
+        elapsed = (now or time.perf_counter()) - self.t0
+        rate = (self.n - self.start_n) / elapsed if elapsed > 0 else 0.0
+        text = f"{self.desc}: {self.n}" + (f"/{self.total} ({100 * self.n // self.total}%)" if self.total else "")
+        if rate > 0:
+            text += f", {rate:.2f} {self.unit}/s" if rate < 10 else f", {rate:.0f} {self.unit}/s"
+            if self.total:
+                text += f", ETA {_duration((self.total - self.n) / rate)}"
+        return text + (f", {self.postfix}" if self.postfix else "")
+
+    def set_postfix(self, **values) -> None:
+        self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
+
+    def write(self, message: str) -> None:
+        logging.getLogger(PACKAGE).info(message)
+
+    def close(self) -> None:
+        pass
+
+
+def progress(iterable=None, total: int | None = None, desc: str = "", initial: int = 0, unit: str = "it",
+             disable: bool = False):
+    """A tqdm bar when stderr is a terminal, else :class:`PlainProgress` (see the module doc)."""
+    if not disable and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        return tqdm(iterable, total=total, desc=desc, initial=initial, unit=unit)
+    return PlainProgress(iterable, total, desc, initial, unit, disable)

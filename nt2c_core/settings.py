@@ -1,0 +1,357 @@
+"""Every stage's settings and defaults, and the names the plugin needs at menu time.
+
+Torch-free (numpy is not needed either), so the Scipion plugin reads its form defaults and choice
+lists from here without importing torch when the GUI loads its menus, and so the CLI, ``nt2c run``
+and the protocols cannot drift apart: each stage's defaults exist once, below (``COARSE``,
+``FINE``, ``GAN``, ``EXTRACTION``, ``TILES``, ``MIN_NOISE_PATCHES``), and the stage functions in
+:mod:`nt2c_core.stages` are the only place a stage is assembled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import InitVar, asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .acquisition import Acquisition
+from .data import APOFERRITIN, PROTEASOME
+from .errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .pairs import PairSet
+
+STAGES = ("simulate", "coarse", "noise", "gan", "fine", "denoised")  # the stages of 'nt2c run', in order
+DETECTORS = ("K3", "K2", "Falcon4", "ideal")  # detector models of nt2c_core.simulate.detector (first = default)
+NOISE_LEVELS = ("real", "simulated")  # nt2c_core.noise.reweight
+RULES = ("mask", "ssim")  # noise-patch extraction rules (nt2c_core.noise.extract)
+NOISE_MODELS = ("gan", "patches")  # what the fine stage draws real noise from
+SIZE_MULTIPLE = 32  # training crops, GAN crops, tiles and margins: the U-Net pools five times
+PIXEL_MATCH = 0.01  # relative: simulated pairs / noise model / raw data must agree this closely
+PIXEL_RANGE_SLACK = (0.8, 1.25)  # a model is used without warning within this factor of its pixel range
+MIN_NOISE_PATCHES = 32  # fewer noise patches cannot train a noise model
+UNET = {"name": "unet", "width": 48, "first_kernel": 11}  # the paper's U-Net (width 24: ~3x faster on CPU)
+PAPER_PATCH = 320  # the paper's SSIM tile [px]
+
+
+def suggest_patch_size(diameter_a: float, pixel_size: float, minimum: int = 64, maximum: int = 512) -> int:
+    """Noise patch side d [px] for particles of ``diameter_a`` Å at ``pixel_size`` Å/px: the
+    smallest multiple of 32 holding two particle diameters (a d/2 sub-patch then holds a whole
+    particle, so a tile touching one fails the SSIM rule), within [minimum, maximum]. The paper's
+    d = 320 corresponds to ~150 px particles."""
+    if diameter_a <= 0 or pixel_size <= 0:
+        raise InputError(f"particle diameter {diameter_a} Å and pixel size {pixel_size} Å/px must be positive")
+    d = 32 * math.ceil(2 * diameter_a / pixel_size / 32)
+    return int(min(max(d, minimum), maximum))
+
+
+@dataclass
+class TrainConfig:
+    """steps: optimizer steps; batch_size: crops per step; crop: crop size [px] (multiple of 32);
+    lr: initial Adam learning rate, decayed by a cosine to lr * final_lr_fraction; val_fraction:
+    micrographs held out for validation; val_every / checkpoint_every: in steps; architecture:
+    the network to train (a name of :mod:`nt2c_core.models.registry` and its sizes; ignored with
+    an init model, whose architecture is kept). ``width=`` / ``first_kernel=`` given to the
+    constructor (or ``replace``) set those sizes of the architecture (the U-Net's)."""
+
+    steps: int = 2000
+    batch_size: int = 8
+    crop: int = 256
+    lr: float = 1e-3
+    final_lr_fraction: float = 0.05
+    val_fraction: float = 0.1
+    val_every: int = 100
+    checkpoint_every: int = 100
+    seed: int = 0
+    amp: bool = True
+    architecture: dict = field(default_factory=lambda: dict(UNET))
+    width: InitVar[int | None] = None
+    first_kernel: InitVar[int | None] = None
+
+    def __post_init__(self, width: int | None, first_kernel: int | None) -> None:
+        sizes = {k: v for k, v in (("width", width), ("first_kernel", first_kernel)) if v is not None}
+        self.architecture = {**self.architecture, **sizes}  # an own copy, never the shared default
+
+    def validate(self, section: str | None = None) -> "TrainConfig":
+        """Check every value (types and ranges); ``section`` names the settings as in a pipeline
+        config (``fine.steps``), None as on the command line (``--steps``)."""
+        from .validation import at_least_one, check_rules, check_types, positive, require
+
+        check_types(self, section)
+        check_rules(self, section, {
+            "steps": (at_least_one, "must be at least 1"), "batch_size": (at_least_one, "must be at least 1"),
+            "crop": (lambda v: v >= 32 and v % 32 == 0, "must be a multiple of 32, at least 32 px"),
+            "lr": (positive, "learning rate must be positive"),
+            "final_lr_fraction": (lambda v: 0 < v <= 1, "must lie in (0, 1]"),
+            "val_fraction": (lambda v: 0 <= v < 1, "fraction of micrographs held out: must lie in [0, 1)"),
+            "val_every": (at_least_one, "must be at least 1 step"),
+            "checkpoint_every": (at_least_one, "must be at least 1 step"),
+        })
+        from .models.registry import check_architecture
+
+        problem = check_architecture(self.architecture)
+        require(problem is None, "architecture", section, self.architecture, problem or "")
+        require(self.architecture.get("first_kernel", 1) % 2 == 1, "architecture", section, self.architecture,
+                "first_kernel must be an odd number of pixels")
+        return self
+
+    def check_pairs(self, pairs: "PairSet") -> "TrainConfig":
+        """The pairs suit these settings (crop no larger than a micrograph)."""
+        small = [n for n, x in zip(pairs.names, pairs.noisy) if min(x.shape) < self.crop]
+        if small:
+            raise InputError(f"crop = {self.crop} px is larger than micrograph(s) {', '.join(small[:3])}")
+        return self
+
+
+@dataclass
+class GANConfig:
+    """iterations: generator steps; n_critic: critic steps per generator step; crop: training
+    patch size [px] (a multiple of 32, at most the extracted patch size; None = that size);
+    latent/width: network sizes; lr/betas: Adam; gp_weight: lambda of eq. 2."""
+
+    iterations: int = 2000
+    n_critic: int = 5
+    batch_size: int = 32
+    crop: int | None = None
+    latent: int = 64
+    width: int = 32
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    gp_weight: float = 10.0
+    spectral_weight: float = 10.0
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 200
+
+    def validate(self, section: str | None = None) -> "GANConfig":
+        """Check every value; ``section`` as in :meth:`nt2c_core.training.TrainConfig.validate`."""
+        from .validation import at_least_one, check_rules, check_types, positive, require
+
+        check_types(self, section)
+        check_rules(self, section, {
+            "iterations": (at_least_one, "must be at least 1"), "n_critic": (at_least_one, "must be at least 1"),
+            "batch_size": (at_least_one, "must be at least 1"),
+            "crop": (lambda v: v is None or (v >= SIZE_MULTIPLE and v % SIZE_MULTIPLE == 0), f"must be a multiple of {SIZE_MULTIPLE}"),
+            "latent": (at_least_one, "must be at least 1"), "width": (at_least_one, "must be at least 1"),
+            "lr": (positive, "learning rate must be positive"),
+            "gp_weight": (lambda v: v >= 0, "must not be negative"),
+            "spectral_weight": (lambda v: v >= 0, "must not be negative"),
+            "log_every": (at_least_one, "must be at least 1"), "checkpoint_every": (at_least_one, "must be at least 1"),
+        })
+        betas = tuple(self.betas) if isinstance(self.betas, (list, tuple)) else ()
+        require(len(betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas),
+                "betas", section, self.betas, "two numbers in [0, 1)")
+        return self
+
+
+@dataclass
+class ExtractionSettings:
+    """patch: tile/patch size d [px] (None: the mask rule chooses it from the free area, the SSIM
+    rule takes two particle diameters, or the paper's 320 px without a diameter); rule: 'mask'
+    (default, any particle density) or 'ssim' (the paper's). SSIM rule: step: tile step [px]
+    (default d/2); sub_patches: N, a square number (4 = 2 x 2); threshold: minimum pairwise SSIM;
+    c1, c2: SSIM constants on [0, 1]; smooth: Gaussian sigma [px] applied to the enhanced image;
+    flatten: subtract its low-pass (sigma = d) before scaling. Mask rule: particle_diameter [Å]
+    (required; the pipeline takes it from the atomic model); dilation: growth of the particle
+    mask in particle radii; target_patches: the automatic patch size is the largest that gives
+    this many patches over the first ``sample_micrographs`` micrographs (scaled to all)."""
+
+    patch: int | None = None
+    step: int | None = None
+    sub_patches: int = 4
+    threshold: float = 0.7
+    c1: float = 0.01 ** 2
+    c2: float = 0.03 ** 2
+    smooth: float = 1.5
+    flatten: bool = True
+    rule: str = "mask"
+    particle_diameter: float | None = None
+    dilation: float = 0.25
+    target_patches: int = 256
+    sample_micrographs: int = 8
+
+    def validate(self, section: str | None = None) -> "ExtractionSettings":
+        from .validation import check_types, require, setting_name
+
+        check_types(self, section)
+        require(self.rule in RULES, "rule", section, self.rule, f"choose one of {', '.join(RULES)}")
+        d = self.particle_diameter
+        require(d is None or (isinstance(d, (int, float)) and not isinstance(d, bool) and d > 0),
+                "particle_diameter", section, d, "particle diameter in Å: must be positive")
+        if self.rule == "mask" and d is None:
+            raise InputError(f"{setting_name('particle_diameter', section)}: the mask rule needs the particle "
+                             "diameter in Å (or use the SSIM rule)")
+        if self.rule == "mask":
+            require(self.patch is None or (self.patch >= 32 and self.patch % 32 == 0), "patch", section, self.patch,
+                    "noise patch size: a multiple of 32 px (or automatic)")
+        require(self.dilation >= 0, "dilation", section, self.dilation, "must not be negative")
+        require(self.target_patches >= 1, "target_patches", section, self.target_patches, "must be at least 1")
+        require(self.sample_micrographs >= 1, "sample_micrographs", section, self.sample_micrographs,
+                "must be at least 1")
+        if self.sub_patches < 1:
+            raise InputError(f"sub-patches N = {self.sub_patches}: must be a square number >= 4")
+        n = math.isqrt(self.sub_patches)
+        if n * n != self.sub_patches or n < 2:
+            raise InputError(f"sub-patches N = {self.sub_patches}: must be a square number >= 4")
+        if self.patch is not None and (self.patch < 8 or self.patch % n):
+            raise InputError(f"patch d = {self.patch} px: must be >= 8 and divisible by sqrt(N) = {n}")
+        if not -1 < self.threshold < 1:
+            raise InputError(f"threshold = {self.threshold}: SSIM threshold must lie in (-1, 1)")
+        if self.step is not None and self.step < 1:
+            raise InputError(f"step = {self.step}: must be >= 1 px")
+        return self
+
+    @property
+    def stride(self) -> int:
+        return self.step if self.step else self.patch // 2
+
+    def ssim_patch(self, pixel_size: float) -> int:
+        """The SSIM rule's tile size: the given one, else two particle diameters, else 320 px."""
+        if self.patch:
+            return self.patch
+        if self.particle_diameter and pixel_size > 0:
+            return suggest_patch_size(self.particle_diameter, pixel_size)
+        return PAPER_PATCH
+
+
+
+@dataclass
+class TileSettings:
+    """tile: tile size [px], a multiple of 32; margin: overlap context per side [px], a multiple of
+    32; batch: tiles per forward pass. ``low_memory`` halves the tile."""
+
+    tile: int = 1024
+    margin: int = 128
+    batch: int = 1
+
+    def validate(self, section: str | None = None) -> "TileSettings":
+        from .validation import check_types
+
+        check_types(self, section)
+        if self.margin < 0:
+            raise InputError(f"margin {self.margin} px: must not be negative")
+        if self.tile % SIZE_MULTIPLE or self.margin % SIZE_MULTIPLE or self.tile < 64:
+            raise InputError(f"tile {self.tile} / margin {self.margin} px: both must be multiples of {SIZE_MULTIPLE}, tile >= 64")
+        if 2 * self.margin >= self.tile:
+            raise InputError(f"margin {self.margin} px: must be less than half the tile ({self.tile} px)")
+        if self.batch < 1:
+            raise InputError("batch must be at least 1")
+        return self
+
+
+MAX_SIDE = 8192
+MAX_PIXELS = MAX_SIDE * MAX_SIDE  # a 4096² micrograph takes ~1.5 GB to simulate; 8192² about 6 GB
+
+
+@dataclass
+class SimulationConfig:
+    """Everything a simulation run needs besides the structures.
+
+    defocus_um: (min, max) nominal defocus [µm], drawn uniformly per micrograph (positive =
+    underfocus); astigmatism_um: defocus U - V [µm], azimuth random; ice_thickness [Å];
+    size: (width, height) [px]; particles: particles per micrograph, unless concentration
+    [particles/µm^2] is given; count: number of micrographs; slab_thickness: depth [Å] of the ice
+    slabs sharing one defocus; library_size: 0 projects every particle from its atoms, N > 0 draws
+    from N precomputed projections per structure pasted with sub-pixel shifts (fast batch mode);
+    pad: field margin [px] against CTF wrap-around.
+    """
+
+    acquisition: Acquisition = field(default_factory=Acquisition)
+    defocus_um: tuple[float, float] = (1.0, 2.5)
+    astigmatism_um: float = 0.05
+    ice_thickness: float = 300.0
+    size: tuple[int, int] = (1024, 1024)
+    particles: int = 50
+    concentration: float | None = None
+    count: int = 1
+    seed: int = 0
+    slab_thickness: float = 100.0
+    library_size: int = 0
+    pad: int = 128
+
+    def validate(self) -> "SimulationConfig":
+        """Raise :class:`InputError` naming the first parameter out of range."""
+        self.acquisition.validate()
+        lo, hi = self.defocus_um
+        if not (-5.0 <= lo <= hi <= 20.0):
+            raise InputError(f"defocus range ({lo}, {hi}) µm: need -5 <= min <= max <= 20")
+        if not 0 <= self.astigmatism_um <= 5:
+            raise InputError(f"astigmatism = {self.astigmatism_um} µm: need 0 <= value <= 5")
+        if not 0 <= self.ice_thickness <= 5000:
+            raise InputError(f"ice thickness = {self.ice_thickness} Å: need 0 <= value <= 5000")
+        width, height = self.size
+        if width < 16 or height < 16 or width * height > MAX_PIXELS:
+            raise InputError(f"micrograph size {width} x {height} px: need at least 16 px a side and at most "
+                             f"{MAX_PIXELS // 2 ** 20} Mpx ({MAX_SIDE} x {MAX_SIDE}); simulate at a binned pixel size")
+        if self.count < 1:
+            raise InputError(f"count = {self.count}: need at least one micrograph")
+        if self.particles < 0 or (self.concentration is not None and self.concentration < 0):
+            raise InputError("particles/concentration: must not be negative")
+        if self.slab_thickness <= 0 or self.library_size < 0 or self.pad < 0:
+            raise InputError("slab thickness must be > 0, library size and pad >= 0")
+        return self
+
+    def particles_per_micrograph(self) -> int:
+        if self.concentration is None:
+            return int(self.particles)
+        area_um2 = self.size[0] * self.size[1] * (self.acquisition.pixel_size * 1e-4) ** 2
+        return int(round(self.concentration * area_um2))
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["defocus_um"] = list(self.defocus_um)
+        out["size"] = list(self.size)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SimulationConfig":
+        data = dict(data)
+        data["acquisition"] = Acquisition(**data.get("acquisition", {}))
+        for key in ("defocus_um", "size"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+DETECTOR_NAMES = ("K2", "K3", "Falcon4")
+
+
+@dataclass
+class GeneralRecipe:
+    """Ranges the general model is trained over (uniform draws; units in the names)."""
+
+    structures: list[str] = field(default_factory=lambda: [str(PROTEASOME), str(APOFERRITIN)])
+    configs: int = 200
+    per_config: int = 2
+    size: int = 384
+    pixel_size_A: tuple[float, float] = (0.6, 2.0)
+    dose_e_per_A2: tuple[float, float] = (20.0, 60.0)
+    defocus_um: tuple[float, float] = (0.5, 3.5)
+    ice_thickness_A: tuple[float, float] = (100.0, 600.0)
+    voltages_kv: tuple[float, ...] = (300.0, 300.0, 200.0)
+    detectors: tuple[str, ...] = DETECTOR_NAMES
+    coverage: tuple[float, float] = (0.05, 0.4)
+    seed: int = 2024
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=4000, batch_size=8, crop=128, width=24, lr=1e-3, val_every=250, checkpoint_every=250,
+        val_fraction=0.05))
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["structures"] = [Path(s).name for s in self.structures]
+        return out
+
+
+COARSE = TrainConfig()
+"""The coarse U-Net's defaults (CLI ``nt2c train``, ``nt2c run``, the Scipion protocols)."""
+FINE = TrainConfig(steps=1000, lr=3e-4)
+"""The fine U-Net's defaults: it starts from the coarse model, so fewer steps and a lower rate."""
+GAN = GANConfig()
+EXTRACTION = ExtractionSettings()
+TILES = TileSettings()
+
+
+def replace(settings, **changes):
+    """A copy of a settings dataclass with ``changes`` (``dataclasses.replace``)."""
+    return dataclasses.replace(settings, **changes)
