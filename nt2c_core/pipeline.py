@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from . import __version__
 from .calibrate import calibrate_files
 from .denoise import Denoiser, denoise_files
@@ -301,19 +303,21 @@ def _stage_simulate(config, work, files, folder, fresh, progress) -> dict:
 def measured_concentration(config: PipelineConfig, files: list[Path], sample: int = 4) -> float:
     """Particles per µm² on the general model's output of central crops (<= 1024 px) of up to
     ``sample`` raw micrographs, picked at the particle radius of the atomic models."""
-    from .general import general_model_path
     from .evaluation.picking import particle_concentration
+    from .general import general_model_path
 
     denoiser = Denoiser.from_file(general_model_path(), config.device, config.tiles)
     pixel = config.simulation.acquisition.pixel_size
     radius = extraction_settings(config).particle_diameter / 2 / pixel
-    crops = []
-    for path in files[:sample]:
-        image = read_mrc(path)[0]
-        h, w = image.shape
-        size = min(h, w, 1024)
-        crops.append(denoiser.denoise(image[(h - size) // 2:(h + size) // 2, (w - size) // 2:(w + size) // 2]))
-    return particle_concentration(crops, radius, pixel)
+    return particle_concentration([denoiser.denoise(crop) for _, crop in raw_crops(files, sample)], radius, pixel)
+
+
+def raw_crops(files: list[Path], count: int = 4, size: int = 1024) -> list[tuple[str, np.ndarray]]:
+    """(name, central crop of at most ``size`` px) of up to ``count`` raw micrographs spread over
+    ``files``: what the model choice and the density count look at."""
+    from .calibrate.compare import centre_crop
+
+    return [(path.name, centre_crop(read_mrc(path)[0], size)) for path in files[:: max(1, len(files) // count)][:count]]
 
 
 def training_structures(config: PipelineConfig) -> list[str]:
@@ -402,12 +406,7 @@ def _select(config: PipelineConfig, work: Path, files: list[Path], candidates: d
 
     layout = WorkLayout(work)
     held_out = load_pairs(layout.pairs).split(config.coarse.val_fraction)[1]
-    real, pixel = [], config.simulation.acquisition.pixel_size
-    for path in files[:: max(1, len(files) // 4)][:4]:
-        image, pixel = read_mrc(path)
-        h, w = image.shape
-        size = min(h, w, 1024)
-        real.append((path.name, image[(h - size) // 2:(h + size) // 2, (w - size) // 2:(w + size) // 2]))
+    real, pixel = raw_crops(files), config.simulation.acquisition.pixel_size
     radius = extraction_settings(config).particle_diameter / 2 / pixel
     mixed = mixed_structure_pairs(training_structures(config), config.simulation)
     stack = layout.noise_patches

@@ -64,11 +64,17 @@ class ModelScore:
 
 def lowpass_agreement(raw: np.ndarray, denoised: np.ndarray, radius_px: float) -> float:
     """Correlation of raw and denoised after a Gaussian low-pass with sigma = radius / 3 [px]."""
+    return _lowpassed_correlation(raw, denoised, radius_px)
+
+
+def _lowpassed_correlation(a: np.ndarray, b: np.ndarray, radius_px: float) -> float:
+    """Correlation of two images after a Gaussian low-pass with sigma = radius / 3 [px] (the
+    particle scale); 0 when either is flat."""
     from scipy.ndimage import gaussian_filter
 
     sigma = max(radius_px / 3.0, 1.0)
-    a = gaussian_filter(np.asarray(raw, np.float64), sigma)
-    b = gaussian_filter(np.asarray(denoised, np.float64), sigma)
+    a = gaussian_filter(np.asarray(a, np.float64), sigma)
+    b = gaussian_filter(np.asarray(b, np.float64), sigma)
     a, b = a - a.mean(), b - b.mean()
     denominator = float(np.sqrt((a * a).sum() * (b * b).sum()))
     return float((a * b).sum() / denominator) if denominator > 0 else 0.0
@@ -81,17 +87,10 @@ def residual_checks(raw: np.ndarray, denoised: np.ndarray, radius_px: float,
     excess compares ``noise_patches`` (N, p, p; pure background noise of the same micrographs)
     with p-px tiles of the residual by :func:`nt2c_core.noise.background.band_power_ratio`
     (None without patches)."""
-    from scipy.ndimage import gaussian_filter
-
     from .noise.background import band_power_ratio, grid_tiles
 
-    raw = np.asarray(raw, np.float64)
-    residual = raw - np.asarray(denoised, np.float64)
-    sigma = max(radius_px / 3.0, 1.0)
-    a, b = gaussian_filter(residual, sigma), gaussian_filter(np.asarray(denoised, np.float64), sigma)
-    a, b = a - a.mean(), b - b.mean()
-    denominator = float(np.sqrt((a * a).sum() * (b * b).sum()))
-    correlation = float((a * b).sum() / denominator) if denominator > 0 else 0.0
+    residual = np.asarray(raw, np.float64) - np.asarray(denoised, np.float64)
+    correlation = _lowpassed_correlation(residual, denoised, radius_px)
     excess = None
     if noise_patches is not None and len(noise_patches):
         tiles = grid_tiles(residual.astype(np.float32), int(noise_patches.shape[-1]), limit=256)

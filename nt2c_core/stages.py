@@ -70,8 +70,9 @@ def train_fine(pairs: PathLike, coarse: PathLike, noise: PathLike, output: PathL
 
     if noise_level not in NOISE_LEVELS:
         raise InputError(f"noise level {noise_level!r}: choose one of {', '.join(NOISE_LEVELS)}")
-    transfer = NoiseTransfer(noise_source(noise), config.seed, device, noise_level)
-    kind = "patches" if Path(noise).suffix in (".mrcs", ".mrc") else "gan"
+    source = noise_source(noise)
+    transfer = NoiseTransfer(source, config.seed, device, noise_level)
+    kind = "patches" if source.config.get("name") == "patch-mosaic" else "gan"
     pair_set = load_pairs(pairs)
     metadata = {**pair_set.provenance, "stage": "fine", "noise_model": kind, "noise_source": str(noise),
                 "noise_level": noise_level}

@@ -11,7 +11,6 @@ import numpy as np
 from ..simulate import SimulationConfig
 from ..spectra import log_distance, radial_power
 
-
 COMPARE_K_MIN = 0.01  # 1/Å: spectra are compared from 100 Å down to Nyquist
 
 def background_tiles(image: np.ndarray, tile: int = 256, fraction: float = 0.25) -> list[np.ndarray]:
@@ -34,7 +33,7 @@ def compare_to_simulation(images: Sequence[np.ndarray], config: SimulationConfig
     loaded atomic models (:func:`nt2c_core.simulate.structure.load_structure`)."""
     from ..simulate.micrograph import MicrographSimulator
 
-    crops = [_centre_crop(x, size) for x in images]
+    crops = [centre_crop(x, size) for x in images]
     h, w = crops[0].shape
     sim_config = replace(config, size=(w, h), count=len(crops), library_size=0,
                          particles=_scaled_particles(config, w * h), concentration=None)
@@ -49,7 +48,8 @@ def compare_to_simulation(images: Sequence[np.ndarray], config: SimulationConfig
                      "log_distance": log_distance(real, sim, k_min=COMPARE_K_MIN)}
     return out
 
-def _centre_crop(image: np.ndarray, size: int) -> np.ndarray:
+def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """The central ``size`` x ``size`` px of an image (less along a shorter side)."""
     h, w = image.shape
     ch, cw = min(h, size), min(w, size)
     y, x = (h - ch) // 2, (w - cw) // 2
