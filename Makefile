@@ -14,7 +14,7 @@ $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,tomo]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -34,12 +34,12 @@ $(EXT_STAMP):
 	$(EXT_VENV)/bin/pip install --quiet "$(TORCH)"
 	$(EXT_VENV)/bin/pip install --quiet --no-deps topaz-em==0.3.20
 	$(EXT_VENV)/bin/pip install --quiet tqdm h5py numpy pandas psutil scikit-learn scipy pillow future mrcfile \
-		"setuptools<81" bm3d==4.0.3
+		"setuptools<81" bm3d==4.0.3 bm4d==4.2.5
 	touch $(EXT_STAMP)
 
 bench: $(STAMP) $(EXT_STAMP)
 	cd benchmarks && ../$(PY) bench_simulate.py && ../$(PY) bench_denoise.py && ../$(PY) bench_compare.py \
-		&& ../$(PY) bench_real_picked.py && ../$(PY) bench_noise_model.py
+		&& ../$(PY) bench_real_picked.py && ../$(PY) bench_noise_model.py && ../$(PY) bench_tomo.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info

@@ -11,7 +11,7 @@ VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "nt2c_core" / "__init__.
 setup(
     name="scipion-em-nt2c",
     version=VERSION,
-    description="Noise-Transfer2Clean (NT2C) cryo-EM micrograph denoising: core library, CLI and Scipion plugin",
+    description="NT2C cryo-EM micrograph and NMSG tomogram denoising: core library, CLI and Scipion plugin",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="GPLv3",
@@ -35,7 +35,8 @@ setup(
         "tqdm",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest"]},
+    # tomo: Scipion's tomography objects, for the NMSG tomogram protocol (registered only when present)
+    extras_require={"test": ["pytest"], "tomo": ["scipion-em-tomo>=3.0"]},
     entry_points={
         "console_scripts": ["nt2c = nt2c_core.cli:main"],
         "pyworkflow.plugin": ["nt2c_scipion = nt2c_scipion"],

@@ -8,6 +8,8 @@ peak RSS [GB], settings and versions.
 
   python external_runner.py topaz IN.mrc... -o OUT [--patch-size 1024 --padding 500]
   python external_runner.py bm3d IN.mrc... -o OUT --sigmas SIGMAS.json   (per-file noise std)
+  python external_runner.py topaz3d VOL.mrc... -o OUT [--model unet-3d-10a --patch-size 96 --padding 48]
+  python external_runner.py bm4d VOL.mrc... -o OUT --sigmas SIGMAS.json   (tomograms)
 """
 
 from __future__ import annotations
@@ -38,22 +40,45 @@ def topaz_method(args):
                  "topaz": getattr(topaz, "__version__", "0.3.20"), "torch": torch.__version__}
 
 
-def bm3d_method(args):
-    import bm3d
+def block_matching(module: str):
+    """BM3D (images) or BM4D (volumes) on z-scored data with the caller's per-file noise sigma."""
+    def method(args):
+        from importlib import import_module
+        from importlib.metadata import version
 
-    sigmas = json.loads(Path(args.sigmas).read_text())
+        denoise = getattr(import_module(module), module)
+        sigmas = json.loads(Path(args.sigmas).read_text())
 
-    def run(image, name):
-        mean, std = float(image.mean()), float(image.std())
-        z = (image - mean) / std
-        return bm3d.bm3d(z, sigma_psd=sigmas[name] / std) * std + mean
+        def run(data, name):
+            mean, std = float(data.mean()), float(data.std())
+            return denoise((data - mean) / std, sigma_psd=sigmas[name] / std) * std + mean
 
-    return run, {"sigma": "per file, from --sigmas (estimated by the caller)", "bm3d": "4.0.3"}
+        return run, {"sigma": "per file, from --sigmas (estimated by the caller)", module: version(module)}
+
+    return method
+
+
+def topaz3d_method(args):
+    import torch
+    from topaz.denoise import Denoise3D
+
+    torch.set_num_threads(args.threads)
+    model = Denoise3D(args.model, use_cuda=False, dims=3)
+
+    def run(volume, name):
+        return model.denoise(volume, patch_size=args.patch_size, padding=args.padding, batch_size=1, verbose=False)
+
+    return run, {"model": args.model, "patch_size": args.patch_size, "padding": args.padding,
+                 "topaz": "0.3.20", "torch": torch.__version__}
+
+
+METHODS = {"topaz": topaz_method, "bm3d": block_matching("bm3d"), "topaz3d": topaz3d_method,
+           "bm4d": block_matching("bm4d")}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("method", choices=("topaz", "bm3d"))
+    p.add_argument("method", choices=sorted(METHODS))
     p.add_argument("inputs", nargs="+")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--model", default="unet", help="Topaz pretrained denoiser")
@@ -63,11 +88,12 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
-    run, settings = (topaz_method if args.method == "topaz" else bm3d_method)(args)
+    run, settings = METHODS[args.method](args)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     first = mrcfile.read(args.inputs[0]).astype(np.float32)
-    run(np.ascontiguousarray(first[:512, :512]), Path(args.inputs[0]).name)  # warm-up, not timed
+    if first.ndim == 2:
+        run(np.ascontiguousarray(first[:512, :512]), Path(args.inputs[0]).name)  # warm-up, not timed
     seconds = {}
     for path in map(Path, args.inputs):
         with mrcfile.open(path, permissive=True) as mrc:

@@ -9,7 +9,6 @@ output to within a small tolerance (tested) at a fraction of its memory.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -25,7 +24,7 @@ from . import __version__
 from .errors import InputError, NT2CError
 from .io import ensure_writable_dir, read_mrc, read_mrc_labels, write_mrc
 from .logs import progress as progress_bar
-from .models.store import load_model
+from .models.store import fingerprint, load_model
 from .normalization import restore, standardize, stats
 from .settings import PIXEL_RANGE_SLACK, SIZE_MULTIPLE, TileSettings
 
@@ -69,11 +68,7 @@ class Denoiser:
     def fingerprint(self) -> str:
         """First 16 hex digits of the SHA-256 of the weights: what made an output (MRC label)."""
         if not hasattr(self, "_fingerprint"):
-            digest = hashlib.sha256()
-            for name, value in sorted(self.network.state_dict().items()):
-                digest.update(name.encode())
-                digest.update(value.detach().float().cpu().contiguous().numpy().tobytes())
-            self._fingerprint = digest.hexdigest()[:16]
+            self._fingerprint = fingerprint(self.network)
         return self._fingerprint
 
     def denoise(self, image: np.ndarray, whole: bool = False) -> np.ndarray:

@@ -108,6 +108,24 @@ def read_mrc(path: str | os.PathLike, allow_stack: bool = False) -> tuple[np.nda
     holds NaN/Inf pixels, or is a stack/volume where a single image is expected.
     """
     path = Path(path)
+    data, pixel = _read_mrc_array(path)
+    data = _check_image_shape(path, data, allow_stack)
+    _check_finite(path, data)
+    return data, pixel
+
+
+def read_mrc_volume(path: str | os.PathLike) -> tuple[np.ndarray, float]:
+    """Read a 3-D volume (z, y, x) as float32 and its voxel size in Å; InputError naming the file
+    when it is missing, not an MRC file, truncated, not 3-D, or holds NaN/Inf voxels."""
+    path = Path(path)
+    data, voxel = _read_mrc_array(path)
+    if data.ndim != 3 or min(data.shape) < 2:
+        raise InputError(f"{path}: is not a volume (shape {data.shape}); need a tomogram (z, y, x)")
+    _check_finite(path, data)
+    return data, voxel
+
+
+def _read_mrc_array(path: Path) -> tuple[np.ndarray, float]:
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     check_mrc_header(path)
@@ -117,19 +135,19 @@ def read_mrc(path: str | os.PathLike, allow_stack: bool = False) -> tuple[np.nda
             with mrcfile.open(path, permissive=True) as mrc:
                 if mrc.data is None:
                     raise InputError(f"{path}: not a readable MRC file (bad header or truncated data)")
-                data = np.asarray(mrc.data, dtype=np.float32)
-                pixel = float(mrc.voxel_size.x)
+                return np.asarray(mrc.data, dtype=np.float32), float(mrc.voxel_size.x)
     except InputError:
         raise
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{path}: not a readable MRC file ({exc})") from exc
     except MemoryError as exc:
         raise InputError(f"{path}: not enough memory to read it ({data_size_text(path)})") from exc
-    data = _check_image_shape(path, data, allow_stack)
+
+
+def _check_finite(path: Path, data: np.ndarray) -> None:
     if not np.isfinite(data).all():
         bad = int(np.size(data) - np.isfinite(data).sum())
         raise InputError(f"{path}: {bad} pixels are NaN or Inf")
-    return data, pixel
 
 
 def check_mrc_header(path: str | os.PathLike) -> tuple[tuple[int, int, int], int]:

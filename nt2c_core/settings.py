@@ -343,6 +343,144 @@ class GeneralRecipe:
         return out
 
 
+TOMO_NOISE_MODELS = ("patches3d", "gan2d")  # NMSG's noise synthesizers (nt2c_core.tomo.noise)
+TOMO_PAIRINGS = ("r2r", "nmsg")  # how synthetic noise makes training pairs (nt2c_core.tomo.nmsg)
+UNET3D = {"name": "unet3d", "width": 16, "first_kernel": 5}  # NMSG's 3-D U-Net (authors: width 48, kernel 7)
+UNET3D_MULTIPLE = 8  # three poolings
+
+
+@dataclass
+class TomoSimulationConfig:
+    """A simulated tomogram (``nt2c simulate-tomo``, NMSG's benchmark and tests).
+
+    acquisition: the microscope; ``dose`` is the TOTAL dose of the tilt series [e/Å²], split evenly
+    over the tilts; size: (x, y) [px]; thickness: reconstructed depth z [px]; ice_thickness [Å]
+    (particles stay inside it); particles: how many (placed without overlap in 3-D); tilt_range_deg
+    / tilt_step_deg: the tilt series (tilt axis = y); defocus_um: nominal defocus [µm] of every tilt;
+    oversmooth_sigma: Gaussian sigma [px] applied to each tilt before the over-smoothed
+    reconstruction NMSG's sparsity term uses."""
+
+    acquisition: Acquisition = field(default_factory=lambda: Acquisition(pixel_size=8.0, dose=60.0, b_factor=60.0,
+                                                                         detector="ideal"))
+    size: tuple[int, int] = (128, 128)
+    thickness: int = 48
+    ice_thickness: float = 300.0
+    particles: int = 20
+    tilt_range_deg: tuple[float, float] = (-60.0, 60.0)
+    tilt_step_deg: float = 3.0
+    defocus_um: float = 3.0
+    oversmooth_sigma: float = 2.0
+    seed: int = 0
+
+    def tilt_angles(self) -> list[float]:
+        lo, hi = self.tilt_range_deg
+        n = int(math.floor((hi - lo) / self.tilt_step_deg + 1e-6)) + 1
+        return [lo + i * self.tilt_step_deg for i in range(n)]
+
+    def validate(self) -> "TomoSimulationConfig":
+        """Raise :class:`InputError` naming the first parameter out of range."""
+        self.acquisition.validate()
+        width, height = self.size
+        if min(width, height, self.thickness) < 16 or width * height * self.thickness > 1024 ** 3:
+            raise InputError(f"tomogram size {width} x {height} x {self.thickness} px: need at least 16 px a side "
+                             "and at most 1024³ voxels")
+        lo, hi = self.tilt_range_deg
+        if not (-80 <= lo < hi <= 80) or not 0 < self.tilt_step_deg <= hi - lo:
+            raise InputError(f"tilt range {lo}..{hi}° in {self.tilt_step_deg}° steps: need -80 <= min < max <= 80 "
+                             "and a step within the range")
+        if self.particles < 0 or not 0 < self.ice_thickness <= self.thickness * self.acquisition.pixel_size:
+            raise InputError(f"particles = {self.particles} must be >= 0 and ice thickness = {self.ice_thickness} Å "
+                             f"within (0, thickness x pixel size = {self.thickness * self.acquisition.pixel_size} Å]")
+        if not -5.0 <= self.defocus_um <= 20.0 or self.oversmooth_sigma < 0:
+            raise InputError("defocus must be within -5..20 µm and the over-smoothing sigma >= 0")
+        return self
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["size"], out["tilt_range_deg"] = list(self.size), list(self.tilt_range_deg)
+        return out
+
+
+@dataclass
+class NMSGConfig:
+    """NMSG training on one tomogram (``nt2c denoise-tomo``, the Scipion tomogram protocol).
+
+    steps/batch_size/lr: Adam with cosine decay (the authors use Adagrad 1e-3, 40 epochs of 128³
+    tiles; we use Adam as our 2-D denoisers do); tile_depth/tile_size: training tiles z x y x x [px]
+    (multiples of 8); width/first_kernel: the 3-D U-Net; recon/smooth/guide: loss weights of
+    MSE(f(s), n), MSE(Sobel f(s), Sobel o), MSE(f(s), g) (the authors' 1.0 / 0.05 / 0.5; ours 1 / 0 / 0
+    with r2r pairs, where the two extra terms cost PSNR: see benchmarks/bench_tomo.py);
+    guide_sigma: the Gaussian [px] making g from the raw volume; oversmooth_sigma: the Gaussian [px]
+    making the over-smoothed reference o when none is given; noise_model: 'patches3d' (3-D mosaics
+    of the tomogram's own noise cubes) or 'gan2d' (the authors' 2-D WGAN-GP, one sample per slice);
+    noise_cube: side [px] of the noise cubes; noise_fraction: share of the quietest cubes taken as
+    noise; gan_iterations: GAN generator steps for 'gan2d'; pairing: 'nmsg' (the authors': input
+    raw + noise, target raw) or 'r2r' (recorrupted pairs: input raw + alpha noise, target raw -
+    noise / alpha, whose expected target is the clean volume); alpha: the r2r noise scale;
+    infer_draws: r2r inference averages the network over this many noise draws (0 = the raw volume
+    alone); infer_margin: overlap [px] of inference tiles."""
+
+    steps: int = 1000
+    batch_size: int = 2
+    lr: float = 1e-3
+    tile_depth: int = 32
+    tile_size: int = 64
+    width: int = 16
+    first_kernel: int = 5
+    recon: float = 1.0
+    smooth: float = 0.0
+    guide: float = 0.0
+    guide_sigma: float = 1.0
+    oversmooth_sigma: float = 3.0
+    noise_model: str = "patches3d"
+    noise_cube: int = 16
+    noise_fraction: float = 0.2
+    gan_iterations: int = 300
+    pairing: str = "r2r"
+    alpha: float = 0.5
+    infer_draws: int = 0
+    infer_margin: int = 8
+    amp: bool = True
+    seed: int = 0
+    log_every: int = 25
+    checkpoint_every: int = 100
+
+    def architecture(self) -> dict:
+        return {**UNET3D, "width": self.width, "first_kernel": self.first_kernel}
+
+    def validate(self, section: str | None = None) -> "NMSGConfig":
+        """Check every value; messages name the CLI flag (or ``section.key``)."""
+        from .validation import at_least_one, check_rules, check_types, positive
+
+        check_types(self, section)
+        multiple = (lambda v: v >= UNET3D_MULTIPLE and v % UNET3D_MULTIPLE == 0, f"must be a multiple of {UNET3D_MULTIPLE}")
+        check_rules(self, section, {
+            "steps": (at_least_one, "must be at least 1"), "batch_size": (at_least_one, "must be at least 1"),
+            "lr": (positive, "learning rate must be positive"), "tile_depth": multiple, "tile_size": multiple,
+            "width": (at_least_one, "must be at least 1"),
+            "first_kernel": (lambda v: v >= 1 and v % 2 == 1, "must be an odd number"),
+            "recon": (lambda v: v >= 0, "must not be negative"), "smooth": (lambda v: v >= 0, "must not be negative"),
+            "guide": (lambda v: v >= 0, "must not be negative"),
+            "guide_sigma": (positive, "must be positive"), "oversmooth_sigma": (positive, "must be positive"),
+            "noise_model": (lambda v: v in TOMO_NOISE_MODELS, f"must be one of {', '.join(TOMO_NOISE_MODELS)}"),
+            "noise_cube": (lambda v: v >= 4, "must be at least 4"),
+            "noise_fraction": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+            "gan_iterations": (at_least_one, "must be at least 1"),
+            "pairing": (lambda v: v in TOMO_PAIRINGS, f"must be one of {', '.join(TOMO_PAIRINGS)}"),
+            "alpha": (lambda v: 0 < v <= 2, "must be in (0, 2]"),
+            "infer_draws": (lambda v: v >= 0, "must not be negative"),
+            "infer_margin": (lambda v: v >= 0, "must not be negative"),
+            "log_every": (at_least_one, "must be at least 1"), "checkpoint_every": (at_least_one, "must be at least 1"),
+        })
+        if self.recon + self.smooth + self.guide <= 0:
+            raise InputError("loss weights --recon, --smooth and --guide are all zero: nothing to train")
+        return self
+
+
+NMSG = NMSGConfig()
+"""NMSG's defaults (CLI ``nt2c denoise-tomo``, the Scipion tomogram protocol)."""
+
+
 COARSE = TrainConfig()
 """The coarse U-Net's defaults (CLI ``nt2c train``, ``nt2c run``, the Scipion protocols)."""
 FINE = TrainConfig(steps=1000, lr=3e-4)

@@ -11,6 +11,15 @@
   doi = {10.1093/bioinformatics/btac052}
 }
 
+@article{Yang2024NMSG,
+  title = {Self-supervised noise modeling and sparsity guided electron tomography volumetric image denoising},
+  author = {Yang, Zhidong and Zang, Dawei and Li, Hongjia and Zhang, Zhao and Zhang, Fa and Han, Renmin},
+  journal = {Ultramicroscopy},
+  volume = {255},
+  pages = {113860},
+  year = {2024}
+}
+
 @article{Yang2024SaID,
   title = {Simulation-aware pretrained general denoiser for cryo-EM micrographs},
   author = {Yang, Zhidong and others},

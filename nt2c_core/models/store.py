@@ -8,6 +8,7 @@ a training-data summary, the seed and the package/torch versions.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -22,7 +23,7 @@ from ..io import atomic_write
 
 FORMAT = "nt2c-model"
 FORMAT_VERSION = 1
-KINDS = ("denoiser", "noise-gan")
+KINDS = ("denoiser", "noise-gan", "tomo-denoiser")
 
 
 class ModelFileError(InputError):
@@ -48,6 +49,15 @@ def save_torch(path: str | os.PathLike, payload: dict) -> Path:
     with atomic_write(path) as tmp:
         tmp.write_bytes(buffer.getbuffer())
     return path
+
+
+def fingerprint(network: nn.Module) -> str:
+    """First 16 hex digits of the SHA-256 of a network's weights: what made an output (MRC label)."""
+    digest = hashlib.sha256()
+    for name, value in sorted(network.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(value.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def all_finite(state: dict) -> bool:

@@ -21,7 +21,7 @@ from ..settings import MAX_PIXELS, MAX_SIDE, SimulationConfig  # noqa: F401 (re-
 from .detector import apply_detector, ice_phase_ft, mtf_filter
 from .geometry import matrix_to_euler, place_particles, random_rotations
 from .optics import Acquisition, CTFGrid, interaction_constant  # noqa: F401 (Acquisition re-exported)
-from .potential import Projector, box_size_for, next_fast_size
+from .potential import next_fast_size, projectors_for
 from .structure import Structure
 
 
@@ -60,14 +60,11 @@ class MicrographSimulator:
     """Simulates micrographs of given structures; projectors (and libraries) are built once."""
 
     def __init__(self, structures: list[Structure], config: SimulationConfig, device="cpu"):
-        if not structures:
-            raise InputError("no structure given: pass at least one PDB/mmCIF file")
         self.config = config.validate()
         self.structures = structures
         self.device = torch.device(device)
         acq = config.acquisition
-        self.projectors = [Projector(s, box_size_for(s, acq.pixel_size), acq.pixel_size, acq.b_factor, self.device)
-                           for s in structures]
+        self.projectors = projectors_for(structures, acq, self.device)
         self.radius_px = max(s.radius for s in structures) / acq.pixel_size
         width, height = config.size
         if min(width, height) < 2 * self.radius_px:

@@ -148,6 +148,16 @@ class Projector:
         return torch.fft.irfft2(self.project_ft(rotation, shift), s=(self.box, self.box))
 
 
+def projectors_for(structures, acq, device="cpu") -> list["Projector"]:
+    """One :class:`Projector` per structure at the acquisition's pixel size and B-factor, each in
+    the smallest box that holds the particle in any orientation; InputError when there is none."""
+    if not structures:
+        from ..errors import InputError
+
+        raise InputError("no structure given: pass at least one PDB/mmCIF file")
+    return [Projector(s, box_size_for(s, acq.pixel_size), acq.pixel_size, acq.b_factor, device) for s in structures]
+
+
 def box_size_for(structure: Structure, pixel_size: float, margin: float = 12.0) -> int:
     """Smallest even, FFT-friendly box (px) that holds the particle in any orientation plus ``margin`` Å."""
     need = int(math.ceil(2 * (structure.radius + margin) / pixel_size))

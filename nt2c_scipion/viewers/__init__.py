@@ -4,3 +4,10 @@ from .viewer_denoise import NT2CDenoiseViewer
 from .viewer_training import NT2CStageViewer, NT2CTrainingViewer
 
 __all__ = ["NT2CDenoiseViewer", "NT2CStageViewer", "NT2CTrainingViewer"]
+
+from ..protocols import HAVE_TOMO  # noqa: E402
+
+if HAVE_TOMO:
+    from .viewer_tomo import NT2CTomoViewer  # noqa: F401
+
+    __all__ += ["NT2CTomoViewer"]

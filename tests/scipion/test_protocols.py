@@ -38,32 +38,14 @@ def test_every_protocol_viewer_and_menu_entry_is_discovered():
         assert f'"value": "{name}"' in conf and name in domain.getProtocols()
 
 
-def test_protocols_sit_in_the_spa_menu_as_the_gui_loads_it(monkeypatch):
+def test_protocols_sit_in_the_spa_menu_as_the_gui_loads_it(menu_views, menu_places):
     """The GUI merges each plugin's protocols.conf into Scipion's views; NT2C must appear in the
     single-particle view ("Protocols SPA") under Micrographs > Denoising, not in a view of its own."""
-    import os
-
-    from pyworkflow.gui.project.viewprotocols_extra import ProtocolTreeConfig
-
     import nt2c_scipion.protocols
 
-    if pw.Config.getDomain() is None:
-        monkeypatch.setattr(pw.Config, "SCIPION_DOMAIN", "pwem")
-    views = ProtocolTreeConfig.load(pw.Config.getDomain(),
-                                    os.path.join(pw.Config.SCIPION_LOCAL_CONFIG, pw.Config.SCIPION_PROTOCOLS))
-
-    def text(node, attr):
-        value = getattr(node, attr, None)
-        return value.get() if hasattr(value, "get") else value
-
-    def places(node, path=()):
-        for child in node.childs:
-            yield from places(child, path + (text(child, "text"),))
-        if str(text(node, "value") or "").startswith("ProtNT2C"):
-            yield text(node, "value"), path[:2]
-
-    spa = dict(places(views["Protocols SPA"]))
-    assert set(spa) == set(nt2c_scipion.protocols.__all__)
+    views = menu_views
+    spa = {name: path[:2] for name, path in menu_places(views["Protocols SPA"])}
+    assert set(spa) == set(nt2c_scipion.protocols.__all__) - set(nt2c_scipion.protocols.TOMO_PROTOCOLS)
     assert set(spa.values()) == {("Micrographs", "Denoising")}
     assert not [v for v in views if "Single" in v or "NT2C" in v]  # no stray view of our own
 

@@ -1,0 +1,237 @@
+"""NMSG tomogram denoising (#19): quality against ground truth, even/odd FSC, speed and memory.
+
+1. Simulated tomograms (``nt2c_core.tomo.simulate``) of structures never used in developing NMSG
+   (70S ribosome 4v5d and spliceosome 3jb9 from ../shared/data/structures; development used the
+   shipped apoferritin), at two doses. Methods: raw; Gaussian (best sigma against the truth: an
+   oracle, the strongest Gaussian there is); BM4D (noise sigma from the volume's quietest cubes);
+   Topaz-3D's shipped general model (``unet-3d-10a``, in the benchmark's own virtualenv); a
+   noise2noise 3-D U-Net trained on the even/odd halves (cryoCARE's idea, our network); NMSG with
+   the 3-D patch noise (default) and with the authors' 2-D GAN noise. Scores: PSNR/SSIM against
+   the noiseless reconstruction, and the FSC between the method applied to the even and to the
+   odd half (0.5 and 0.143 crossings, Å).
+2. Speed/memory: ``nt2c denoise-tomo`` with its defaults on a 512 x 512 x 128 simulated tomogram,
+   in a subprocess (wall time, peak RSS).
+3. Real crops (../shared/data/tomograms, microtubules, 8-bit SIRT): NMSG with its defaults;
+   central slices side by side in docs/tomo_real.png.
+
+Prints tables and writes ``results/<date>-tomo-<host>.json`` and docs/tomo_simulated.png.
+
+  python bench_tomo.py [--quick]    (make bench runs it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from _common import save  # noqa: E402
+from scipy.ndimage import gaussian_filter  # noqa: E402
+
+from nt2c_core.acquisition import Acquisition  # noqa: E402
+from nt2c_core.io import read_mrc_volume, write_mrc  # noqa: E402
+from nt2c_core.metrics import fsc, psnr, ssim  # noqa: E402
+from nt2c_core.settings import NMSG, TomoSimulationConfig  # noqa: E402
+from nt2c_core.tomo.figures import slices_figure  # noqa: E402
+from nt2c_core.tomo.nmsg import Standardized, denoise_with, train_even_odd, train_nmsg  # noqa: E402
+from nt2c_core.tomo.noise import noise_cubes  # noqa: E402
+from nt2c_core.tomo.simulate import simulate_tomogram_files  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+STRUCTURES = [SHARED / "structures" / "4v5d_Tth_70S_ribosome.cif.gz", SHARED / "structures" / "3jb9_Spombe_spliceosome.cif.gz"]
+EXT_PY = HERE / ".venv-external" / "bin" / "python"
+DOCS = ROOT / "docs"
+
+
+def scores(full: np.ndarray, even: np.ndarray, odd: np.ndarray, clean: np.ndarray, voxel: float) -> dict:
+    curve = fsc(even, odd, voxel)
+    return {"psnr_db": round(psnr(full, clean), 3), "ssim": round(ssim(full, clean), 4),
+            "eo_fsc_0.5_A": round(curve.resolution(0.5), 1), "eo_fsc_0.143_A": round(curve.resolution(0.143), 1)}
+
+
+def noise_sigma(volume: np.ndarray) -> float:
+    """Noise std of a volume from its quietest 16-px cubes (what NMSG's noise model sees)."""
+    std = Standardized.of(volume)
+    return float(noise_cubes(std.data, 16, 0.2).std() * std.std)
+
+
+def external(method: str, files: list[Path], out: Path, sigmas: dict | None = None) -> dict[str, np.ndarray] | None:
+    """Run a baseline in the external virtualenv; None (with the reason printed) when it is absent."""
+    if not EXT_PY.exists():
+        print(f"  {method}: skipped ({EXT_PY} missing; `make benchmarks/.venv-external/.installed` builds it)")
+        return None
+    cmd = [str(EXT_PY), str(HERE / "external_runner.py"), method, *map(str, files), "-o", str(out)]
+    if method == "topaz3d":
+        cmd += ["--model", "unet-3d-10a", "--patch-size", "96", "--padding", "48"]
+    if sigmas is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "sigmas.json").write_text(json.dumps(sigmas))
+        cmd += ["--sigmas", str(out / "sigmas.json")]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"  {method}: failed ({done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode})")
+        return None
+    return {f.name: read_mrc_volume(out / f.name)[0] for f in files}
+
+
+def simulated_case(name: str, dose: float, args, work: Path) -> tuple[dict, dict]:
+    size, thickness, particles = ((96, 96), 64, 4) if args.quick else ((160, 160), 64, 12)
+    cfg = TomoSimulationConfig(acquisition=Acquisition(pixel_size=8.0, dose=dose, b_factor=60.0, detector="ideal"),
+                               size=size, thickness=thickness, ice_thickness=400.0, particles=particles, seed=11)
+    folder = work / name
+    if not (folder / "params.json").exists():
+        simulate_tomogram_files([s for s in STRUCTURES if s.exists()], cfg, folder, progress=False)
+    vols = {k: read_mrc_volume(folder / f"{k}.mrc")[0] for k in ("noisy", "clean", "even", "odd", "oversmoothed")}
+    noisy, clean, even, odd = vols["noisy"], vols["clean"], vols["even"], vols["odd"]
+    voxel = cfg.acquisition.pixel_size
+    rows, shown = {}, {"raw": noisy, "truth (noiseless WBP)": clean}
+    rows["raw"] = scores(noisy, even, odd, clean, voxel)
+    best = max((0.5, 0.75, 1.0, 1.5, 2.0, 3.0), key=lambda s: psnr(gaussian_filter(noisy, s), clean))
+    rows[f"Gaussian (best sigma {best} px)"] = scores(*(gaussian_filter(v, best) for v in (noisy, even, odd)), clean, voxel)
+    shown["Gaussian"] = gaussian_filter(noisy, best)
+    files = [folder / f"{k}.mrc" for k in ("noisy", "even", "odd")]
+    bm4d = external("bm4d", files, folder / "bm4d", {f.name: noise_sigma(read_mrc_volume(f)[0]) for f in files})
+    if bm4d:
+        rows["BM4D"] = scores(bm4d["noisy.mrc"], bm4d["even.mrc"], bm4d["odd.mrc"], clean, voxel)
+    t0 = time.time()
+    topaz = external("topaz3d", files, folder / "topaz3d")
+    if topaz:
+        rows["Topaz-3D (unet-3d-10a)"] = scores(topaz["noisy.mrc"], topaz["even.mrc"], topaz["odd.mrc"], clean, voxel)
+        rows["Topaz-3D (unet-3d-10a)"]["seconds"] = round(time.time() - t0, 1)
+        shown["Topaz-3D"] = topaz["noisy.mrc"]
+    config = dataclasses.replace(NMSG, steps=60 if args.quick else args.steps)
+    t0 = time.time()
+    n2n = train_even_odd(even, odd, config, work=folder / "n2n", progress=False)
+    de, do = denoise_with(n2n.network, even), denoise_with(n2n.network, odd)
+    rows["noise2noise even/odd (3-D U-Net)"] = {**scores((de + do) / 2, de, do, clean, voxel),
+                                                "seconds": round(time.time() - t0, 1)}
+    shown["noise2noise e/o"] = (de + do) / 2
+    variants = {"NMSG, r2r pairs, 3-D patch noise (default)": {},
+                "NMSG, the authors' pairs and loss, 3-D patch noise": {"pairing": "nmsg", "smooth": 0.05, "guide": 0.5},
+                "NMSG, r2r pairs, 2-D GAN noise (authors' noise model)": {"noise_model": "gan2d"}}
+    for label, changes in variants.items():
+        if args.only_default and changes:
+            continue
+        t0 = time.time()
+        cfg_n = dataclasses.replace(config, **changes, gan_iterations=40 if args.quick else NMSG.gan_iterations)
+        key = "_".join(f"{k}-{v}" for k, v in changes.items()) or "default"
+        result = train_nmsg(noisy, cfg_n, vols["oversmoothed"], work=folder / f"nmsg_{key}", progress=False)
+
+        def den(v):
+            return denoise_with(result.network, v, config=cfg_n, synthesizer=None)
+
+        full = den(noisy)
+        rows[label] = {**scores(full, den(even), den(odd), clean, voxel), "seconds": round(time.time() - t0, 1)}
+        if not changes:
+            shown["NMSG (r2r)"] = full
+        print(f"  {label}: {rows[label]}", flush=True)
+    return rows, shown
+
+
+def speed(args, work: Path) -> dict:
+    """``nt2c denoise-tomo`` with defaults on a 512 x 512 x 128 tomogram (quick: 128 x 128 x 64)."""
+    side, depth, particles = (128, 64, 6) if args.quick else (512, 128, 150)
+    cfg = TomoSimulationConfig(acquisition=Acquisition(pixel_size=8.0, dose=60.0, b_factor=60.0, detector="ideal"),
+                               size=(side, side), thickness=depth, ice_thickness=600.0, particles=particles, seed=5)
+    folder = work / f"speed_{side}x{side}x{depth}"
+    if not (folder / "params.json").exists():
+        simulate_tomogram_files([s for s in STRUCTURES if s.exists()], cfg, folder, progress=False)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.time()
+    out = folder / "denoised.mrc"
+    subprocess.run([str(ROOT / ".venv" / "bin" / "nt2c"), "-q", "denoise-tomo", str(folder / "noisy.mrc"), "-o", str(out),
+                    "--device", "cpu", "--work", str(folder / f"work_{time.time_ns()}")], check=True)
+    seconds = time.time() - t0
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    clean, noisy = read_mrc_volume(folder / "clean.mrc")[0], read_mrc_volume(folder / "noisy.mrc")[0]
+    return {"shape_xyz": [side, side, depth], "seconds": round(seconds, 1),
+            "peak_rss_gb": round(max(rss, before) / 1e6, 2), "defaults": dataclasses.asdict(NMSG),
+            "psnr_raw_db": round(psnr(noisy, clean), 2), "psnr_nmsg_db": round(psnr(read_mrc_volume(out)[0], clean), 2)}
+
+
+def real(args, work: Path) -> dict:
+    folder = SHARED / "tomograms"
+    tifs = sorted(folder.glob("*.tif"))
+    if not tifs:
+        print(f"real tomograms: skipped ({folder} absent)")
+        return {}
+    import tifffile
+
+    out, shown = {}, []
+    for tif in tifs:
+        volume = tifffile.imread(tif).astype(np.float32)
+        src = work / "real" / f"{tif.stem}.mrc"
+        write_mrc(src, volume, 10.52)
+        config = dataclasses.replace(NMSG, steps=60 if args.quick else args.steps)
+        t0 = time.time()
+        result = train_nmsg(volume, config, work=work / "real" / f"{tif.stem}_work", progress=False)
+        den = denoise_with(result.network, volume, config=config)
+        out[tif.name] = {"shape_zyx": list(volume.shape), "seconds": round(time.time() - t0, 1),
+                         "raw_std": float(volume.std()), "denoised_std": float(den.std())}
+        shown.append((tif.stem, volume, den))
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4 * len(shown), 9))
+    for i, (name, raw, den) in enumerate(shown):
+        for j, (title, v) in enumerate((("raw", raw), ("NMSG", den))):
+            ax = fig.add_subplot(1, 2 * len(shown), 2 * i + j + 1)
+            sl = v[v.shape[0] // 2]
+            ax.imshow(sl, cmap="gray", vmin=np.percentile(sl, 1), vmax=np.percentile(sl, 99))
+            ax.set_title(f"{name}: {title}")
+            ax.axis("off")
+    fig.tight_layout()
+    if not args.quick:
+        fig.savefig(DOCS / "tomo_real.png", dpi=80)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and budgets (checks the script)")
+    parser.add_argument("--work", default=str(HERE / "work" / "tomo"), help="work folder")
+    parser.add_argument("--skip-speed", action="store_true", help="skip the 512 x 512 x 128 timing")
+    parser.add_argument("--steps", type=int, default=NMSG.steps, help="training steps of every learned method")
+    parser.add_argument("--doses", default="60,30", help="total doses [e/Å²] of the simulated tomograms")
+    parser.add_argument("--only-default", action="store_true", help="NMSG with its defaults only (no variants)")
+    args = parser.parse_args(argv)
+    if not all(s.exists() for s in STRUCTURES):
+        print(f"bench_tomo: shared structures missing under {SHARED}; nothing to do")
+        return 0
+    work = Path(args.work) / ("quick" if args.quick else "full")
+    result = {"quick": args.quick, "simulated": {}}
+    result["steps"] = args.steps
+    for dose in (float(d) for d in args.doses.split(",")):
+        name = f"dose{dose:g}"
+        print(f"\nsimulated tomogram, {dose:.0f} e/Å² total (8 Å voxels, 41 tilts -60..60):")
+        rows, shown = simulated_case(name, dose, args, work)
+        result["simulated"][name] = rows
+        print(f"{'method':<36} {'PSNR dB':>8} {'SSIM':>6} {'e/o FSC 0.5 Å':>14} {'0.143 Å':>8} {'s':>7}")
+        for label, r in rows.items():
+            print(f"{label:<36} {r['psnr_db']:8.2f} {r['ssim']:6.3f} {r['eo_fsc_0.5_A']:14.1f} "
+                  f"{r['eo_fsc_0.143_A']:8.1f} {r.get('seconds', float('nan')):7.1f}")
+        if name == "dose60" and not args.quick:
+            slices_figure(list(shown.values()), list(shown), "simulated tomogram (ribosome + spliceosome), "
+                          "60 e/Å²").savefig(DOCS / "tomo_simulated.png", dpi=70)
+    if not args.skip_speed:
+        result["speed"] = speed(args, work)
+        print(f"\nspeed: {result['speed']}")
+    result["real"] = real(args, work)
+    print(f"\nreal crops: {result['real']}")
+    if not args.quick:
+        save("tomo", result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

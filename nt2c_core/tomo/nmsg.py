@@ -1,0 +1,377 @@
+"""NMSG: denoise a cryo-ET tomogram with a network trained on that single noisy volume.
+
+Training (Yang et al. 2024, as far as the authors' code shows; see shared design notes): with n
+the raw volume (z-scored), m synthetic noise drawn from the volume's own noise (:mod:`.noise`),
+s = n + m, g = n Gaussian-filtered (``guide_sigma``) and o an over-smoothed reference (a WBP of
+low-passed tilts when given, else n filtered with ``oversmooth_sigma``, least-squares scaled to n),
+
+    loss = recon * MSE(f(s), n) + smooth * MSE(Sobel f(s), Sobel o) + guide * MSE(f(s), g),
+
+Sobel = |Gx| + |Gy| in each x-y slice. f is the residual 3-D U-Net (:mod:`nt2c_core.models.unet3d`);
+the denoised volume is f(n), computed in overlapping tiles.
+
+That recon target (pairing 'nmsg') teaches f to remove the added noise only, E[n | n + m], which
+keeps half of the noise (Noisier2Noise); on our simulated tomograms it stays below a plain
+Gaussian filter (see the benchmark). Pairing 'r2r' (our default; Pang et al. 2021,
+Recorrupted-to-Recorrupted) uses the same synthetic noise differently: input n + alpha m, target
+n - m / alpha. When m has the noise's distribution, the two noises are uncorrelated, so the
+expected target given the input is the clean volume: f learns a real denoiser (for noise
+sqrt(1 + alpha^2) times the raw's) from the single volume. Inference then averages
+f(n + alpha m_k) over ``infer_draws`` fresh draws m_k (or f(n) with 0 draws). The Sobel and guide
+terms apply to both pairings. Random tiles per step depend only on
+(seed, step), so a stopped run resumed from its checkpoint (``MODEL.ckpt``) ends with the same
+weights as an uninterrupted one. Not done as the authors: no 2x in-plane up-sampling (4x the cost;
+measure it before adding), Adam instead of Adagrad.
+
+:func:`train_even_odd` is the noise2noise baseline (cryoCARE's idea with our 3-D U-Net): even ->
+odd and odd -> even tiles, plain MSE.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.ndimage import gaussian_filter
+
+from .. import __version__
+from ..errors import InputError
+from ..io import ensure_writable_dir, read_mrc_volume, write_mrc
+from ..logs import progress as progress_bar
+from ..metrics import fit_scale_offset
+from ..models.registry import build
+from ..models.store import all_finite, fingerprint, load_model, save_model, save_torch
+from ..noise.synthesize import train_noise_gan
+from ..settings import NMSG, GANConfig, NMSGConfig
+from ..training import _amp, write_loss_log
+from .noise import GAN_PATCH, CubeMosaic, SliceGAN, fitting_cube, gan_slices, noise_cubes
+
+logger = logging.getLogger(__name__)
+INFER_TILE = (64, 128, 128)  # inference tile (z, y, x) before margins [px]
+
+
+@dataclass
+class Standardized:
+    """A volume z-scored for the network, with the statistics that restore its units."""
+
+    data: np.ndarray
+    mean: float
+    std: float
+
+    @classmethod
+    def of(cls, volume: np.ndarray, name: str = "volume") -> "Standardized":
+        volume = np.asarray(volume, np.float32)
+        if volume.ndim != 3:
+            raise InputError(f"{name}: need a 3-D volume, got shape {volume.shape}")
+        if not np.all(np.isfinite(volume)):
+            raise InputError(f"{name}: holds NaN or Inf values")
+        std = float(volume.std())
+        if std == 0:
+            raise InputError(f"{name}: is constant (zero variance); nothing to denoise")
+        mean = float(volume.mean())
+        return cls((volume - mean) / std, mean, std)
+
+    def restore(self, data: np.ndarray) -> np.ndarray:
+        return (data * self.std + self.mean).astype(np.float32)
+
+
+def sobel_xy(x: torch.Tensor) -> torch.Tensor:
+    """|Gx| + |Gy| of (N, 1, D, H, W) volumes, slice by slice (replicate padding)."""
+    k = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]], device=x.device, dtype=x.dtype)
+    kernels = torch.stack([k, k.T])[:, None, None]  # (2, 1, 1, 3, 3)
+    grads = F.conv3d(F.pad(x, (1, 1, 1, 1, 0, 0), mode="replicate"), kernels)
+    return grads.abs().sum(1, keepdim=True)
+
+
+def references(n: np.ndarray, config: NMSGConfig, oversmoothed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(g, o): the Gaussian guide and the over-smoothed reference for the z-scored volume ``n``."""
+    g = gaussian_filter(n, config.guide_sigma).astype(np.float32)
+    if oversmoothed is None:
+        o = gaussian_filter(n, config.oversmooth_sigma).astype(np.float32)
+    else:
+        if oversmoothed.shape != n.shape:
+            raise InputError(f"over-smoothed reference: shape {oversmoothed.shape} differs from the tomogram's {n.shape}")
+        a, b = fit_scale_offset(oversmoothed, n)
+        o = (a * oversmoothed + b).astype(np.float32)
+    return g, o
+
+
+def noise_synthesizer(n: np.ndarray, config: NMSGConfig, work: Path | None, device: str, progress: bool):
+    """The ``config.noise_model`` synthesizer from the quietest blocks of the z-scored volume."""
+    if config.noise_model == "patches3d":
+        cube = fitting_cube(n.shape, config.noise_cube, config.noise_fraction)
+        cubes = noise_cubes(n, cube, config.noise_fraction)
+        logger.info(f"noise: {len(cubes)} cubes of {cube} px (quietest {config.noise_fraction:.0%})")
+        return CubeMosaic(cubes)
+    cubes = noise_cubes(n, GAN_PATCH, config.noise_fraction, depth=min(8, n.shape[0]))
+    slices = gan_slices(cubes)
+    logger.info(f"noise: {len(slices)} x-y slices of {GAN_PATCH} px for the 2-D GAN")
+    gan_path = (work or Path(".")) / "noise_gan.pt"
+    cfg = GANConfig(iterations=config.gan_iterations, crop=GAN_PATCH, seed=config.seed,
+                    checkpoint_every=max(config.gan_iterations // 4, 1))
+    train_noise_gan(slices, gan_path, cfg, resume=True, device=device, progress=progress)
+    return SliceGAN(load_model(gan_path, kind="noise-gan")[0])
+
+
+def _tile_origins(rng: np.random.Generator, shape: tuple[int, ...], tile: tuple[int, int, int], count: int) -> np.ndarray:
+    return np.stack([rng.integers(0, max(n - t, 0) + 1, count) for n, t in zip(shape, tile)], 1)
+
+
+def _crop(volume: np.ndarray, origin, tile) -> np.ndarray:
+    z, y, x = origin
+    return volume[z:z + tile[0], y:y + tile[1], x:x + tile[2]]
+
+
+def tile_shape(shape: tuple[int, ...], config: NMSGConfig) -> tuple[int, int, int]:
+    """Training tile (z, y, x): the configured tile, shrunk to the volume (multiples of 8)."""
+    want = (config.tile_depth, config.tile_size, config.tile_size)
+    tile = tuple(min(t, (n // 8) * 8) for t, n in zip(want, shape))
+    if min(tile) < 8:
+        raise InputError(f"volume {shape[::-1]} (x, y, z) px is too small: need at least 8 px a side")
+    return tile
+
+
+@dataclass
+class FitResult:
+    """A trained network, its loss log and time; ``synthesizer``: the noise it was trained with."""
+
+    network: torch.nn.Module
+    log: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    synthesizer: object = None
+
+
+def fit(architecture: dict, batch: Callable[[int], tuple[torch.Tensor, ...]],
+        loss_fn: Callable[..., dict[str, torch.Tensor]], config: NMSGConfig, checkpoint: Path | None,
+        device: str, progress: bool, stop_after: int | None = None) -> FitResult:
+    """The training loop shared by NMSG and the even/odd baseline: a network built from
+    ``architecture`` after seeding (same seed, same start), ``batch(step)`` -> tensors,
+    ``loss_fn(output, *targets)`` -> {'loss': total, other terms}. Adam with cosine decay, autocast
+    on CUDA, checkpoints every ``checkpoint_every`` steps, exact resume from ``checkpoint``."""
+    dev = torch.device(device)
+    torch.manual_seed(config.seed)
+    network = build(architecture).to(dev).train()
+    optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
+    autocast, scaler = _amp(dev, config.amp)
+    start, log, running = 0, [], []
+    if checkpoint is not None and checkpoint.exists():
+        start, log = _load_checkpoint(checkpoint, network, optimizer, config)
+    t0 = time.perf_counter()
+    bar = progress_bar(range(start, config.steps), total=config.steps, desc="nmsg", initial=start, unit="step",
+                       disable=not progress)
+    for step in bar:
+        t = step / max(config.steps - 1, 1)
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+        x, *targets = (a.to(dev) for a in batch(step))
+        with autocast():
+            out = network(x).float()
+        terms = loss_fn(out, *targets)
+        loss = terms["loss"]
+        if not math.isfinite(loss.item()):
+            raise InputError(f"training diverged at step {step + 1} (loss {loss.item()}); lower --lr"
+                             + (f" (last good checkpoint kept: {checkpoint})" if checkpoint else ""))
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        running.append({k: float(v.item()) for k, v in terms.items()})
+        done = step + 1
+        if done % config.log_every == 0 or done == config.steps:
+            row = {"step": done, **{k: float(np.mean([r[k] for r in running])) for k in running[0]}}
+            log.append(row)
+            running = []
+            logger.info(f"step {done}: " + ", ".join(f"{k} {v:.5f}" for k, v in row.items() if k != "step"))
+        stopping = stop_after is not None and done >= stop_after
+        if checkpoint is not None and (done % config.checkpoint_every == 0 or done == config.steps or stopping):
+            if not all_finite(network.state_dict()):
+                raise InputError(f"training diverged at step {done}; lower --lr")
+            save_torch(checkpoint, {"format": "nt2c-checkpoint", "step": done, "log": log,
+                                    "config": asdict(config), "network": network.state_dict(),
+                                    "optimizer": optimizer.state_dict()})
+        if stopping:
+            break
+    return FitResult(network.eval(), log, time.perf_counter() - t0)
+
+
+def _load_checkpoint(path: Path, network, optimizer, config: NMSGConfig) -> tuple[int, list]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"{path}: unreadable checkpoint ({exc}); delete it to start again") from exc
+    old = payload.get("config", {})
+    mismatch = [k for k, v in asdict(config).items() if k != "steps" and old.get(k) != v]
+    if mismatch:
+        raise InputError(f"{path}: checkpoint was made with other settings ({', '.join(mismatch)}); use the same "
+                         "settings to resume, or delete it")
+    network.load_state_dict(payload["network"])
+    optimizer.load_state_dict(payload["optimizer"])
+    return int(payload["step"]), list(payload["log"])
+
+
+def train_nmsg(volume: np.ndarray, config: NMSGConfig = NMSG, oversmoothed: np.ndarray | None = None,
+               work: str | os.PathLike | None = None, device: str = "cpu", progress: bool = True,
+               stop_after: int | None = None) -> FitResult:
+    """Train NMSG's 3-D U-Net on one raw ``volume`` (z, y, x). ``work``: folder for the checkpoint
+    (``nmsg.ckpt``, resumed when present) and the 2-D GAN of 'gan2d'."""
+    config = config.validate()
+    std = Standardized.of(volume)
+    n = std.data
+    g, o = references(n, config, None if oversmoothed is None else Standardized.of(oversmoothed, "over-smoothed").data)
+    work_dir = ensure_writable_dir(work) if work is not None else None
+    synth = noise_synthesizer(n, config, work_dir, device, progress)
+    tile = tile_shape(n.shape, config)
+
+    def batch(step: int):
+        rng = np.random.default_rng([config.seed, step])
+        origins = _tile_origins(rng, n.shape, tile, config.batch_size)
+        stack = [np.stack([_crop(v, o_, tile) for o_ in origins])[:, None] for v in (n, g, o)]
+        tn, tg, to = (torch.from_numpy(np.ascontiguousarray(a)) for a in stack)
+        noise = synth.sample(config.batch_size, tile, seed=config.seed * 1_000_003 + step).float()
+        if config.pairing == "nmsg":
+            return tn + noise, tn, tg, to
+        return tn + config.alpha * noise, tn - noise / config.alpha, tg, to
+
+    def loss_fn(out, tn, tg, to):
+        recon = F.mse_loss(out, tn)
+        smooth = F.mse_loss(sobel_xy(out), sobel_xy(to))
+        guide = F.mse_loss(out, tg)
+        total = config.recon * recon + config.smooth * smooth + config.guide * guide
+        return {"loss": total, "recon": recon, "smooth": smooth, "guide": guide}
+
+    ckpt = work_dir / "nmsg.ckpt" if work_dir is not None else None
+    result = fit(config.architecture(), batch, loss_fn, config, ckpt, device, progress, stop_after)
+    result.synthesizer = synth
+    return result
+
+
+def train_even_odd(even: np.ndarray, odd: np.ndarray, config: NMSGConfig = NMSG, work: str | os.PathLike | None = None,
+                   device: str = "cpu", progress: bool = True) -> FitResult:
+    """The noise2noise baseline: the same 3-D U-Net trained even -> odd and odd -> even (MSE)."""
+    config = config.validate()
+    a, b = Standardized.of(even, "even half").data, Standardized.of(odd, "odd half").data
+    if a.shape != b.shape:
+        raise InputError(f"even/odd halves differ in shape: {a.shape} vs {b.shape}")
+    tile = tile_shape(a.shape, config)
+
+    def batch(step: int):
+        rng = np.random.default_rng([config.seed, step])
+        origins = _tile_origins(rng, a.shape, tile, config.batch_size)
+        swap = rng.integers(2, size=config.batch_size).astype(bool)
+        x = np.stack([_crop(b if s else a, o_, tile) for s, o_ in zip(swap, origins)])[:, None]
+        y = np.stack([_crop(a if s else b, o_, tile) for s, o_ in zip(swap, origins)])[:, None]
+        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+
+    def loss_fn(out, y):
+        loss = F.mse_loss(out, y)
+        return {"loss": loss}
+
+    ckpt = Path(ensure_writable_dir(work)) / "even_odd.ckpt" if work is not None else None
+    return fit(config.architecture(), batch, loss_fn, config, ckpt, device, progress)
+
+
+@torch.inference_mode()
+def apply_network(network: torch.nn.Module, volume: np.ndarray, margin: int = 8, device: str = "cpu",
+                  tile: tuple[int, int, int] = INFER_TILE) -> np.ndarray:
+    """f(volume) for a z-scored volume, in tiles of ``tile`` plus ``margin`` px of context each side
+    (only the centre of each tile is kept, so no seams)."""
+    dev = torch.device(device)
+    network = network.to(dev).eval()
+    out = np.empty_like(volume, dtype=np.float32)
+    starts = [range(0, n, t) for n, t in zip(volume.shape, tile)]
+    autocast, _ = _amp(dev, True)
+    for z in starts[0]:
+        for y in starts[1]:
+            for x in starts[2]:
+                lo = [max(0, s - margin) for s in (z, y, x)]
+                core_end = [min(n, s + t) for s, t, n in zip((z, y, x), tile, volume.shape)]
+                hi = [min(n, e + margin) for e, n in zip(core_end, volume.shape)]
+                block = torch.from_numpy(np.ascontiguousarray(volume[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]))
+                with autocast():
+                    pred = network(block[None, None].to(dev)).float()[0, 0].cpu().numpy()
+                a = [s - l for s, l in zip((z, y, x), lo)]
+                b = [e - l for e, l in zip(core_end, lo)]
+                out[z:core_end[0], y:core_end[1], x:core_end[2]] = pred[a[0]:b[0], a[1]:b[1], a[2]:b[2]]
+    return out
+
+
+def denoise_with(network: torch.nn.Module, volume: np.ndarray, margin: int = 8, device: str = "cpu",
+                 config: NMSGConfig | None = None, synthesizer=None) -> np.ndarray:
+    """A raw volume denoised by ``network``, in the volume's own units. With an 'r2r' ``config``
+    and ``infer_draws`` > 0: the mean of f(n + alpha m_k) over the draws, m_k from ``synthesizer``
+    (default: 3-D mosaics of this volume's own noise cubes); otherwise f(n)."""
+    std = Standardized.of(volume)
+    if config is None or config.pairing != "r2r" or config.infer_draws == 0:
+        return std.restore(apply_network(network, std.data, margin, device))
+    if synthesizer is None:
+        cube = fitting_cube(std.data.shape, config.noise_cube, config.noise_fraction)
+        synthesizer = CubeMosaic(noise_cubes(std.data, cube, config.noise_fraction))
+    total = np.zeros_like(std.data)
+    for k in range(config.infer_draws):
+        noise = synthesizer.sample(1, std.data.shape, seed=config.seed * 7919 + 104_729 + k)[0, 0].numpy()
+        total += apply_network(network, std.data + config.alpha * noise, margin, device)
+    return std.restore(total / config.infer_draws)
+
+
+@dataclass
+class TomoReport:
+    """What ``denoise_tomogram`` did: output file, model file (trained or given), seconds, loss log."""
+
+    output: Path
+    model: Path | None
+    trained: bool
+    seconds: float
+    log: list[dict] = field(default_factory=list)
+
+
+def denoise_tomogram(src: str | os.PathLike, dst: str | os.PathLike, model: str | os.PathLike | None = None,
+                     model_out: str | os.PathLike | None = None, config: NMSGConfig = NMSG,
+                     oversmoothed: str | os.PathLike | None = None, device: str = "cpu", progress: bool = True,
+                     work: str | os.PathLike | None = None) -> TomoReport:
+    """The NMSG stage: train on the tomogram ``src`` (or apply ``model``) and write the denoised
+    volume ``dst`` (float32, voxel size kept, written atomically; never over ``src``).
+    ``model_out``: where the trained model goes (default: next to ``dst`` as ``STEM.nmsg.pt``).
+    ``work``: checkpoint folder (default: ``dst``'s folder / ``STEM.nmsg-work``)."""
+    src, dst = Path(src), Path(dst)
+    if src.resolve() == dst.resolve():
+        raise InputError(f"{dst}: output would overwrite the input tomogram; choose another output name")
+    volume, voxel = read_mrc_volume(src)
+    ensure_writable_dir(dst.parent)
+    t0 = time.perf_counter()
+    if model is not None:
+        network, meta = load_model(model, kind="tomo-denoiser")
+        trained = _trained_config(meta, config)
+        denoised = denoise_with(network, volume, trained.infer_margin, device, trained)
+        write_mrc(dst, denoised, voxel, [f"nt2c {__version__} denoise-tomo model-sha256={fingerprint(network)}"])
+        return TomoReport(dst, Path(model), False, time.perf_counter() - t0)
+    smooth = read_mrc_volume(oversmoothed)[0] if oversmoothed is not None else None
+    work = Path(work) if work is not None else dst.parent / f"{dst.stem}.nmsg-work"
+    result = train_nmsg(volume, config, smooth, work, device, progress)
+    save_model_path = Path(model_out) if model_out is not None else dst.parent / f"{dst.stem}.nmsg.pt"
+    meta = {"kind": "tomo-denoiser", "method": "NMSG", "voxel_size": voxel, "source": str(src),
+            "created": datetime.datetime.now().isoformat(timespec="seconds"), "seed": config.seed,
+            "training": {**asdict(config), "seconds": round(result.seconds, 1), "final": result.log[-1] if result.log else None}}
+    save_model(save_model_path, result.network.float().cpu(), meta)
+    write_loss_log(save_model_path, result.log)
+    denoised = denoise_with(result.network, volume, config.infer_margin, device, config, result.synthesizer)
+    write_mrc(dst, denoised, voxel, [f"nt2c {__version__} denoise-tomo NMSG model-sha256={fingerprint(result.network)}"])
+    return TomoReport(dst, save_model_path, True, time.perf_counter() - t0, result.log)
+
+
+def _trained_config(meta: dict, fallback: NMSGConfig) -> NMSGConfig:
+    """The inference settings a saved model was trained with (pairing, alpha, draws, noise cubes,
+    margin, seed), on top of ``fallback``."""
+    from dataclasses import replace
+
+    keys = ("pairing", "alpha", "infer_draws", "noise_cube", "noise_fraction", "infer_margin", "seed")
+    saved = meta.get("training", {})
+    return replace(fallback, **{k: saved[k] for k in keys if k in saved})

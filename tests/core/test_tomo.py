@@ -1,0 +1,177 @@
+"""Tomography: WBP geometry, the simulated tomogram's ground truth and halves, FSC, noise cubes,
+NMSG training (quality, exact resume, determinism) and the ``nt2c simulate-tomo`` /
+``nt2c denoise-tomo`` commands (tiny sizes; quality figures are in benchmarks/bench_tomo.py)."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+
+from nt2c_core.acquisition import Acquisition
+from nt2c_core.cli import main
+from nt2c_core.data import APOFERRITIN
+from nt2c_core.errors import InputError
+from nt2c_core.io import read_mrc_labels, read_mrc_volume, write_mrc
+from nt2c_core.metrics import fsc, psnr
+from nt2c_core.settings import NMSGConfig, TomoSimulationConfig
+from nt2c_core.simulate.structure import load_structure
+from nt2c_core.tomo.nmsg import denoise_with, train_nmsg
+from nt2c_core.tomo.noise import CubeMosaic, noise_cubes
+from nt2c_core.tomo.reconstruct import backproject
+from nt2c_core.tomo.simulate import TomogramSimulator
+
+TINY = TomoSimulationConfig(acquisition=Acquisition(pixel_size=10.0, dose=60.0, b_factor=60.0, detector="ideal"),
+                            size=(64, 64), thickness=32, ice_thickness=250.0, particles=6, tilt_step_deg=4.0, seed=3)
+FAST = NMSGConfig(steps=120, tile_depth=16, tile_size=32, width=8, first_kernel=3, noise_cube=8, log_every=40,
+                  checkpoint_every=40, lr=3e-3, smooth=0.0, guide=0.0)
+
+
+@pytest.fixture(scope="module")
+def tomogram():
+    return TomogramSimulator([load_structure(APOFERRITIN)], TINY).simulate(progress=False)
+
+
+def test_backprojection_puts_a_point_where_its_projections_say():
+    """Projections of a Gaussian blob at (x, y, z) = (40, 20, 12) px about the corner, tilted about
+    y: each tilt sees it at x' = x cos t + z sin t (about the centre). WBP must put it back."""
+    width, height, depth = 64, 32, 32
+    x0, y0, z0 = 40.0, 20.0, 12.0
+    angles = list(range(-60, 61, 3))
+    xs, ys = np.arange(width), np.arange(height)
+    tilts = []
+    for a in angles:
+        c, s = math.cos(math.radians(a)), math.sin(math.radians(a))
+        xp = (x0 - (width - 1) / 2) * c + (z0 - (depth - 1) / 2) * s + (width - 1) / 2
+        tilts.append(np.exp(-((xs[None] - xp) ** 2 + (ys[:, None] - y0) ** 2) / (2 * 1.5 ** 2)))
+    volume = backproject(np.array(tilts), angles, depth)
+    assert volume.shape == (depth, height, width)
+    assert np.unravel_index(np.argmax(volume), volume.shape) == (int(z0), int(y0), int(x0))
+
+
+def test_simulated_tomogram_has_truth_and_independent_halves(tomogram):
+    t = tomogram
+    assert t.noisy.shape == t.clean.shape == t.even.shape == t.odd.shape == (32, 64, 64)
+    assert len(t.angles) == 31 and len(t.particles) == 6
+    # particles are where the ground truth has contrast
+    energy = gaussian_filter(t.clean ** 2, 2)
+    at_particles = np.mean([energy[round(p["z"]), round(p["y"]), round(p["x"])] for p in t.particles])
+    assert at_particles > 5 * np.median(energy)
+    # even/odd noise is independent, and each half holds about twice the noise of the whole
+    ne, no, n = t.even - t.clean, t.odd - t.clean, t.noisy - t.clean
+    assert abs(np.corrcoef(ne.ravel(), no.ravel())[0, 1]) < 0.1
+    assert 1.5 < ne.var() / n.var() < 2.6
+    # the noisy volume carries the truth: its correlation with it is clear, and smoothing helps
+    assert np.corrcoef(t.noisy.ravel(), t.clean.ravel())[0, 1] > 0.15
+    assert psnr(gaussian_filter(t.noisy, 1.0), t.clean) > psnr(t.noisy, t.clean) + 1.0
+
+
+def test_fsc_of_identical_and_independent_volumes():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(24, 32, 40))
+    same = fsc(a, a, voxel_size=5.0)
+    assert np.allclose(same.correlation, 1.0) and same.resolution(0.143) == pytest.approx(10.0)
+    assert abs(fsc(a, rng.normal(size=a.shape)).correlation).mean() < 0.05
+    with pytest.raises(ValueError, match="one shape"):
+        fsc(a, a[:-1])
+
+
+def test_noise_cubes_avoid_the_signal_and_mosaics_keep_their_statistics():
+    rng = np.random.default_rng(1)
+    volume = rng.normal(size=(32, 64, 64)).astype(np.float32)
+    volume[:, :32, :] += 3 * gaussian_filter(rng.normal(size=(32, 32, 64)), 3) * 10  # structure in the top half
+    cubes = noise_cubes(volume, 8, 0.2)
+    assert cubes.shape[1:] == (8, 8, 8) and len(cubes) >= 8
+    assert abs(cubes.std() - 1.0) < 0.1  # pure unit noise, no structure
+    fields = CubeMosaic(cubes).sample(3, (16, 24, 40), seed=5)
+    assert fields.shape == (3, 1, 16, 24, 40)
+    assert abs(float(fields.std()) - cubes.std()) < 0.1
+    assert np.array_equal(fields.numpy(), CubeMosaic(cubes).sample(3, (16, 24, 40), seed=5).numpy())
+    with pytest.raises(InputError, match="noise blocks"):
+        noise_cubes(volume[:8, :16, :16], 8, 0.2)
+
+
+def test_nmsg_beats_raw_and_resumes_exactly(tomogram, tmp_path):
+    t = tomogram
+    full = train_nmsg(t.noisy, FAST, t.oversmoothed, work=tmp_path / "a", progress=False)
+    denoised = denoise_with(full.network, t.noisy, config=FAST, synthesizer=full.synthesizer)
+    gain = psnr(denoised, t.clean) - psnr(t.noisy, t.clean)
+    assert gain > 1.0, gain
+    assert [r["step"] for r in full.log] == [40, 80, 120]
+    # the same seed gives the same output; the draws are seeded too
+    assert np.array_equal(denoised, denoise_with(full.network, t.noisy, config=FAST, synthesizer=full.synthesizer))
+    # stopped at step 40 and resumed: the same weights as the uninterrupted run
+    train_nmsg(t.noisy, FAST, t.oversmoothed, work=tmp_path / "b", progress=False, stop_after=40)
+    resumed = train_nmsg(t.noisy, FAST, t.oversmoothed, work=tmp_path / "b", progress=False)
+    for (name, a), (_, b) in zip(full.network.state_dict().items(), resumed.network.state_dict().items()):
+        assert np.array_equal(a.numpy(), b.numpy()), name
+    assert resumed.log == full.log
+
+
+def test_settings_are_checked_with_their_flag_names():
+    with pytest.raises(InputError, match="--tile-size = 30: must be a multiple of 8"):
+        NMSGConfig(tile_size=30).validate()
+    with pytest.raises(InputError, match="--noise-model = 'gan3d'"):
+        NMSGConfig(noise_model="gan3d").validate()
+    with pytest.raises(InputError, match="all zero"):
+        NMSGConfig(recon=0.0, smooth=0.0, guide=0.0).validate()
+    with pytest.raises(InputError, match="tilt range"):
+        TomoSimulationConfig(tilt_range_deg=(10.0, -10.0)).validate()
+
+
+def _cli_args(**over):
+    args = dict(steps=120, tile_depth=16, tile_size=32, width=8, first_kernel=3, noise_cube=8, log_every=40,
+                checkpoint_every=40, lr=3e-3, smooth=0.0, guide=0.0)
+    args.update(over)
+    return [f"--{k.replace('_', '-')}={v}" for k, v in args.items()]
+
+
+def test_cli_simulate_then_denoise_then_apply_the_saved_model(tmp_path, capsys):
+    sim = tmp_path / "sim"
+    assert main(["simulate-tomo", "-o", str(sim), "--structure", str(APOFERRITIN), "--size", "64", "64",
+                 "--thickness", "32", "--particles", "4", "--tilt-step", "6", "--pixel-size", "10",
+                 "--ice-thickness", "250"]) == 0
+    for name in ("noisy", "clean", "even", "odd", "oversmoothed"):
+        volume, voxel = read_mrc_volume(sim / f"{name}.mrc")
+        assert volume.shape == (32, 64, 64) and voxel == pytest.approx(10.0)
+    out = tmp_path / "out" / "den.mrc"
+    assert main(["denoise-tomo", str(sim / "noisy.mrc"), "-o", str(out), "--device", "cpu",
+                 "--oversmoothed", str(sim / "oversmoothed.mrc"), *_cli_args()]) == 0
+    denoised, voxel = read_mrc_volume(out)
+    assert voxel == pytest.approx(10.0) and denoised.shape == (32, 64, 64)
+    model = tmp_path / "out" / "den.nmsg.pt"
+    assert model.is_file() and (tmp_path / "out" / "den.nmsg.pt.loss.csv").is_file()
+    labels = read_mrc_labels(out)
+    assert any("denoise-tomo NMSG model-sha256=" in label for label in labels), labels
+    again = tmp_path / "out" / "den2.mrc"
+    assert main(["denoise-tomo", str(sim / "noisy.mrc"), "-o", str(again), "--model", str(model),
+                 "--device", "cpu"]) == 0
+    assert np.allclose(read_mrc_volume(again)[0], denoised, atol=1e-4)
+    # the raw tomogram was not touched, and the denoised one is closer to the truth
+    clean = read_mrc_volume(sim / "clean.mrc")[0]
+    raw = read_mrc_volume(sim / "noisy.mrc")[0]
+    assert psnr(denoised, clean) > psnr(raw, clean) + 1.0
+
+
+def test_cli_bad_inputs_exit_2_with_the_file_named(tmp_path, capsys):
+    image = tmp_path / "image.mrc"
+    write_mrc(image, np.random.default_rng(0).normal(size=(32, 32)).astype(np.float32), 5.0)
+    assert main(["denoise-tomo", str(image), "-o", str(tmp_path / "x.mrc")]) == 2
+    assert f"{image}: is not a volume" in capsys.readouterr().err
+    volume = tmp_path / "vol.mrc"
+    write_mrc(volume, np.zeros((16, 32, 32), np.float32), 5.0)
+    assert main(["denoise-tomo", str(volume), "-o", str(volume)]) == 2
+    assert "overwrite the input" in capsys.readouterr().err
+    assert main(["denoise-tomo", str(volume), "-o", str(tmp_path / "y.mrc"), *_cli_args()]) == 2
+    assert "constant" in capsys.readouterr().err
+    assert main(["denoise-tomo", str(tmp_path / "missing.mrc"), "-o", str(tmp_path / "z.mrc")]) == 2
+    assert "file not found" in capsys.readouterr().err
+    gan = tmp_path / "noise_gan.pt"
+    from nt2c_core.models.gan import NoiseGenerator
+    from nt2c_core.models.store import save_model
+
+    save_model(gan, NoiseGenerator(), {"kind": "noise-gan"})
+    rng = np.random.default_rng(0)
+    write_mrc(volume, rng.normal(size=(16, 32, 32)).astype(np.float32), 5.0)
+    assert main(["denoise-tomo", str(volume), "-o", str(tmp_path / "w.mrc"), "--model", str(gan)]) == 2
+    assert "expected a 'tomo-denoiser' model" in capsys.readouterr().err

@@ -1,0 +1,124 @@
+"""The NMSG tomogram protocol in a real headless Scipion project (scipion-em-tomo installed by
+`make test` through the package's tomo extra): import simulated tomograms, denoise, check identity
+(objId, tsId, sampling, acquisition), quality against the ground truth, the saved model route, the
+viewer figure and the menu entry."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tomo_objects = pytest.importorskip("tomo.objects", reason="scipion-em-tomo (the package's tomo extra) is not installed")
+
+from pyworkflow.tests import BaseTest, setupTestProject  # noqa: E402
+from tomo.protocols import ProtImportTomograms  # noqa: E402
+from tomo.protocols.protocol_import_tomograms import OUTPUT_NAME  # noqa: E402
+
+from nt2c_core.acquisition import Acquisition  # noqa: E402
+from nt2c_core.data import APOFERRITIN  # noqa: E402
+from nt2c_core.io import read_mrc_volume  # noqa: E402
+from nt2c_core.metrics import psnr  # noqa: E402
+from nt2c_core.settings import NMSG, TomoSimulationConfig  # noqa: E402
+from nt2c_core.tomo.simulate import simulate_tomogram_files  # noqa: E402
+from nt2c_scipion.protocols import ProtNT2CDenoiseTomo  # noqa: E402
+from nt2c_scipion.viewers.viewer_tomo import tomo_pair_for  # noqa: E402
+
+TINY = dict(steps=120, learningRate=3e-3, tileSize=32, tileDepth=16, width=8, smoothWeight=0.0, guideWeight=0.0)
+
+
+@pytest.fixture(scope="class")
+def simulated_tomograms(request, tmp_path_factory):
+    """Two simulated tomograms (same file name in two folders, collected into one import folder
+    as tomo_a.mrc / tomo_b.mrc) and their ground truths."""
+    root = tmp_path_factory.mktemp("tomo")
+    acq = Acquisition(pixel_size=10.0, dose=60.0, b_factor=60.0, detector="ideal")
+    imports = root / "import"
+    imports.mkdir()
+    truths = {}
+    for name, seed in (("tomo_a", 1), ("tomo_b", 2)):
+        cfg = TomoSimulationConfig(acquisition=acq, size=(64, 64), thickness=32, ice_thickness=250.0, particles=5,
+                                   tilt_step_deg=4.0, seed=seed)
+        paths = simulate_tomogram_files([APOFERRITIN], cfg, root / name, progress=False)
+        shutil.copy(paths["noisy"], imports / f"{name}.mrc")
+        truths[name] = read_mrc_volume(paths["clean"])[0]
+    request.cls.imports = imports
+    request.cls.truths = truths
+
+
+@pytest.mark.usefixtures("simulated_tomograms")
+class TestNT2CDenoiseTomo(BaseTest):
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+
+    def _import(self):
+        prot = self.newProtocol(ProtImportTomograms, filesPath=str(self.imports), filesPattern="*.mrc",
+                                samplingRate=10.0)
+        self.launchProtocol(prot)
+        return prot
+
+    def _denoise(self, imported, **kwargs):
+        prot = self.newProtocol(ProtNT2CDenoiseTomo, **{**TINY, **kwargs})
+        prot.inputTomograms.set(imported)
+        prot.inputTomograms.setExtended(OUTPUT_NAME)
+        return prot
+
+    def test_form_defaults_are_the_core_defaults(self):
+        prot = self.newProtocol(ProtNT2CDenoiseTomo)
+        config = prot._config()
+        assert config == NMSG
+        for param_name, param in prot._definition.iterAllParams():
+            assert param.help.get(), f"{param_name} has no help text"
+
+    def test_denoise_keeps_identity_and_improves_psnr(self):
+        imported = self._import()
+        prot = self.launchProtocol(self._denoise(imported))
+        out, inp = prot.outputTomograms, getattr(imported, OUTPUT_NAME)
+        self.assertSetSize(out, 2)
+        self.assertAlmostEqual(out.getSamplingRate(), 10.0)
+        for tomo in out:
+            raw = inp[tomo.getObjId()]
+            self.assertEqual(tomo.getTsId(), raw.getTsId())
+            self.assertAlmostEqual(tomo.getSamplingRate(), 10.0)
+            self.assertTrue(Path(tomo.getFileName()).name.startswith(f"{tomo.getObjId():04d}_"))
+            truth = self.truths[Path(raw.getFileName()).stem]
+            den, voxel = read_mrc_volume(tomo.getFileName())
+            self.assertAlmostEqual(voxel, 10.0, places=3)
+            gain = psnr(den, truth) - psnr(read_mrc_volume(raw.getFileName())[0], truth)
+            self.assertGreater(gain, 1.0, f"{tomo.getTsId()}: NMSG gained only {gain:.2f} dB")
+        summary = "\n".join(prot._summary())
+        self.assertIn("Denoised 2 tomograms", summary)
+        self.assertEqual(prot._citations(), ["Yang2024NMSG"])
+        # the viewer's figure, headless
+        from nt2c_core.tomo.figures import slices_figure
+
+        raw, den, name = tomo_pair_for(prot, 0)
+        fig = slices_figure([raw, den], ["raw", "NMSG"], name)
+        path = Path(self.proj.getPath()) / "tomo_viewer.png"
+        fig.savefig(path)
+        self.assertGreater(path.stat().st_size, 10000)
+        # a saved model applied to the set: same output as the training run gave
+        first = next(iter(out.iterItems(orderBy="id")))
+        info = json.loads(Path(prot._getExtraPath(f"{first.getObjId():04d}.json")).read_text())
+        apply = self._denoise(imported, modelSource=1, modelFile=info["model"])
+        self.assertEqual(apply.validate(), [])
+        apply = self.launchProtocol(apply)
+        again = read_mrc_volume(apply.outputTomograms[first.getObjId()].getFileName())[0]
+        self.assertTrue(np.allclose(again, read_mrc_volume(first.getFileName())[0], atol=1e-4))
+
+    def test_invalid_settings_and_models_are_named_before_running(self):
+        imported = self._import()
+        errors = self._denoise(imported, tileSize=30).validate()
+        self.assertTrue(any("must be a multiple of 8" in e for e in errors), errors)
+        fake = Path(self.proj.getPath()) / "fake.pt"
+        fake.write_text("not a model")
+        errors = self._denoise(imported, modelSource=1, modelFile=str(fake)).validate()
+        self.assertTrue(any("fake.pt" in e for e in errors), errors)
+
+
+def test_tomogram_protocol_sits_in_the_tomography_menu(menu_views, menu_places):
+    assert "Tomography" in menu_views
+    assert list(menu_places(menu_views["Tomography"])) == [("ProtNT2CDenoiseTomo", ("Tomograms", "Denoise",
+                                                                                         "default"))]
