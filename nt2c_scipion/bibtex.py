@@ -21,9 +21,10 @@
 }
 
 @article{Yang2024SaID,
-  title = {Simulation-aware pretrained general denoiser for cryo-EM micrographs},
-  author = {Yang, Zhidong and others},
+  title = {Improved Denoising of Cryo-Electron Microscopy Micrographs with Simulation-Aware Pretraining},
+  author = {Yang, Zhidong and Li, Hongjia and Zang, Dawei and Han, Renmin and Zhang, Fa},
   journal = {Journal of Computational Biology},
-  year = {2024}
+  year = {2024},
+  doi = {10.1089/cmb.2024.0513}
 }
 """

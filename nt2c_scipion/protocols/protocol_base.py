@@ -4,6 +4,7 @@ import os
 
 import pyworkflow.protocol.params as params
 from pwem.protocols import EMProtocol
+from pyworkflow import BETA
 
 from nt2c_core.device import choose_device
 from nt2c_core.settings import DETECTORS
@@ -16,6 +17,7 @@ class ProtNT2CBase(EMProtocol):
     the GPU id Scipion's executor gives the step when GPUs are used and CUDA is present, else CPU."""
 
     _label = None
+    _devStatus = BETA  # shown as such in Scipion's menus until facilities have run it in production
 
     def _defineGpuParams(self, form):
         form.addHidden(params.USE_GPU, params.BooleanParam, default=True,

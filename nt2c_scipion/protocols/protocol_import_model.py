@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pyworkflow.protocol.params as params
 from pwem.protocols import EMProtocol
+from pyworkflow import BETA
 
 from ..constants import OUTPUT_MODEL
 from ..objects import NT2CModel
@@ -19,6 +20,7 @@ class ProtNT2CImportModel(EMProtocol):
     """Import an NT2C model (.pt written by nt2c train / train-fine / train-noise-gan). The file is
     copied into the project, checked to be an NT2C model, and its metadata shown in the summary."""
 
+    _devStatus = BETA
     _label = "import model"
     _possibleOutputs = ImportModelOutputs
 

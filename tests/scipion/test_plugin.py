@@ -64,3 +64,18 @@ def test_plugin_takes_its_names_from_the_core_and_copies_nothing():
                     '"DONE.json"', '"selection.json"'):
         assert literal not in plugin_sources, literal
 
+
+
+def test_citations_are_complete_and_protocols_marked_beta():
+    from pyworkflow.utils import parseBibTex
+
+    import nt2c_scipion.bibtex
+    import nt2c_scipion.protocols as protocols
+
+    entries = parseBibTex(nt2c_scipion.bibtex.__doc__)
+    assert {"Li2022NT2C", "Yang2024SaID", "Yang2024NMSG"} <= set(entries)
+    said = entries["Yang2024SaID"]
+    assert said["doi"] == "10.1089/cmb.2024.0513" and "others" not in said["author"]
+    assert said["author"].count(" and ") == 4  # five authors
+    for name in protocols.__all__:
+        assert getattr(protocols, name).isBeta(), name
