@@ -41,7 +41,7 @@ from scipy.ndimage import gaussian_filter  # noqa: E402
 
 from nt2c_core.acquisition import Acquisition  # noqa: E402
 from nt2c_core.data import APOFERRITIN  # noqa: E402
-from nt2c_core.io import read_mrc_volume, write_mrc  # noqa: E402
+from nt2c_core.io import read_mrc_volume  # noqa: E402
 from nt2c_core.metrics import fsc, psnr, ssim  # noqa: E402
 from nt2c_core.settings import NMSG, TomoSimulationConfig  # noqa: E402
 from nt2c_core.tomo.figures import slices_figure  # noqa: E402
@@ -174,8 +174,6 @@ def real(args, work: Path) -> dict:
     out, shown = {}, []
     for tif in tifs:
         volume = tifffile.imread(tif).astype(np.float32)
-        src = work / "real" / f"{tif.stem}.mrc"
-        write_mrc(src, volume, 10.52)
         config = dataclasses.replace(NMSG, steps=60 if args.quick else args.real_steps)
         t0 = time.time()
         result = train_nmsg(volume, config, work=work / "real" / f"{tif.stem}_work", progress=False)

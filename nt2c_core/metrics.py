@@ -70,24 +70,10 @@ class FRC:
 
 
 def frc(a: np.ndarray, b: np.ndarray, pixel_size: float = 1.0) -> FRC:
-    """FRC of two images of the same shape, in rings one Fourier pixel wide up to Nyquist.
-
-    Non-square images are cropped to their central square."""
+    """FRC of two images of the same shape, in rings one Fourier pixel wide up to Nyquist
+    (:func:`fsc` in 2-D). Non-square images are cropped to their central square."""
     n = min(a.shape)
-    a, b = _centre_square(a, n), _centre_square(b, n)
-    fa = np.fft.fftshift(np.fft.fft2(a - a.mean()))
-    fb = np.fft.fftshift(np.fft.fft2(b - b.mean()))
-    yy, xx = np.indices((n, n)) - n // 2
-    ring = np.rint(np.hypot(xx, yy)).astype(int).ravel()
-    keep = ring <= n // 2
-    ring = ring[keep]
-    cross = np.bincount(ring, (fa * np.conj(fb)).real.ravel()[keep])
-    pa = np.bincount(ring, (np.abs(fa) ** 2).ravel()[keep])
-    pb = np.bincount(ring, (np.abs(fb) ** 2).ravel()[keep])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        curve = np.nan_to_num(cross / np.sqrt(pa * pb))
-    freq = np.arange(len(curve)) / (n * pixel_size)
-    return FRC(freq[1:], curve[1:])
+    return fsc(_centre_square(a, n), _centre_square(b, n), pixel_size)
 
 
 def fsc(a: np.ndarray, b: np.ndarray, voxel_size: float = 1.0) -> FRC:

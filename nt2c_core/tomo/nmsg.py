@@ -92,17 +92,19 @@ def sobel_xy(x: torch.Tensor) -> torch.Tensor:
     return grads.abs().sum(1, keepdim=True)
 
 
-def references(n: np.ndarray, config: NMSGConfig, oversmoothed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """(g, o): the Gaussian guide and the over-smoothed reference for the z-scored volume ``n``."""
-    g = gaussian_filter(n, config.guide_sigma).astype(np.float32)
+def references(n: np.ndarray, config: NMSGConfig,
+               oversmoothed: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(g, o): the Gaussian guide and the over-smoothed reference for the z-scored volume ``n``;
+    None for a term whose loss weight is 0 (two 3-D filters of the whole volume saved)."""
+    g = gaussian_filter(n, config.guide_sigma).astype(np.float32) if config.guide > 0 else None
+    if config.smooth <= 0:
+        return g, None
     if oversmoothed is None:
-        o = gaussian_filter(n, config.oversmooth_sigma).astype(np.float32)
-    else:
-        if oversmoothed.shape != n.shape:
-            raise InputError(f"over-smoothed reference: shape {oversmoothed.shape} differs from the tomogram's {n.shape}")
-        a, b = fit_scale_offset(oversmoothed, n)
-        o = (a * oversmoothed + b).astype(np.float32)
-    return g, o
+        return g, gaussian_filter(n, config.oversmooth_sigma).astype(np.float32)
+    if oversmoothed.shape != n.shape:
+        raise InputError(f"over-smoothed reference: shape {oversmoothed.shape} differs from the tomogram's {n.shape}")
+    a, b = fit_scale_offset(oversmoothed, n)
+    return g, (a * oversmoothed + b).astype(np.float32)
 
 
 def noise_synthesizer(n: np.ndarray, config: NMSGConfig, work: Path | None, device: str, progress: bool):
@@ -172,7 +174,7 @@ def fit(architecture: dict, batch: Callable[[int], tuple[torch.Tensor, ...]],
         t = step / max(config.steps - 1, 1)
         for group in optimizer.param_groups:
             group["lr"] = config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
-        x, *targets = (a.to(dev) for a in batch(step))
+        x, *targets = (None if a is None else a.to(dev) for a in batch(step))
         with autocast():
             out = network(x).float()
         terms = loss_fn(out, *targets)
@@ -234,19 +236,21 @@ def train_nmsg(volume: np.ndarray, config: NMSGConfig = NMSG, oversmoothed: np.n
     def batch(step: int):
         rng = np.random.default_rng([config.seed, step])
         origins = _tile_origins(rng, n.shape, tile, config.batch_size)
-        stack = [np.stack([_crop(v, o_, tile) for o_ in origins])[:, None] for v in (n, g, o)]
-        tn, tg, to = (torch.from_numpy(np.ascontiguousarray(a)) for a in stack)
+        tn, tg, to = (None if v is None else torch.from_numpy(np.stack([_crop(v, o_, tile) for o_ in origins])[:, None])
+                      for v in (n, g, o))
         noise = synth.sample(config.batch_size, tile, seed=config.seed * 1_000_003 + step).float()
         if config.pairing == "nmsg":
             return tn + noise, tn, tg, to
         return tn + config.alpha * noise, tn - noise / config.alpha, tg, to
 
     def loss_fn(out, tn, tg, to):
-        recon = F.mse_loss(out, tn)
-        smooth = F.mse_loss(sobel_xy(out), sobel_xy(to))
-        guide = F.mse_loss(out, tg)
-        total = config.recon * recon + config.smooth * smooth + config.guide * guide
-        return {"loss": total, "recon": recon, "smooth": smooth, "guide": guide}
+        terms = {"recon": F.mse_loss(out, tn)}
+        if to is not None:
+            terms["smooth"] = F.mse_loss(sobel_xy(out), sobel_xy(to))
+        if tg is not None:
+            terms["guide"] = F.mse_loss(out, tg)
+        total = sum(getattr(config, name) * value for name, value in terms.items())
+        return {"loss": total, **terms}
 
     ckpt = work_dir / "nmsg.ckpt" if work_dir is not None else None
     result = fit(config.architecture(), batch, loss_fn, config, ckpt, device, progress, stop_after)
@@ -345,6 +349,7 @@ def denoise_tomogram(src: str | os.PathLike, dst: str | os.PathLike, model: str 
     if src.resolve() == dst.resolve():
         raise InputError(f"{dst}: output would overwrite the input tomogram; choose another output name")
     volume, voxel = read_mrc_volume(src)
+    Standardized.of(volume, str(src))  # a constant volume is refused naming the file, before any work
     ensure_writable_dir(dst.parent)
     t0 = time.perf_counter()
     if model is not None:

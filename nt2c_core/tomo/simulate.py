@@ -18,7 +18,6 @@ and CTF); ``even`` / ``odd`` = WBP of the even / odd tilts (independent noise, f
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -163,7 +162,3 @@ def simulate_tomogram_files(structures: Sequence[str | os.PathLike], config: Tom
         "structures": [{"name": m.name, "path": m.path, "radius_A": round(m.radius, 2)} for m in models],
         "particles": tomo.particles})
     return paths
-
-
-def read_params(folder: str | os.PathLike) -> dict:
-    return json.loads((Path(folder) / "params.json").read_text())
