@@ -26,13 +26,15 @@ commands by stage:
   general model       denoise without --model (shipped); train-general (its recipe)
   evaluation          evaluate (against ground truth); reweight (write noise-transferred pairs)
   tomography (NMSG)   simulate-tomo (tomogram with ground truth) -> denoise-tomo (train on one volume)
+  particles (SR3)     simulate-particles -> train-restorer -> restore-particles; reconstruct (map + FSC)
 
 'nt2c COMMAND --help' gives each command's settings with units and defaults. Messages go to
 stdout; progress is a bar on a terminal and plain lines otherwise (Scipion logs, queues)."""
 
 ORDER = ("simulate", "train", "extract-noise", "train-noise-gan", "train-fine", "denoise", "run", "demo",
          "calibrate", "train-general", "evaluate", "reweight",
-         "simulate-tomo", "denoise-tomo")
+         "simulate-tomo", "denoise-tomo", "simulate-particles", "train-restorer", "restore-particles",
+         "reconstruct")
 
 
 def _logging_options() -> argparse.ArgumentParser:

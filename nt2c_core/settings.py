@@ -493,3 +493,132 @@ TILES = TileSettings()
 def replace(settings, **changes):
     """A copy of a settings dataclass with ``changes`` (``dataclasses.replace``)."""
     return dataclasses.replace(settings, **changes)
+
+
+SR3 = {"name": "sr3-restorer", "width": 32, "levels": 3, "refine_width": 16}  # diffusion U-Net + post-processing
+PARTICLE_NOISE = ("simulated", "patches")  # noise of simulated particle pairs (nt2c_core.particles.simulate)
+
+
+@dataclass
+class ParticleSimulationConfig:
+    """Simulated particle images with ground truth (``nt2c simulate-particles``; SR3's training
+    and benchmark data).
+
+    acquisition: the microscope (``dose`` per image [e/Å²], pixel size [Å/px]); box: image side
+    [px]; count: particles; defocus_range_um: defocus drawn uniformly in this range [µm];
+    astigmatism_um: largest |defocus U - V| / 2 [µm]; ice_thickness: amorphous ice [Å] (0 = none);
+    max_shift: largest random particle offset from the box centre [px] (written as the origin);
+    noise: 'simulated' (shot noise through the detector model) or 'patches' (the data set's real
+    background patches, scaled to the simulated noise's standard deviation); seed."""
+
+    acquisition: Acquisition = field(default_factory=lambda: Acquisition(pixel_size=3.0, dose=30.0, b_factor=60.0,
+                                                                         detector="K3"))
+    box: int = 64
+    count: int = 1000
+    defocus_range_um: tuple[float, float] = (1.0, 2.5)
+    astigmatism_um: float = 0.05
+    ice_thickness: float = 300.0
+    max_shift: float = 0.0
+    noise: str = "simulated"
+    seed: int = 0
+
+    def validate(self) -> "ParticleSimulationConfig":
+        """Raise :class:`InputError` naming the first parameter out of range."""
+        self.acquisition.validate()
+        lo, hi = self.defocus_range_um
+        problems = [
+            (16 <= self.box <= 512 and self.box % 2 == 0, f"--box = {self.box}: must be even, 16..512 px"),
+            (self.count >= 1, f"--count = {self.count}: must be at least 1"),
+            (-5.0 <= lo <= hi <= 20.0, f"--defocus-range = {lo} {hi}: need -5 <= min <= max <= 20 µm"),
+            (0 <= self.astigmatism_um <= 2.0, f"--astigmatism = {self.astigmatism_um}: must be within 0..2 µm"),
+            (0 <= self.ice_thickness <= 5000, f"--ice-thickness = {self.ice_thickness}: must be within 0..5000 Å"),
+            (0 <= self.max_shift <= self.box / 4, f"--max-shift = {self.max_shift}: must be within 0..box/4 px"),
+            (self.noise in PARTICLE_NOISE, f"--noise = {self.noise!r}: must be one of {', '.join(PARTICLE_NOISE)}"),
+        ]
+        for ok, message in problems:
+            if not ok:
+                raise InputError(message)
+        return self
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["defocus_range_um"] = list(self.defocus_range_um)
+        return out
+
+
+@dataclass
+class LoopConfig:
+    """What :func:`nt2c_core.training.fit` needs of a training: steps, Adam learning rate, mixed
+    precision on CUDA, seed, logging and checkpoint intervals; ``settings``: a text naming every
+    other setting that shapes the run, so a checkpoint made with others is refused."""
+
+    steps: int
+    lr: float
+    amp: bool
+    seed: int
+    log_every: int
+    checkpoint_every: int
+    settings: str = ""
+
+
+@dataclass
+class RestorerConfig:
+    """The SR3 particle restorer (``nt2c train-restorer``, ``nt2c restore-particles``, the Scipion
+    particle protocols). See :mod:`nt2c_core.particles.sr3` for the method.
+
+    steps/batch_size/lr: training of the diffusion U-Net (Adam, cosine decay); width/levels: its
+    channels at full resolution and its number of resolution levels; sample_steps: DDIM steps of
+    restoration (the paper's count is not public; 4 measured best with post-processing); samples: restored
+    draws averaged per particle (1 = one posterior sample; more approach the posterior mean);
+    refine_steps/refine_width: the post-processing U-Net (0 steps = none); refine_pool: training
+    particles restored by the diffusion model to train the post-processing on; batch: particles
+    per restoration batch; amp: mixed precision on CUDA; seed; log_every / checkpoint_every [steps]."""
+
+    steps: int = 3000
+    batch_size: int = 16
+    lr: float = 5e-4
+    width: int = 32
+    levels: int = 3
+    sample_steps: int = 4
+    samples: int = 1
+    refine_steps: int = 600
+    refine_width: int = 16
+    refine_pool: int = 256
+    batch: int = 16
+    amp: bool = True
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 250
+
+    def architecture(self) -> dict:
+        return {**SR3, "width": self.width, "levels": self.levels, "refine_width": self.refine_width}
+
+    def diffusion_loop(self) -> LoopConfig:
+        return LoopConfig(self.steps, self.lr, self.amp, self.seed, self.log_every, self.checkpoint_every,
+                          f"diffusion batch {self.batch_size} {self.architecture()}")
+
+    def refine_loop(self) -> LoopConfig:
+        return LoopConfig(self.refine_steps, 1e-3, self.amp, self.seed, self.log_every, self.checkpoint_every,
+                          f"refine batch {self.batch_size} {self.architecture()} pool {self.refine_pool} "
+                          f"sample {self.sample_steps} samples {self.samples}")
+
+    def validate(self, section: str | None = None) -> "RestorerConfig":
+        """Check every value; messages name the CLI flag (or ``section.key``)."""
+        from .validation import at_least_one, check_rules, check_types, positive
+
+        check_types(self, section)
+        non_negative = (lambda v: v >= 0, "must not be negative")
+        check_rules(self, section, {
+            "steps": (at_least_one, "must be at least 1"), "batch_size": (at_least_one, "must be at least 1"),
+            "lr": (positive, "learning rate must be positive"), "width": (lambda v: v >= 4, "must be at least 4"),
+            "levels": (lambda v: 1 <= v <= 5, "must be within 1..5"),
+            "sample_steps": (lambda v: 1 <= v <= 1000, "must be within 1..1000"),
+            "samples": (at_least_one, "must be at least 1"), "refine_steps": non_negative,
+            "refine_width": (lambda v: v >= 4, "must be at least 4"),
+            "refine_pool": (lambda v: v >= 2, "must be at least 2"), "batch": (at_least_one, "must be at least 1"),
+            "log_every": (at_least_one, "must be at least 1"), "checkpoint_every": (at_least_one, "must be at least 1"),
+        })
+        return self
+
+
+RESTORER = RestorerConfig()

@@ -19,6 +19,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -29,8 +30,8 @@ from .errors import InputError
 from .io import atomic_write, ensure_writable_dir
 from .logs import progress as progress_bar
 from .metrics import psnr
-from .models.store import all_finite, load_model, save_model, save_torch
 from .models.registry import build
+from .models.store import all_finite, load_model, save_model, save_torch
 from .normalization import NORMALIZATION
 from .pairs import PairSet
 from .plots import loss_curve
@@ -233,3 +234,82 @@ def write_loss_log(model_path: Path, log: list[dict], fieldnames: list[str] | No
     return path
 
 
+@dataclass
+class FitResult:
+    """A trained network, its loss log and time; ``synthesizer``: the noise it was trained with
+    (NMSG), when there is one."""
+
+    network: nn.Module
+    log: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    synthesizer: object = None
+
+
+def fit(architecture: dict | nn.Module, batch: Callable[[int], tuple[torch.Tensor | None, ...]],
+        loss_fn: Callable[..., dict[str, torch.Tensor]], config, checkpoint: Path | None, device: str,
+        progress: bool, stop_after: int | None = None, desc: str = "training") -> FitResult:
+    """The training loop of the networks trained from a ``batch`` function (NMSG, its even/odd
+    baseline, the SR3 restorer and its refiner): a network built from ``architecture`` after
+    seeding (same seed, same start), or a network given as built; ``batch(step)`` -> tensors that depend only on (seed, step);
+    ``loss_fn(network, *tensors)`` -> {'loss': total, other terms}, run under autocast on CUDA.
+    Adam with cosine decay to 5 %, checkpoints every ``checkpoint_every`` steps, exact resume from
+    ``checkpoint``. ``config``: a settings dataclass with steps, lr, amp, seed, log_every and
+    checkpoint_every (a checkpoint made with other settings is refused)."""
+    dev = torch.device(device)
+    torch.manual_seed(config.seed)
+    network = (architecture if isinstance(architecture, nn.Module) else build(architecture)).to(dev).train()
+    optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
+    autocast, scaler = _amp(dev, config.amp)
+    start, log, running = 0, [], []
+    if checkpoint is not None and checkpoint.exists():
+        start, log = _load_fit_checkpoint(checkpoint, network, optimizer, config)
+    t0 = time.perf_counter()
+    bar = progress_bar(range(start, config.steps), total=config.steps, desc=desc, initial=start, unit="step",
+                       disable=not progress)
+    for step in bar:
+        t = step / max(config.steps - 1, 1)
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+        tensors = [None if a is None else a.to(dev) for a in batch(step)]
+        with autocast():
+            terms = loss_fn(network, *tensors)
+        loss = terms["loss"]
+        if not math.isfinite(loss.item()):
+            raise InputError(f"training diverged at step {step + 1} (loss {loss.item()}); lower --lr"
+                             + (f" (last good checkpoint kept: {checkpoint})" if checkpoint else ""))
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        running.append({k: float(v.item()) for k, v in terms.items()})
+        done = step + 1
+        if done % config.log_every == 0 or done == config.steps:
+            row = {"step": done, **{k: float(np.mean([r[k] for r in running])) for k in running[0]}}
+            log.append(row)
+            running = []
+            logger.info(f"{desc} step {done}: " + ", ".join(f"{k} {v:.5f}" for k, v in row.items() if k != "step"))
+        stopping = stop_after is not None and done >= stop_after
+        if checkpoint is not None and (done % config.checkpoint_every == 0 or done == config.steps or stopping):
+            if not all_finite(network.state_dict()):
+                raise InputError(f"training diverged at step {done}; lower --lr")
+            save_torch(checkpoint, {"format": "nt2c-checkpoint", "step": done, "log": log,
+                                    "config": asdict(config), "network": network.state_dict(),
+                                    "optimizer": optimizer.state_dict()})
+        if stopping:
+            break
+    return FitResult(network.eval(), log, time.perf_counter() - t0)
+
+
+def _load_fit_checkpoint(path: Path, network, optimizer, config) -> tuple[int, list]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"{path}: unreadable checkpoint ({exc}); delete it to start again") from exc
+    old = payload.get("config", {})
+    mismatch = [k for k, v in asdict(config).items() if k != "steps" and old.get(k) != v]
+    if mismatch:
+        raise InputError(f"{path}: checkpoint was made with other settings ({', '.join(mismatch)}); use the same "
+                         "settings to resume, or delete it")
+    network.load_state_dict(payload["network"])
+    optimizer.load_state_dict(payload["optimizer"])
+    return int(payload["step"]), list(payload["log"])

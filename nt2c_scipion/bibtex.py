@@ -27,4 +27,13 @@
   year = {2024},
   doi = {10.1089/cmb.2024.0513}
 }
+
+@inproceedings{Zhang2024SR3,
+  title = {Robust single-particle cryo-{EM} image denoising and restoration},
+  author = {Zhang, Jing and Zhao, Tengfei and Hu, ShiYu and Zhao, Xin},
+  booktitle = {ICASSP 2024 - IEEE International Conference on Acoustics, Speech and Signal Processing},
+  year = {2024},
+  eprint = {2401.01097},
+  archivePrefix = {arXiv}
+}
 """

@@ -13,7 +13,7 @@ AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
 
 COMMANDS: dict[str, tuple[AddArguments, Run, str]] = {}
-MODULES = ("calibrate", "simulate", "general", "train", "noise", "denoise", "evaluate", "run", "demo", "tomo")
+MODULES = ("calibrate", "simulate", "general", "train", "noise", "denoise", "evaluate", "run", "demo", "tomo", "particles")
 
 
 def register(name: str, help_text: str, add_arguments: AddArguments, run: Run) -> None:

@@ -19,6 +19,7 @@ ARCHITECTURES: dict[str, str] = {
     "unet": "nt2c_core.models.unet:UNet",  # the paper's denoising U-Net (2-D)
     "noise-generator": "nt2c_core.models.gan:NoiseGenerator",  # the WGAN-GP noise generator
     "unet3d": "nt2c_core.models.unet3d:UNet3D",  # NMSG's residual 3-D U-Net (tomograms)
+    "sr3-restorer": "nt2c_core.models.sr3:SR3Restorer",  # SR3 diffusion + post-processing (particles)
 }
 
 

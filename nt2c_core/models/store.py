@@ -23,7 +23,7 @@ from ..io import atomic_write
 
 FORMAT = "nt2c-model"
 FORMAT_VERSION = 1
-KINDS = ("denoiser", "noise-gan", "tomo-denoiser")
+KINDS = ("denoiser", "noise-gan", "tomo-denoiser", "particle-restorer")
 
 
 class ModelFileError(InputError):

@@ -31,12 +31,10 @@ from __future__ import annotations
 
 import datetime
 import logging
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -46,13 +44,11 @@ from scipy.ndimage import gaussian_filter
 from .. import __version__
 from ..errors import InputError
 from ..io import ensure_writable_dir, read_mrc_volume, write_mrc
-from ..logs import progress as progress_bar
 from ..metrics import fit_scale_offset
-from ..models.registry import build
-from ..models.store import all_finite, fingerprint, load_model, save_model, save_torch
+from ..models.store import fingerprint, load_model, save_model
 from ..noise.synthesize import train_noise_gan
 from ..settings import NMSG, GANConfig, NMSGConfig
-from ..training import _amp, write_loss_log
+from ..training import FitResult, _amp, fit, write_loss_log
 from .noise import GAN_PATCH, CubeMosaic, SliceGAN, fitting_cube, gan_slices, noise_cubes
 
 logger = logging.getLogger(__name__)
@@ -142,84 +138,6 @@ def tile_shape(shape: tuple[int, ...], config: NMSGConfig) -> tuple[int, int, in
     return tile
 
 
-@dataclass
-class FitResult:
-    """A trained network, its loss log and time; ``synthesizer``: the noise it was trained with."""
-
-    network: torch.nn.Module
-    log: list[dict] = field(default_factory=list)
-    seconds: float = 0.0
-    synthesizer: object = None
-
-
-def fit(architecture: dict, batch: Callable[[int], tuple[torch.Tensor, ...]],
-        loss_fn: Callable[..., dict[str, torch.Tensor]], config: NMSGConfig, checkpoint: Path | None,
-        device: str, progress: bool, stop_after: int | None = None) -> FitResult:
-    """The training loop shared by NMSG and the even/odd baseline: a network built from
-    ``architecture`` after seeding (same seed, same start), ``batch(step)`` -> tensors,
-    ``loss_fn(output, *targets)`` -> {'loss': total, other terms}. Adam with cosine decay, autocast
-    on CUDA, checkpoints every ``checkpoint_every`` steps, exact resume from ``checkpoint``."""
-    dev = torch.device(device)
-    torch.manual_seed(config.seed)
-    network = build(architecture).to(dev).train()
-    optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
-    autocast, scaler = _amp(dev, config.amp)
-    start, log, running = 0, [], []
-    if checkpoint is not None and checkpoint.exists():
-        start, log = _load_checkpoint(checkpoint, network, optimizer, config)
-    t0 = time.perf_counter()
-    bar = progress_bar(range(start, config.steps), total=config.steps, desc="nmsg", initial=start, unit="step",
-                       disable=not progress)
-    for step in bar:
-        t = step / max(config.steps - 1, 1)
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
-        x, *targets = (None if a is None else a.to(dev) for a in batch(step))
-        with autocast():
-            out = network(x).float()
-        terms = loss_fn(out, *targets)
-        loss = terms["loss"]
-        if not math.isfinite(loss.item()):
-            raise InputError(f"training diverged at step {step + 1} (loss {loss.item()}); lower --lr"
-                             + (f" (last good checkpoint kept: {checkpoint})" if checkpoint else ""))
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        running.append({k: float(v.item()) for k, v in terms.items()})
-        done = step + 1
-        if done % config.log_every == 0 or done == config.steps:
-            row = {"step": done, **{k: float(np.mean([r[k] for r in running])) for k in running[0]}}
-            log.append(row)
-            running = []
-            logger.info(f"step {done}: " + ", ".join(f"{k} {v:.5f}" for k, v in row.items() if k != "step"))
-        stopping = stop_after is not None and done >= stop_after
-        if checkpoint is not None and (done % config.checkpoint_every == 0 or done == config.steps or stopping):
-            if not all_finite(network.state_dict()):
-                raise InputError(f"training diverged at step {done}; lower --lr")
-            save_torch(checkpoint, {"format": "nt2c-checkpoint", "step": done, "log": log,
-                                    "config": asdict(config), "network": network.state_dict(),
-                                    "optimizer": optimizer.state_dict()})
-        if stopping:
-            break
-    return FitResult(network.eval(), log, time.perf_counter() - t0)
-
-
-def _load_checkpoint(path: Path, network, optimizer, config: NMSGConfig) -> tuple[int, list]:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputError(f"{path}: unreadable checkpoint ({exc}); delete it to start again") from exc
-    old = payload.get("config", {})
-    mismatch = [k for k, v in asdict(config).items() if k != "steps" and old.get(k) != v]
-    if mismatch:
-        raise InputError(f"{path}: checkpoint was made with other settings ({', '.join(mismatch)}); use the same "
-                         "settings to resume, or delete it")
-    network.load_state_dict(payload["network"])
-    optimizer.load_state_dict(payload["optimizer"])
-    return int(payload["step"]), list(payload["log"])
-
-
 def train_nmsg(volume: np.ndarray, config: NMSGConfig = NMSG, oversmoothed: np.ndarray | None = None,
                work: str | os.PathLike | None = None, device: str = "cpu", progress: bool = True,
                stop_after: int | None = None) -> FitResult:
@@ -243,7 +161,8 @@ def train_nmsg(volume: np.ndarray, config: NMSGConfig = NMSG, oversmoothed: np.n
             return tn + noise, tn, tg, to
         return tn + config.alpha * noise, tn - noise / config.alpha, tg, to
 
-    def loss_fn(out, tn, tg, to):
+    def loss_fn(network, x, tn, tg, to):
+        out = network(x).float()
         terms = {"recon": F.mse_loss(out, tn)}
         if to is not None:
             terms["smooth"] = F.mse_loss(sobel_xy(out), sobel_xy(to))
@@ -253,7 +172,7 @@ def train_nmsg(volume: np.ndarray, config: NMSGConfig = NMSG, oversmoothed: np.n
         return {"loss": total, **terms}
 
     ckpt = work_dir / "nmsg.ckpt" if work_dir is not None else None
-    result = fit(config.architecture(), batch, loss_fn, config, ckpt, device, progress, stop_after)
+    result = fit(config.architecture(), batch, loss_fn, config, ckpt, device, progress, stop_after, desc="nmsg")
     result.synthesizer = synth
     return result
 
@@ -275,12 +194,11 @@ def train_even_odd(even: np.ndarray, odd: np.ndarray, config: NMSGConfig = NMSG,
         y = np.stack([_crop(a if s else b, o_, tile) for s, o_ in zip(swap, origins)])[:, None]
         return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
 
-    def loss_fn(out, y):
-        loss = F.mse_loss(out, y)
-        return {"loss": loss}
+    def loss_fn(network, x, y):
+        return {"loss": F.mse_loss(network(x).float(), y)}
 
     ckpt = Path(ensure_writable_dir(work)) / "even_odd.ckpt" if work is not None else None
-    return fit(config.architecture(), batch, loss_fn, config, ckpt, device, progress)
+    return fit(config.architecture(), batch, loss_fn, config, ckpt, device, progress, desc="noise2noise")
 
 
 @torch.inference_mode()

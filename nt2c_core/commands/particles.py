@@ -1,0 +1,198 @@
+"""``nt2c simulate-particles``, ``nt2c train-restorer``, ``nt2c restore-particles`` (SR3) and
+``nt2c reconstruct`` (a map from particles with known orientations and CTFs, FSC against a map)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import fields
+
+from ..acquisition import Acquisition
+from ..settings import DETECTORS, PARTICLE_NOISE, RESTORER, ParticleSimulationConfig, RestorerConfig
+from . import register
+
+log = logging.getLogger(__name__)
+
+RESTORER_HELP = {
+    "steps": "diffusion U-Net training steps", "batch_size": "particles per training step",
+    "lr": "Adam learning rate of the diffusion U-Net (cosine decay)",
+    "width": "diffusion U-Net channels at full resolution", "levels": "resolution levels of both U-Nets",
+    "sample_steps": "DDIM steps per restoration", "samples": "restored draws averaged per particle",
+    "refine_steps": "post-processing U-Net training steps (0 = no post-processing)",
+    "refine_width": "post-processing U-Net channels", "refine_pool": "training particles restored to train the "
+    "post-processing on", "batch": "particles per restoration batch", "amp": "mixed precision on CUDA",
+    "seed": "random seed", "log_every": "log losses every N steps", "checkpoint_every": "checkpoint every N steps",
+}
+INFERENCE = ("sample_steps", "samples", "batch", "seed")  # the settings restore-particles may override
+
+
+def add_restorer_arguments(p: argparse.ArgumentParser, only: tuple[str, ...] | None = None,
+                           defaults: bool = True) -> None:
+    """One option per :class:`RestorerConfig` field (or those in ``only``)."""
+    for f in fields(RestorerConfig):
+        if only is not None and f.name not in only:
+            continue
+        default = getattr(RESTORER, f.name) if defaults else None
+        flag = "--" + f.name.replace("_", "-")
+        help_text = RESTORER_HELP[f.name] + ("" if defaults else " (default: the model's)")
+        if isinstance(getattr(RESTORER, f.name), bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        else:
+            p.add_argument(flag, type=type(getattr(RESTORER, f.name)), default=default, help=help_text)
+
+
+def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
+    d = ParticleSimulationConfig()
+    a = d.acquisition
+    p.add_argument("-o", "--output", required=True,
+                   help="output folder (particles.mrcs noisy, clean.mrcs truth, particles.star, map_N.mrc, params.json)")
+    p.add_argument("--structure", action="append", required=True, metavar="PATH",
+                   help="PDB/mmCIF file (repeat for several species, drawn uniformly)")
+    p.add_argument("--count", type=int, default=d.count, help="number of particles")
+    p.add_argument("--box", type=int, default=d.box, help="particle box [px] (even)")
+    p.add_argument("--pixel-size", type=float, default=a.pixel_size, help="pixel size [Å]")
+    p.add_argument("--voltage", type=float, default=a.voltage_kv, help="accelerating voltage [kV]")
+    p.add_argument("--cs", type=float, default=a.cs_mm, help="spherical aberration [mm]")
+    p.add_argument("--amplitude-contrast", type=float, default=a.amplitude_contrast, help="amplitude contrast (0-1)")
+    p.add_argument("--dose", type=float, default=a.dose, help="dose [e/Å²]")
+    p.add_argument("--b-factor", type=float, default=a.b_factor, help="image B-factor [Å²]")
+    p.add_argument("--detector", default=a.detector, choices=sorted(DETECTORS), help="detector model")
+    p.add_argument("--defocus-range", type=float, nargs=2, default=list(d.defocus_range_um), metavar=("MIN", "MAX"),
+                   help="defocus drawn uniformly in this range [µm]")
+    p.add_argument("--astigmatism", type=float, default=d.astigmatism_um, help="largest |U - V| / 2 [µm]")
+    p.add_argument("--ice-thickness", type=float, default=d.ice_thickness, help="amorphous ice [Å] (0 = none)")
+    p.add_argument("--max-shift", type=float, default=d.max_shift, help="largest particle offset from the centre [px]")
+    p.add_argument("--noise", default=d.noise, choices=PARTICLE_NOISE,
+                   help="simulated shot noise, or the data set's real noise patches (--noise-patches)")
+    p.add_argument("--noise-patches", metavar="MRCS", help="real background patches (nt2c extract-noise) for --noise patches")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    from ..device import resolve_device
+    from ..particles.simulate import simulate_particle_files
+
+    acq = Acquisition(voltage_kv=args.voltage, cs_mm=args.cs, amplitude_contrast=args.amplitude_contrast,
+                      pixel_size=args.pixel_size, dose=args.dose, b_factor=args.b_factor, detector=args.detector)
+    config = ParticleSimulationConfig(acquisition=acq, box=args.box, count=args.count,
+                                      defocus_range_um=tuple(args.defocus_range), astigmatism_um=args.astigmatism,
+                                      ice_thickness=args.ice_thickness, max_shift=args.max_shift, noise=args.noise,
+                                      seed=args.seed)
+    paths = simulate_particle_files(args.structure, config, args.output, args.noise_patches,
+                                    str(resolve_device(args.device)))
+    log.info(f"wrote {args.count} particles ({paths['particles']}), their ground truth and {paths['star']}")
+    return 0
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pairs", help="simulated particle folder (nt2c simulate-particles: particles.mrcs + clean.mrcs)")
+    p.add_argument("-o", "--output", required=True, help="the restorer model file (.pt)")
+    p.add_argument("--work", help="checkpoint folder (default OUTPUT_STEM.sr3-work); a rerun resumes")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default)")
+    add_restorer_arguments(p)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..device import resolve_device
+    from ..particles.sr3 import train_restorer_files
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = RestorerConfig(**{f.name: getattr(args, f.name) for f in fields(RestorerConfig)}).validate()
+    path = train_restorer_files(args.pairs, args.output, config, args.work, str(resolve_device(args.device)))
+    log.info(f"wrote the restorer {path}")
+    return 0
+
+
+def add_restore_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", help="particle stacks (MRC) or one RELION particle STAR file")
+    p.add_argument("-o", "--output", required=True,
+                   help="output folder: STEM_restored.mrcs per stack, or NAME.star + Particles/ for a STAR file")
+    p.add_argument("--model", required=True, help="a restorer (nt2c train-restorer)")
+    p.add_argument("--no-post", dest="post", action="store_false", help="skip the post-processing U-Net")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default)")
+    add_restorer_arguments(p, INFERENCE, defaults=False)
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..device import resolve_device
+    from ..particles.sr3 import restore_particles
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    report = restore_particles(args.inputs, args.output, args.model, {k: getattr(args, k) for k in INFERENCE},
+                               args.post, str(resolve_device(args.device)))
+    where = report.star or ", ".join(str(p) for p in report.outputs)
+    log.info(f"restored {report.particles} particles in {report.seconds:.0f} s: {where}")
+    return 0
+
+
+def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("star", help="RELION particle STAR file with orientations and CTF")
+    p.add_argument("-o", "--output", required=True, help="the reconstructed map (MRC)")
+    p.add_argument("--reference", help="a map of the same box to compute the FSC against (printed, and "
+                                       "written as OUTPUT_STEM.fsc.csv)")
+    p.add_argument("--no-ctf", dest="ctf", action="store_false", help="do not weight by the CTF")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+
+
+def run_reconstruct(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from .. import __version__
+    from ..device import resolve_device
+    from ..errors import InputError
+    from ..io import atomic_write, read_mrc_volume, write_mrc
+    from ..metrics import fsc
+    from ..particles.maps import reconstruct, spherical_mask
+    from ..particles.sr3 import read_stack
+    from ..particles.star import ParticleTable
+
+    table = ParticleTable.read(args.star)
+    refs = table.image_refs()
+    cache = {}
+    images = []
+    for index, stack in refs:
+        if stack not in cache:
+            cache[stack] = read_stack(table.resolve(stack))[0]
+        if index >= len(cache[stack]):
+            raise InputError(f"{args.star}: refers to image {index + 1} of {stack}, which holds {len(cache[stack])}")
+        images.append(cache[stack][index])
+    acq = table.acquisition()
+    volume = reconstruct(images=np.stack(images), rotations=table.rotations(), acq=acq,
+                         defocus=table.defocus() if args.ctf else None, shifts=table.shifts_px(),
+                         device=str(resolve_device(args.device)))
+    write_mrc(args.output, volume, acq.pixel_size, [f"nt2c {__version__} reconstruct {len(images)} particles"])
+    if args.reference:
+        ref, _ = read_mrc_volume(args.reference)
+        if ref.shape != volume.shape:
+            raise InputError(f"{args.reference}: map of shape {ref.shape} differs from the reconstruction's {volume.shape}")
+        mask = spherical_mask(volume.shape[0], 0.45 * volume.shape[0])
+        curve = fsc(volume * mask, ref * mask, acq.pixel_size)
+        out = Path(args.output)
+        with atomic_write(out.with_name(out.stem + ".fsc.csv")) as tmp:
+            tmp.write_text("frequency_1_per_A,fsc\n" + "".join(f"{f:.5f},{c:.4f}\n" for f, c in
+                                                               zip(curve.frequency, curve.correlation)))
+        log.info(f"FSC against {args.reference}: 0.143 at {curve.resolution(0.143):.2f} Å, 0.5 at "
+                 f"{curve.resolution(0.5):.2f} Å")
+    log.info(f"wrote {args.output} from {len(images)} particles")
+    return 0
+
+
+register("simulate-particles", "Simulate particle images with ground truth, orientations, CTFs and true maps.",
+         add_simulate_arguments, run_simulate)
+register("train-restorer", "Train the SR3 diffusion restorer (+ post-processing U-Net) on simulated particles.",
+         add_train_arguments, run_train)
+register("restore-particles", "Restore particle images (MRC stacks or a RELION STAR file) with an SR3 restorer.",
+         add_restore_arguments, run_restore)
+register("reconstruct", "Reconstruct a map from particles with known orientations and CTFs; FSC against a map.",
+         add_reconstruct_arguments, run_reconstruct)

@@ -1,0 +1,187 @@
+"""RELION particle STAR files (3.0 and 3.1+): read keeping every block and column, write with
+only the image names (and, for simulations, the geometry) changed.
+
+Conventions (RELION): ``rlnImageName`` = ``index@stack`` (index from 1; a stack path relative to
+the STAR file's folder, or to the project folder as RELION writes it), ``rlnAngleRot/Tilt/Psi``
+[deg] giving A = :func:`nt2c_core.simulate.geometry.euler_to_matrix` (a map point r projects to
+A r), ``rlnOriginXAngst/YAngst`` [Å] (3.1; ``rlnOriginX/Y`` [px] in 3.0): the particle's offset
+from the box centre, ``rlnDefocusU/V`` [Å], ``rlnDefocusAngle`` [deg]; the pixel size, voltage,
+Cs and amplitude contrast in the ``optics`` block (3.1) or in each particle row (3.0).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..acquisition import Acquisition
+from ..errors import InputError
+from ..io import atomic_write
+from ..simulate.geometry import euler_to_matrix, matrix_to_euler
+
+OPTICS_COLUMNS = {"rlnImagePixelSize": "pixel_size", "rlnVoltage": "voltage_kv", "rlnSphericalAberration": "cs_mm",
+                  "rlnAmplitudeContrast": "amplitude_contrast"}
+
+
+class ParticleTable:
+    """A particle STAR file in memory: ``particles`` and ``optics`` (pandas tables, optics None
+    for RELION 3.0 files), the other blocks kept as read, and the folder image paths are relative to."""
+
+    def __init__(self, particles, optics=None, blocks: dict | None = None, folder: Path = Path("."),
+                 path: Path | None = None):
+        self.particles = particles
+        self.optics = optics
+        self.blocks = blocks or {}
+        self.folder = Path(folder)
+        self.path = path
+
+    def __len__(self) -> int:
+        return len(self.particles)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> "ParticleTable":
+        """Read a RELION particle STAR file; InputError naming the file when it is not one."""
+        import starfile
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: file not found")
+        try:
+            blocks = starfile.read(path, always_dict=True)
+        except Exception as exc:
+            raise InputError(f"{path}: not a readable STAR file ({exc})") from None
+        tables = {k: v for k, v in blocks.items() if hasattr(v, "columns")}
+        name = "particles" if "particles" in tables else next((k for k, v in tables.items()
+                                                                if "rlnImageName" in v.columns), None)
+        if name is None:
+            raise InputError(f"{path}: no particle table with rlnImageName (blocks: {', '.join(blocks) or 'none'})")
+        optics = tables.get("optics")
+        others = {k: v for k, v in blocks.items() if k not in (name, "optics")}
+        return cls(tables[name].copy(), None if optics is None else optics.copy(), others, path.parent, path)
+
+    @classmethod
+    def for_stack(cls, stack: str, count: int, acq: Acquisition, box: int) -> "ParticleTable":
+        """A RELION 3.1 table of ``count`` images of ``stack`` (one optics group from ``acq``)."""
+        import pandas as pd
+
+        optics = pd.DataFrame({"rlnOpticsGroupName": ["opticsGroup1"], "rlnOpticsGroup": [1],
+                               "rlnMicrographOriginalPixelSize": [acq.pixel_size], "rlnVoltage": [acq.voltage_kv],
+                               "rlnSphericalAberration": [acq.cs_mm], "rlnAmplitudeContrast": [acq.amplitude_contrast],
+                               "rlnImagePixelSize": [acq.pixel_size], "rlnImageSize": [box], "rlnImageDimensionality": [2]})
+        particles = pd.DataFrame({"rlnImageName": [f"{i + 1:06d}@{stack}" for i in range(count)],
+                                  "rlnOpticsGroup": np.ones(count, dtype=int)})
+        return cls(particles, optics)
+
+    # --- geometry -----------------------------------------------------------------------------
+    def set_geometry(self, rotations: np.ndarray, shifts_px: np.ndarray, defocus: np.ndarray) -> None:
+        """Write orientations (A matrices), offsets [px] and defocus (U, V [Å], angle [deg])."""
+        angles = np.array([matrix_to_euler(r) for r in rotations]).reshape(-1, 3)
+        px = self.pixel_sizes()
+        p = self.particles
+        p["rlnAngleRot"], p["rlnAngleTilt"], p["rlnAnglePsi"] = angles.T
+        p["rlnOriginXAngst"], p["rlnOriginYAngst"] = shifts_px[:, 0] * px, shifts_px[:, 1] * px
+        p["rlnDefocusU"], p["rlnDefocusV"], p["rlnDefocusAngle"] = np.asarray(defocus, float).T
+
+    def _optics_value(self, column: str) -> np.ndarray | None:
+        """Per-particle values of an optics column (from the optics block, else the particle rows)."""
+        if column in self.particles.columns:
+            return self.particles[column].to_numpy(float)
+        if self.optics is None or column not in self.optics.columns:
+            return None
+        groups = dict(zip(self.optics["rlnOpticsGroup"].astype(int), self.optics[column].astype(float)))
+        ids = self.particles["rlnOpticsGroup"].astype(int) if "rlnOpticsGroup" in self.particles.columns \
+            else np.ones(len(self), int)
+        try:
+            return np.array([groups[g] for g in ids], float)
+        except KeyError as exc:
+            raise InputError(f"{self.path}: particle in optics group {exc} that the optics block does not define") from None
+
+    def pixel_sizes(self) -> np.ndarray:
+        for column in ("rlnImagePixelSize", "rlnPixelSize"):
+            values = self._optics_value(column)
+            if values is not None:
+                return values
+        if {"rlnDetectorPixelSize", "rlnMagnification"} <= set(self.particles.columns):
+            return self.particles["rlnDetectorPixelSize"].to_numpy(float) * 1e4 / self.particles["rlnMagnification"].to_numpy(float)
+        raise InputError(f"{self.path}: no pixel size (rlnImagePixelSize in optics, or rlnPixelSize)")
+
+    def has_orientations(self) -> bool:
+        return {"rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"} <= set(self.particles.columns)
+
+    def rotations(self) -> np.ndarray:
+        if not self.has_orientations():
+            raise InputError(f"{self.path}: particles have no orientations (rlnAngleRot/Tilt/Psi)")
+        p = self.particles
+        return np.stack([euler_to_matrix(r, t, s) for r, t, s in
+                         zip(p["rlnAngleRot"].astype(float), p["rlnAngleTilt"].astype(float), p["rlnAnglePsi"].astype(float))])
+
+    def shifts_px(self) -> np.ndarray:
+        p = self.particles
+        if {"rlnOriginXAngst", "rlnOriginYAngst"} <= set(p.columns):
+            return np.stack([p["rlnOriginXAngst"].to_numpy(float), p["rlnOriginYAngst"].to_numpy(float)], 1) \
+                / self.pixel_sizes()[:, None]
+        if {"rlnOriginX", "rlnOriginY"} <= set(p.columns):
+            return np.stack([p["rlnOriginX"].to_numpy(float), p["rlnOriginY"].to_numpy(float)], 1)
+        return np.zeros((len(self), 2))
+
+    def defocus(self) -> np.ndarray:
+        p = self.particles
+        if not {"rlnDefocusU", "rlnDefocusV"} <= set(p.columns):
+            raise InputError(f"{self.path}: particles have no CTF (rlnDefocusU/V)")
+        angle = p["rlnDefocusAngle"].to_numpy(float) if "rlnDefocusAngle" in p.columns else np.zeros(len(self))
+        return np.stack([p["rlnDefocusU"].to_numpy(float), p["rlnDefocusV"].to_numpy(float), angle], 1)
+
+    def acquisition(self, fallback: Acquisition | None = None) -> Acquisition:
+        """The optics of the first particle as an :class:`Acquisition` (fields absent: ``fallback``'s)."""
+        base = (fallback or Acquisition()).to_dict()
+        for column, name in OPTICS_COLUMNS.items():
+            values = self.pixel_sizes() if name == "pixel_size" else self._optics_value(column)
+            if values is not None and len(values):
+                base[name] = float(values[0])
+        return Acquisition(**base)
+
+    # --- images -------------------------------------------------------------------------------
+    def image_refs(self) -> list[tuple[int, str]]:
+        """(index from 0, stack path as written) of every particle."""
+        refs = []
+        for name in self.particles["rlnImageName"].astype(str):
+            index, sep, stack = name.partition("@")
+            if not sep:
+                refs.append((0, name))
+                continue
+            try:
+                refs.append((int(index) - 1, stack))
+            except ValueError:
+                raise InputError(f"{self.path}: image name {name!r} is not INDEX@STACK") from None
+        return refs
+
+    def resolve(self, stack: str) -> Path:
+        """A stack path as written, resolved: absolute, else relative to the STAR file's folder,
+        else to the current folder (RELION writes paths relative to its project folder)."""
+        p = Path(stack)
+        if p.is_absolute() or p.exists() and not (self.folder / p).exists():
+            return p
+        return self.folder / p if (self.folder / p).exists() else p
+
+    def with_images(self, names: list[str]) -> "ParticleTable":
+        """A copy whose ``rlnImageName`` column is ``names`` (every other column kept)."""
+        out = ParticleTable(self.particles.copy(), None if self.optics is None else self.optics.copy(),
+                            dict(self.blocks), self.folder, self.path)
+        out.particles["rlnImageName"] = names
+        return out
+
+    def write(self, path: str | os.PathLike) -> Path:
+        """Write atomically (RELION 3.1 layout when there is an optics block)."""
+        import starfile
+
+        blocks = {}
+        if self.optics is not None:
+            blocks["optics"] = self.optics
+        blocks["particles"] = self.particles
+        blocks.update(self.blocks)
+        path = Path(path)
+        with atomic_write(path) as tmp:
+            starfile.write(blocks, tmp, float_format="%.6f")
+        return path

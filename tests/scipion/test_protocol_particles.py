@@ -1,0 +1,170 @@
+"""The SR3 particle protocols in a real headless Scipion project: particles with CTF and
+projection alignment imported from a Scipion sqlite, a restorer trained by the core and imported
+with 'import model', restoration keeping identity (objId, CTF, alignment, sampling), quality
+against the ground truth, the viewer figures, the training protocol and the menu entries."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pyworkflow.tests import BaseTest, setupTestProject
+
+from nt2c_core.acquisition import Acquisition
+from nt2c_core.data import APOFERRITIN
+from nt2c_core.io import read_mrc, write_mrc
+from nt2c_core.metrics import psnr
+from nt2c_core.particles.simulate import simulate_particles
+from nt2c_core.particles.sr3 import save_restorer, train_restorer
+from nt2c_core.settings import RESTORER, ParticleSimulationConfig, RestorerConfig
+from nt2c_core.simulate.structure import load_structure
+from nt2c_scipion.protocols import ProtNT2CImportModel, ProtNT2CRestoreParticles, ProtNT2CTrainRestorer
+from nt2c_scipion.viewers.viewer_particles import pairs_figure, particle_pairs, training_figure
+
+ACQ = Acquisition(pixel_size=6.0, dose=20.0, b_factor=60.0)
+TINY = RestorerConfig(steps=240, batch_size=8, width=16, refine_steps=80, refine_width=8, refine_pool=64, lr=1e-3,
+                      log_every=40, checkpoint_every=40, batch=32)
+
+
+@pytest.fixture(scope="class")
+def particle_data(request, tmp_path_factory):
+    """Two stacks of 12 simulated apoferritin particles with their truths, a Scipion sqlite with
+    CTF and projection alignment per particle, and a tiny restorer trained on other particles."""
+    from pwem.objects import Acquisition as PwAcquisition
+    from pwem.objects import CTFModel, Particle, SetOfParticles, Transform
+
+    from nt2c_core.simulate.geometry import matrix_to_euler  # noqa: F401  (RELION convention of the rotations)
+
+    root = tmp_path_factory.mktemp("particles")
+    structure = load_structure(APOFERRITIN)
+    sim = simulate_particles([structure], ParticleSimulationConfig(ACQ, box=32, count=24, seed=11), progress=False)
+    truths = {}
+    parts = SetOfParticles(filename=str(root / "particles.sqlite"))
+    parts.setSamplingRate(6.0)
+    acq = PwAcquisition(voltage=300.0, sphericalAberration=2.7, amplitudeContrast=0.07, magnification=50000)
+    parts.setAcquisition(acq)
+    parts.setAlignmentProj()
+    parts.setHasCTF(True)
+    for k, name in enumerate(("a_particles", "b_particles")):
+        path = root / f"{name}.mrcs"
+        write_mrc(path, sim.noisy[12 * k:12 * (k + 1)], 6.0)
+        for i in range(12):
+            j = 12 * k + i
+            particle = Particle()
+            particle.setLocation(i + 1, str(path))
+            ctf = CTFModel()
+            ctf.setStandardDefocus(*sim.defocus[j])
+            particle.setCTF(ctf)
+            matrix = np.eye(4)
+            matrix[:3, :3] = sim.rotations[j]
+            particle.setTransform(Transform(matrix))
+            particle.setAcquisition(acq)
+            parts.append(particle)
+            truths[(name, i + 1)] = sim.clean[j]
+    parts.write()
+    parts.close()
+    train = simulate_particles([structure], ParticleSimulationConfig(ACQ, box=32, count=400, seed=1), progress=False)
+    result = train_restorer(train.noisy, train.clean, TINY, progress=False)
+    request.cls.model = save_restorer(root / "restorer.pt", result, TINY, 6.0, 32, {"test": True})
+    request.cls.sqlite = root / "particles.sqlite"
+    request.cls.truths = truths
+
+
+@pytest.mark.usefixtures("particle_data")
+class TestNT2CParticles(BaseTest):
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+
+    def _import_particles(self):
+        from pwem.protocols import ProtImportParticles
+
+        prot = self.newProtocol(ProtImportParticles, importFrom=ProtImportParticles.IMPORT_FROM_SCIPION,
+                                sqliteFile=str(self.sqlite), samplingRate=6.0, voltage=300.0,
+                                sphericalAberration=2.7, amplitudeContrast=0.07, magnification=50000)
+        self.launchProtocol(prot)
+        return prot.outputParticles
+
+    def _import_model(self):
+        prot = self.newProtocol(ProtNT2CImportModel, modelFile=str(self.model))
+        self.launchProtocol(prot)
+        return prot.outputModel
+
+    def test_forms_have_help_on_every_parameter_and_core_defaults(self):
+        for cls in (ProtNT2CRestoreParticles, ProtNT2CTrainRestorer):
+            prot = self.newProtocol(cls)
+            for name, param in prot._definition.iterAllParams():
+                assert param.help.get(), f"{cls.__name__}.{name} has no help text"
+        prot = self.newProtocol(ProtNT2CRestoreParticles)
+        assert prot.sampleSteps.get() == RESTORER.sample_steps and prot.batch.get() == RESTORER.batch
+
+    def test_restore_keeps_identity_ctf_alignment_and_improves_psnr(self):
+        particles = self._import_particles()
+        model = self._import_model()
+        self.assertEqual(model.getKind(), "particle-restorer")
+        prot = self.newProtocol(ProtNT2CRestoreParticles, sampleSteps=4)
+        prot.inputParticles.set(particles)
+        prot.inputModel.set(model)
+        self.assertEqual(prot.validate(), [])
+        self.launchProtocol(prot)
+        out = prot.outputParticles
+        self.assertSetSize(out, 24)
+        self.assertAlmostEqual(out.getSamplingRate(), 6.0)
+        self.assertTrue(out.hasCTF() and out.hasAlignmentProj())
+        files, gains = set(), []
+        for particle in out.iterItems(orderBy="id"):
+            raw = particles[particle.getObjId()]
+            self.assertAlmostEqual(particle.getCTF().getDefocusU(), raw.getCTF().getDefocusU(), places=2)
+            np.testing.assert_allclose(particle.getTransform().getMatrix(), raw.getTransform().getMatrix(), atol=1e-6)
+            files.add(particle.getFileName())
+            name = Path(raw.getFileName()).stem
+            truth = self.truths[(name if name in ("a_particles", "b_particles") else name.split("_", 1)[-1],
+                                 raw.getIndex())]
+            restored = read_mrc(particle.getFileName(), allow_stack=True)[0][particle.getIndex() - 1]
+            original = read_mrc(raw.getFileName(), allow_stack=True)[0][raw.getIndex() - 1]
+            gains.append(psnr(restored, truth) - psnr(original, truth))
+        self.assertEqual(len(files), 2)
+        self.assertGreater(float(np.mean(gains)), 2.0, f"mean PSNR gain {np.mean(gains):.2f} dB")
+        self.assertIn("Restored 24 of 24 particles", "\n".join(prot._summary()))
+        self.assertEqual(prot._citations(), ["Zhang2024SR3"])
+        raws, restored, ids = particle_pairs(prot, 20, 8)  # a page at the end: only 4 remain
+        self.assertEqual(len(ids), 4)
+        fig = pairs_figure(raws, restored, ids)
+        path = Path(self.proj.getPath()) / "pairs.png"
+        fig.savefig(path)
+        self.assertGreater(path.stat().st_size, 5000)
+
+    def test_restorer_of_another_kind_is_refused_before_running(self):
+        particles = self._import_particles()
+        from nt2c_core.general import GENERAL_MODEL
+
+        imported = self.newProtocol(ProtNT2CImportModel, modelFile=str(GENERAL_MODEL))
+        self.launchProtocol(imported)
+        prot = self.newProtocol(ProtNT2CRestoreParticles, sampleSteps=0)
+        prot.inputParticles.set(particles)
+        prot.inputModel.set(imported.outputModel)
+        errors = prot.validate()
+        self.assertTrue(any("'particle-restorer'" in e for e in errors), errors)
+        self.assertTrue(any("sample_steps" in e or "--sample-steps" in e for e in errors), errors)
+
+    def test_train_restorer_from_particles(self):
+        particles = self._import_particles()
+        prot = self.newProtocol(ProtNT2CTrainRestorer, structureSource=1, structureFile=str(APOFERRITIN), count=40,
+                                steps=20, refineSteps=6, width=8, batchSize=4)
+        prot.inputSet.set(particles)
+        self.assertEqual(prot.validate(), [])
+        config = prot._simulation()
+        self.assertEqual(config.box, 32)
+        lo, hi = config.defocus_range_um
+        self.assertAlmostEqual(lo * 1e4, min(p.getCTF().getDefocusV() for p in particles), delta=1.0)
+        self.launchProtocol(prot)
+        model = prot.outputModel
+        self.assertEqual(model.getKind(), "particle-restorer")
+        self.assertAlmostEqual(model.getPixelSize(), 6.0)
+        fig, phases = training_figure(prot)
+        self.assertEqual(phases, 2)
+
+
+def test_particle_protocols_sit_in_the_spa_menu(menu_views, menu_places):
+    places = dict(menu_places(menu_views["Protocols SPA"]))
+    assert places["ProtNT2CRestoreParticles"] == ("Particles", "Denoising", "default")
+    assert places["ProtNT2CTrainRestorer"] == ("Particles", "Denoising", "default")
