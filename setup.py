@@ -35,8 +35,9 @@ setup(
         "tqdm",
         "matplotlib",
     ],
+    # test: scipion-em-relion only so the facility template's RELION protocol classes resolve in its test
     # tomo: Scipion's tomography objects, for the NMSG tomogram protocol (registered only when present)
-    extras_require={"test": ["pytest"], "tomo": ["scipion-em-tomo>=3.0"]},
+    extras_require={"test": ["pytest", "scipion-em-relion"], "tomo": ["scipion-em-tomo>=3.0"]},
     entry_points={
         "console_scripts": ["nt2c = nt2c_core.cli:main"],
         "pyworkflow.plugin": ["nt2c_scipion = nt2c_scipion"],

@@ -13,6 +13,12 @@ true map, no invention of the training structures, speed and memory.
    that paints its training structures would raise those).
 3. Speed/memory: ``nt2c restore-particles`` with its defaults on 1,000 particles of 128², in a
    subprocess (wall time, peak RSS).
+4. Real particles: boxes cut at the expert picks of the internal EMPIAR-10028 micrographs (80S
+   ribosome, 5.36 Å/px, 8-bit exports; read from ../shared, never copied here), restored by the
+   same model. No map or class averages at this pixel size exist here, so the check is the one a
+   faithful restorer must pass: the restored particle low-passed at the particle scale agrees with
+   the raw particle low-passed the same way (correlation), and the average of the restored
+   particles agrees with the average of the raw ones. A figure goes to work/ (not committed).
 
 Prints tables and writes ``results/<date>-particles-<host>.json`` and docs/particles.png.
 
@@ -109,11 +115,18 @@ def main(argv=None) -> int:
     p.add_argument("--train", type=int, default=2000, help="training particles per dose")
     p.add_argument("--test", type=int, default=600, help="held-out particles per dose (all reconstructed)")
     p.add_argument("--skip-speed", action="store_true")
+    p.add_argument("--only-real", action="store_true", help="only part 4, with the restorer a full run saved")
     args = p.parse_args(argv)
     if args.quick:
         args.steps, args.train, args.test = 40, 60, 40
     if not HELD_OUT.is_file():
         print(f"skipped: the held-out structure {HELD_OUT} is absent (needs ../shared/data)")
+        return 0
+    work = HERE / "work" / "particles"
+    if args.only_real:
+        out = real(work / "restorer.pt", work)
+        if out:
+            save("particles-real", {"real": out})
         return 0
     torch.manual_seed(0)
     train_structures = [APOFERRITIN, PROTEASOME] + ([EXTRA_TRAIN] if EXTRA_TRAIN.is_file() else [])
@@ -184,6 +197,7 @@ def main(argv=None) -> int:
                "training_seconds": {"sr3": round(sr3_seconds, 1), "unet": round(unet_seconds, 1)}, "results": results}
     if not args.skip_speed:
         payload["speed"] = speed(model_path, work, 100 if args.quick else 1000)
+    payload["real"] = real(model_path, work)
     figure(shown, args.quick)
     save("particles" + ("-quick" if args.quick else ""), payload)
     return 0
@@ -208,6 +222,58 @@ def speed(model: Path, work: Path, count: int) -> dict:
     print(f"speed: {count} particles of 128² in {seconds:.0f} s, peak RSS {max(rss, before) / 1e6:.2f} GB", flush=True)
     return {"particles": count, "box": 128, "seconds": round(seconds, 1), "peak_rss_gb": round(max(rss, before) / 1e6, 2),
             "sample_steps": RESTORER.sample_steps, "samples": RESTORER.samples, "finite": bool(np.isfinite(out).all())}
+
+
+def real(model: Path, work: Path) -> dict:
+    """Part 4 (see the module doc); {} when the internal real data are absent."""
+    from PIL import Image
+
+    from nt2c_core.particles.sr3 import Restorer
+
+    data = ROOT.parent / "shared" / "data" / "real_picked" / "empiar10028_ribosome"
+    if not (data / "images").is_dir():
+        print(f"real particles: skipped ({data} absent)")
+        return {}
+    box, pixel, radius = BOX, 5.36, 28.0
+    raws = []
+    for png in sorted((data / "images").glob("*.png")):
+        image = np.asarray(Image.open(png), np.float32)
+        picks = np.loadtxt(data / "picks_derived" / f"{png.stem}.star", skiprows=7, usecols=(1, 2), ndmin=2)
+        for x, y in np.rint(picks).astype(int):
+            if box // 2 <= x < image.shape[1] - box // 2 and box // 2 <= y < image.shape[0] - box // 2:
+                raws.append(image[y - box // 2:y + box // 2, x - box // 2:x + box // 2])
+    raws = np.stack(raws)
+    restorer = Restorer(model, post=True)
+    t0 = time.time()
+    methods = {"raw": raws, "Gaussian 1 px": np.stack([gaussian_filter(a, 1.0) for a in raws]),
+               "general U-Net (shipped)": np.stack([Denoiser.from_file(GENERAL_MODEL).denoise(a) for a in raws]),
+               "SR3 + post-processing": restorer.restore(raws, progress=False)}
+    seconds = time.time() - t0
+    sigma = radius / 3
+    low = np.stack([gaussian_filter(a, sigma) for a in raws])
+    mean_raw = raws.mean(0)
+    out = {"particles": len(raws), "pixel_size": pixel, "model_pixel_size": PIXEL, "seconds": round(seconds, 1),
+           "lowpass_sigma_px": round(sigma, 2), "methods": {}}
+    for name, images in methods.items():
+        agree = [float(np.corrcoef(gaussian_filter(a, sigma).ravel(), b.ravel())[0, 1]) for a, b in zip(images, low)]
+        average = float(np.corrcoef(images.mean(0).ravel(), mean_raw.ravel())[0, 1])
+        out["methods"][name] = {"lowpass_agreement": round(float(np.mean(agree)), 4),
+                                "average_agreement": round(average, 4)}
+        print(f"real particles ({len(raws)}), {name}: low-pass agreement {np.mean(agree):.4f}, "
+              f"average agreement {average:.4f}", flush=True)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(2.0 * len(methods), 8))
+    for j, (name, images) in enumerate(methods.items()):
+        for i in range(4):
+            ax = fig.add_subplot(4, len(methods), i * len(methods) + j + 1)
+            ax.imshow(images[i], cmap="gray", vmin=np.percentile(images[i], 1), vmax=np.percentile(images[i], 99))
+            ax.axis("off")
+            if i == 0:
+                ax.set_title(name, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(work / "real_particles.png", dpi=80)  # internal data: stays in work/, never in docs/
+    return out
 
 
 def figure(shown: dict, quick: bool) -> None:

@@ -44,12 +44,15 @@ class Denoiser:
             raise InputError(f"precision {precision!r}: choose fp32, bf16 or fp16")
         self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         self.multiple = int(getattr(network, "size_multiple", 1))  # input sides the network needs
+        self.source: str | None = None  # the model file's name, when loaded from one
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, device="cpu", tiles: TileSettings | None = None,
                   precision: str = "fp32") -> "Denoiser":
         network, metadata = load_model(path, "cpu", kind="denoiser")
-        return cls(network, metadata, device, tiles, precision)
+        denoiser = cls(network, metadata, device, tiles, precision)
+        denoiser.source = Path(path).name
+        return denoiser
 
     @property
     def pixel_size(self) -> float | None:
@@ -206,6 +209,16 @@ def provenance_label(denoiser: Denoiser, bin_factor: int) -> str:
     return f"nt2c {__version__} denoise model-sha256={denoiser.fingerprint} bin={bin_factor}"
 
 
+def model_label(denoiser: Denoiser) -> str:
+    """The second MRC label: the model's file name, kind, architecture and the nt2c version that
+    trained it (<= 80 characters; the weight hash is in :func:`provenance_label`)."""
+    meta = denoiser.metadata
+    arch = meta.get("architecture", {})
+    text = (f"model={denoiser.source or '?'} kind={meta.get('kind', 'denoiser')} "
+            f"arch={arch.get('name', '?')}{arch.get('width', '')} trained-by={meta.get('nt2c_version', '?')}")
+    return text[:80]
+
+
 def denoise_files(denoiser: Denoiser, inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
                   bin_factor: int = 1, overwrite: bool = False, progress: bool = True) -> DenoiseReport:
     """Denoise MRC micrographs into ``out_dir`` (same file names, float32, pixel size x bin).
@@ -258,7 +271,7 @@ def denoise_file(denoiser: Denoiser, src: str | os.PathLike, dst: str | os.PathL
                         f"{denoiser.tiles.batch}): use --low-memory or a smaller --tile") from None
     if not np.isfinite(result).all():
         raise NT2CError(f"{src}: the denoised image is not finite (NaN/Inf); nothing was written")
-    return write_mrc(dst, result, pixel * bin_factor, [provenance_label(denoiser, bin_factor)]), warning
+    return write_mrc(dst, result, pixel * bin_factor, [provenance_label(denoiser, bin_factor), model_label(denoiser)]), warning
 
 
 def _pixel_size_warning(pixel: float, trained: tuple[float, float] | None) -> str | None:

@@ -13,6 +13,7 @@ from nt2c_core import __version__  # noqa: F401  (one version for core and plugi
 from .constants import NT2C_DEVICE_VAR
 
 _references = ["Li2022NT2C"]
+_logo = "nt2c_logo.png"  # shown in Scipion's protocol forms
 
 
 class Plugin(pwem.Plugin):

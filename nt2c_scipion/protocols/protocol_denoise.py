@@ -22,6 +22,12 @@ from ..constants import BIN_CHOICES, OUTPUT_MICROGRAPHS
 from .protocol_base import ProtNT2CBase
 
 
+def output_name(obj_id: int, file_name: str) -> str:
+    """``<objId>_<stem>.mrc``: micrographs of the same name from different folders never collide
+    (the micName, kept on the output item, still links it to its raw micrograph)."""
+    return f"{int(obj_id):06d}_{Path(file_name).stem}.mrc"
+
+
 class DenoiseOutputs(Enum):
     outputMicrographs = SetOfMicrographs
 
@@ -67,7 +73,10 @@ class ProtNT2CDenoise(ProtNT2CBase, ProtStreamingBase):
                                                    "size (a multiple of 32); smaller uses less memory.")
         self._defineGpuParams(form)
         form.addParallelSection(threads=3, mpi=0)
-        self._defineStreamingParams(form)
+        # pyworkflow's streaming form (sleep 10 s), not pwem EMProtocol's, which the MRO would pick:
+        # that one adds a batch size this protocol ignores and sleeps 0 s (re-reading the input
+        # set every second)
+        ProtStreamingBase._defineStreamingParams(self, form)
 
     # --- steps ----------------------------------------------------------------------------
     def stepsGeneratorStep(self):
@@ -95,7 +104,7 @@ class ProtNT2CDenoise(ProtNT2CBase, ProtStreamingBase):
         from nt2c_core.errors import NT2CError
 
         factor = self._binFactor()
-        out = self._getExtraPath(Path(file_name).stem + ".mrc")
+        out = self._getExtraPath(output_name(obj_id, file_name))
         try:
             _, warning = denoise_file(self._denoiser(), file_name, out, factor)
             if warning:
@@ -175,6 +184,7 @@ class ProtNT2CDenoise(ProtNT2CBase, ProtStreamingBase):
     # --- info -----------------------------------------------------------------------------
     def _validate(self):
         errors = self._validateGpuList()
+        self._validateThreads(errors)  # the step generator holds one thread: with 1, nothing runs until the input closes
         in_set = self.inputMicrographs.get()
         general = self.useGeneralModel.get()
         model = None if general else self.inputModel.get()

@@ -22,6 +22,7 @@ from nt2c_core.settings import (COARSE, EXTRACTION, FINE, GAN, MIN_NOISE_PATCHES
 from ..constants import OUTPUT_MICROGRAPHS, OUTPUT_MODEL
 from ..objects import NT2CModel
 from .protocol_base import ProtNT2CSimulationBase
+from .protocol_denoise import output_name
 from .protocol_noise import RULE_CHOICES
 
 FEW_PATCHES = ("go on with the best model available", "stop")
@@ -118,10 +119,23 @@ class ProtNT2C(ProtNT2CSimulationBase):
         self._insertFunctionStep(self.createOutputStep, needsGPU=False)
 
     def convertInputStep(self, config_json):
-        """Write the pipeline config (raw micrograph list, structure, acquisition, settings)."""
+        """Write the pipeline config (raw micrograph list, structure, acquisition, settings). The
+        raw micrographs enter the pipeline as links named ``<objId>_<stem>``, so two micrographs
+        of the same name from different folders give two outputs."""
         from nt2c_core.io import write_json
 
-        write_json(self._configPath(), json.loads(config_json))
+        config = json.loads(config_json)
+        links = Path(self._getExtraPath("raw"))
+        links.mkdir(parents=True, exist_ok=True)
+        raw = []
+        for mic in self.inputMicrographs.get():
+            src = Path(os.path.abspath(mic.getFileName()))
+            link = links / (Path(output_name(mic.getObjId(), src.name)).stem + src.suffix)
+            if not link.is_symlink():
+                link.symlink_to(src)
+            raw.append(str(link))
+        config["raw"] = raw
+        write_json(self._configPath(), config)
 
     def stageStep(self, stage):
         from nt2c_core.pipeline import PipelineConfig, run_pipeline
@@ -139,7 +153,7 @@ class ProtNT2C(ProtNT2CSimulationBase):
         out_set = self._createSetOfMicrographs()
         out_set.copyInfo(in_set)
         for mic in in_set:
-            path = layout.denoised / (Path(mic.getFileName()).stem + ".mrc")
+            path = layout.denoised / output_name(mic.getObjId(), mic.getFileName())
             if path.exists():
                 new = mic.clone()
                 new.setFileName(str(path))
@@ -204,6 +218,7 @@ class ProtNT2C(ProtNT2CSimulationBase):
         layout = WorkLayout(self._workDir())
         done = [s for s in STAGES if layout.done(s).exists()]
         lines = [f"Stages complete: {', '.join(done) if done else 'none'}."]
+        lines += self._simulationUsed(layout)
         noise = layout.done("noise")
         if noise.exists():
             info = json.loads(noise.read_text())
@@ -221,6 +236,22 @@ class ProtNT2C(ProtNT2CSimulationBase):
             if training.get("val_psnr_db") is not None:
                 lines.append(f"Fine model validation PSNR {training['val_psnr_db']:.2f} dB.")
         return lines
+
+    @staticmethod
+    def _simulationUsed(layout) -> list:
+        """The acquisition the simulation actually used (calibrated values when calibration ran),
+        from the simulated set's params.json, not the form's values."""
+        params = layout.pairs / "params.json"
+        if not params.exists():
+            return []
+        config = json.loads(params.read_text()).get("config", {})
+        done = json.loads(layout.done("simulate").read_text()) if layout.done("simulate").exists() else {}
+        source = ("calibrated from the micrographs" if "calibrated" in done else
+                  "from a reused calibration" if "calibration_reused" in done else "as set in the form")
+        lo, hi = config.get("defocus_um", [None, None])
+        acq = config.get("acquisition", {})
+        return [f"Simulation used ({source}): defocus {lo}-{hi} µm, dose {acq.get('dose')} e/Å², "
+                f"ice {config.get('ice_thickness')} Å, {acq.get('pixel_size')} Å/px, detector {acq.get('detector')}."]
 
     def _methods(self):
         return ["Micrographs were denoised with NT2C [Li2022NT2C] trained on simulated pairs of the atomic "

@@ -78,12 +78,18 @@ class TestNT2COneClick(BaseTest):
         for mic in out:
             self.assertEqual(mic.getMicName(), raw[mic.getObjId()].getMicName())
             self.assertEqual(read_mrc(mic.getFileName())[0].shape, (160, 192))
+            stem = Path(raw[mic.getObjId()].getFileName()).stem
+            self.assertEqual(Path(mic.getFileName()).name, f"{mic.getObjId():06d}_{stem}.mrc")  # never collides
         model = prot.outputModel
         self.assertEqual(model.getKind(), "denoiser")
         self.assertAlmostEqual(model.getPixelSize(), 2.5)
         config = json.loads(Path(prot._getExtraPath("nt2c_config.json")).read_text())
         self.assertEqual(config["simulation"]["acquisition"]["pixel_size"], 2.5)
-        self.assertIn("Stages complete: simulate, coarse, noise, gan, fine, denoised", "\n".join(prot._summary()))
+        summary = "\n".join(prot._summary())
+        self.assertIn("Stages complete: simulate, coarse, noise, gan, fine, denoised", summary)
+        used = config["simulation"]
+        self.assertIn(f"Simulation used (as set in the form): defocus {used['defocus_um'][0]}-{used['defocus_um'][1]} µm, "
+                      f"dose {used['acquisition']['dose']} e/Å²", summary)
         log = open(prot.getLogPaths()[0]).read()
         self.assertIn("iteration 2/2: Wasserstein", log)  # the GAN reports progress in the run log
         self.assertIn("validation PSNR", log)  # so do the U-Net trainings

@@ -32,7 +32,6 @@ def particle_data(request, tmp_path_factory):
     from pwem.objects import Acquisition as PwAcquisition
     from pwem.objects import CTFModel, Particle, SetOfParticles, Transform
 
-    from nt2c_core.simulate.geometry import matrix_to_euler  # noqa: F401  (RELION convention of the rotations)
 
     root = tmp_path_factory.mktemp("particles")
     structure = load_structure(APOFERRITIN)

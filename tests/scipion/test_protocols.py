@@ -14,7 +14,7 @@ from pyworkflow.object import Set
 from pwem.protocols import ProtImportCoordinates, ProtImportMicrographs
 from pyworkflow.tests import BaseTest, setupTestProject
 
-from nt2c_core.io import read_mrc, write_mrc
+from nt2c_core.io import read_mrc, read_mrc_labels, write_mrc
 from nt2c_core.io import read_star
 from nt2c_core.metrics import psnr
 from nt2c_core.evaluation.picking import pick_blobs, score_picks
@@ -30,9 +30,12 @@ def test_every_protocol_viewer_and_menu_entry_is_discovered():
 
     protocols = set(nt2c_scipion.protocols.__all__)
     assert protocols <= set(domain.getProtocols())
-    assert {"NT2CDenoiseViewer", "NT2CTrainingViewer", "NT2CStageViewer"} <= set(domain.getViewers())
+    assert {"NT2CDenoiseViewer", "NT2CTrainingViewer", "NT2CStageViewer", "NT2CRestoreViewer",
+            "NT2CRestorerTrainingViewer"} <= set(domain.getViewers())
     assert {"NT2CNoisePatchWizard", "NT2CThresholdWizard"} <= set(domain.getWizards())
     assert "NT2CModel" in domain.getObjects()
+    logo = ProtNT2CDenoise.getPluginLogoPath()  # registered by getProtocols() above
+    assert logo and Path(logo).is_file() and logo.endswith(".png")
     conf = (PLUGIN_DIR / "protocols.conf").read_text()
     for name in protocols:
         assert f'"value": "{name}"' in conf and name in domain.getProtocols()
@@ -44,9 +47,13 @@ def test_protocols_sit_in_the_spa_menu_as_the_gui_loads_it(menu_views, menu_plac
     import nt2c_scipion.protocols
 
     views = menu_views
-    spa = {name: path[:2] for name, path in menu_places(views["Protocols SPA"])}
-    assert set(spa) == set(nt2c_scipion.protocols.__all__) - set(nt2c_scipion.protocols.TOMO_PROTOCOLS)
-    assert set(spa.values()) == {("Micrographs", "Denoising")}
+    places = {(name, path[:2]) for name, path in menu_places(views["Protocols SPA"])}
+    particles = {"ProtNT2CRestoreParticles", "ProtNT2CTrainRestorer", "ProtNT2CImportModel"}
+    assert {name for name, _ in places} == set(nt2c_scipion.protocols.__all__) - set(nt2c_scipion.protocols.TOMO_PROTOCOLS)
+    assert {name for name, where in places if where == ("Micrographs", "Denoising")} == \
+        {name for name, _ in places} - (particles - {"ProtNT2CImportModel"})
+    assert {name for name, where in places if where == ("Particles", "Denoising")} == particles
+    assert {where for _, where in places} == {("Micrographs", "Denoising"), ("Particles", "Denoising")}
     assert not [v for v in views if "Single" in v or "NT2C" in v]  # no stray view of our own
 
 
@@ -95,6 +102,10 @@ class TestNT2CDenoise(BaseTest):
             raw = inp[mic.getObjId()]
             self.assertEqual(mic.getMicName(), raw.getMicName())
             self.assertTrue(os.path.exists(mic.getFileName()))
+            self.assertEqual(Path(mic.getFileName()).name, f"{mic.getObjId():06d}_{Path(raw.getFileName()).stem}.mrc")
+            labels = " ".join(read_mrc_labels(mic.getFileName()))
+            self.assertIn("model-sha256=", labels)
+            self.assertIn(f"model={Path(model.outputModel.getFileName()).name} kind=denoiser arch=unet", labels)
             clean, _ = read_mrc(self.sim / "clean" / Path(raw.getFileName()).name)
             gains.append(psnr(read_mrc(mic.getFileName())[0], clean) - psnr(read_mrc(raw.getFileName())[0], clean))
         self.assertGreater(min(gains), 2.0)
@@ -114,6 +125,9 @@ class TestNT2CDenoise(BaseTest):
         prot = self.newProtocol(ProtNT2CDenoise, numberOfThreads=1, streamingSleepOnWait=1, useGeneralModel=True)
         prot.inputMicrographs.set(mics)
         prot.inputMicrographs.setExtended("outputMicrographs")
+        # one thread is the step generator's alone: nothing would be denoised until the input closes
+        self.assertTrue(any("At least 2 threads" in e for e in prot.validate()), prot.validate())
+        prot.numberOfThreads.set(2)
         self.assertEqual(prot.validate(), [])
         self.assertIn("Yang2024SaID", prot._citations())
         den = self.launchProtocol(prot)
@@ -208,9 +222,16 @@ class TestNT2CDenoise(BaseTest):
         folder.mkdir()
         sources = sorted((self.sim / "noisy").glob("*.mrc"))
         shutil.copy(sources[0], folder / sources[0].name)
-        imp = self._import_mics(folder, streaming=True, timeout="25s", fileTimeout=1)
+        imp = self._import_mics(folder, streaming=True, timeout="30s", fileTimeout=1)
         self.proj.launchProtocol(imp, wait=False)
-        den = self._denoise(imp, self._import_model())
+        model = self._import_model()
+        den = self.newProtocol(ProtNT2CDenoise)  # the form's defaults: 3 threads, 10 s sleep, no batch size
+        self.assertEqual(den.streamingSleepOnWait.get(), 10)
+        self.assertFalse(den.hasAttribute("streamingBatchSize"))
+        den.inputMicrographs.set(imp)
+        den.inputMicrographs.setExtended("outputMicrographs")
+        den.inputModel.set(model)
+        den.inputModel.setExtended("outputModel")
         self._wait_for_output(imp)
         self.proj.launchProtocol(den, wait=False)
         sizes = []
@@ -218,6 +239,13 @@ class TestNT2CDenoise(BaseTest):
             time.sleep(6)
             shutil.copy(src, folder / src.name)
             sizes.append(self._size(den))
+        while True:  # the input is still open (30 s after the last file): denoising must go on meanwhile
+            self.proj._updateProtocol(imp)
+            if not imp.isActive():
+                break
+            sizes.append(self._size(den))
+            time.sleep(2)
+        self.assertGreater(max(sizes), 0, "nothing was denoised while the input was still growing")
         deadline = time.time() + 300
         while time.time() < deadline:
             time.sleep(3)
@@ -324,11 +352,11 @@ class TestNT2CDenoise(BaseTest):
     def test_template_loads_and_runs(self):
         from pyworkflow.template import LocalTemplate
 
-        os.environ["NT2C_MICROGRAPHS"] = str(self.sim / "noisy")
-        os.environ["NT2C_MODEL"] = self.model_path
         template = LocalTemplate("nt2c_scipion", str(PLUGIN_DIR / "templates" / "nt2c_denoise.json.template"))
-        template.replaceEnvVariables()
+        template.replaceEnvVariables()  # as scipion-app's kickoff does first: the template holds no %(VAR)s
         template.parseContent()
+        template.setParamValue("filesPath", str(self.sim / "noisy"))
+        template.setParamValue("modelFile", self.model_path)
         template.setParamValue("samplingRate", "2.0")
         template.setParamValue("streamingSleepOnWait", "1")
         protocols = self.proj.loadProtocols(template.createTemplateFile())
