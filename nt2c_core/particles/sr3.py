@@ -19,6 +19,10 @@ Method (the paper's code and settings are not public; the choices below are ours
   training particles restored by the diffusion model, maps (restored, y) to x0 (MSE). Output:
   restored / k * s + m, in the input's units.
 
+Measured on a development set (proteasome, 3 Å/px, SNR 0.13, 400 training steps): 1 / 4 / 8 DDIM
+steps gave 22.38 / 21.78 / 21.38 dB without and 22.62 / 22.80 / 22.66 dB with post-processing, so
+4 steps are the default; the learning rate (5e-4) and widths were not tuned.
+
 Checkpoints ``WORK/diffusion.ckpt`` and ``WORK/refine.ckpt`` make a stopped training resume to the
 same weights (the batches depend only on (seed, step)).
 """
