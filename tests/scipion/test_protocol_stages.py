@@ -121,7 +121,7 @@ class TestNT2CStages(BaseTest):
         fine = self.launchProtocol(fine)
         self.assertEqual(fine.outputModel.getMetadata().get("stage"), "fine")
 
-        den = self.newProtocol(ProtNT2CDenoise, numberOfThreads=1)
+        den = self.newProtocol(ProtNT2CDenoise, numberOfThreads=2)  # the streaming generator holds one thread
         _link(den, "inputMicrographs", imp, "outputMicrographs")
         _link(den, "inputModel", fine, "outputModel")
         den = self.launchProtocol(den)
