@@ -11,13 +11,14 @@ from pyworkflow.tests import BaseTest, setupTestProject
 
 from nt2c_core.acquisition import Acquisition
 from nt2c_core.data import APOFERRITIN
-from nt2c_core.io import read_mrc, write_mrc
+from nt2c_core.io import read_mrc
 from nt2c_core.metrics import psnr
 from nt2c_core.particles.simulate import simulate_particles
 from nt2c_core.particles.sr3 import save_restorer, train_restorer
 from nt2c_core.settings import RESTORER, ParticleSimulationConfig, RestorerConfig
 from nt2c_core.simulate.structure import load_structure
 from nt2c_scipion.protocols import ProtNT2CImportModel, ProtNT2CRestoreParticles, ProtNT2CTrainRestorer
+from nt2c_scipion.tests.helpers import import_particles, particle_sqlite, truth_of
 from nt2c_scipion.viewers.viewer_particles import pairs_figure, particle_pairs, training_figure
 
 ACQ = Acquisition(pixel_size=6.0, dose=20.0, b_factor=60.0)
@@ -29,43 +30,12 @@ TINY = RestorerConfig(steps=240, batch_size=8, width=16, refine_steps=80, refine
 def particle_data(request, tmp_path_factory):
     """Two stacks of 12 simulated apoferritin particles with their truths, a Scipion sqlite with
     CTF and projection alignment per particle, and a tiny restorer trained on other particles."""
-    from pwem.objects import Acquisition as PwAcquisition
-    from pwem.objects import CTFModel, Particle, SetOfParticles, Transform
-
-
     root = tmp_path_factory.mktemp("particles")
-    structure = load_structure(APOFERRITIN)
-    sim = simulate_particles([structure], ParticleSimulationConfig(ACQ, box=32, count=24, seed=11), progress=False)
-    truths = {}
-    parts = SetOfParticles(filename=str(root / "particles.sqlite"))
-    parts.setSamplingRate(6.0)
-    acq = PwAcquisition(voltage=300.0, sphericalAberration=2.7, amplitudeContrast=0.07, magnification=50000)
-    parts.setAcquisition(acq)
-    parts.setAlignmentProj()
-    parts.setHasCTF(True)
-    for k, name in enumerate(("a_particles", "b_particles")):
-        path = root / f"{name}.mrcs"
-        write_mrc(path, sim.noisy[12 * k:12 * (k + 1)], 6.0)
-        for i in range(12):
-            j = 12 * k + i
-            particle = Particle()
-            particle.setLocation(i + 1, str(path))
-            ctf = CTFModel()
-            ctf.setStandardDefocus(*sim.defocus[j])
-            particle.setCTF(ctf)
-            matrix = np.eye(4)
-            matrix[:3, :3] = sim.rotations[j]
-            particle.setTransform(Transform(matrix))
-            particle.setAcquisition(acq)
-            parts.append(particle)
-            truths[(name, i + 1)] = sim.clean[j]
-    parts.write()
-    parts.close()
-    train = simulate_particles([structure], ParticleSimulationConfig(ACQ, box=32, count=400, seed=1), progress=False)
+    request.cls.sqlite, request.cls.truths = particle_sqlite(root)
+    train = simulate_particles([load_structure(APOFERRITIN)], ParticleSimulationConfig(ACQ, box=32, count=400, seed=1),
+                               progress=False)
     result = train_restorer(train.noisy, train.clean, TINY, progress=False)
     request.cls.model = save_restorer(root / "restorer.pt", result, TINY, 6.0, 32, {"test": True})
-    request.cls.sqlite = root / "particles.sqlite"
-    request.cls.truths = truths
 
 
 @pytest.mark.usefixtures("particle_data")
@@ -75,13 +45,7 @@ class TestNT2CParticles(BaseTest):
         setupTestProject(cls)
 
     def _import_particles(self):
-        from pwem.protocols import ProtImportParticles
-
-        prot = self.newProtocol(ProtImportParticles, importFrom=ProtImportParticles.IMPORT_FROM_SCIPION,
-                                sqliteFile=str(self.sqlite), samplingRate=6.0, voltage=300.0,
-                                sphericalAberration=2.7, amplitudeContrast=0.07, magnification=50000)
-        self.launchProtocol(prot)
-        return prot.outputParticles
+        return import_particles(self, self.sqlite)
 
     def _import_model(self):
         prot = self.newProtocol(ProtNT2CImportModel, modelFile=str(self.model))
@@ -115,9 +79,7 @@ class TestNT2CParticles(BaseTest):
             self.assertAlmostEqual(particle.getCTF().getDefocusU(), raw.getCTF().getDefocusU(), places=2)
             np.testing.assert_allclose(particle.getTransform().getMatrix(), raw.getTransform().getMatrix(), atol=1e-6)
             files.add(particle.getFileName())
-            name = Path(raw.getFileName()).stem
-            truth = self.truths[(name if name in ("a_particles", "b_particles") else name.split("_", 1)[-1],
-                                 raw.getIndex())]
+            truth = truth_of(self.truths, raw)
             restored = read_mrc(particle.getFileName(), allow_stack=True)[0][particle.getIndex() - 1]
             original = read_mrc(raw.getFileName(), allow_stack=True)[0][raw.getIndex() - 1]
             gains.append(psnr(restored, truth) - psnr(original, truth))
