@@ -144,47 +144,14 @@ def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import numpy as np
-
-    from .. import __version__
     from ..device import resolve_device
-    from ..errors import InputError
-    from ..io import atomic_write, read_mrc_volume, write_mrc
-    from ..metrics import fsc
-    from ..particles.maps import reconstruct, spherical_mask
-    from ..particles.sr3 import read_stack
-    from ..particles.star import ParticleTable
+    from ..particles.maps import reconstruct_star
 
-    table = ParticleTable.read(args.star)
-    refs = table.image_refs()
-    cache = {}
-    images = []
-    for index, stack in refs:
-        if stack not in cache:
-            cache[stack] = read_stack(table.resolve(stack))[0]
-        if index >= len(cache[stack]):
-            raise InputError(f"{args.star}: refers to image {index + 1} of {stack}, which holds {len(cache[stack])}")
-        images.append(cache[stack][index])
-    acq = table.acquisition()
-    volume = reconstruct(images=np.stack(images), rotations=table.rotations(), acq=acq,
-                         defocus=table.defocus() if args.ctf else None, shifts=table.shifts_px(),
-                         device=str(resolve_device(args.device)))
-    write_mrc(args.output, volume, acq.pixel_size, [f"nt2c {__version__} reconstruct {len(images)} particles"])
-    if args.reference:
-        ref, _ = read_mrc_volume(args.reference)
-        if ref.shape != volume.shape:
-            raise InputError(f"{args.reference}: map of shape {ref.shape} differs from the reconstruction's {volume.shape}")
-        mask = spherical_mask(volume.shape[0], 0.45 * volume.shape[0])
-        curve = fsc(volume * mask, ref * mask, acq.pixel_size)
-        out = Path(args.output)
-        with atomic_write(out.with_name(out.stem + ".fsc.csv")) as tmp:
-            tmp.write_text("frequency_1_per_A,fsc\n" + "".join(f"{f:.5f},{c:.4f}\n" for f, c in
-                                                               zip(curve.frequency, curve.correlation)))
-        log.info(f"FSC against {args.reference}: 0.143 at {curve.resolution(0.143):.2f} Å, 0.5 at "
-                 f"{curve.resolution(0.5):.2f} Å")
-    log.info(f"wrote {args.output} from {len(images)} particles")
+    report = reconstruct_star(args.star, args.output, args.reference, args.ctf, str(resolve_device(args.device)))
+    if report.curve is not None:
+        log.info(f"FSC against {args.reference}: 0.143 at {report.curve.resolution(0.143):.2f} Å, 0.5 at "
+                 f"{report.curve.resolution(0.5):.2f} Å ({report.csv})")
+    log.info(f"wrote {report.output} from {report.particles} particles")
     return 0
 
 

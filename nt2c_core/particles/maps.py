@@ -10,13 +10,16 @@ map's Fourier transform on the central plane {A^T (kx, ky, 0)}.
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..acquisition import Acquisition
 from ..errors import InputError
-from ..metrics import fsc
+from ..metrics import FRC, fsc
 from ..simulate.optics import CTFGrid
 from ..simulate.potential import element_factor
 from ..simulate.structure import Structure
@@ -48,16 +51,8 @@ def density_map(structure: Structure, box: int, pixel_size: float, b_factor: flo
     for element, xyz in structure.coords.items():
         pos = torch.as_tensor(np.asarray(xyz, np.float64)) / fine_pixel + fine // 2  # (x, y, z) in fine voxels
         grid = torch.zeros(fine ** 3, dtype=torch.float64)
-        base = torch.floor(pos)
-        frac = pos - base
-        base = base.long()
-        for dz in (0, 1):
-            for dy in (0, 1):
-                for dx in (0, 1):
-                    w = ((frac[:, 0] if dx else 1 - frac[:, 0]) * (frac[:, 1] if dy else 1 - frac[:, 1])
-                         * (frac[:, 2] if dz else 1 - frac[:, 2]))
-                    idx = (((base[:, 2] + dz) % fine) * fine + (base[:, 1] + dy) % fine) * fine + (base[:, 0] + dx) % fine
-                    grid.index_add_(0, idx, w)
+        for idx, w in trilinear_corners(pos, fine):
+            grid.index_add_(0, idx, w)
         spectrum = _band_crop_3d(torch.fft.rfftn(grid.view(fine, fine, fine)), box)
         factor = element_factor(element, structure.hydrogens_per_atom(element), k2, b_factor)
         total += spectrum * factor / kernel
@@ -133,8 +128,9 @@ def reconstruct(images: np.ndarray, rotations: np.ndarray, acq: Acquisition | No
     return volume[crop, crop, crop].float().cpu().numpy()
 
 
-def _insert(num_re, num_im, den, points, re, im, weights, big: int) -> None:
-    """Trilinear splat of coefficients at ``points`` (m, 3: x, y, z index units) into flat grids."""
+def trilinear_corners(points: torch.Tensor, size: int):
+    """(flat index, weight) of the 8 corners around each of ``points`` (m, 3: x, y, z in voxel units)
+    on a periodic size³ grid stored z-major (index = (z * size + y) * size + x)."""
     base = torch.floor(points)
     frac = (points - base).double()
     base = base.long()
@@ -143,10 +139,15 @@ def _insert(num_re, num_im, den, points, re, im, weights, big: int) -> None:
             for dx in (0, 1):
                 w = ((frac[:, 0] if dx else 1 - frac[:, 0]) * (frac[:, 1] if dy else 1 - frac[:, 1])
                      * (frac[:, 2] if dz else 1 - frac[:, 2]))
-                idx = (((base[:, 2] + dz) % big) * big + (base[:, 1] + dy) % big) * big + (base[:, 0] + dx) % big
-                num_re.index_add_(0, idx, w * re)
-                num_im.index_add_(0, idx, w * im)
-                den.index_add_(0, idx, w * weights)
+                yield (((base[:, 2] + dz) % size) * size + (base[:, 1] + dy) % size) * size + (base[:, 0] + dx) % size, w
+
+
+def _insert(num_re, num_im, den, points, re, im, weights, big: int) -> None:
+    """Trilinear splat of coefficients at ``points`` (m, 3: x, y, z index units) into flat grids."""
+    for idx, w in trilinear_corners(points, big):
+        num_re.index_add_(0, idx, w * re)
+        num_im.index_add_(0, idx, w * im)
+        den.index_add_(0, idx, w * weights)
 
 
 def map_resolution(volume: np.ndarray, reference: np.ndarray, voxel_size: float, threshold: float = 0.143,
@@ -162,3 +163,43 @@ def spherical_mask(box: int, radius: float, edge: float = 3.0) -> np.ndarray:
     """A sphere of ``radius`` px about voxel box//2 with a raised-cosine edge of ``edge`` px."""
     r = np.sqrt(sum(g ** 2 for g in np.meshgrid(*[np.arange(box) - box // 2] * 3, indexing="ij")))
     return np.clip(0.5 + 0.5 * np.cos(np.pi * np.clip((r - radius) / edge, 0, 1)), 0, 1).astype(np.float32)
+
+
+@dataclass
+class ReconstructionReport:
+    """What :func:`reconstruct_star` wrote: the map, the particle count, and the FSC against the
+    reference (None without one) with its CSV."""
+
+    output: Path
+    particles: int
+    curve: FRC | None = None
+    csv: Path | None = None
+
+
+def reconstruct_star(star: str | os.PathLike, output: str | os.PathLike, reference: str | os.PathLike | None = None,
+                     ctf: bool = True, device: str = "cpu") -> ReconstructionReport:
+    """The ``nt2c reconstruct`` stage: the map of the particles of a RELION STAR file (their
+    orientations, offsets and, with ``ctf``, CTFs), written atomically to ``output``; with a
+    ``reference`` map of the same box, the masked FSC against it, written as ``OUTPUT_STEM.fsc.csv``."""
+    from .. import __version__
+    from ..io import atomic_write, read_mrc_volume, write_mrc
+    from .star import ParticleTable
+
+    table = ParticleTable.read(star)
+    images, _ = table.images()
+    acq = table.acquisition()
+    volume = reconstruct(images, table.rotations(), acq, table.defocus() if ctf else None, table.shifts_px(),
+                         device=device)
+    output = write_mrc(output, volume, acq.pixel_size, [f"nt2c {__version__} reconstruct {len(images)} particles"])
+    report = ReconstructionReport(output, len(images))
+    if reference is not None:
+        ref, _ = read_mrc_volume(reference)
+        if ref.shape != volume.shape:
+            raise InputError(f"{reference}: map of shape {ref.shape} differs from the reconstruction's {volume.shape}")
+        mask = spherical_mask(volume.shape[0], 0.45 * volume.shape[0])
+        report.curve = fsc(volume * mask, ref * mask, acq.pixel_size)
+        report.csv = output.with_name(output.stem + ".fsc.csv")
+        with atomic_write(report.csv) as tmp:
+            tmp.write_text("frequency_1_per_A,fsc\n" + "".join(f"{f:.5f},{c:.4f}\n" for f, c in
+                                                               zip(report.curve.frequency, report.curve.correlation)))
+    return report

@@ -31,7 +31,7 @@ from ..io import ensure_writable_dir, read_mrc, write_json, write_mrc
 from ..logs import progress as progress_bar
 from ..settings import ParticleSimulationConfig
 from ..simulate.detector import apply_detector, ice_phase_ft, mtf_filter
-from ..simulate.geometry import matrix_to_euler, random_rotations
+from ..simulate.geometry import random_rotations
 from ..simulate.optics import CTFGrid, interaction_constant
 from ..simulate.potential import Projector
 from ..simulate.structure import Structure, load_structure
@@ -156,7 +156,3 @@ def simulate_particle_files(structures: Sequence[str | os.PathLike], config: Par
         "noise_patches": str(noise_patches) if noise_patches else None})
     return paths
 
-
-def euler_angles(rotations: np.ndarray) -> np.ndarray:
-    """(N, 3) RELION (rot, tilt, psi) [deg] of rotation matrices (N, 3, 3)."""
-    return np.array([matrix_to_euler(r) for r in rotations]).reshape(-1, 3)

@@ -49,6 +49,7 @@ from ..logs import progress as progress_bar
 from ..models.store import fingerprint, load_model, save_model
 from ..settings import RESTORER, RestorerConfig
 from ..training import _amp, fit, write_loss_log
+from .star import ParticleTable, read_stack
 
 logger = logging.getLogger(__name__)
 SCHEDULE_OFFSET = 0.008  # cosine schedule offset s (Nichol & Dhariwal 2021)
@@ -338,8 +339,6 @@ def restore_particles(inputs: Sequence[str | os.PathLike], output: str | os.Path
     or one RELION particle STAR file (to ``OUTPUT/NAME.star`` with every column kept and only
     ``rlnImageName`` rewritten, stacks in ``OUTPUT/Particles/``). Float32, the input's pixel
     size, atomic writes, never over an input."""
-    from .star import ParticleTable
-
     t0 = time.perf_counter()
     inputs = [Path(p) for p in inputs]
     if not inputs:
@@ -381,17 +380,6 @@ def restore_particles(inputs: Sequence[str | os.PathLike], output: str | os.Path
         total += len(images)
         outputs.append(write_mrc(_never_input(out_dir / name, inputs), restored, pixel, [restorer.label]))
     return RestoreReport(outputs, None, total, time.perf_counter() - t0, warnings)
-
-
-def read_stack(path: str | os.PathLike) -> tuple[np.ndarray, float]:
-    """A particle stack (N, box, box) and its pixel size [Å]; InputError naming the file when the
-    images are not square."""
-    images, pixel = read_mrc(path, allow_stack=True)
-    if images.ndim == 2:
-        images = images[None]
-    if images.shape[1] != images.shape[2]:
-        raise InputError(f"{path}: particle images must be square, got {images.shape[2]} x {images.shape[1]} px")
-    return images, pixel
 
 
 def _never_input(dst: Path, inputs: Sequence[Path]) -> Path:

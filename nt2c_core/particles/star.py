@@ -18,7 +18,7 @@ import numpy as np
 
 from ..acquisition import Acquisition
 from ..errors import InputError
-from ..io import atomic_write
+from ..io import atomic_write, read_mrc
 from ..simulate.geometry import euler_to_matrix, matrix_to_euler
 
 OPTICS_COLUMNS = {"rlnImagePixelSize": "pixel_size", "rlnVoltage": "voltage_kv", "rlnSphericalAberration": "cs_mm",
@@ -143,6 +143,18 @@ class ParticleTable:
         return Acquisition(**base)
 
     # --- images -------------------------------------------------------------------------------
+    def images(self) -> tuple[np.ndarray, float]:
+        """Every particle's image (N, box, box), in table order, each stack read once; and the
+        first stack's pixel size [Å]. InputError naming the STAR file for an index past a stack's end."""
+        cache: dict[str, tuple[np.ndarray, float]] = {}
+        out = []
+        for index, stack in self.image_refs():
+            if stack not in cache:
+                cache[stack] = read_stack(self.resolve(stack))
+            if index >= len(cache[stack][0]):
+                raise InputError(f"{self.path}: refers to image {index + 1} of {stack}, which holds {len(cache[stack][0])}")
+            out.append(cache[stack][0][index])
+        return np.stack(out), next(iter(cache.values()))[1]
     def image_refs(self) -> list[tuple[int, str]]:
         """(index from 0, stack path as written) of every particle."""
         refs = []
@@ -185,3 +197,14 @@ class ParticleTable:
         with atomic_write(path) as tmp:
             starfile.write(blocks, tmp, float_format="%.6f")
         return path
+
+
+def read_stack(path: str | os.PathLike) -> tuple[np.ndarray, float]:
+    """A particle stack (N, box, box) and its pixel size [Å]; InputError naming the file when the
+    images are not square."""
+    images, pixel = read_mrc(path, allow_stack=True)
+    if images.ndim == 2:
+        images = images[None]
+    if images.shape[1] != images.shape[2]:
+        raise InputError(f"{path}: particle images must be square, got {images.shape[2]} x {images.shape[1]} px")
+    return images, pixel

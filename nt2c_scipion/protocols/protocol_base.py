@@ -55,16 +55,20 @@ class ProtNT2CSimulationBase(ProtNT2CBase):
     model (project AtomStruct or file), the experimental micrographs whose acquisition the
     simulation copies, an optional CTF estimation for the defocus range, dose and detector."""
 
-    def _defineSimulationInputParams(self, form):
+    def _defineStructureParams(self, form):
+        """The atomic model: an AtomStruct of the project or a PDB/mmCIF file."""
         form.addParam("structureSource", params.EnumParam, choices=["from project", "file"], default=1,
                       display=params.EnumParam.DISPLAY_HLIST, label="Atomic model",
-                      help="The sample's atomic model (PDB/mmCIF), used to simulate training pairs.")
+                      help="The sample's atomic model (PDB/mmCIF), used to simulate training data.")
         form.addParam("inputStructure", params.PointerParam, pointerClass="AtomStruct", allowsNull=True,
                       condition="structureSource == 0", label="Atomic structure",
                       help="The specimen's atomic model (imported into the project), simulated with the "
-                           "micrographs' acquisition.")
+                           "data's acquisition.")
         form.addParam("structureFile", params.PathParam, condition="structureSource == 1",
                       label="PDB/mmCIF file", help="Plain or gzipped PDB or mmCIF.")
+
+    def _defineSimulationInputParams(self, form):
+        self._defineStructureParams(form)
         form.addParam("inputCTF", params.PointerParam, pointerClass="SetOfCTF", allowsNull=True,
                       label="CTF estimation (optional)",
                       help="If given, simulated defocus spans the estimated range; else the range below.")
@@ -90,6 +94,14 @@ class ProtNT2CSimulationBase(ProtNT2CBase):
             return struct.getFileName() if struct is not None else None
         return self.structureFile.get()
 
+    def _validateStructure(self) -> list:
+        path = self._structurePath()
+        if not path or not os.path.isfile(path):
+            return [f"Atomic model file {path!r} not found: choose a PDB/mmCIF file or an atomic structure."]
+        if not _looks_like_structure(path):
+            return [f"{path} is not a PDB/mmCIF atomic model."]
+        return []
+
     def _defocusRange(self) -> tuple:
         ctfs = self.inputCTF.get() if self.inputCTF.hasValue() else None
         if ctfs is None or ctfs.getSize() == 0:
@@ -114,11 +126,7 @@ class ProtNT2CSimulationBase(ProtNT2CBase):
         if acq is None or acq.getVoltage() is None:
             errors.append("The micrographs have no acquisition (voltage, Cs, amplitude contrast): "
                           "import them with their acquisition parameters.")
-        path = self._structurePath()
-        if not path or not os.path.isfile(path):
-            errors.append(f"Atomic model file {path!r} not found: choose a PDB/mmCIF file or an atomic structure.")
-        elif not _looks_like_structure(path):
-            errors.append(f"{path} is not a PDB/mmCIF atomic model.")
+        errors += self._validateStructure()
         if self.defocusMin.get() > self.defocusMax.get():
             errors.append("Defocus range: min is larger than max.")
         return errors

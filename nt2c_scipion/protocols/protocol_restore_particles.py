@@ -72,9 +72,22 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
         return sorted({image_file(p.getFileName()) for p in self.inputParticles.get().iterItems()})
 
     def _insertAllSteps(self):
-        deps = [self._insertFunctionStep(self.restoreStep, i, stack, prerequisites=[])
+        convert = self._insertFunctionStep(self.convertInputStep, needsGPU=False)
+        deps = [self._insertFunctionStep(self.restoreStep, i, stack, prerequisites=[convert])
                 for i, stack in enumerate(self._stacks())]
         self._insertFunctionStep(self.createOutputStep, prerequisites=deps, needsGPU=False)
+
+    def _groupsPath(self) -> str:
+        return self._getExtraPath("stacks.json")
+
+    def convertInputStep(self):
+        """Group the particles by stack once: {stack: [[objId, index from 1], ...]} (the restore
+        steps read their own group instead of each iterating the whole set)."""
+        groups = {}
+        for p in self.inputParticles.get().iterItems(orderBy="id"):
+            groups.setdefault(image_file(p.getFileName()), []).append([p.getObjId(), max(p.getIndex(), 1)])
+        with open(self._groupsPath(), "w") as fh:
+            json.dump(groups, fh)
 
     def _overrides(self) -> dict:
         return {"sample_steps": self.sampleSteps.get(), "samples": self.samples.get(), "batch": self.batch.get(),
@@ -87,12 +100,13 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
         import numpy as np
 
         from nt2c_core.io import write_mrc
-        from nt2c_core.particles.sr3 import Restorer, read_stack
+        from nt2c_core.particles.sr3 import Restorer
+        from nt2c_core.particles.star import read_stack
 
-        rows = [(p.getObjId(), p.getIndex()) for p in self.inputParticles.get().iterItems(orderBy="id")
-                if image_file(p.getFileName()) == stack]
+        with open(self._groupsPath()) as fh:
+            rows = json.load(fh)[stack]
         images, pixel = read_stack(stack)
-        index = [max(i, 1) - 1 for _, i in rows]
+        index = [i - 1 for _, i in rows]
         if index and max(index) >= len(images):
             raise ValueError(f"{stack}: particle index {max(index) + 1} but the stack holds {len(images)} images")
         restorer = Restorer(self.inputModel.get().getFileName(), self._overrides(), self.postProcess.get(), self._device())
@@ -108,7 +122,9 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
     def createOutputStep(self):
         in_set = self.inputParticles.get()
         where = {}
-        for number in range(len(self._stacks())):
+        with open(self._groupsPath()) as fh:
+            stacks = len(json.load(fh))
+        for number in range(stacks):
             info = Path(self._getExtraPath(f"{number + 1:03d}.json"))
             if info.exists():
                 data = json.loads(info.read_text())

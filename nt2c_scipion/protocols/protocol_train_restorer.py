@@ -34,14 +34,7 @@ class ProtNT2CTrainRestorer(ProtNT2CSimulationBase):
                       important=True, label="Particles (or micrographs)",
                       help="The data the restorer is for: its acquisition (kV, Cs, amplitude contrast) and pixel "
                            "size are simulated; particles also give the box size and, with CTFs, the defocus range.")
-        form.addParam("structureSource", params.EnumParam, choices=["from project", "file"], default=1,
-                      display=params.EnumParam.DISPLAY_HLIST, label="Atomic model",
-                      help="The sample's atomic model (PDB/mmCIF), projected at random orientations.")
-        form.addParam("inputStructure", params.PointerParam, pointerClass="AtomStruct", allowsNull=True,
-                      condition="structureSource == 0", label="Atomic structure",
-                      help="The specimen's atomic model imported into the project.")
-        form.addParam("structureFile", params.PathParam, condition="structureSource == 1",
-                      label="PDB/mmCIF file", help="Plain or gzipped PDB or mmCIF.")
+        self._defineStructureParams(form)
         form.addSection("Simulation")
         form.addParam("boxSize", params.IntParam, default=0, label="Box size (px)",
                       help="Side of the simulated particle images; 0 = the input particles' box (needed for micrographs).")
@@ -143,11 +136,7 @@ class ProtNT2CTrainRestorer(ProtNT2CSimulationBase):
 
     # --- info -----------------------------------------------------------------------------
     def _validate(self):
-        import os
-
         from nt2c_core.errors import NT2CError
-
-        from .protocol_base import _looks_like_structure
 
         errors = self._validateGpuList()
         in_set = self.inputSet.get()
@@ -157,11 +146,7 @@ class ProtNT2CTrainRestorer(ProtNT2CSimulationBase):
         if acq is None or acq.getVoltage() is None:
             errors.append("The input set has no acquisition (voltage, Cs, amplitude contrast).")
             return errors
-        path = self._structurePath()
-        if not path or not os.path.isfile(path):
-            errors.append(f"Atomic model file {path!r} not found: choose a PDB/mmCIF file or an atomic structure.")
-        elif not _looks_like_structure(path):
-            errors.append(f"{path} is not a PDB/mmCIF atomic model.")
+        errors += self._validateStructure()
         if not self._box():
             errors.append("Box size: give the box (px) when training from micrographs.")
             return errors

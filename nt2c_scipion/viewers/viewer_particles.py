@@ -40,16 +40,20 @@ def particle_pairs(protocol: ProtNT2CRestoreParticles, first: int, count: int):
     return raws, restored, ids
 
 
+def draw_pairs(axes, raws, restored, ids) -> None:
+    """Raw images on the first len(ids) axes, restored ones on the next (same contrast rule)."""
+    for ax, img, title in zip(axes, list(raws) + list(restored),
+                              [f"{i} raw" for i in ids] + [f"{i} restored" for i in ids]):
+        ax.imshow(img, cmap="gray", vmin=np.percentile(img, 1), vmax=np.percentile(img, 99))
+        ax.set_title(title, fontsize=7)
+        ax.axis("off")
+
+
 def pairs_figure(raws, restored, ids):
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(1.6 * max(len(ids), 1), 3.6))
-    for j, (a, b, obj) in enumerate(zip(raws, restored, ids)):
-        for row, (img, name) in enumerate(((a, "raw"), (b, "restored"))):
-            ax = fig.add_subplot(2, len(ids), row * len(ids) + j + 1)
-            ax.imshow(img, cmap="gray", vmin=np.percentile(img, 1), vmax=np.percentile(img, 99))
-            ax.set_title(f"{obj} {name}", fontsize=7)
-            ax.axis("off")
+    draw_pairs([fig.add_subplot(2, len(ids), k + 1) for k in range(2 * len(ids))], raws, restored, ids)
     fig.tight_layout()
     return fig
 
@@ -67,6 +71,15 @@ def read_phases(model: Path) -> dict:
     return out
 
 
+def draw_losses(axes, phases: dict) -> None:
+    """The diffusion and post-processing loss curves on two axes."""
+    for ax, phase in zip(axes, ("diffusion", "refine")):
+        steps, losses = phases.get(phase, ([], []))
+        ax.plot(steps, losses)
+        ax.set_title(f"{phase} loss", fontsize=9)
+        ax.set_xlabel("step")
+
+
 def training_figure(protocol: ProtNT2CTrainRestorer):
     from matplotlib.figure import Figure
 
@@ -74,12 +87,7 @@ def training_figure(protocol: ProtNT2CTrainRestorer):
 
     fig = Figure(figsize=(10, 3.5))
     phases = read_phases(Path(protocol._modelPath()))
-    for k, phase in enumerate(("diffusion", "refine")):
-        ax = fig.add_subplot(1, 4, k + 1)
-        steps, losses = phases.get(phase, ([], []))
-        ax.plot(steps, losses)
-        ax.set_title(f"{phase} loss", fontsize=9)
-        ax.set_xlabel("step")
+    draw_losses([fig.add_subplot(1, 4, k + 1) for k in range(2)], phases)
     pairs = Path(protocol._getExtraPath("pairs"))
     for k, name in enumerate(("particles", "clean")):
         ax = fig.add_subplot(1, 4, 3 + k)
@@ -117,11 +125,7 @@ class NT2CRestoreViewer(ProtocolViewer):
 
         raws, restored, ids = particle_pairs(self.protocol, self.first.get() - 1, self.count.get())
         plotter = EmPlotter(x=2, y=max(len(ids), 1), windowTitle="SR3: raw vs restored")
-        for row, images in enumerate((raws, restored)):
-            for j, img in enumerate(images):
-                ax = plotter.createSubPlot(f"{ids[j]} {'raw' if row == 0 else 'restored'}", "", "")
-                ax.imshow(img, cmap="gray", vmin=np.percentile(img, 1), vmax=np.percentile(img, 99))
-                ax.axis("off")
+        draw_pairs([plotter.createSubPlot("", "", "") for _ in range(2 * len(ids))], raws, restored, ids)
         return [plotter]
 
 
@@ -144,9 +148,6 @@ class NT2CRestorerTrainingViewer(ProtocolViewer):
         from pwem.viewers import EmPlotter
 
         plotter = EmPlotter(x=1, y=2, windowTitle="SR3 restorer training")
-        phases = read_phases(Path(self.protocol._modelPath()))
-        for phase in ("diffusion", "refine"):
-            steps, losses = phases.get(phase, ([], []))
-            ax = plotter.createSubPlot(f"{phase} loss", "step", "loss")
-            ax.plot(steps, losses)
+        draw_losses([plotter.createSubPlot("", "step", "loss") for _ in range(2)],
+                    read_phases(Path(self.protocol._modelPath())))
         return [plotter]

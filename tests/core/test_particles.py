@@ -199,3 +199,25 @@ def test_cli_refuses_bad_input_naming_the_file(tmp_path, capsys):
         NormalizedStack.of(np.zeros((3, 32, 32), np.float32), "flat.mrcs")
     assert main(["simulate-particles", "-o", str(tmp_path / "s"), "--structure", str(APOFERRITIN), "--box", "33"]) == 2
     assert "--box = 33" in capsys.readouterr().err
+
+
+def test_real_noise_patches_replace_the_simulated_noise(structures):
+    """--noise patches: each particle's noise is a real patch (its texture) scaled to the simulated
+    noise's level; the clean images are unchanged; too small patches are refused."""
+    rng = np.random.default_rng(0)
+    stripes = np.repeat(rng.standard_normal((6, 1, 48)), 48, axis=1).astype(np.float32)  # column-constant texture
+    base = ParticleSimulationConfig(ACQ, box=32, count=8, seed=3)
+    simulated = simulate_particles([structures["apoferritin"]], base, progress=False)
+    from dataclasses import replace
+
+    real = simulate_particles([structures["apoferritin"]], replace(base, noise="patches"), noise_patches=stripes,
+                              progress=False)
+    np.testing.assert_allclose(real.clean, simulated.clean)
+    noise = real.noisy - real.clean
+    np.testing.assert_allclose(noise.std((1, 2)), (simulated.noisy - simulated.clean).std((1, 2)), rtol=1e-3)
+    assert np.abs(np.diff(noise, axis=1)).max() < 1e-4 < np.abs(np.diff(noise, axis=2)).max()  # the stripes are kept
+    with pytest.raises(InputError, match="smaller than the box"):
+        simulate_particles([structures["apoferritin"]], replace(base, noise="patches"),
+                           noise_patches=stripes[:, :16, :16], progress=False)
+    with pytest.raises(InputError, match="needs the data set's noise patches"):
+        simulate_particles([structures["apoferritin"]], replace(base, noise="patches"), progress=False)
