@@ -25,6 +25,7 @@ commands by stage:
   set-up              calibrate (fit defocus, dose, ice of the simulation to your micrographs)
   general model       denoise without --model (shipped); train-general (its recipe)
   evaluation          evaluate (against ground truth); reweight (write noise-transferred pairs)
+  models              model-info (check a model file, print its metadata)
   tomography (NMSG)   simulate-tomo (tomogram with ground truth) -> denoise-tomo (train on one volume)
   particles (SR3)     simulate-particles -> train-restorer -> restore-particles; reconstruct (map + FSC)
 
@@ -34,7 +35,7 @@ stdout; progress is a bar on a terminal and plain lines otherwise (Scipion logs,
 ORDER = ("simulate", "train", "extract-noise", "train-noise-gan", "train-fine", "denoise", "run", "demo",
          "calibrate", "train-general", "evaluate", "reweight",
          "simulate-tomo", "denoise-tomo", "simulate-particles", "train-restorer", "restore-particles",
-         "reconstruct")
+         "reconstruct", "model-info")
 
 
 def _logging_options() -> argparse.ArgumentParser:

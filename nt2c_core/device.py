@@ -6,16 +6,22 @@ from .errors import InputError
 
 
 def resolve_device(device: str):
-    """'auto' -> CUDA when available else CPU; otherwise the named device (cpu, cuda, cuda:N),
-    checked. Returns a ``torch.device``."""
+    """'auto' -> CUDA when available else CPU; 'auto:N' -> cuda:N when CUDA is available else CPU
+    (what a Scipion step asks for when it cannot see the GPUs itself); otherwise the named device
+    (cpu, cuda, cuda:N), checked. Returns a ``torch.device``."""
     import torch
 
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "auto" or device.startswith("auto:"):
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        index = device.partition(":")[2]
+        if index and not index.isdigit():
+            raise InputError(f"device {device!r}: unknown; choose cpu, cuda, cuda:N, auto or auto:N")
+        return torch.device(f"cuda:{index}" if index else "cuda")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise InputError(f"device {device!r}: unknown; choose cpu, cuda, cuda:N or auto") from None
+        raise InputError(f"device {device!r}: unknown; choose cpu, cuda, cuda:N, auto or auto:N") from None
     if dev.type not in ("cpu", "cuda"):
         raise InputError(f"device {device!r}: nt2c runs on cpu or cuda (cuda:N, or auto)")
     if dev.type == "cuda" and not torch.cuda.is_available():

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import DATA_DIR
+from .data import GENERAL_MODEL
 from .errors import InputError
 from .io import atomic_write
 from .logs import progress as progress_bar
@@ -31,7 +31,7 @@ from .simulate.micrograph import MicrographSimulator
 from .simulate.structure import load_structure
 from .training import TrainResult, train_denoiser
 
-GENERAL_MODEL = DATA_DIR / "general_denoiser.pt"
+
 def general_model_path() -> Path:
     """The shipped general model; a clear error when this installation lacks it."""
     if not GENERAL_MODEL.is_file():

@@ -2,6 +2,15 @@
 
 NT2C_DEVICE_VAR = "NT2C_DEVICE"  # auto (default), cpu or cuda: where steps run when no GPU is asked for
 
+# The dedicated environment (``scipion3 installb nt2c``) used when nt2c_core cannot run in
+# Scipion's own Python (older than 3.10, or without torch): its folder, the torch requirement
+# pip installs there, the Python that creates it, and which route the protocols take.
+NT2C_HOME_VAR = "NT2C_HOME"
+NT2C_TORCH_VAR = "NT2C_TORCH"
+NT2C_PYTHON_VAR = "NT2C_PYTHON"
+NT2C_ROUTE_VAR = "NT2C_ROUTE"
+ROUTES = ("auto", "in-process", "isolated")  # auto: in-process when nt2c_core and torch import
+
 BIN_CHOICES = ["1", "2", "4"]
 OUTPUT_MICROGRAPHS = "outputMicrographs"
 OUTPUT_MODEL = "outputModel"

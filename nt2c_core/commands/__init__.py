@@ -13,7 +13,8 @@ AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
 
 COMMANDS: dict[str, tuple[AddArguments, Run, str]] = {}
-MODULES = ("calibrate", "simulate", "general", "train", "noise", "denoise", "evaluate", "run", "demo", "tomo", "particles")
+MODULES = ("calibrate", "simulate", "general", "train", "noise", "denoise", "evaluate", "run", "demo", "tomo", "particles",
+           "model")
 
 
 def register(name: str, help_text: str, add_arguments: AddArguments, run: Run) -> None:

@@ -9,3 +9,4 @@ from pathlib import Path
 DATA_DIR = Path(__file__).resolve().parent
 APOFERRITIN = DATA_DIR / "apoferritin_6z6u.pdb.gz"
 PROTEASOME = DATA_DIR / "proteasome_3j9i.pdb.gz"
+GENERAL_MODEL = DATA_DIR / "general_denoiser.pt"  # the shipped general denoiser (nt2c_core.general)

@@ -1,6 +1,7 @@
 """Shared base of NT2C protocols: GPU parameters and the device each step runs on."""
 
 import os
+import shlex
 
 import pyworkflow.protocol.params as params
 from pwem.protocols import EMProtocol
@@ -9,6 +10,7 @@ from pyworkflow import BETA
 from nt2c_core.device import choose_device
 from nt2c_core.settings import DETECTORS
 
+from .. import Plugin
 from ..constants import NT2C_DEVICE_VAR
 
 
@@ -18,6 +20,7 @@ class ProtNT2CBase(EMProtocol):
 
     _label = None
     _devStatus = BETA  # shown as such in Scipion's menus until facilities have run it in production
+    _isolatedRoute = False  # True: its steps can run the dedicated environment's nt2c (see Plugin)
 
     def _defineGpuParams(self, form):
         form.addHidden(params.USE_GPU, params.BooleanParam, default=True,
@@ -25,18 +28,51 @@ class ProtNT2CBase(EMProtocol):
         form.addHidden(params.GPU_LIST, params.StringParam, default="0",
                        label="GPU IDs", help="GPU ids for this protocol, e.g. 0 or 0 1.")
 
+    def _stepGpus(self):
+        """GPUs Scipion's executor booked for the calling step: in parallel mode the
+        ThreadStepExecutor books a GPU slot per step thread (from the GPU list and the thread
+        count); None with one thread or outside an executor (the protocol's own list is used)."""
+        try:
+            return self.getExecutor().getGpuList()
+        except AttributeError:  # no executor, or called outside a step thread
+            return None
+
     def _device(self) -> str:
-        """The torch device of the calling step. In parallel mode Scipion's ThreadStepExecutor
-        books a GPU slot per step thread (``getExecutor().getGpuList()``, from the GPU list and the
-        thread count); with one thread, or outside an executor, the protocol's own list is used."""
+        """The torch device of the calling step (in-process route)."""
         import torch
 
-        try:
-            step_gpus = self.getExecutor().getGpuList()
-        except AttributeError:  # no executor, or called outside a step thread
-            step_gpus = None
-        return choose_device(self.usesGpu(), torch.cuda.is_available(), step_gpus, self.getGpuList(),
+        return choose_device(self.usesGpu(), torch.cuda.is_available(), self._stepGpus(), self.getGpuList(),
                              os.environ.get(NT2C_DEVICE_VAR, "auto"))
+
+    def _cliDevice(self) -> str:
+        """The ``--device`` of an ``nt2c`` call on the isolated route, where this Python cannot see
+        CUDA: 'cpu', or 'auto:N' (the step's GPU N if the dedicated environment has CUDA, else CPU)."""
+        device = choose_device(self.usesGpu(), True, self._stepGpus(), self.getGpuList(),
+                               os.environ.get(NT2C_DEVICE_VAR, "auto"))
+        return "cpu" if device == "cpu" else "auto:" + (device.partition(":")[2] or "0")
+
+    def _inProcess(self) -> bool:
+        """True: call nt2c_core here; False: run the dedicated environment's ``nt2c`` (isolated)."""
+        return Plugin.coreInProcess()
+
+    def _runNT2C(self, command: str, *args):
+        """Run ``nt2c COMMAND ARGS`` of the dedicated environment as a Scipion job: its output goes
+        to the run's log, and a non-zero exit (bad input: 2) raises."""
+        arguments = " ".join([command] + [shlex.quote(str(a)) for a in args])
+        self.runJob(Plugin.getProgram(), arguments, env=Plugin.getEnviron())
+
+    def _validateRoute(self) -> list:
+        """Errors when the computation cannot run: on the isolated route, protocols that call the
+        ``nt2c`` command line (``_isolatedRoute = True``) need the dedicated environment; the others
+        need nt2c_core in Scipion's Python."""
+        if Plugin.coreInProcess():
+            return []
+        if self._isolatedRoute:
+            return Plugin.validateCore()
+        return [f"'{self.getClassLabel()}' runs nt2c_core inside Scipion's Python, which cannot import it "
+                f"(Python >= 3.10 with torch needed, or NT2C_ROUTE=isolated is set): install the plugin with "
+                f"pip into such a Python. The dedicated environment (scipion3 installb nt2c) serves "
+                f"the denoise micrographs protocol."]
 
     def _validateGpuList(self) -> list:
         gpus = self.getAttributeValue(params.GPU_LIST, "0")

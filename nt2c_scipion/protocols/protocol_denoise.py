@@ -28,6 +28,9 @@ def output_name(obj_id: int, file_name: str) -> str:
     return f"{int(obj_id):06d}_{Path(file_name).stem}.mrc"
 
 
+TILE_MARGIN = 128  # px of context each tile borrows from its neighbours
+
+
 class DenoiseOutputs(Enum):
     outputMicrographs = SetOfMicrographs
 
@@ -41,6 +44,7 @@ class ProtNT2CDenoise(ProtNT2CBase, ProtStreamingBase):
 
     _label = "denoise micrographs"
     _possibleOutputs = DenoiseOutputs
+    _isolatedRoute = True
     stepsExecutionMode = STEPS_PARALLEL
 
     def __init__(self, **kwargs):
@@ -100,23 +104,52 @@ class ProtNT2CDenoise(ProtNT2CBase, ProtStreamingBase):
 
     def denoiseStep(self, obj_id, file_name):
         """Denoise one micrograph; a bad one is logged by name and skipped, the others go on."""
-        from nt2c_core.denoise import denoise_file
         from nt2c_core.errors import NT2CError
 
         factor = self._binFactor()
         out = self._getExtraPath(output_name(obj_id, file_name))
         try:
-            _, warning = denoise_file(self._denoiser(), file_name, out, factor)
-            if warning:
-                self.info(f"Micrograph {obj_id} ({file_name}): {warning}")
+            if self._inProcess():
+                self._denoiseHere(file_name, out, factor, obj_id)
+            else:
+                self._denoiseIsolated(file_name, out, factor)
         except NT2CError as exc:
-            self.error(f"Micrograph {obj_id} ({file_name}) not denoised: {exc}")
-            with self._lock:
-                with open(self._getExtraPath("failed.txt"), "a") as fh:
-                    fh.write(f"{obj_id}\t{file_name}\t{exc}\n")
+            self._recordFailure(obj_id, file_name, exc)
+            return
+        except Exception as exc:  # isolated: nt2c exited non-zero (exit 2 = bad input; its log is above)
+            if self._inProcess():
+                raise
+            self._recordFailure(obj_id, file_name, exc)
             return
         with self._lock:
             self._appendOutput(obj_id, out, factor)
+
+    def _denoiseHere(self, file_name, out, factor, obj_id):
+        from nt2c_core.denoise import denoise_file
+
+        _, warning = denoise_file(self._denoiser(), file_name, out, factor)
+        if warning:
+            self.info(f"Micrograph {obj_id} ({file_name}): {warning}")
+
+    def _denoiseIsolated(self, file_name, out, factor):
+        """The same stage through the dedicated environment's ``nt2c denoise``, which names its
+        output after its input: a link named like the output stands for the micrograph."""
+        link = self._getTmpPath(os.path.basename(out))
+        if os.path.lexists(link):
+            os.remove(link)
+        os.symlink(os.path.abspath(file_name), link)
+        model = [] if self.useGeneralModel.get() else ["--model", os.path.abspath(self._modelPath())]
+        self._runNT2C("denoise", *model, "--bin", factor, "--tile", self.tileSize.get(), "--margin", TILE_MARGIN,
+                      "--device", self._cliDevice(), "--overwrite", "-o", os.path.dirname(os.path.abspath(out)),
+                      link)
+        if not os.path.isfile(out):
+            raise RuntimeError(f"nt2c denoise wrote no {out}")
+
+    def _recordFailure(self, obj_id, file_name, exc):
+        self.error(f"Micrograph {obj_id} ({file_name}) not denoised: {exc}")
+        with self._lock:
+            with open(self._getExtraPath("failed.txt"), "a") as fh:
+                fh.write(f"{obj_id}\t{file_name}\t{exc}\n")
 
     def closeStep(self):
         with self._lock:
@@ -144,13 +177,13 @@ class ProtNT2CDenoise(ProtNT2CBase, ProtStreamingBase):
         device = self._device()
         with self._denoiserLock:
             if device not in self._denoisers:
-                tiles = TileSettings(tile=self.tileSize.get(), margin=128, batch=1)
+                tiles = TileSettings(tile=self.tileSize.get(), margin=TILE_MARGIN, batch=1)
                 self._denoisers[device] = Denoiser.from_file(self._modelPath(), device, tiles)
             return self._denoisers[device]
 
     def _modelPath(self) -> str:
         if self.useGeneralModel.get():
-            from nt2c_core.general import GENERAL_MODEL
+            from nt2c_core.data import GENERAL_MODEL
 
             return str(GENERAL_MODEL)
         return self.inputModel.get().getFileName()
@@ -183,7 +216,7 @@ class ProtNT2CDenoise(ProtNT2CBase, ProtStreamingBase):
 
     # --- info -----------------------------------------------------------------------------
     def _validate(self):
-        errors = self._validateGpuList()
+        errors = self._validateGpuList() + self._validateRoute()
         self._validateThreads(errors)  # the step generator holds one thread: with 1, nothing runs until the input closes
         in_set = self.inputMicrographs.get()
         general = self.useGeneralModel.get()
@@ -194,6 +227,10 @@ class ProtNT2CDenoise(ProtNT2CBase, ProtStreamingBase):
         if acq is None or acq.getVoltage() is None:
             errors.append("The input micrographs have no acquisition (voltage, Cs, amplitude contrast): "
                           "import them with their acquisition parameters.")
+        tile = self.tileSize.get()
+        if tile is None or tile % 32 or tile <= 2 * TILE_MARGIN:
+            errors.append(f"Tile size {tile}: give a multiple of 32 larger than {2 * TILE_MARGIN} px "
+                          f"(tiles overlap by {TILE_MARGIN} px on each side).")
         if not in_set.isStreamOpen() and in_set.getSize() == 0:
             errors.append("The input set of micrographs is empty.")
         path = self._modelPath()

@@ -146,7 +146,7 @@ class ProtNT2CDenoiseTomo(ProtNT2CBase):
     def _validate(self):
         from nt2c_core.errors import NT2CError
 
-        errors = self._validateGpuList()
+        errors = self._validateGpuList() + self._validateRoute()
         try:
             self._config().validate()
         except NT2CError as exc:

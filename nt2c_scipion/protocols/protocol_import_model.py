@@ -1,28 +1,31 @@
 """Import a trained NT2C model file, so one model trained per sample type serves many sessions."""
 
+import json
+import os
 import shutil
+import subprocess
 from enum import Enum
 from pathlib import Path
 
 import pyworkflow.protocol.params as params
-from pwem.protocols import EMProtocol
-from pyworkflow import BETA
 
+from .. import Plugin
 from ..constants import OUTPUT_MODEL
 from ..objects import NT2CModel
+from .protocol_base import ProtNT2CBase
 
 
 class ImportModelOutputs(Enum):
     outputModel = NT2CModel
 
 
-class ProtNT2CImportModel(EMProtocol):
+class ProtNT2CImportModel(ProtNT2CBase):
     """Import an NT2C model (.pt written by nt2c train / train-fine / train-noise-gan). The file is
     copied into the project, checked to be an NT2C model, and its metadata shown in the summary."""
 
-    _devStatus = BETA
     _label = "import model"
     _possibleOutputs = ImportModelOutputs
+    _isolatedRoute = True
 
     def _defineParams(self, form):
         form.addSection("Input")
@@ -35,10 +38,15 @@ class ProtNT2CImportModel(EMProtocol):
         self._insertFunctionStep(self.importStep)
 
     def importStep(self):
-        from nt2c_core.models.store import load_model
-
         source = Path(self.modelFile.get())
-        _, metadata = load_model(source)  # the whole check: kind, metadata, weights fit and finite
+        if self._inProcess():
+            from nt2c_core.models.store import load_model
+
+            _, metadata = load_model(source)  # the whole check: kind, metadata, weights fit and finite
+        else:  # the same check by the dedicated environment's command line
+            info = self._getExtraPath("metadata.json")
+            self._runNT2C("model-info", os.path.abspath(source), "--json", os.path.abspath(info))
+            metadata = json.loads(Path(info).read_text())
         target = Path(self._getExtraPath(source.name))
         shutil.copyfile(source, target)
         model = NT2CModel(filename=str(target))
@@ -46,12 +54,19 @@ class ProtNT2CImportModel(EMProtocol):
         self._defineOutputs(**{OUTPUT_MODEL: model})
 
     def _validate(self):
-        from nt2c_core.errors import NT2CError
-        from nt2c_core.models.store import load_model
-
         path = self.modelFile.get()
         if not path:
             return ["Give the path of an NT2C model file."]
+        errors = self._validateRoute()
+        if errors:
+            return errors
+        if not self._inProcess():
+            check = subprocess.run([Plugin.getProgram(), "-q", "model-info", path], capture_output=True, text=True)
+            return [check.stderr.strip().splitlines()[-1]] if check.returncode else []
+
+        from nt2c_core.errors import NT2CError
+        from nt2c_core.models.store import load_model
+
         try:
             load_model(path)  # weights that do not fit their architecture, or NaN weights, are refused here
         except NT2CError as exc:

@@ -131,7 +131,7 @@ class ProtNT2CExtractNoise(ProtNT2CBase):
         return lines
 
     def _validate(self):
-        errors = self._validateGpuList()
+        errors = self._validateGpuList() + self._validateRoute()
         patch = self.patch.get()
         if patch and (patch % 2 or patch < 8 or (self.rule.get() == 0 and patch % 32)):
             errors.append("Patch size: 0 (automatic), a multiple of 32 px (particle mask) or an even number of at "
@@ -221,7 +221,7 @@ class ProtNT2CTrainNoiseGAN(ProtNT2CBase):
         self._defineSourceRelation(self.inputPatches, model)
 
     def _validate(self):
-        errors = self._validateGpuList()
+        errors = self._validateGpuList() + self._validateRoute()
         if self.crop.get() % SIZE_MULTIPLE:
             errors.append(f"Crop: 0 or a multiple of {SIZE_MULTIPLE}.")
         patches = self.inputPatches.get()

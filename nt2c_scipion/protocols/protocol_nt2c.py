@@ -197,7 +197,7 @@ class ProtNT2C(ProtNT2CSimulationBase):
 
     # --- info -----------------------------------------------------------------------------
     def _validate(self):
-        errors = self._validateGpuList()
+        errors = self._validateGpuList() + self._validateRoute()
         in_set = self.inputMicrographs.get()
         if in_set is None:
             return errors + ["Choose the raw micrographs."]

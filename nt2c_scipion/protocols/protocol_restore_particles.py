@@ -145,7 +145,7 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
         from nt2c_core.errors import NT2CError
         from nt2c_core.settings import RestorerConfig
 
-        errors = self._validateGpuList()
+        errors = self._validateGpuList() + self._validateRoute()
         model = self.inputModel.get()
         if model is None:
             errors.append("Choose an SR3 restorer (train one, or import a .pt file).")

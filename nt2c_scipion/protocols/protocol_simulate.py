@@ -83,7 +83,7 @@ class ProtNT2CSimulate(ProtNT2CSimulationBase):
             self._defineSourceRelation(self.inputMicrographs, out)
 
     def _validate(self):
-        errors = self._validateGpuList()
+        errors = self._validateGpuList() + self._validateRoute()
         if self.inputMicrographs.get() is None:
             return errors + ["Choose the experimental micrographs."]
         errors += self._validateSimulationInputs()

@@ -98,7 +98,7 @@ class ProtNT2CTrainBase(ProtNT2CBase):
         self._defineSourceRelation(self.inputNoisy, model)
 
     def _validate(self):
-        errors = self._validateGpuList()
+        errors = self._validateGpuList() + self._validateRoute()
         noisy, clean = self.inputNoisy.get(), self.inputClean.get()
         if noisy is None or clean is None:
             return errors + ["Choose the simulated noisy and clean micrographs."]

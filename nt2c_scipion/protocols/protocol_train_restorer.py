@@ -138,7 +138,7 @@ class ProtNT2CTrainRestorer(ProtNT2CSimulationBase):
     def _validate(self):
         from nt2c_core.errors import NT2CError
 
-        errors = self._validateGpuList()
+        errors = self._validateGpuList() + self._validateRoute()
         in_set = self.inputSet.get()
         if in_set is None:
             return errors + ["Choose the particles (or micrographs) the restorer is for."]

@@ -21,24 +21,31 @@ def _log_spectrum(image: np.ndarray) -> np.ndarray:
     return np.log1p(np.abs(np.fft.fftshift(np.fft.fft2(crop))) ** 2)
 
 
+OVERVIEW_MAX = 1024  # px: whole-micrograph panels are binned to at most this (a 4096² image shows in ~1 s)
+
+
 def draw_comparison(axes, raw: np.ndarray, denoised: np.ndarray, zoom: int = 512) -> None:
-    """Fill six axes: raw, denoised (whole, identical stretch), zoomed centre of each, spectra."""
+    """Fill six axes: raw, denoised (whole, binned to <= 1024 px, identical stretch), the zoomed
+    centre of each at full resolution, and power spectra of the central <= 1024 px."""
+    from nt2c_core.calibrate.compare import centre_crop
     from nt2c_core.denoise import bin_image
 
     factor = max(1, round(raw.shape[0] / denoised.shape[0]))
     raw_shown = _standardize(bin_image(raw, factor) if factor > 1 else raw)
     den = _standardize(denoised)
-    lo, hi = np.percentile(den, (1, 99))
-    h, w = den.shape
-    z = min(zoom, h, w)
-    y0, x0 = (h - z) // 2, (w - z) // 2
-    panels = [("raw", raw_shown), ("denoised", den), ("raw, centre", raw_shown[y0:y0 + z, x0:x0 + z]),
-              ("denoised, centre", den[y0:y0 + z, x0:x0 + z])]
+    overview = max(1, -(-max(den.shape) // OVERVIEW_MAX))
+    small = [bin_image(im, overview) for im in (raw_shown, den)]  # any integer factor; 1 returns the image
+    lo, hi = np.percentile(small[1], (1, 99))
+    z = min(zoom, *den.shape)
+    panels = [("raw", small[0]), ("denoised", small[1]), ("raw, centre", centre_crop(raw_shown, z)),
+              ("denoised, centre", centre_crop(den, z))]
     for ax, (title, image) in zip(axes[:4], panels):
         ax.imshow(image, cmap="gray", vmin=lo, vmax=hi)
         ax.set_title(title)
         ax.axis("off")
-    for ax, (title, image) in zip(axes[4:], (("raw power spectrum", raw_shown), ("denoised power spectrum", den))):
+    spectra = (("raw power spectrum", centre_crop(raw_shown, OVERVIEW_MAX)),
+               ("denoised power spectrum", centre_crop(den, OVERVIEW_MAX)))
+    for ax, (title, image) in zip(axes[4:], spectra):
         spectrum = _log_spectrum(image)
         ax.imshow(spectrum, cmap="gray", vmin=np.percentile(spectrum, 1), vmax=np.percentile(spectrum, 99.5))
         ax.set_title(title)

@@ -6,6 +6,8 @@ vs fine for a chosen micrograph.
 The figures are built by functions that tests call headless (Agg); the viewer shows them in
 Scipion's plotter windows."""
 
+from __future__ import annotations
+
 import csv
 from pathlib import Path
 
@@ -103,17 +105,23 @@ def draw_selection(ax, work: Path) -> int:
     return len(rows)
 
 
-def raw_coarse_fine(protocol: ProtNT2C, index: int):
-    """(raw, coarse-denoised, fine-denoised, micName) of the index-th micrograph (0-based)."""
+COMPARE_CROP = 512  # px: the coarse model denoises only this central crop (fast in the GUI)
+
+
+def raw_coarse_fine(protocol: ProtNT2C, index: int, crop: int = COMPARE_CROP):
+    """(raw, coarse-denoised, fine-denoised, micName) of the central ``crop`` px of the index-th
+    micrograph (0-based): the fine image is what the run wrote; only the crop is denoised with the
+    coarse model, so the viewer answers in about a second whatever the micrograph's size."""
+    from nt2c_core.calibrate.compare import centre_crop
     from nt2c_core.denoise import Denoiser
     from nt2c_core.io import read_mrc
 
     work = Path(protocol._getExtraPath("work"))
     mics = list(protocol.outputMicrographs.iterItems(orderBy="id"))
     mic = mics[min(max(index, 0), len(mics) - 1)]
-    raw = read_mrc(protocol.inputMicrographs.get()[mic.getObjId()].getFileName())[0]
+    raw = centre_crop(read_mrc(protocol.inputMicrographs.get()[mic.getObjId()].getFileName())[0], crop)
     coarse = Denoiser.from_file(WorkLayout(work).model("coarse")).denoise(raw)
-    return raw, coarse, read_mrc(mic.getFileName())[0], mic.getMicName()
+    return raw, coarse, centre_crop(read_mrc(mic.getFileName())[0], crop), mic.getMicName()
 
 
 def draw_raw_coarse_fine(axes, raw, coarse, fine) -> None:
@@ -126,12 +134,26 @@ def draw_raw_coarse_fine(axes, raw, coarse, fine) -> None:
         ax.axis("off")
 
 
-def png_plotter(images: dict, title: str):
-    """A Scipion plotter window showing PNG files side by side (title -> path)."""
+PAGE = 6  # figures per viewer window: a data set has hundreds of micrographs
+
+
+def page_of(images: dict, page: int, per_page: int = PAGE) -> tuple[dict, int]:
+    """(the figures of page ``page`` (1-based, clamped), number of pages)."""
+    names = list(images)
+    pages = max(1, -(-len(names) // per_page))
+    page = min(max(int(page or 1), 1), pages)
+    return {n: images[n] for n in names[(page - 1) * per_page:page * per_page]}, pages
+
+
+def png_plotter(images: dict, title: str, page: int = 1):
+    """A Scipion plotter window showing one page of PNG files side by side (title -> path)."""
     from matplotlib.image import imread
     from pwem.viewers import EmPlotter
 
-    plotter = EmPlotter(x=1, y=max(len(images), 1), windowTitle=title)
+    images, pages = page_of(images, page)
+    if pages > 1:
+        title = f"{title} (page {min(max(int(page or 1), 1), pages)} of {pages})"
+    plotter = EmPlotter(x=1, y=max(len(images), 1), windowTitle=title, figsize=(4 * max(len(images), 1), 4.5))
     for name, path in images.items():
         ax = plotter.createSubPlot(name, "", "")
         ax.imshow(imread(str(path)))
@@ -149,6 +171,8 @@ class NT2CTrainingViewer(ProtocolViewer):
     def _defineParams(self, form):
         form.addSection(label="Visualization")
         form.addParam("doShowLosses", params.LabelParam, label="Training loss curves")
+        form.addParam("page", params.IntParam, default=1, label="Page of figures",
+                      help=f"Figures are shown {PAGE} per window; a data set has one overlay per micrograph.")
         form.addParam("doShowImages", params.LabelParam, label="Noise patches: GAN samples and overlays")
         form.addParam("doShowChoice", params.LabelParam, label="Model choice: general, coarse and fine scored",
                       help="The table the run printed before denoising (denoised/selection.json): held-out "
@@ -156,7 +180,9 @@ class NT2CTrainingViewer(ProtocolViewer):
                            "micrographs at the particle scale, and whether the residual raw - denoised looks "
                            "like noise; and why the denoising model was chosen.")
         form.addParam("micIndex", params.IntParam, default=1, label="Micrograph number (1 = first)")
-        form.addParam("doShowCompare", params.LabelParam, label="Raw vs coarse vs fine")
+        form.addParam("doShowCompare", params.LabelParam, label="Raw vs coarse vs fine",
+                      help=f"The central {COMPARE_CROP} px of the micrograph: raw, the coarse model's output "
+                           "(computed now on that crop) and the run's fine output.")
 
     def _getVisualizeDict(self):
         return {"doShowLosses": self._showLosses, "doShowImages": self._showImages,
@@ -173,7 +199,7 @@ class NT2CTrainingViewer(ProtocolViewer):
         return [plotter]
 
     def _showImages(self, param=None):
-        return [png_plotter(stage_images(self._work()), "NT2C noise patches")]
+        return [png_plotter(stage_images(self._work()), "NT2C noise patches", self.page.get())]
 
     def _showChoice(self, param=None):
         from pwem.viewers import EmPlotter
@@ -212,10 +238,12 @@ class NT2CStageViewer(ProtocolViewer):
 
     def _defineParams(self, form):
         form.addSection(label="Visualization")
+        form.addParam("page", params.IntParam, default=1, label="Page of figures",
+                      help=f"Figures are shown {PAGE} per window; extraction writes one per micrograph.")
         form.addParam("doShowImages", params.LabelParam, label="Show the stage's figures")
 
     def _getVisualizeDict(self):
         return {"doShowImages": self._showImages}
 
     def _showImages(self, param=None):
-        return [png_plotter(stage_pngs(self.protocol), "NT2C stage")]
+        return [png_plotter(stage_pngs(self.protocol), "NT2C stage", self.page.get())]
