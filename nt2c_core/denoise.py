@@ -22,6 +22,7 @@ from torch import nn
 
 from . import __version__
 from .errors import InputError, NT2CError
+from .images import bin_image
 from .io import ensure_writable_dir, read_mrc, read_mrc_labels, write_mrc
 from .logs import progress as progress_bar
 from .models.store import fingerprint, load_model
@@ -161,17 +162,6 @@ def _window(start: int, size: int, length: int, margin: int) -> np.ndarray:
         w[size - skip:] = 0
         w[size - skip - margin:size - skip] = ramp[::-1]
     return w
-
-
-def bin_image(image: np.ndarray, factor: int) -> np.ndarray:
-    """Average-pool by ``factor`` (1, 2 or 4), cropping the bottom/right remainder. Coordinates
-    picked on the binned image map back to full size as x_full = factor * x + (factor - 1) / 2."""
-    if factor == 1:
-        return image
-    if min(image.shape) < factor:
-        raise InputError(f"image of {image.shape[0]} x {image.shape[1]} px is too small to bin by {factor}")
-    h, w = (image.shape[0] // factor) * factor, (image.shape[1] // factor) * factor
-    return image[:h, :w].reshape(h // factor, factor, w // factor, factor).mean((1, 3)).astype(np.float32)
 
 
 @dataclass

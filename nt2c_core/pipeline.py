@@ -315,7 +315,7 @@ def measured_concentration(config: PipelineConfig, files: list[Path], sample: in
 def raw_crops(files: list[Path], count: int = 4, size: int = 1024) -> list[tuple[str, np.ndarray]]:
     """(name, central crop of at most ``size`` px) of up to ``count`` raw micrographs spread over
     ``files``: what the model choice and the density count look at."""
-    from .calibrate.compare import centre_crop
+    from .images import centre_crop
 
     return [(path.name, centre_crop(read_mrc(path)[0], size)) for path in files[:: max(1, len(files) // count)][:count]]
 

@@ -32,17 +32,17 @@ PREVIEW_MAX = 768  # px: a crop this size denoises in about half a second on a 2
 
 
 def preview_size(patch) -> int:
-    """Side [px] of the central crop a preview works on: room for 4 x 4 tiles, 512-768 px, so the
-    wizard answers in about a second whatever the micrograph's size (a whole 4096² micrograph
-    takes minutes to denoise on a CPU)."""
-    return int(min(PREVIEW_MAX, max(512, 4 * (patch or 128))))
+    """Side [px] of the central crop a preview works on: two patches (3 x 3 tiles at the default
+    half-patch stride), 512-768 px, so the wizard answers in about a second whatever the
+    micrograph's size (a whole 4096² micrograph takes minutes to denoise on a CPU)."""
+    return int(min(PREVIEW_MAX, max(512, 2 * (patch or 128))))
 
 
 def threshold_preview(protocol: ProtNT2CExtractNoise, index: int = 0):
     """(raw crop, MicrographNoise) of the central crop of the index-th input micrograph with the
     protocol's current extraction settings: which tiles its threshold keeps, every tile's score."""
-    from nt2c_core.calibrate.compare import centre_crop
     from nt2c_core.denoise import Denoiser
+    from nt2c_core.images import centre_crop
     from nt2c_core.io import read_mrc
     from nt2c_core.noise.extract import find_background
 
@@ -81,7 +81,7 @@ class NT2CThresholdWizard(Wizard):
 
         protocol = form.protocol
         raw, found = threshold_preview(protocol)
-        plotter = EmPlotter(x=1, y=2, windowTitle="NT2C: SSIM threshold preview")
+        plotter = EmPlotter(x=1, y=2, windowTitle="NT2C: SSIM threshold preview", figsize=(11, 4.5))
         axes = [plotter.createSubPlot("", "", "") for _ in range(2)]
         draw_threshold_preview(axes, raw, found, protocol.patch.get(), protocol.threshold.get())
         plotter.show()

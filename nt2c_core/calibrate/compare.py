@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..images import centre_crop
 from ..simulate import SimulationConfig
 from ..spectra import log_distance, radial_power
 
@@ -48,12 +49,6 @@ def compare_to_simulation(images: Sequence[np.ndarray], config: SimulationConfig
                      "log_distance": log_distance(real, sim, k_min=COMPARE_K_MIN)}
     return out
 
-def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """The central ``size`` x ``size`` px of an image (less along a shorter side)."""
-    h, w = image.shape
-    ch, cw = min(h, size), min(w, size)
-    y, x = (h - ch) // 2, (w - cw) // 2
-    return image[y:y + ch, x:x + cw]
 
 def _scaled_particles(config: SimulationConfig, pixels: int) -> int:
     """Particles for a field of ``pixels`` at the crowding ``config`` has for its own size."""

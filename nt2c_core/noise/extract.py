@@ -47,6 +47,35 @@ def to_unit_range(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np
     return np.clip((image - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
 
 
+def gaussian_lowpass(image: np.ndarray, sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """``scipy.ndimage.gaussian_filter(image, sigma)`` (mode 'reflect', kernel truncated at
+    ``truncate`` sigma), computed with FFTs when the kernel is long: the reflected signal is
+    periodic with period 2n, so each axis is a circular convolution of length 2n with the kernel
+    wrapped onto it -- exact, and its cost does not grow with sigma. Flattening by the patch size
+    (sigma 320 px) takes about 45 s per 4096² micrograph as a direct convolution."""
+    from scipy import fft
+    from scipy.ndimage import gaussian_filter
+
+    radius = int(truncate * float(sigma) + 0.5)
+    if radius < 32:
+        return gaussian_filter(image, sigma, truncate=truncate)
+    taps = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (taps / sigma) ** 2)
+    kernel /= kernel.sum()
+    out = np.asarray(image, np.float64)
+    for axis in range(out.ndim):
+        n = out.shape[axis]
+        wrapped = np.zeros(2 * n)
+        np.add.at(wrapped, taps % (2 * n), kernel)
+        periodic = np.concatenate([out, np.flip(out, axis)], axis=axis)
+        shape = [-1 if a == axis else 1 for a in range(out.ndim)]
+        spectrum = fft.rfft(periodic, axis=axis, workers=-1)
+        spectrum *= fft.rfft(wrapped).reshape(shape)
+        first = tuple(slice(0, n) if a == axis else slice(None) for a in range(out.ndim))
+        out = fft.irfft(spectrum, n=2 * n, axis=axis, workers=-1)[first]
+    return out.astype(np.asarray(image).dtype, copy=False)
+
+
 def prepare_enhanced(enhanced: np.ndarray, settings: ExtractionSettings) -> np.ndarray:
     """Light smoothing and background flattening of the coarse-denoised image (see module doc)."""
     from scipy.ndimage import gaussian_filter
@@ -55,7 +84,7 @@ def prepare_enhanced(enhanced: np.ndarray, settings: ExtractionSettings) -> np.n
     if settings.smooth > 0:
         out = gaussian_filter(out, settings.smooth)
     if settings.flatten:
-        out = out - gaussian_filter(out, settings.patch)
+        out = out - gaussian_lowpass(out, settings.patch)
     return out
 
 

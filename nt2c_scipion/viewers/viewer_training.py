@@ -112,8 +112,8 @@ def raw_coarse_fine(protocol: ProtNT2C, index: int, crop: int = COMPARE_CROP):
     """(raw, coarse-denoised, fine-denoised, micName) of the central ``crop`` px of the index-th
     micrograph (0-based): the fine image is what the run wrote; only the crop is denoised with the
     coarse model, so the viewer answers in about a second whatever the micrograph's size."""
-    from nt2c_core.calibrate.compare import centre_crop
     from nt2c_core.denoise import Denoiser
+    from nt2c_core.images import centre_crop
     from nt2c_core.io import read_mrc
 
     work = Path(protocol._getExtraPath("work"))

@@ -345,3 +345,18 @@ def test_fine_training_from_real_patches_on_the_cli(tmp_path):
     with pytest.raises(SystemExit):
         main(["train-fine", "--pairs", str(pairs), "--coarse", str(tmp_path / "coarse.pt"),
               "--noise-patches", str(stack), "--noise-model", "x.pt", "-o", str(tmp_path / "f2.pt")])
+
+
+@pytest.mark.parametrize("shape, sigma", [((300, 250), 100.0), ((150, 170), 200.0), ((97, 33), 9.5), ((64, 80), 12.0)])
+def test_fft_gaussian_lowpass_equals_scipy_reflect_filter(shape, sigma):
+    """Flattening by the patch size (sigma in the hundreds of px) uses the FFT form; it must be
+    scipy's gaussian_filter (mode 'reflect', truncate 4), kernels longer than the image included."""
+    from scipy.ndimage import gaussian_filter
+
+    from nt2c_core.noise.extract import gaussian_lowpass
+
+    rng = np.random.default_rng(3)
+    image = (rng.normal(size=shape) + np.linspace(0, 5, shape[1])[None]).astype(np.float32)
+    fast = gaussian_lowpass(image, sigma)
+    assert fast.dtype == np.float32 and fast.shape == image.shape
+    np.testing.assert_allclose(fast, gaussian_filter(image, sigma), rtol=0, atol=1e-5 * np.abs(image).max())
