@@ -1,5 +1,9 @@
-"""Data for the plugin's tests, made with nt2c_core's simulator (no downloads)."""
+"""Data for the plugin's tests, made with nt2c_core's simulator (no downloads), and the protocol
+menus as the GUI loads them."""
 
+from __future__ import annotations
+
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +74,57 @@ def truth_of(truths: dict, particle) -> np.ndarray:
     stem = Path(particle.getFileName()).stem
     name = next(n for n, _ in truths if stem.endswith(n))
     return truths[(name, particle.getIndex())]
+
+
+@functools.lru_cache(maxsize=None)
+def trained_denoiser():
+    """(folder with train/ and test/ simulations, TrainResult of a coarse model), made once per
+    process (about 3 minutes on a CPU): simulated apoferritin, 2 Å/px, 40 e/Å², K3, 400 steps;
+    held-out simulated proteasome micrographs in test/ (clean, noisy, coords). Shared by the
+    plugin's tests and the core's quality tests (tests/conftest.py)."""
+    import tempfile
+
+    from nt2c_core.data import PROTEASOME
+    from nt2c_core.pairs import load_pairs
+    from nt2c_core.simulate import SimulationConfig, simulate_dataset
+    from nt2c_core.training import TrainConfig, train_denoiser
+
+    acq, size = Acquisition(pixel_size=2.0, dose=40.0), (256, 256)
+    root = Path(tempfile.mkdtemp(prefix="nt2c-trained-"))
+    train_cfg = SimulationConfig(acq, size=size, particles=10, defocus_um=(1.0, 3.0), count=24,
+                                 library_size=100, seed=0)
+    simulate_dataset([APOFERRITIN], train_cfg, root / "train", progress=False)
+    test_cfg = SimulationConfig(acq, size=size, particles=10, defocus_um=(1.0, 3.0), count=4, seed=99)
+    simulate_dataset([PROTEASOME], test_cfg, root / "test", progress=False)
+    config = TrainConfig(steps=400, batch_size=8, crop=128, width=24, lr=2e-3, val_every=100,
+                         checkpoint_every=200, val_fraction=0.15, seed=0)
+    result = train_denoiser(load_pairs(root / "train"), root / "coarse.pt", config, progress=False)
+    return root, result
+
+
+def menu_views() -> dict:
+    """{view name: tree} as Scipion's GUI merges every plugin's protocols.conf."""
+    import os
+
+    import pyworkflow as pw
+    from pyworkflow.gui.project.viewprotocols_extra import ProtocolTreeConfig
+
+    domain = pw.Config.getDomain()
+    if domain is None:
+        os.environ.setdefault("SCIPION_DOMAIN", "pwem")
+        pw.Config.SCIPION_DOMAIN = "pwem"
+        domain = pw.Config.getDomain()
+    return ProtocolTreeConfig.load(domain, os.path.join(pw.Config.SCIPION_LOCAL_CONFIG, pw.Config.SCIPION_PROTOCOLS))
+
+
+def protocol_places(node, prefix: str = "ProtNT2C", path=()):
+    """(protocol class name, menu path of texts) of every entry under ``node`` whose class starts
+    with ``prefix``."""
+    def text(item, attr):
+        value = getattr(item, attr, None)
+        return value.get() if hasattr(value, "get") else value
+
+    for child in node.childs:
+        yield from protocol_places(child, prefix, path + (text(child, "text"),))
+    if str(text(node, "value") or "").startswith(prefix):
+        yield text(node, "value"), path

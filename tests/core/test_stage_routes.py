@@ -1,7 +1,7 @@
 """One code path per stage: the ``nt2c`` commands and ``nt2c run`` use the defaults of
 ``nt2c_core.settings`` and the functions of ``nt2c_core.stages``, so the same inputs give the same
 settings, the same metadata and the same weights (the Scipion routes are pinned in
-tests/scipion/test_protocol_stages.py)."""
+nt2c_scipion/tests/test_protocol_stages.py)."""
 
 import argparse
 import dataclasses

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
-import pytest
 import torch
 
 matplotlib.use("Agg")
@@ -22,18 +21,10 @@ from nt2c_core.metrics import psnr
 from nt2c_core.simulate import Acquisition, SimulationConfig
 from nt2c_core.simulate.experimental import make_experimental_dataset
 from nt2c_scipion.objects import NT2CModel
-from nt2c_scipion.viewers.viewer_training import stage_pngs
-from nt2c_scipion.wizards import draw_threshold_preview, threshold_preview
 from nt2c_scipion.protocols import (ProtNT2CDenoise, ProtNT2CExtractNoise, ProtNT2CSimulate, ProtNT2CTrainCoarse,
                                     ProtNT2CTrainFine, ProtNT2CTrainNoiseGAN)
-
-
-@pytest.fixture(scope="class")
-def experimental(request, tmp_path_factory):
-    out = tmp_path_factory.mktemp("stages")
-    make_experimental_dataset([APOFERRITIN], SimulationConfig(Acquisition(pixel_size=2.5), size=(256, 256),
-                                                              particles=3, count=2, seed=4), out, progress=False)
-    request.cls.data = out
+from nt2c_scipion.viewers.viewer_training import stage_pngs
+from nt2c_scipion.wizards import draw_threshold_preview, threshold_preview
 
 
 def _link(prot, attr, source, output):
@@ -42,11 +33,14 @@ def _link(prot, attr, source, output):
     pointer.setExtended(output)
 
 
-@pytest.mark.usefixtures("experimental")
 class TestNT2CStages(BaseTest):
     @classmethod
     def setUpClass(cls):
         setupTestProject(cls)
+        cls.data = Path(cls.proj.getPath()) / "stages"
+        make_experimental_dataset([APOFERRITIN], SimulationConfig(Acquisition(pixel_size=2.5), size=(256, 256),
+                                                                  particles=3, count=2, seed=4), cls.data,
+                                  progress=False)
 
     def test_stage_by_stage_chain(self):
         imp = self.launchProtocol(self.newProtocol(

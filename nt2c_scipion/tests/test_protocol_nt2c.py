@@ -5,7 +5,6 @@ this checks the plumbing; denoising quality is checked in tests/core."""
 import json
 from pathlib import Path
 
-import pytest
 from pwem.objects import SetOfMicrographs
 from pwem.protocols import ProtImportMicrographs
 from pyworkflow.protocol import MODE_RESUME
@@ -25,19 +24,14 @@ TINY = dict(simCount=3, simSize=128, particles=2, coarseSteps=4, fineSteps=4, ga
             coarseFromGeneral=False, chooseModel=False)
 
 
-@pytest.fixture(scope="class")
-def experimental(request, tmp_path_factory):
-    out = tmp_path_factory.mktemp("oneclick")
-    make_experimental_dataset([APOFERRITIN], SimulationConfig(Acquisition(pixel_size=2.5), size=(192, 160),
-                                                              particles=2, count=2, seed=4), out, progress=False)
-    request.cls.raw = out / "raw"
-
-
-@pytest.mark.usefixtures("experimental")
 class TestNT2COneClick(BaseTest):
     @classmethod
     def setUpClass(cls):
         setupTestProject(cls)
+        out = Path(cls.proj.getPath()) / "oneclick"
+        make_experimental_dataset([APOFERRITIN], SimulationConfig(Acquisition(pixel_size=2.5), size=(192, 160),
+                                                                  particles=2, count=2, seed=4), out, progress=False)
+        cls.raw = out / "raw"
 
     def _import(self):
         prot = self.newProtocol(ProtImportMicrographs, filesPath=str(self.raw), filesPattern="*.mrc", samplingRate=2.5,

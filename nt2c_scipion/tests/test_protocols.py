@@ -4,70 +4,82 @@ import model -> denoise chain, streaming, template, viewer, bad input."""
 import os
 import shutil
 import time
+import unittest
 from pathlib import Path
 
 import numpy as np
-import pytest
 import pyworkflow as pw
 from pwem.objects import Coordinate, Micrograph, SetOfCoordinates, SetOfMicrographs
-from pyworkflow.object import Set
 from pwem.protocols import ProtImportCoordinates, ProtImportMicrographs
+from pyworkflow.object import Set
 from pyworkflow.tests import BaseTest, setupTestProject
 
-from nt2c_core.io import read_mrc, read_mrc_labels, write_mrc
-from nt2c_core.io import read_star
-from nt2c_core.metrics import psnr
 from nt2c_core.evaluation.picking import pick_blobs, score_picks
+from nt2c_core.io import read_mrc, read_mrc_labels, read_star, write_mrc
+from nt2c_core.metrics import psnr
 from nt2c_scipion.protocols import ProtNT2CDenoise, ProtNT2CImportModel
 from nt2c_scipion.viewers.viewer_denoise import comparison_figure, pair_for
 
-PLUGIN_DIR = Path(__file__).resolve().parents[2] / "nt2c_scipion"
+from .helpers import menu_views, protocol_places, trained_denoiser
+
+PLUGIN_DIR = Path(__file__).resolve().parents[1]
 
 
-def test_every_protocol_viewer_and_menu_entry_is_discovered():
-    domain = pw.Config.getDomain()
-    import nt2c_scipion.protocols
+class TestDiscovery(unittest.TestCase):
+    def test_every_protocol_viewer_and_menu_entry_is_discovered(self):
+        domain = pw.Config.getDomain()
+        import nt2c_scipion.protocols
 
-    protocols = set(nt2c_scipion.protocols.__all__)
-    assert protocols <= set(domain.getProtocols())
-    assert {"NT2CDenoiseViewer", "NT2CTrainingViewer", "NT2CStageViewer", "NT2CRestoreViewer",
-            "NT2CRestorerTrainingViewer"} <= set(domain.getViewers())
-    assert {"NT2CNoisePatchWizard", "NT2CThresholdWizard"} <= set(domain.getWizards())
-    assert "NT2CModel" in domain.getObjects()
-    logo = ProtNT2CDenoise.getPluginLogoPath()  # registered by getProtocols() above
-    assert logo and Path(logo).is_file() and logo.endswith(".png")
-    conf = (PLUGIN_DIR / "protocols.conf").read_text()
-    for name in protocols:
-        assert f'"value": "{name}"' in conf and name in domain.getProtocols()
+        protocols = set(nt2c_scipion.protocols.__all__)
+        assert protocols <= set(domain.getProtocols())
+        assert {"NT2CDenoiseViewer", "NT2CTrainingViewer", "NT2CStageViewer", "NT2CRestoreViewer",
+                "NT2CRestorerTrainingViewer"} <= set(domain.getViewers())
+        assert {"NT2CNoisePatchWizard", "NT2CThresholdWizard"} <= set(domain.getWizards())
+        assert "NT2CModel" in domain.getObjects()
+        logo = ProtNT2CDenoise.getPluginLogoPath()  # registered by getProtocols() above
+        assert logo and Path(logo).is_file() and logo.endswith(".png")
+        conf = (PLUGIN_DIR / "protocols.conf").read_text()
+        for name in protocols:
+            assert f'"value": "{name}"' in conf and name in domain.getProtocols()
+
+    def test_protocols_sit_in_the_spa_menu_as_the_gui_loads_it(self):
+        """The GUI merges each plugin's protocols.conf into Scipion's views; NT2C must appear in the
+        single-particle view ("Protocols SPA") under Micrographs > Denoising, not in a view of its own."""
+        import nt2c_scipion.protocols
+
+        views = menu_views()
+        places = {(name, path[:2]) for name, path in protocol_places(views["Protocols SPA"])}
+        particles = {"ProtNT2CRestoreParticles", "ProtNT2CTrainRestorer", "ProtNT2CImportModel"}
+        assert {name for name, _ in places} == set(nt2c_scipion.protocols.__all__) - set(nt2c_scipion.protocols.TOMO_PROTOCOLS)
+        assert {name for name, where in places if where == ("Micrographs", "Denoising")} == \
+            {name for name, _ in places} - (particles - {"ProtNT2CImportModel"})
+        assert {name for name, where in places if where == ("Particles", "Denoising")} == particles
+        assert {where for _, where in places} == {("Micrographs", "Denoising"), ("Particles", "Denoising")}
+        assert not [v for v in views if "Single" in v or "NT2C" in v]  # no stray view of our own
+
+    def test_every_form_parameter_has_help(self):
+        import nt2c_scipion.protocols as protocols
+
+        missing = []
+        for name in protocols.__all__:
+            for pname, param in getattr(protocols, name)().getDefinition().iterAllParams():
+                if type(param).__name__ not in ("Section", "Line", "Group", "LabelParam") and not param.help.get():
+                    missing.append(f"{name}.{pname}")
+        assert not missing, missing
 
 
-def test_protocols_sit_in_the_spa_menu_as_the_gui_loads_it(menu_views, menu_places):
-    """The GUI merges each plugin's protocols.conf into Scipion's views; NT2C must appear in the
-    single-particle view ("Protocols SPA") under Micrographs > Denoising, not in a view of its own."""
-    import nt2c_scipion.protocols
-
-    views = menu_views
-    places = {(name, path[:2]) for name, path in menu_places(views["Protocols SPA"])}
-    particles = {"ProtNT2CRestoreParticles", "ProtNT2CTrainRestorer", "ProtNT2CImportModel"}
-    assert {name for name, _ in places} == set(nt2c_scipion.protocols.__all__) - set(nt2c_scipion.protocols.TOMO_PROTOCOLS)
-    assert {name for name, where in places if where == ("Micrographs", "Denoising")} == \
-        {name for name, _ in places} - (particles - {"ProtNT2CImportModel"})
-    assert {name for name, where in places if where == ("Particles", "Denoising")} == particles
-    assert {where for _, where in places} == {("Micrographs", "Denoising"), ("Particles", "Denoising")}
-    assert not [v for v in views if "Single" in v or "NT2C" in v]  # no stray view of our own
+def simulated(cls):
+    """The shared coarse model and its held-out simulated micrographs (trained once per process)."""
+    root, result = trained_denoiser()
+    cls.sim = root / "test"
+    cls.model_path = str(result.model_path)
 
 
-@pytest.fixture(scope="class")
-def simulated(request, trained):
-    request.cls.sim = trained[0] / "test"
-    request.cls.model_path = str(trained[1].model_path)
-
-
-@pytest.mark.usefixtures("simulated")
 class TestNT2CDenoise(BaseTest):
     @classmethod
     def setUpClass(cls):
         setupTestProject(cls)
+        simulated(cls)
 
     def _import_mics(self, folder, pixel=2.0, streaming=False, **kwargs):
         prot = self.newProtocol(ProtImportMicrographs, filesPath=str(folder), filesPattern="*.mrc",
@@ -120,7 +132,7 @@ class TestNT2CDenoise(BaseTest):
         from nt2c_core.general import GENERAL_MODEL
 
         if not GENERAL_MODEL.is_file():
-            pytest.skip(f"{GENERAL_MODEL} is not installed")
+            self.skipTest(f"{GENERAL_MODEL} is not installed")
         mics = self.launchProtocol(self._import_mics(self.sim / "noisy"))
         prot = self.newProtocol(ProtNT2CDenoise, numberOfThreads=1, streamingSleepOnWait=1, useGeneralModel=True)
         prot.inputMicrographs.set(mics)
@@ -173,6 +185,7 @@ class TestNT2CDenoise(BaseTest):
         errors = self.newProtocol(ProtNT2CImportModel, modelFile=str(fake)).validate()
         self.assertTrue(any("not an NT2C model" in e for e in errors), errors)
         import torch
+
         from nt2c_core.models import UNet, save_model
 
         net = UNet(width=8)
@@ -370,16 +383,16 @@ class TestNT2CDenoise(BaseTest):
         del protocols
 
 
-@pytest.mark.usefixtures("simulated")
 class TestNT2CRealMicrograph(BaseTest):
     @classmethod
     def setUpClass(cls):
         setupTestProject(cls)
+        simulated(cls)
 
     def test_real_micrograph_denoised_with_pixel_size_warning(self):
         real = Path(__file__).resolve().parents[3] / "shared" / "data" / "micrographs" / "epu2.9_example.mrc"
         if not real.is_file():
-            pytest.skip(f"shared real data not found at {real} (CI provides ../shared/data)")
+            self.skipTest(f"shared real data not found at {real} (CI provides ../shared/data)")
         folder = Path(self.proj.getPath()) / "real"
         folder.mkdir()
         os.symlink(real, folder / real.name)
@@ -399,14 +412,3 @@ class TestNT2CRealMicrograph(BaseTest):
         self.assertEqual(image.shape, (1024, 1024))
         self.assertAlmostEqual(pixel, 0.6666 * 4, places=3)
         self.assertTrue(np.isfinite(image).all())
-
-
-def test_every_form_parameter_has_help():
-    import nt2c_scipion.protocols as protocols
-
-    missing = []
-    for name in protocols.__all__:
-        for pname, param in getattr(protocols, name)().getDefinition().iterAllParams():
-            if type(param).__name__ not in ("Section", "Line", "Group", "LabelParam") and not param.help.get():
-                missing.append(f"{name}.{pname}")
-    assert not missing, missing

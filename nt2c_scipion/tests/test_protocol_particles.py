@@ -3,10 +3,10 @@ projection alignment imported from a Scipion sqlite, a restorer trained by the c
 with 'import model', restoration keeping identity (objId, CTF, alignment, sampling), quality
 against the ground truth, the viewer figures, the training protocol and the menu entries."""
 
+import unittest
 from pathlib import Path
 
 import numpy as np
-import pytest
 from pyworkflow.tests import BaseTest, setupTestProject
 
 from nt2c_core.acquisition import Acquisition
@@ -18,31 +18,28 @@ from nt2c_core.particles.sr3 import save_restorer, train_restorer
 from nt2c_core.settings import RESTORER, ParticleSimulationConfig, RestorerConfig
 from nt2c_core.simulate.structure import load_structure
 from nt2c_scipion.protocols import ProtNT2CImportModel, ProtNT2CRestoreParticles, ProtNT2CTrainRestorer
-from nt2c_scipion.tests.helpers import import_particles, particle_sqlite, truth_of
 from nt2c_scipion.viewers.viewer_particles import pairs_figure, particle_pairs, training_figure
+
+from .helpers import import_particles, menu_views, particle_sqlite, protocol_places, truth_of
 
 ACQ = Acquisition(pixel_size=6.0, dose=20.0, b_factor=60.0)
 TINY = RestorerConfig(steps=240, batch_size=8, width=16, refine_steps=80, refine_width=8, refine_pool=64, lr=1e-3,
                       log_every=40, checkpoint_every=40, batch=32)
 
 
-@pytest.fixture(scope="class")
-def particle_data(request, tmp_path_factory):
-    """Two stacks of 12 simulated apoferritin particles with their truths, a Scipion sqlite with
-    CTF and projection alignment per particle, and a tiny restorer trained on other particles."""
-    root = tmp_path_factory.mktemp("particles")
-    request.cls.sqlite, request.cls.truths = particle_sqlite(root)
-    train = simulate_particles([load_structure(APOFERRITIN)], ParticleSimulationConfig(ACQ, box=32, count=400, seed=1),
-                               progress=False)
-    result = train_restorer(train.noisy, train.clean, TINY, progress=False)
-    request.cls.model = save_restorer(root / "restorer.pt", result, TINY, 6.0, 32, {"test": True})
-
-
-@pytest.mark.usefixtures("particle_data")
 class TestNT2CParticles(BaseTest):
     @classmethod
     def setUpClass(cls):
+        """Two stacks of 12 simulated apoferritin particles with their truths, a Scipion sqlite
+        with CTF and projection alignment per particle, and a tiny restorer trained on other
+        particles."""
         setupTestProject(cls)
+        root = Path(cls.proj.getPath()) / "particles"
+        cls.sqlite, cls.truths = particle_sqlite(root)
+        train = simulate_particles([load_structure(APOFERRITIN)],
+                                   ParticleSimulationConfig(ACQ, box=32, count=400, seed=1), progress=False)
+        result = train_restorer(train.noisy, train.clean, TINY, progress=False)
+        cls.model = save_restorer(root / "restorer.pt", result, TINY, 6.0, 32, {"test": True})
 
     def _import_particles(self):
         return import_particles(self, self.sqlite)
@@ -125,7 +122,8 @@ class TestNT2CParticles(BaseTest):
         self.assertEqual(phases, 2)
 
 
-def test_particle_protocols_sit_in_the_spa_menu(menu_views, menu_places):
-    places = dict(menu_places(menu_views["Protocols SPA"]))
-    assert places["ProtNT2CRestoreParticles"] == ("Particles", "Denoising", "default")
-    assert places["ProtNT2CTrainRestorer"] == ("Particles", "Denoising", "default")
+class TestParticleMenu(unittest.TestCase):
+    def test_particle_protocols_sit_in_the_spa_menu(self):
+        places = dict(protocol_places(menu_views()["Protocols SPA"]))
+        self.assertEqual(places["ProtNT2CRestoreParticles"], ("Particles", "Denoising", "default"))
+        self.assertEqual(places["ProtNT2CTrainRestorer"], ("Particles", "Denoising", "default"))

@@ -5,37 +5,40 @@ viewer figure and the menu entry."""
 
 import json
 import shutil
+import unittest
 from pathlib import Path
 
 import numpy as np
-import pytest
+from pyworkflow.tests import BaseTest, setupTestProject
 
-tomo_objects = pytest.importorskip("tomo.objects", reason="scipion-em-tomo (the package's tomo extra) is not installed")
+from nt2c_core.acquisition import Acquisition
+from nt2c_core.data import APOFERRITIN
+from nt2c_core.io import read_mrc_volume
+from nt2c_core.metrics import psnr
+from nt2c_core.settings import NMSG, TomoSimulationConfig
+from nt2c_core.tomo.simulate import simulate_tomogram_files
 
-from pyworkflow.tests import BaseTest, setupTestProject  # noqa: E402
-from tomo.protocols import ProtImportTomograms  # noqa: E402
-from tomo.protocols.protocol_import_tomograms import OUTPUT_NAME  # noqa: E402
+from .helpers import menu_views, protocol_places
 
-from nt2c_core.acquisition import Acquisition  # noqa: E402
-from nt2c_core.data import APOFERRITIN  # noqa: E402
-from nt2c_core.io import read_mrc_volume  # noqa: E402
-from nt2c_core.metrics import psnr  # noqa: E402
-from nt2c_core.settings import NMSG, TomoSimulationConfig  # noqa: E402
-from nt2c_core.tomo.simulate import simulate_tomogram_files  # noqa: E402
-from nt2c_scipion.protocols import ProtNT2CDenoiseTomo  # noqa: E402
-from nt2c_scipion.viewers.viewer_tomo import tomo_pair_for  # noqa: E402
+try:  # the tomography extra (scipion-em-tomo); the plugin registers its tomogram protocol only with it
+    from tomo.protocols import ProtImportTomograms
+    from tomo.protocols.protocol_import_tomograms import OUTPUT_NAME
+
+    from nt2c_scipion.protocols import ProtNT2CDenoiseTomo
+    from nt2c_scipion.viewers.viewer_tomo import tomo_pair_for
+except ImportError:
+    ProtImportTomograms = None
+NO_TOMO = "scipion-em-tomo (the package's tomo extra) is not installed"
 
 TINY = dict(steps=120, learningRate=3e-3, tileSize=32, tileDepth=16, width=8, smoothWeight=0.0, guideWeight=0.0)
 
 
-@pytest.fixture(scope="class")
-def simulated_tomograms(request, tmp_path_factory):
+def simulated_tomograms(root: Path) -> tuple[Path, dict]:
     """Two simulated tomograms (same file name in two folders, collected into one import folder
     as tomo_a.mrc / tomo_b.mrc) and their ground truths."""
-    root = tmp_path_factory.mktemp("tomo")
     acq = Acquisition(pixel_size=10.0, dose=60.0, b_factor=60.0, detector="ideal")
     imports = root / "import"
-    imports.mkdir()
+    imports.mkdir(parents=True)
     truths = {}
     for name, seed in (("tomo_a", 1), ("tomo_b", 2)):
         cfg = TomoSimulationConfig(acquisition=acq, size=(64, 64), thickness=32, ice_thickness=250.0, particles=5,
@@ -43,15 +46,15 @@ def simulated_tomograms(request, tmp_path_factory):
         paths = simulate_tomogram_files([APOFERRITIN], cfg, root / name, progress=False)
         shutil.copy(paths["noisy"], imports / f"{name}.mrc")
         truths[name] = read_mrc_volume(paths["clean"])[0]
-    request.cls.imports = imports
-    request.cls.truths = truths
+    return imports, truths
 
 
-@pytest.mark.usefixtures("simulated_tomograms")
+@unittest.skipIf(ProtImportTomograms is None, NO_TOMO)
 class TestNT2CDenoiseTomo(BaseTest):
     @classmethod
     def setUpClass(cls):
         setupTestProject(cls)
+        cls.imports, cls.truths = simulated_tomograms(Path(cls.proj.getPath()) / "tomo")
 
     def _import(self):
         prot = self.newProtocol(ProtImportTomograms, filesPath=str(self.imports), filesPattern="*.mrc",
@@ -118,7 +121,10 @@ class TestNT2CDenoiseTomo(BaseTest):
         self.assertTrue(any("fake.pt" in e for e in errors), errors)
 
 
-def test_tomogram_protocol_sits_in_the_tomography_menu(menu_views, menu_places):
-    assert "Tomography" in menu_views
-    assert list(menu_places(menu_views["Tomography"])) == [("ProtNT2CDenoiseTomo", ("Tomograms", "Denoise",
-                                                                                         "default"))]
+@unittest.skipIf(ProtImportTomograms is None, NO_TOMO)
+class TestTomoMenu(unittest.TestCase):
+    def test_tomogram_protocol_sits_in_the_tomography_menu(self):
+        views = menu_views()
+        self.assertIn("Tomography", views)
+        self.assertEqual(list(protocol_places(views["Tomography"])),
+                         [("ProtNT2CDenoiseTomo", ("Tomograms", "Denoise", "default"))])
