@@ -13,7 +13,7 @@ SCIPION_REQUIRES = ["scipion-pyworkflow>=3.11.1", "scipion-em>=3.10.0"]
 # nt2c_core's requirements: also what 'scipion3 installb nt2c' installs in the dedicated environment
 # (torch there from the NT2C_TORCH variable). Any torch >= 2.1 works; install the build for your
 # machine (CPU or CUDA) first.
-CORE_REQUIRES = ["torch>=2.1", "mrcfile", "numpy", "scikit-image", "gemmi>=0.6", "scipy", "starfile>=0.5",
+CORE_REQUIRES = ["torch>=2.1", "mrcfile", "numpy", "scikit-image", "gemmi>=0.6", "scipy", "starfile>=0.5", "pandas",
                  "tqdm", "matplotlib"]
 
 setup(
