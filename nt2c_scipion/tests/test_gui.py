@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 from pyworkflow.tests import BaseTest, setupTestProject
 
+from .helpers import ONE_CLICK_TINY
+
 RESPONSIVE_S = 2.0  # a window must be drawn this soon after the user asks for it
 BIG = 4096  # px: a K3/Falcon micrograph (the whole one takes minutes to denoise on a CPU)
-TINY = dict(simCount=3, simSize=128, particles=2, coarseSteps=4, fineSteps=4, ganIterations=2, width=8, crop=64,
-            noisePatch=64, noiseRule=1, ssimThreshold=-0.99, minNoisePatches=1, numberOfThreads=1,
-            coarseFromGeneral=False, chooseModel=False)
 
 
 def start_xvfb():
@@ -112,7 +111,7 @@ class TestGuiWindows(BaseTest):
         den.inputMicrographs.set(cls.small_mics)
         den.inputMicrographs.setExtended("outputMicrographs")
         cls.denoised = cls.launchProtocol(den)
-        nt2c = cls.newProtocol(ProtNT2C, structureFile=str(APOFERRITIN), **TINY)
+        nt2c = cls.newProtocol(ProtNT2C, structureFile=str(APOFERRITIN), **ONE_CLICK_TINY)
         nt2c.inputMicrographs.set(cls.small_mics)
         nt2c.inputMicrographs.setExtended("outputMicrographs")
         cls.nt2c = cls.launchProtocol(nt2c)

@@ -19,9 +19,7 @@ from nt2c_scipion.viewers.viewer_training import (draw_losses, draw_raw_coarse_f
                                                   selection_rows, stage_images)
 from nt2c_scipion.wizards import NT2CNoisePatchWizard
 
-TINY = dict(simCount=3, simSize=128, particles=2, coarseSteps=4, fineSteps=4, ganIterations=2, width=8, crop=64,
-            noisePatch=64, noiseRule=1, ssimThreshold=-0.99, minNoisePatches=1, numberOfThreads=1,
-            coarseFromGeneral=False, chooseModel=False)
+from .helpers import ONE_CLICK_TINY
 
 
 class TestNT2COneClick(BaseTest):
@@ -39,7 +37,7 @@ class TestNT2COneClick(BaseTest):
         return self.launchProtocol(prot)
 
     def _nt2c(self, mics, **changes):
-        prot = self.newProtocol(ProtNT2C, **{"structureFile": str(APOFERRITIN), **TINY, **changes})
+        prot = self.newProtocol(ProtNT2C, **{"structureFile": str(APOFERRITIN), **ONE_CLICK_TINY, **changes})
         prot.inputMicrographs.set(mics)
         prot.inputMicrographs.setExtended("outputMicrographs")
         return prot

@@ -10,12 +10,10 @@ from pathlib import Path
 from pyworkflow.project import Manager
 from pyworkflow.tests import BaseTest
 
+from .helpers import ONE_CLICK_TINY
 from .slurm import PARTITION, LocalSlurm
 
 HOSTS_EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "hosts_slurm.conf"
-TINY = dict(simCount=3, simSize=128, particles=2, coarseSteps=4, fineSteps=4, ganIterations=2, width=8, crop=64,
-            noisePatch=64, noiseRule=1, ssimThreshold=-0.99, minNoisePatches=1, numberOfThreads=1,
-            coarseFromGeneral=False, chooseModel=False)
 
 
 class TestSlurmQueue(BaseTest):
@@ -96,7 +94,7 @@ class TestSlurmQueue(BaseTest):
             self.assertEqual(mic.getMicName(), raw.getMicName())
             self.assertEqual(read_mrc(mic.getFileName())[0].shape, read_mrc(raw.getFileName())[0].shape)
 
-        nt2c = self.newProtocol(ProtNT2C, structureFile=str(self.apoferritin), **TINY)
+        nt2c = self.newProtocol(ProtNT2C, structureFile=str(self.apoferritin), **ONE_CLICK_TINY)
         nt2c.inputMicrographs.set(mics)
         nt2c.inputMicrographs.setExtended("outputMicrographs")
         nt2c = self._run_on_queue(nt2c)
