@@ -70,9 +70,11 @@ class ProtNT2CBase(EMProtocol):
         if self._isolatedRoute:
             return Plugin.validateCore()
         return [f"'{self.getClassLabel()}' runs nt2c_core inside Scipion's Python, which cannot import it "
-                f"(Python >= 3.10 with torch needed, or NT2C_ROUTE=isolated is set): install the plugin with "
-                f"pip into such a Python. The dedicated environment (scipion3 installb nt2c) serves "
-                f"the denoise micrographs protocol."]
+                f"(Python >= 3.10 with torch needed, or NT2C_ROUTE=isolated is set). The dedicated environment "
+                f"(scipion3 installb nt2c) serves the protocols that apply models (denoise micrographs, denoise "
+                f"tomograms, restore particles, import model); to train on this installation, run its command line "
+                f"({Plugin.getProgram()} run / train / train-restorer) and import the model, or install the plugin "
+                f"with pip into a Python >= 3.10 with torch."]
 
     def _validateGpuList(self) -> list:
         gpus = self.getAttributeValue(params.GPU_LIST, "0")

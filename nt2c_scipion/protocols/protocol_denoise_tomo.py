@@ -9,6 +9,7 @@ collide).
 
 import json
 import os
+import time
 from enum import Enum
 from pathlib import Path
 
@@ -35,6 +36,7 @@ class ProtNT2CDenoiseTomo(ProtNT2CBase):
 
     _label = "denoise tomograms (NMSG)"
     _possibleOutputs = DenoiseTomoOutputs
+    _isolatedRoute = True
     stepsExecutionMode = STEPS_PARALLEL
 
     def _defineParams(self, form):
@@ -100,33 +102,47 @@ class ProtNT2CDenoiseTomo(ProtNT2CBase):
                 for tomo in self.inputTomograms.get()]
         self._insertFunctionStep(self.createOutputStep, prerequisites=deps, needsGPU=False)
 
+    def _settings(self) -> dict:
+        """The form's NMSG settings by config field (also the isolated route's ``--field`` flags)."""
+        return dict(steps=self.steps.get(), lr=self.learningRate.get(), tile_size=self.tileSize.get(),
+                    tile_depth=self.tileDepth.get(), noise_model=TOMO_NOISE_MODELS[self.noiseModel.get()],
+                    width=self.width.get(), pairing=TOMO_PAIRINGS[self.pairing.get()], alpha=self.alpha.get(),
+                    infer_draws=self.inferDraws.get(), recon=self.reconWeight.get(), smooth=self.smoothWeight.get(),
+                    guide=self.guideWeight.get(), guide_sigma=self.guideSigma.get(),
+                    oversmooth_sigma=self.oversmoothSigma.get(), seed=self.seed.get())
+
     def _config(self):
         from nt2c_core.settings import replace
 
-        return replace(NMSG, steps=self.steps.get(), lr=self.learningRate.get(), tile_size=self.tileSize.get(), tile_depth=self.tileDepth.get(),
-                       noise_model=TOMO_NOISE_MODELS[self.noiseModel.get()], width=self.width.get(),
-                       pairing=TOMO_PAIRINGS[self.pairing.get()], alpha=self.alpha.get(),
-                       infer_draws=self.inferDraws.get(),
-                       recon=self.reconWeight.get(), smooth=self.smoothWeight.get(), guide=self.guideWeight.get(),
-                       guide_sigma=self.guideSigma.get(), oversmooth_sigma=self.oversmoothSigma.get(),
-                       seed=self.seed.get())
+        return replace(NMSG, **self._settings())
 
     def _outputPath(self, tomo) -> str:
         return self._getExtraPath(f"{tomo.getObjId():04d}_{Path(tomo.getFileName()).stem}.mrc")
 
     def denoiseStep(self, objId):
-        from nt2c_core.tomo.nmsg import denoise_tomogram
-
         tomo = self.inputTomograms.get()[objId]
         dst = self._outputPath(tomo)
         model = self.modelFile.get() if self.modelSource.get() == 1 else None
-        report = denoise_tomogram(tomo.getFileName(), dst, model=model, config=self._config(), device=self._device(),
-                                  progress=False, work=self._getTmpPath(f"{objId:04d}"))
-        self.info(f"tomogram {objId} ({tomo.getTsId()}): wrote {dst} in {report.seconds:.0f} s"
-                  + (f"; model {report.model}" if report.trained else ""))
+        work = self._getTmpPath(f"{objId:04d}")
+        if self._inProcess():
+            from nt2c_core.tomo.nmsg import denoise_tomogram
+
+            report = denoise_tomogram(tomo.getFileName(), dst, model=model, config=self._config(),
+                                      device=self._device(), progress=False, work=work)
+            seconds, saved, trained, final = report.seconds, report.model, report.trained, \
+                report.log[-1] if report.log else None
+        else:  # the same stage through the dedicated environment's command line
+            start = time.time()
+            flags = [arg for key, value in self._settings().items() for arg in (f"--{key.replace('_', '-')}", value)]
+            model_args = ["--model", os.path.abspath(model)] if model else []
+            self._runNT2C("denoise-tomo", "-o", os.path.abspath(dst), "--work", os.path.abspath(work),
+                          "--device", self._cliDevice(), *model_args, *flags, os.path.abspath(tomo.getFileName()))
+            seconds, trained, final = time.time() - start, model is None, None
+            saved = str(Path(dst).with_suffix(".nmsg.pt")) if trained else model
+        self.info(f"tomogram {objId} ({tomo.getTsId()}): wrote {dst} in {seconds:.0f} s"
+                  + (f"; model {saved}" if trained else ""))
         with open(self._getExtraPath(f"{objId:04d}.json"), "w") as fh:
-            json.dump({"seconds": report.seconds, "model": str(report.model), "trained": report.trained,
-                       "final": report.log[-1] if report.log else None}, fh)
+            json.dump({"seconds": seconds, "model": str(saved), "trained": trained, "final": final}, fh)
 
     def createOutputStep(self):
         in_set = self.inputTomograms.get()
@@ -151,7 +167,7 @@ class ProtNT2CDenoiseTomo(ProtNT2CBase):
             self._config().validate()
         except NT2CError as exc:
             errors.append(f"Training settings: {exc}")
-        if self.modelSource.get() == 1:
+        if self.modelSource.get() == 1 and self._inProcess():  # (the isolated route checks it when it runs)
             from nt2c_core.models.store import load_model
 
             path = self.modelFile.get()

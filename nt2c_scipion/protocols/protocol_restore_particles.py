@@ -8,6 +8,8 @@ acquisition are copied from the input set. Restored stacks are named ``<n>_<stem
 """
 
 import json
+import os
+import shutil
 from enum import Enum
 from pathlib import Path
 
@@ -40,6 +42,7 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
 
     _label = "restore particles (SR3)"
     _possibleOutputs = RestoreOutputs
+    _isolatedRoute = True
     stepsExecutionMode = STEPS_PARALLEL
 
     def _defineParams(self, form):
@@ -97,14 +100,24 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
         return self._getExtraPath(f"{number + 1:03d}_{Path(stack).stem}_restored.mrcs")
 
     def restoreStep(self, number, stack):
+        with open(self._groupsPath()) as fh:
+            rows = json.load(fh)[stack]
+        dst = self._outputPath(number, stack)
+        if self._inProcess():
+            self._restoreHere(stack, rows, dst)
+        else:
+            self._restoreIsolated(number, stack, rows, dst)
+        with open(self._getExtraPath(f"{number + 1:03d}.json"), "w") as fh:
+            json.dump({"stack": stack, "output": dst, "objIds": [obj for obj, _ in rows]}, fh)
+        self.info(f"stack {number + 1} ({stack}): restored {len(rows)} particles into {dst}")
+
+    def _restoreHere(self, stack, rows, dst):
         import numpy as np
 
         from nt2c_core.io import write_mrc
         from nt2c_core.particles.sr3 import Restorer
         from nt2c_core.particles.star import read_stack
 
-        with open(self._groupsPath()) as fh:
-            rows = json.load(fh)[stack]
         images, pixel = read_stack(stack)
         index = [i - 1 for _, i in rows]
         if index and max(index) >= len(images):
@@ -113,11 +126,26 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
         for warning in restorer.check_pixel(self.inputParticles.get().getSamplingRate(), stack):
             self.warning(warning)
         restored = restorer.restore(images[index], np.array([obj for obj, _ in rows]), progress=False)
-        dst = self._outputPath(number, stack)
         write_mrc(dst, restored, pixel or self.inputParticles.get().getSamplingRate(), [restorer.label])
-        with open(self._getExtraPath(f"{number + 1:03d}.json"), "w") as fh:
-            json.dump({"stack": stack, "output": dst, "objIds": [obj for obj, _ in rows]}, fh)
-        self.info(f"stack {number + 1} ({stack}): restored {len(rows)} particles into {dst}")
+
+    def _restoreIsolated(self, number, stack, rows, dst):
+        """The same stage through the dedicated environment's ``nt2c restore-particles``, given a
+        RELION STAR of this stack's particles (start noise then seeded by their order in it, not
+        by objId: the two routes give equally valid, not identical, draws)."""
+        star = Path(self._getTmpPath(f"{number + 1:03d}.star"))
+        lines = ["data_particles", "", "loop_", "_rlnImageName #1"]
+        lines += [f"{index:06d}@{os.path.abspath(stack)}" for _, index in rows]
+        star.write_text("\n".join(lines) + "\n")
+        out = Path(self._getTmpPath(f"{number + 1:03d}"))
+        post = [] if self.postProcess.get() else ["--no-post"]
+        self._runNT2C("restore-particles", "--model", os.path.abspath(self.inputModel.get().getFileName()),
+                      "-o", str(out.absolute()), "--device", self._cliDevice(), *post,
+                      *[arg for key, value in self._overrides().items() for arg in (f"--{key.replace('_', '-')}", value)],
+                      str(star.absolute()))
+        produced = sorted((out / "Particles").glob("*_restored.mrcs"))
+        if len(produced) != 1:
+            raise RuntimeError(f"nt2c restore-particles wrote {len(produced)} stacks in {out / 'Particles'}")
+        shutil.move(str(produced[0]), dst)
 
     def createOutputStep(self):
         in_set = self.inputParticles.get()

@@ -132,3 +132,26 @@ def protocol_places(node, prefix: str = "ProtNT2C", path=()):
         yield from protocol_places(child, prefix, path + (text(child, "text"),))
     if str(text(node, "value") or "").startswith(prefix):
         yield text(node, "value"), path
+
+
+def simulated_tomograms(root: Path, names=("tomo_a", "tomo_b")) -> tuple[Path, dict]:
+    """Simulated tomograms of apoferritin, 64 x 64 x 32 voxels of 10 Å (each simulated in its own
+    folder under the same file name, collected into one import folder as <name>.mrc), and their
+    ground truths {name: clean volume}."""
+    import shutil
+
+    from nt2c_core.io import read_mrc_volume
+    from nt2c_core.settings import TomoSimulationConfig
+    from nt2c_core.tomo.simulate import simulate_tomogram_files
+
+    acq = Acquisition(pixel_size=10.0, dose=60.0, b_factor=60.0, detector="ideal")
+    imports = root / "import"
+    imports.mkdir(parents=True)
+    truths = {}
+    for seed, name in enumerate(names, start=1):
+        cfg = TomoSimulationConfig(acquisition=acq, size=(64, 64), thickness=32, ice_thickness=250.0, particles=5,
+                                   tilt_step_deg=4.0, seed=seed)
+        paths = simulate_tomogram_files([APOFERRITIN], cfg, root / name, progress=False)
+        shutil.copy(paths["noisy"], imports / f"{name}.mrc")
+        truths[name] = read_mrc_volume(paths["clean"])[0]
+    return imports, truths

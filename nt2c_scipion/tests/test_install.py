@@ -111,23 +111,33 @@ class TestIsolatedRoute(BaseTest):
             den.inputModel.setExtended("outputModel")
         return imp, den
 
-    def test_installb_builds_the_environment_and_denoise_runs_through_it(self):
+    def _environment(self) -> Path:
+        """'scipion3 installb nt2c' with Scipion's own installer, into the test's software/em (once
+        per class); returns the environment's nt2c."""
         import pwem
 
+        program = self.home / "env" / "bin" / "nt2c"
+        if not program.is_file():
+            env = self.Environment(args=["nt2c"])
+            with mock.patch.object(pwem.Config, "EM_ROOT", str(self.em_root)):
+                Plugin.defineBinaries(env)
+                env.execute()
+        self.assertTrue(program.is_file(), f"{program} not built")
+        self.assertEqual(Plugin.getProgram(), str(program))
+        return program
+
+    def test_without_the_environment_the_form_says_how_to_install_it(self):
+        missing = {NT2C_HOME_VAR: str(self.em_root / "nt2c-not-installed")}
+        with mock.patch.dict(os.environ, missing), mock.patch.dict(Plugin._vars, missing):
+            _, den = self._denoise()
+            errors = den.validate()
+        self.assertTrue(any("scipion3 installb nt2c" in e and "nt2c-not-installed" in e for e in errors), errors)
+
+    def test_installb_builds_the_environment_and_denoise_runs_through_it(self):
         from nt2c_core.io import read_mrc
         from nt2c_core.metrics import psnr
 
-        _, den = self._denoise()
-        errors = den.validate()
-        self.assertTrue(any("scipion3 installb nt2c" in e for e in errors), errors)  # not installed yet
-
-        env = self.Environment(args=["nt2c"])
-        with mock.patch.object(pwem.Config, "EM_ROOT", str(self.em_root)):
-            Plugin.defineBinaries(env)
-            env.execute()
-        program = self.home / "env" / "bin" / "nt2c"
-        self.assertTrue(program.is_file(), f"{program} not built")
-        self.assertEqual(Plugin.getProgram(), str(program))
+        program = self._environment()
         # the environment holds nt2c_core and torch, and no Scipion
         check = subprocess.run([str(self.home / "env" / "bin" / "python"), "-c",
                                 "import importlib.util as u, nt2c_core.denoise;"
@@ -160,6 +170,82 @@ class TestIsolatedRoute(BaseTest):
             clean = read_mrc(self.sim / "clean" / Path(source.getFileName()).name)[0]
             gain = psnr(read_mrc(mic.getFileName())[0], clean) - psnr(read_mrc(source.getFileName())[0], clean)
             self.assertGreater(gain, 1.0, f"{mic.getMicName()}: {gain:.2f} dB")
+
+    def test_tomograms_are_denoised_through_the_environment(self):
+        try:
+            from tomo.protocols import ProtImportTomograms
+            from tomo.protocols.protocol_import_tomograms import OUTPUT_NAME
+        except ImportError:
+            self.skipTest("scipion-em-tomo (the package's tomo extra) is not installed")
+        from nt2c_core.io import read_mrc_volume
+        from nt2c_core.metrics import psnr
+        from nt2c_scipion.protocols import ProtNT2CDenoiseTomo
+
+        from .helpers import simulated_tomograms
+
+        program = self._environment()
+        imports, truths = simulated_tomograms(Path(self.proj.getPath()) / "tomo", names=("tomo_a",))
+        imported = self.launchProtocol(self.newProtocol(ProtImportTomograms, filesPath=str(imports),
+                                                        filesPattern="*.mrc", samplingRate=10.0))
+        den = self.newProtocol(ProtNT2CDenoiseTomo, steps=120, learningRate=3e-3, tileSize=32, tileDepth=16, width=8)
+        den.inputTomograms.set(imported)
+        den.inputTomograms.setExtended(OUTPUT_NAME)
+        self.assertEqual(den.validate(), [])
+        self.launchProtocol(den)
+        self.assertIn(f"{program} denoise-tomo", Path(den.getLogPaths()[0]).read_text())
+        self.assertIn("--steps 120", Path(den.getLogPaths()[0]).read_text())  # the form's settings reach it
+        (tomo,) = list(den.outputTomograms)
+        raw = getattr(imported, OUTPUT_NAME)[tomo.getObjId()]
+        self.assertEqual(tomo.getTsId(), raw.getTsId())
+        gain = psnr(read_mrc_volume(tomo.getFileName())[0], truths["tomo_a"]) - \
+            psnr(read_mrc_volume(raw.getFileName())[0], truths["tomo_a"])
+        self.assertGreater(gain, 0.5, f"{gain:.2f} dB")
+        self.assertTrue(Path(tomo.getFileName()).with_suffix(".nmsg.pt").is_file())
+
+    def test_particles_are_restored_through_the_environment(self):
+        """A restorer trained here (in-process core), imported and applied on the isolated route:
+        identity, CTF and alignment kept, the images improved."""
+        import numpy as np
+
+        from nt2c_core.data import APOFERRITIN
+        from nt2c_core.io import read_mrc
+        from nt2c_core.metrics import psnr
+        from nt2c_core.particles.simulate import simulate_particles
+        from nt2c_core.particles.sr3 import save_restorer, train_restorer
+        from nt2c_core.settings import ParticleSimulationConfig, RestorerConfig
+        from nt2c_core.simulate.structure import load_structure
+        from nt2c_scipion.protocols import ProtNT2CImportModel, ProtNT2CRestoreParticles
+
+        from .helpers import PARTICLE_ACQ, import_particles, particle_sqlite, truth_of
+
+        program = self._environment()
+        root = Path(self.proj.getPath()) / "particles"
+        sqlite, truths = particle_sqlite(root, stacks=2, per_stack=8)
+        tiny = RestorerConfig(steps=240, batch_size=8, width=16, refine_steps=80, refine_width=8, refine_pool=64,
+                              lr=1e-3, log_every=40, checkpoint_every=40, batch=32)
+        train = simulate_particles([load_structure(APOFERRITIN)],
+                                   ParticleSimulationConfig(PARTICLE_ACQ, box=32, count=400, seed=1), progress=False)
+        restorer = save_restorer(root / "restorer.pt", train_restorer(train.noisy, train.clean, tiny, progress=False),
+                                 tiny, PARTICLE_ACQ.pixel_size, 32, {"test": True})
+        particles = import_particles(self, sqlite)
+        model = self.launchProtocol(self.newProtocol(ProtNT2CImportModel, modelFile=str(restorer)))
+        restore = self.newProtocol(ProtNT2CRestoreParticles)
+        restore.inputParticles.set(particles)
+        restore.inputModel.set(model.outputModel)
+        self.assertEqual(restore.validate(), [])
+        self.launchProtocol(restore)
+        self.assertIn(f"{program} restore-particles", Path(restore.getLogPaths()[0]).read_text())
+        out = restore.outputParticles
+        self.assertSetSize(out, particles.getSize())
+        self.assertTrue(out.hasCTF() and out.hasAlignmentProj())
+        gains = []
+        for particle in out.iterItems(orderBy="id"):
+            raw = particles[particle.getObjId()]
+            truth = truth_of(truths, raw)
+            restored = read_mrc(particle.getFileName(), allow_stack=True)[0][particle.getIndex() - 1]
+            original = read_mrc(raw.getFileName(), allow_stack=True)[0][raw.getIndex() - 1]
+            gains.append(psnr(restored, truth) - psnr(original, truth))
+        self.assertGreater(float(np.mean(gains)), 1.0, f"mean PSNR gain {np.mean(gains):.2f} dB")
 
     def test_protocols_without_a_command_line_route_say_so(self):
         from nt2c_scipion.protocols import ProtNT2CSimulate

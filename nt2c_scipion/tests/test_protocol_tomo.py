@@ -4,21 +4,17 @@
 viewer figure and the menu entry."""
 
 import json
-import shutil
 import unittest
 from pathlib import Path
 
 import numpy as np
 from pyworkflow.tests import BaseTest, setupTestProject
 
-from nt2c_core.acquisition import Acquisition
-from nt2c_core.data import APOFERRITIN
 from nt2c_core.io import read_mrc_volume
 from nt2c_core.metrics import psnr
-from nt2c_core.settings import NMSG, TomoSimulationConfig
-from nt2c_core.tomo.simulate import simulate_tomogram_files
+from nt2c_core.settings import NMSG
 
-from .helpers import menu_views, protocol_places
+from .helpers import menu_views, protocol_places, simulated_tomograms
 
 try:  # the tomography extra (scipion-em-tomo); the plugin registers its tomogram protocol only with it
     from tomo.protocols import ProtImportTomograms
@@ -31,22 +27,6 @@ except ImportError:
 NO_TOMO = "scipion-em-tomo (the package's tomo extra) is not installed"
 
 TINY = dict(steps=120, learningRate=3e-3, tileSize=32, tileDepth=16, width=8, smoothWeight=0.0, guideWeight=0.0)
-
-
-def simulated_tomograms(root: Path) -> tuple[Path, dict]:
-    """Two simulated tomograms (same file name in two folders, collected into one import folder
-    as tomo_a.mrc / tomo_b.mrc) and their ground truths."""
-    acq = Acquisition(pixel_size=10.0, dose=60.0, b_factor=60.0, detector="ideal")
-    imports = root / "import"
-    imports.mkdir(parents=True)
-    truths = {}
-    for name, seed in (("tomo_a", 1), ("tomo_b", 2)):
-        cfg = TomoSimulationConfig(acquisition=acq, size=(64, 64), thickness=32, ice_thickness=250.0, particles=5,
-                                   tilt_step_deg=4.0, seed=seed)
-        paths = simulate_tomogram_files([APOFERRITIN], cfg, root / name, progress=False)
-        shutil.copy(paths["noisy"], imports / f"{name}.mrc")
-        truths[name] = read_mrc_volume(paths["clean"])[0]
-    return imports, truths
 
 
 @unittest.skipIf(ProtImportTomograms is None, NO_TOMO)
