@@ -80,6 +80,23 @@ def truth_of(truths: dict, particle) -> np.ndarray:
     return truths[(name, particle.getIndex())]
 
 
+def restoration_gains(raw_set, restored_set, truths: dict) -> list:
+    """PSNR gain [dB] against the truth of every restored particle over its raw image; asserts
+    each kept its projection alignment."""
+    from nt2c_core.io import read_mrc
+    from nt2c_core.metrics import psnr
+
+    gains = []
+    for particle in restored_set.iterItems(orderBy="id"):
+        raw = raw_set[particle.getObjId()]
+        np.testing.assert_allclose(particle.getTransform().getMatrix(), raw.getTransform().getMatrix(), atol=1e-6)
+        truth = truth_of(truths, raw)
+        restored = read_mrc(particle.getFileName(), allow_stack=True)[0][particle.getIndex() - 1]
+        original = read_mrc(raw.getFileName(), allow_stack=True)[0][raw.getIndex() - 1]
+        gains.append(psnr(restored, truth) - psnr(original, truth))
+    return gains
+
+
 @functools.lru_cache(maxsize=None)
 def trained_denoiser():
     """(folder with train/ and test/ simulations, TrainResult of a coarse model), made once per

@@ -208,15 +208,13 @@ class TestIsolatedRoute(BaseTest):
         import numpy as np
 
         from nt2c_core.data import APOFERRITIN
-        from nt2c_core.io import read_mrc
-        from nt2c_core.metrics import psnr
         from nt2c_core.particles.simulate import simulate_particles
         from nt2c_core.particles.sr3 import save_restorer, train_restorer
         from nt2c_core.settings import ParticleSimulationConfig, RestorerConfig
         from nt2c_core.simulate.structure import load_structure
         from nt2c_scipion.protocols import ProtNT2CImportModel, ProtNT2CRestoreParticles
 
-        from .helpers import PARTICLE_ACQ, import_particles, particle_sqlite, truth_of
+        from .helpers import PARTICLE_ACQ, import_particles, particle_sqlite, restoration_gains
 
         program = self._environment()
         root = Path(self.proj.getPath()) / "particles"
@@ -238,13 +236,7 @@ class TestIsolatedRoute(BaseTest):
         out = restore.outputParticles
         self.assertSetSize(out, particles.getSize())
         self.assertTrue(out.hasCTF() and out.hasAlignmentProj())
-        gains = []
-        for particle in out.iterItems(orderBy="id"):
-            raw = particles[particle.getObjId()]
-            truth = truth_of(truths, raw)
-            restored = read_mrc(particle.getFileName(), allow_stack=True)[0][particle.getIndex() - 1]
-            original = read_mrc(raw.getFileName(), allow_stack=True)[0][raw.getIndex() - 1]
-            gains.append(psnr(restored, truth) - psnr(original, truth))
+        gains = restoration_gains(particles, out, truths)
         self.assertGreater(float(np.mean(gains)), 1.0, f"mean PSNR gain {np.mean(gains):.2f} dB")
 
     def test_protocols_without_a_command_line_route_say_so(self):

@@ -9,7 +9,7 @@ from pyworkflow.tests import BaseTest, setupTestProject
 
 from nt2c_core.metrics import psnr
 
-from .helpers import import_particles, particle_sqlite, truth_of
+from .helpers import import_particles, particle_sqlite, restoration_gains
 
 
 class TestNT2CGeneralModelWorkflow(BaseTest):
@@ -76,14 +76,5 @@ class TestNT2CRestoreWorkflow(BaseTest):
         out = restore.outputParticles
         self.assertSetSize(out, particles.getSize())
         self.assertTrue(out.hasCTF() and out.hasAlignmentProj())
-        gains = []
-        for particle in out.iterItems(orderBy="id"):
-            raw = particles[particle.getObjId()]
-            np.testing.assert_allclose(particle.getTransform().getMatrix(), raw.getTransform().getMatrix(), atol=1e-6)
-            truth = truth_of(self.truths, raw)
-            from nt2c_core.io import read_mrc
-
-            restored = read_mrc(particle.getFileName(), allow_stack=True)[0][particle.getIndex() - 1]
-            original = read_mrc(raw.getFileName(), allow_stack=True)[0][raw.getIndex() - 1]
-            gains.append(psnr(restored, truth) - psnr(original, truth))
+        gains = restoration_gains(particles, out, self.truths)
         self.assertGreater(float(np.mean(gains)), 1.5, f"mean PSNR gain {np.mean(gains):.2f} dB")
