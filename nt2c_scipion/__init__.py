@@ -69,10 +69,11 @@ class Plugin(pwem.Plugin):
 
     @classmethod
     def coreInProcess(cls) -> bool:
-        """True when the protocols run nt2c_core inside Scipion's Python: the route is not forced
-        to 'isolated' and torch plus the core import here (Python >= 3.10)."""
-        if cls.route() == "isolated":
-            return False
+        """True when the protocols run nt2c_core inside Scipion's Python: NT2C_ROUTE=in-process, or
+        'auto' where torch plus the core import here (Python >= 3.10); False for 'isolated'."""
+        route = cls.route()
+        if route != "auto":
+            return route == "in-process"
         if cls._inProcess is None:
             cls._inProcess = _core_imports()
         return cls._inProcess
@@ -84,9 +85,13 @@ class Plugin(pwem.Plugin):
 
     @classmethod
     def validateCore(cls) -> list:
-        """Form errors when neither route can run the computation (empty list when one can)."""
+        """Form errors when the chosen route cannot run the computation (empty list when it can)."""
         if cls.coreInProcess():
-            return []
+            if _core_imports():
+                return []
+            return [f"NT2C_ROUTE=in-process, but nt2c_core and torch do not import in Scipion's Python "
+                    f"{sys.version.split()[0]} (Python >= {CORE_PYTHON[0]}.{CORE_PYTHON[1]} with torch needed): "
+                    f"set NT2C_ROUTE=auto to use the dedicated environment (scipion3 installb nt2c)."]
         if os.path.isfile(cls.getProgram()) and os.access(cls.getProgram(), os.X_OK):
             return []
         why = ("NT2C_ROUTE=isolated" if cls.route() == "isolated" else

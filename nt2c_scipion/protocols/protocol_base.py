@@ -66,7 +66,7 @@ class ProtNT2CBase(EMProtocol):
         ``nt2c`` command line (``_isolatedRoute = True``) need the dedicated environment; the others
         need nt2c_core in Scipion's Python."""
         if Plugin.coreInProcess():
-            return []
+            return Plugin.validateCore()
         if self._isolatedRoute:
             return Plugin.validateCore()
         return [f"'{self.getClassLabel()}' runs nt2c_core inside Scipion's Python, which cannot import it "

@@ -48,6 +48,21 @@ class TestPluginImport(unittest.TestCase):
                                      *flags, *group], capture_output=True, text=True)
             self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
 
+    def test_route_variable_chooses_and_a_forced_route_that_cannot_run_says_so(self):
+        import nt2c_scipion
+
+        with mock.patch.dict(os.environ, {NT2C_ROUTE_VAR: "in-process"}):
+            self.assertTrue(Plugin.coreInProcess())
+            self.assertEqual(Plugin.validateCore(), [])  # torch and the core import here
+            with mock.patch.object(nt2c_scipion, "_core_imports", lambda: False):  # as on Python 3.8
+                errors = Plugin.validateCore()
+            self.assertTrue(errors and "NT2C_ROUTE=in-process" in errors[0], errors)
+        missing = {NT2C_ROUTE_VAR: "isolated", NT2C_HOME_VAR: "/nonexistent/nt2c-env"}
+        with mock.patch.dict(os.environ, missing), mock.patch.dict(Plugin._vars, missing):
+            self.assertFalse(Plugin.coreInProcess())
+            errors = Plugin.validateCore()
+            self.assertTrue(errors and "scipion3 installb nt2c" in errors[0] and "/nonexistent/nt2c-env" in errors[0])
+
     def test_core_requirements_come_from_setup_and_skip_scipion_and_torch(self):
         reqs = Plugin.coreRequirements()
         names = {r.split(">")[0].split("=")[0] for r in reqs}
