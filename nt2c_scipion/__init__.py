@@ -13,6 +13,7 @@ This module, the protocols' forms and the menus import neither torch nor numpy-h
 core, and run on every Python that scipion-pyworkflow supports (>= 3.8).
 """
 
+import functools
 import os
 import shlex
 import sys
@@ -37,7 +38,6 @@ class Plugin(pwem.Plugin):
     _homeVar = NT2C_HOME_VAR
     # no _pathVars: pyworkflow would then refuse every protocol while NT2C_HOME is missing, which
     # is normal on the in-process route; validateCore() checks it only where it is needed
-    _inProcess = None  # cached answer of coreInProcess()
 
     @classmethod
     def _defineVariables(cls):
@@ -72,11 +72,7 @@ class Plugin(pwem.Plugin):
         """True when the protocols run nt2c_core inside Scipion's Python: NT2C_ROUTE=in-process, or
         'auto' where torch plus the core import here (Python >= 3.10); False for 'isolated'."""
         route = cls.route()
-        if route != "auto":
-            return route == "in-process"
-        if cls._inProcess is None:
-            cls._inProcess = _core_imports()
-        return cls._inProcess
+        return route == "in-process" if route != "auto" else _core_imports()
 
     @classmethod
     def getProgram(cls) -> str:
@@ -161,7 +157,9 @@ class Plugin(pwem.Plugin):
                        neededProgs=[], default=not _core_imports())
 
 
+@functools.lru_cache(maxsize=None)
 def _core_imports() -> bool:
+    """Whether torch and nt2c_core import in this Python (asked once per process)."""
     if sys.version_info < CORE_PYTHON:
         return False
     try:

@@ -134,11 +134,12 @@ class ProtNT2CDenoiseTomo(ProtNT2CBase):
         else:  # the same stage through the dedicated environment's command line
             start = time.time()
             flags = [arg for key, value in self._settings().items() for arg in (f"--{key.replace('_', '-')}", value)]
-            model_args = ["--model", os.path.abspath(model)] if model else []
+            trained = model is None
+            saved = os.path.abspath(Path(dst).with_suffix(".nmsg.pt")) if trained else model
+            model_args = ["--save-model", saved] if trained else ["--model", os.path.abspath(model)]
             self._runNT2C("denoise-tomo", "-o", os.path.abspath(dst), "--work", os.path.abspath(work),
                           "--device", self._cliDevice(), *model_args, *flags, os.path.abspath(tomo.getFileName()))
-            seconds, trained, final = time.time() - start, model is None, None
-            saved = str(Path(dst).with_suffix(".nmsg.pt")) if trained else model
+            seconds, final = time.time() - start, None
         self.info(f"tomogram {objId} ({tomo.getTsId()}): wrote {dst} in {seconds:.0f} s"
                   + (f"; model {saved}" if trained else ""))
         with open(self._getExtraPath(f"{objId:04d}.json"), "w") as fh:
