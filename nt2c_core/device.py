@@ -4,6 +4,20 @@ from __future__ import annotations
 
 from .errors import InputError
 
+DEVICE_CHOICES = "cpu, cuda, cuda:N, auto or auto:N"
+
+
+def check_device_name(device: str) -> str:
+    """``device`` if it names a device nt2c can be asked for (:data:`DEVICE_CHOICES`), checked
+    without torch (a settings file is validated before any work; :func:`resolve_device` then
+    checks that the device exists)."""
+    if not isinstance(device, str):
+        raise InputError(f"device {device!r}: choose {DEVICE_CHOICES}")
+    kind, colon, index = device.partition(":")
+    if kind not in ("cpu", "cuda", "auto") or (colon and (kind == "cpu" or not index.isdigit())):
+        raise InputError(f"device {device!r}: unknown; choose {DEVICE_CHOICES}")
+    return device
+
 
 def resolve_device(device: str):
     """'auto' -> CUDA when available else CPU; 'auto:N' -> cuda:N when CUDA is available else CPU

@@ -10,7 +10,9 @@ and the protocols cannot drift apart: each stage's defaults exist once, below (`
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 from dataclasses import InitVar, asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -622,3 +624,184 @@ class RestorerConfig:
 
 
 RESTORER = RestorerConfig()
+
+
+def settings_from_dict(kind, data, where: str):
+    """A settings dataclass ``kind`` from a JSON object (as :func:`settings_to_dict` or
+    ``dataclasses.asdict`` wrote it): nested settings and tuples rebuilt, unknown keys refused
+    (``where`` names the file or section in the message)."""
+    if not isinstance(data, dict):
+        raise InputError(f"{where} must be an object of settings, not {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise InputError(f"{where}: unknown keys {sorted(unknown)}")
+    values = {}
+    for name, value in data.items():
+        f = fields[name]
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        if dataclasses.is_dataclass(default):
+            value = settings_from_dict(type(default), value, f"{where}: {name}")
+        elif isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        values[name] = value
+    try:
+        return kind(**values)
+    except TypeError as exc:  # a required key missing
+        raise InputError(f"{where}: {exc}") from None
+
+
+def settings_to_dict(settings) -> dict:
+    """A settings dataclass as a JSON-ready dict (what :func:`settings_from_dict` reads)."""
+    return json.loads(json.dumps(dataclasses.asdict(settings)))
+
+
+def write_settings(settings, path: str | os.PathLike) -> Path:
+    """``settings`` as a JSON file, written atomically (the ``--settings`` of the ``nt2c`` stage
+    commands; what the Scipion plugin hands the dedicated environment's command line)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(settings_to_dict(settings), indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def read_settings(kind, path: str | os.PathLike):
+    """The settings dataclass ``kind`` from a JSON file of :func:`write_settings`, validated when
+    the class has a ``validate``."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable settings file ({exc})") from None
+    settings = settings_from_dict(kind, data, str(path))
+    return settings.validate() if hasattr(settings, "validate") else settings
+
+
+@dataclass
+class PipelineConfig:
+    """raw: micrograph paths or glob patterns; structures: PDB/mmCIF files for the simulation;
+    simulation: its settings (its acquisition must be the data's: pixel size, kV, dose...);
+    min_noise_patches: fewer extracted patches means no noise model; few_patches: then
+    'continue' (warn, skip the GAN and fine stages, denoise with the best model available) or
+    'stop' (an error); noise_level: 'real' or 'simulated' (see ``nt2c_core.noise.reweight``);
+    calibrate: before simulating, estimate defocus range, astigmatism, dose and ice thickness from
+    the raw micrographs (``nt2c_core.calibrate``) and simulate with them (what could not be
+    estimated keeps the given value; see ``simulate/calibration.json``); calibration: instead,
+    reuse the calibration.json of an earlier 'nt2c calibrate'; coarse_init: 'general' (the
+    coarse model starts from the shipped general model, whose architecture it keeps), 'none'
+    (from scratch, as the paper) or a model file; choose_model: score general, coarse and fine
+    before denoising and use the best (``nt2c_core.selection``), else always the fine model;
+    noise_model: 'gan' (the paper's WGAN-GP, trained in the gan stage) or 'patches' (the real
+    noise patches tiled directly, ``nt2c_core.noise.real_patches``; the gan stage is skipped);
+    mix_shipped: simulate the training pairs with a shipped structure mixed in with the data set's
+    (apoferritin, or the proteasome when apoferritin is the data set's), half the particles each,
+    so the coarse and fine models learn that particles differ instead of painting every particle
+    like the data set's structure; the other shipped structure stays unseen for the model choice
+    (:func:`training_structures`); density: 'given' (simulation.particles or concentration as
+    set) or 'match' (the particle concentration counted on the general model's output of up to 4
+    raw micrographs, :func:`nt2c_core.evaluation.picking.particle_concentration`, replaces it)."""
+
+    raw: list[str]
+    structures: list[str]
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    coarse: TrainConfig = field(default_factory=lambda: dataclasses.replace(COARSE))
+    extraction: ExtractionSettings = field(default_factory=lambda: dataclasses.replace(EXTRACTION))
+    gan: GANConfig = field(default_factory=lambda: dataclasses.replace(GAN))
+    fine: TrainConfig = field(default_factory=lambda: dataclasses.replace(FINE))
+    tiles: TileSettings = field(default_factory=lambda: dataclasses.replace(TILES))
+    min_noise_patches: int = MIN_NOISE_PATCHES
+    noise_level: str = "real"
+    device: str = "cpu"
+    calibrate: bool = False
+    calibration: str | None = None
+    coarse_init: str = "general"
+    choose_model: bool = True
+    few_patches: str = "continue"
+    noise_model: str = "gan"
+    mix_shipped: bool = False
+    density: str = "given"
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["simulation"] = self.simulation.to_dict()
+        return out
+
+    def validate(self) -> "PipelineConfig":
+        """Check every section's values (types and ranges) before any stage runs, naming a bad
+        setting as it is written in the config file (``fine.steps``); inputs on disk are checked
+        by :func:`check_inputs`."""
+        from .device import check_device_name
+        from .validation import check_types, require
+
+        check_types(self, "")
+        for key in ("raw", "structures"):
+            value = getattr(self, key)
+            require(isinstance(value, list) and value and all(isinstance(v, str) for v in value), key, "", value,
+                    "must be a non-empty list of paths")
+        self.simulation.validate()
+        if self.simulation.count < 2:
+            raise InputError("simulation.count: need at least 2 simulated micrographs (training and validation)")
+        self.coarse.validate("coarse")
+        self.fine.validate("fine")
+        for name, train in (("coarse", self.coarse), ("fine", self.fine)):
+            require(train.crop <= min(self.simulation.size), f"{name}.crop", "", train.crop,
+                    f"larger than the simulated micrographs ({self.simulation.size[0]} x {self.simulation.size[1]} px)")
+        # the particle diameter, when not given, comes from the atomic models (extraction_settings)
+        diameter = self.extraction.particle_diameter
+        dataclasses.replace(self.extraction, particle_diameter=1.0 if diameter is None else diameter).validate("extraction")
+        self.gan.validate("gan")
+        self.tiles.validate("tiles")
+        require(self.noise_level in NOISE_LEVELS, "noise_level", "", self.noise_level,
+                f"choose one of {', '.join(NOISE_LEVELS)}")
+        require(self.min_noise_patches >= 1, "min_noise_patches", "", self.min_noise_patches, "must be at least 1")
+        require(self.few_patches in ("continue", "stop"), "few_patches", "", self.few_patches,
+                "choose continue or stop")
+        require(self.noise_model in NOISE_MODELS, "noise_model", "", self.noise_model,
+                f"choose one of {', '.join(NOISE_MODELS)}")
+        require(self.density in ("given", "match"), "density", "", self.density, "choose given or match")
+        require(self.calibration is None or isinstance(self.calibration, str), "calibration", "", self.calibration,
+                "path of a calibration.json")
+        require(isinstance(self.coarse_init, str) and (self.coarse_init in ("general", "none")
+                                                        or Path(self.coarse_init).is_file()),
+                "coarse_init", "", self.coarse_init, "general, none or an existing model file")
+        if self.calibrate and self.calibration:
+            raise InputError("calibrate and calibration: give one (calibrate anew, or reuse a calibration.json)")
+        try:
+            check_device_name(self.device)
+        except InputError as exc:
+            raise InputError(f"device: {exc}") from None
+        return self
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PipelineConfig":
+        return settings_from_dict(cls, data, "pipeline config")
+
+    @classmethod
+    def example(cls, preset: str = "cpu") -> "PipelineConfig":
+        """A complete config that passes :meth:`validate`. 'cpu': U-Net width 24 and short
+        training (about an hour on 2 cores for a few micrographs); 'gpu': width 48 (the paper's)
+        and the longer budgets a GPU makes practical."""
+        gpu = preset == "gpu"
+        width, steps = (48, 4000) if gpu else (24, 1000)
+        return cls(raw=["raw/*.mrc"], structures=["model.cif"],
+                   simulation=SimulationConfig(size=(512, 512), particles=20, count=256 if gpu else 64,
+                                               library_size=200),
+                   coarse=TrainConfig(steps=steps, width=width, val_every=100, checkpoint_every=100),
+                   extraction=ExtractionSettings(),
+                   gan=GANConfig(iterations=4000 if gpu else 1000, batch_size=32 if gpu else 16),
+                   fine=TrainConfig(steps=steps // 2, lr=3e-4, width=width, crop=256 if gpu else 128,
+                                    val_every=100, checkpoint_every=100),
+                   device="auto")
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "PipelineConfig":
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise InputError(f"{path}: not a valid pipeline config ({exc})") from exc
+
+

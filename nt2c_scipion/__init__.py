@@ -80,6 +80,29 @@ class Plugin(pwem.Plugin):
         return cls.getHome("env", "bin", "nt2c")
 
     @classmethod
+    def denoiseImage(cls, model, image, pixel_size: float):
+        """``image`` (a small 2-D array: a viewer's or wizard's crop) denoised on the CPU with the
+        denoiser file ``model``: here on the in-process route, else by the dedicated environment's
+        ``nt2c denoise`` on a temporary MRC of ``pixel_size`` Å/px (a few seconds; the GUI never
+        imports torch there)."""
+        if cls.coreInProcess():
+            from nt2c_core.denoise import Denoiser
+
+            return Denoiser.from_file(model).denoise(image)
+        import subprocess
+        import tempfile
+
+        from nt2c_core.io import read_mrc, write_mrc
+
+        with tempfile.TemporaryDirectory(prefix="nt2c-preview-") as tmp:
+            source = write_mrc(Path(tmp) / "crop.mrc", image, pixel_size)
+            run = subprocess.run([cls.getProgram(), "-q", "denoise", "--model", str(model), "-o", str(Path(tmp) / "out"),
+                                  "--device", "cpu", str(source)], capture_output=True, text=True, env=cls.getEnviron())
+            if run.returncode:
+                raise RuntimeError(f"{cls.getProgram()} denoise: {run.stderr.strip() or run.returncode}")
+            return read_mrc(Path(tmp) / "out" / "crop.mrc")[0]
+
+    @classmethod
     def validateCore(cls) -> list:
         """Form errors when the chosen route cannot run the computation (empty list when it can)."""
         if cls.coreInProcess():

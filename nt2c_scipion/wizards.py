@@ -41,10 +41,11 @@ def preview_size(patch) -> int:
 def threshold_preview(protocol: ProtNT2CExtractNoise, index: int = 0):
     """(raw crop, MicrographNoise) of the central crop of the index-th input micrograph with the
     protocol's current extraction settings: which tiles its threshold keeps, every tile's score."""
-    from nt2c_core.denoise import Denoiser
     from nt2c_core.images import centre_crop
     from nt2c_core.io import read_mrc
     from nt2c_core.noise.extract import find_background
+
+    from . import Plugin
 
     in_set = protocol.inputMicrographs.get()
     model = protocol.inputModel.get()
@@ -55,7 +56,7 @@ def threshold_preview(protocol: ProtNT2CExtractNoise, index: int = 0):
     settings = protocol.extractSettings()
     pixel = in_set.getSamplingRate()
     raw = centre_crop(read_mrc(mic.getFileName())[0], preview_size(settings.patch or settings.ssim_patch(pixel)))
-    enhanced = Denoiser.from_file(model.getFileName()).denoise(raw)
+    enhanced = Plugin.denoiseImage(model.getFileName(), raw, pixel)
     name = f"{mic.getMicName()}, central {raw.shape[1]}x{raw.shape[0]} px"
     return raw, find_background(raw, enhanced, settings, name, pixel_size=pixel)
 

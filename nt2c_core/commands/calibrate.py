@@ -7,7 +7,7 @@ import logging
 import math
 
 from ..settings import SimulationConfig
-from . import register
+from . import add_settings_argument, register, settings_or_options
 
 log = logging.getLogger(__name__)
 from .simulate import acquisition_from, add_acquisition_arguments
@@ -29,13 +29,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--not-counting", action="store_true",
                    help="integrating detector: the dose cannot be read from the shot noise")
     p.add_argument("--max-micrographs", type=int, default=8, help="calibrate on at most this many (spread out)")
+    add_settings_argument(p, "the simulation to calibrate (its acquisition, dose given, defocus and ice as fallbacks)")
 
 
 def run(args: argparse.Namespace) -> int:
-    dose_given = args.dose is not None
-    if not dose_given:
+    dose_given = args.dose is not None or bool(args.settings)
+    if args.dose is None:
         args.dose = 40.0
-    base = SimulationConfig(acquisition_from(args), defocus_um=tuple(args.defocus), ice_thickness=args.ice_thickness)
+    base = settings_or_options(args, SimulationConfig, lambda a: SimulationConfig(
+        acquisition_from(a), defocus_um=tuple(a.defocus), ice_thickness=a.ice_thickness))
     known = None
     if args.known_defocus:
         u, v, angle = args.known_defocus

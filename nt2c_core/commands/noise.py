@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..settings import EXTRACTION, FINE, GAN, MIN_NOISE_PATCHES, NOISE_LEVELS, RULES, ExtractionSettings, GANConfig
-from . import register
+from . import add_settings_argument, register, settings_or_options
 from .train import add_training_arguments, prepare_output, report, train_config
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ def add_extract(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-flatten", action="store_true", help="SSIM rule: keep slow background trends (paper's exact rule)")
     p.add_argument("--min-patches", type=int, default=MIN_NOISE_PATCHES, help="fewer patches in all is an error")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    add_settings_argument(p, "the extraction settings (rule, patch size, particle diameter, SSIM threshold...)")
 
 
 def particle_diameter(structure: str | None, diameter: float | None) -> float | None:
@@ -55,10 +56,10 @@ def run_extract(args: argparse.Namespace) -> int:
     from ..device import resolve_device
     from ..stages import extract_background
 
-    settings = ExtractionSettings(patch=args.patch, step=args.step, sub_patches=args.sub_patches,
-                                  threshold=args.threshold, smooth=args.smooth, flatten=not args.no_flatten,
-                                  rule=args.rule, particle_diameter=particle_diameter(args.structure, args.particle_diameter),
-                                  dilation=args.dilation, target_patches=args.target_patches).validate()
+    settings = settings_or_options(args, ExtractionSettings, lambda a: ExtractionSettings(
+        patch=a.patch, step=a.step, sub_patches=a.sub_patches, threshold=a.threshold, smooth=a.smooth,
+        flatten=not a.no_flatten, rule=a.rule, particle_diameter=particle_diameter(a.structure, a.particle_diameter),
+        dilation=a.dilation, target_patches=a.target_patches).validate())
     report = extract_background(args.inputs, args.output, settings, args.coarse, str(resolve_device(args.device)),
                                 min_patches=args.min_patches)
     log.info(f"{report.total} noise patches of {report.patch} px from {len(report.counts)} micrographs -> {report.stack}")
@@ -90,13 +91,14 @@ def add_gan(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-every", type=int, default=d.log_every, help="iterations between loss log lines")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT.ckpt")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    add_settings_argument(p, "the GAN's settings (iterations, batch, crop, width, learning rate, seed...)")
 
 
 def gan_config(args: argparse.Namespace) -> GANConfig:
-    """The settings given on the command line (the flags of :func:`add_gan`)."""
-    return GANConfig(iterations=args.iterations, n_critic=args.n_critic, batch_size=args.batch_size, crop=args.crop,
+    """The settings given with ``--settings`` or the flags of :func:`add_gan`."""
+    return settings_or_options(args, GANConfig, lambda args: GANConfig(iterations=args.iterations, n_critic=args.n_critic, batch_size=args.batch_size, crop=args.crop,
                      width=args.width, lr=args.lr, spectral_weight=args.spectral_weight, seed=args.seed,
-                     checkpoint_every=args.checkpoint_every, log_every=args.log_every).validate()
+                     checkpoint_every=args.checkpoint_every, log_every=args.log_every).validate())
 
 
 def run_gan(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from dataclasses import fields
 
 from ..acquisition import Acquisition
 from ..settings import DETECTORS, PARTICLE_NOISE, RESTORER, ParticleSimulationConfig, RestorerConfig
-from . import register
+from . import add_settings_argument, register, settings_or_options
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +67,27 @@ def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise-patches", metavar="MRCS", help="real background patches (nt2c extract-noise) for --noise patches")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    add_settings_argument(p, "the particle simulation's settings (acquisition, box, count, defocus, noise, seed)")
+
+
+def particle_simulation(args: argparse.Namespace) -> ParticleSimulationConfig:
+    """The particle simulation set by the options."""
+    acq = Acquisition(voltage_kv=args.voltage, cs_mm=args.cs, amplitude_contrast=args.amplitude_contrast,
+                      pixel_size=args.pixel_size, dose=args.dose, b_factor=args.b_factor, detector=args.detector)
+    return ParticleSimulationConfig(acquisition=acq, box=args.box, count=args.count,
+                                    defocus_range_um=tuple(args.defocus_range), astigmatism_um=args.astigmatism,
+                                    ice_thickness=args.ice_thickness, max_shift=args.max_shift, noise=args.noise,
+                                    seed=args.seed)
 
 
 def run_simulate(args: argparse.Namespace) -> int:
     from ..device import resolve_device
     from ..particles.simulate import simulate_particle_files
 
-    acq = Acquisition(voltage_kv=args.voltage, cs_mm=args.cs, amplitude_contrast=args.amplitude_contrast,
-                      pixel_size=args.pixel_size, dose=args.dose, b_factor=args.b_factor, detector=args.detector)
-    config = ParticleSimulationConfig(acquisition=acq, box=args.box, count=args.count,
-                                      defocus_range_um=tuple(args.defocus_range), astigmatism_um=args.astigmatism,
-                                      ice_thickness=args.ice_thickness, max_shift=args.max_shift, noise=args.noise,
-                                      seed=args.seed)
+    config = settings_or_options(args, ParticleSimulationConfig, particle_simulation)
     paths = simulate_particle_files(args.structure, config, args.output, args.noise_patches,
                                     str(resolve_device(args.device)))
-    log.info(f"wrote {args.count} particles ({paths['particles']}), their ground truth and {paths['star']}")
+    log.info(f"wrote {config.count} particles ({paths['particles']}), their ground truth and {paths['star']}")
     return 0
 
 
@@ -92,6 +98,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default)")
     add_restorer_arguments(p)
+    add_settings_argument(p, "the restorer's settings (every option above but --work, --device, --threads)")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -102,7 +109,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = RestorerConfig(**{f.name: getattr(args, f.name) for f in fields(RestorerConfig)}).validate()
+    config = settings_or_options(args, RestorerConfig, lambda a: RestorerConfig(
+        **{f.name: getattr(a, f.name) for f in fields(RestorerConfig)}).validate())
     path = train_restorer_files(args.pairs, args.output, config, args.work, str(resolve_device(args.device)))
     log.info(f"wrote the restorer {path}")
     return 0

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import json
+import logging
 
+from ..settings import STAGES
 from . import register
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="calibrate the simulation to the raw micrographs first (same as \"calibrate\": true)")
     p.add_argument("--calibration", metavar="JSON",
                    help="reuse the calibration.json of an earlier 'nt2c calibrate' (same as \"calibration\": path)")
+    p.add_argument("--stage", action="append", choices=STAGES, metavar="STAGE",
+                   help=f"run only this stage (repeat for several; the earlier ones must be complete): "
+                        f"{', '.join(STAGES)}. One Scipion step per stage runs it so")
+    p.add_argument("--device", help="replace the config's device (cpu, cuda, cuda:N, auto or auto:N)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     config = PipelineConfig.from_file(args.config)
     config.calibrate = config.calibrate or args.calibrate
     config.calibration = args.calibration or config.calibration
-    summary = run_pipeline(config, args.work)
+    config.device = args.device or config.device
+    summary = run_pipeline(config, args.work, only=args.stage)
     log.info(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "per_micrograph"}
                       for k, v in summary["stages"].items()}, indent=2))
     return 0

@@ -7,7 +7,7 @@ import logging
 
 from ..acquisition import Acquisition
 from ..settings import DETECTORS, SimulationConfig
-from . import register
+from . import add_settings_argument, register, settings_or_options
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +53,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", metavar="JSON",
                    help="calibration.json from 'nt2c calibrate': its acquisition, defocus range, astigmatism and "
                         "ice thickness replace the options above")
+    add_settings_argument(p, "the simulation's settings (acquisition, defocus, size, particles, count, seed)")
+
+
+def simulation_config(args: argparse.Namespace) -> SimulationConfig:
+    """The simulation set by the options."""
+    return SimulationConfig(acquisition=acquisition_from(args), defocus_um=tuple(args.defocus),
+                            astigmatism_um=args.astigmatism, ice_thickness=args.ice_thickness, size=tuple(args.size),
+                            particles=args.particles, concentration=args.concentration, count=args.count,
+                            seed=args.seed, library_size=args.library)
 
 
 def run(args: argparse.Namespace) -> int:
-    config = SimulationConfig(acquisition=acquisition_from(args), defocus_um=tuple(args.defocus),
-                              astigmatism_um=args.astigmatism, ice_thickness=args.ice_thickness,
-                              size=tuple(args.size), particles=args.particles, concentration=args.concentration,
-                              count=args.count, seed=args.seed, library_size=args.library)
+    config = settings_or_options(args, SimulationConfig, simulation_config)
     if args.calibration:
         from ..calibrate import apply_calibration
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..layout import checkpoint
 from ..settings import COARSE, TrainConfig
-from . import register
+from . import add_settings_argument, register, settings_or_options
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ def add_training_arguments(p: argparse.ArgumentParser, d: TrainConfig) -> None:
     p.add_argument("--width", type=int, default=d.architecture["width"], help="U-Net width (48 = paper, 24 = fast)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    add_settings_argument(p, "the training settings (steps, batch, crop, learning rate, architecture, seed...)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,7 +39,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    """The settings given on the command line (the flags of :func:`add_training_arguments`)."""
+    """The settings given with ``--settings`` or the flags of :func:`add_training_arguments`."""
+    return settings_or_options(args, TrainConfig, _train_options)
+
+
+def _train_options(args: argparse.Namespace) -> TrainConfig:
     if args.width < 1:
         raise InputError(f"--width = {args.width}: U-Net width must be at least 1")
     return TrainConfig(steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,

@@ -1,7 +1,9 @@
 """Shared base of NT2C protocols: GPU parameters and the device each step runs on."""
 
+import json
 import os
 import shlex
+from pathlib import Path
 
 import pyworkflow.protocol.params as params
 from pwem.protocols import EMProtocol
@@ -12,6 +14,7 @@ from nt2c_core.settings import DETECTORS
 
 from .. import Plugin
 from ..constants import NT2C_DEVICE_VAR
+from ..objects import NT2CModel
 
 
 class ProtNT2CBase(EMProtocol):
@@ -20,7 +23,6 @@ class ProtNT2CBase(EMProtocol):
 
     _label = None
     _devStatus = BETA  # shown as such in Scipion's menus until facilities have run it in production
-    _isolatedRoute = False  # True: its steps can run the dedicated environment's nt2c (see Plugin)
 
     def _defineGpuParams(self, form):
         form.addHidden(params.USE_GPU, params.BooleanParam, default=True,
@@ -61,20 +63,30 @@ class ProtNT2CBase(EMProtocol):
         arguments = " ".join([command] + [shlex.quote(str(a)) for a in args])
         self.runJob(Plugin.getProgram(), arguments, env=Plugin.getEnviron())
 
+    def _runStage(self, command: str, settings, *args, device: bool = True):
+        """Isolated route of a stage: ``nt2c COMMAND ARGS --settings JSON [--device D]``, the
+        stage's settings (the ``nt2c_core.settings`` object the in-process route passes to the
+        stage's function) written to ``extra/COMMAND.settings.json``."""
+        from nt2c_core.settings import write_settings
+
+        path = write_settings(settings, os.path.abspath(self._getExtraPath(f"{command}.settings.json")))
+        self._runNT2C(command, *args, "--settings", path, *(("--device", self._cliDevice()) if device else ()))
+
+    def _modelFromFile(self, path) -> NT2CModel:
+        """The NT2CModel of a model file this run wrote, its metadata read here (in-process) or by
+        the dedicated environment's ``nt2c model-info`` (isolated route, no torch here)."""
+        if self._inProcess():
+            return NT2CModel.fromFile(path)
+        info = os.path.abspath(self._getExtraPath(Path(path).stem + ".metadata.json"))
+        self._runNT2C("-q", "model-info", os.path.abspath(path), "--json", info)
+        model = NT2CModel(filename=str(path))
+        model.setMetadata(json.loads(Path(info).read_text()))
+        return model
+
     def _validateRoute(self) -> list:
-        """Errors when the computation cannot run: on the isolated route, protocols that call the
-        ``nt2c`` command line (``_isolatedRoute = True``) need the dedicated environment; the others
-        need nt2c_core in Scipion's Python."""
-        if Plugin.coreInProcess():
-            return Plugin.validateCore()
-        if self._isolatedRoute:
-            return Plugin.validateCore()
-        return [f"'{self.getClassLabel()}' runs nt2c_core inside Scipion's Python, which cannot import it "
-                f"(Python >= 3.10 with torch needed, or NT2C_ROUTE=isolated is set). The dedicated environment "
-                f"(scipion3 installb nt2c) serves the protocols that apply models (denoise micrographs, denoise "
-                f"tomograms, restore particles, import model); to train on this installation, run its command line "
-                f"({Plugin.getProgram()} run / train / train-restorer) and import the model, or install the plugin "
-                f"with pip into a Python >= 3.10 with torch."]
+        """Errors when the computation cannot run: nt2c_core must import here (in-process route), or
+        the dedicated environment must exist (isolated route: every step runs its ``nt2c``)."""
+        return Plugin.validateCore()
 
     def _validateGpuList(self) -> list:
         gpus = self.getAttributeValue(params.GPU_LIST, "0")
@@ -150,7 +162,7 @@ class ProtNT2CSimulationBase(ProtNT2CBase):
     def _acquisition(self):
         """nt2c_core Acquisition from the input micrographs (kV, Cs, amplitude contrast, Å/px) and
         the form (dose, detector)."""
-        from nt2c_core.simulate import Acquisition
+        from nt2c_core.acquisition import Acquisition
 
         in_set = self.inputMicrographs.get()
         acq = in_set.getAcquisition()
@@ -171,6 +183,18 @@ class ProtNT2CSimulationBase(ProtNT2CBase):
 
 
 def _looks_like_structure(path) -> bool:
+    """Whether ``path`` reads as an atomic model: parsed by nt2c_core (gemmi) when the core imports
+    here, else (isolated route) a PDB/mmCIF with atom records (the environment parses it)."""
+    if not Plugin.coreInProcess():
+        import gzip
+
+        opener = gzip.open if str(path).endswith(".gz") else open
+        try:
+            with opener(path, "rt", errors="replace") as fh:
+                head = fh.read(1 << 20)
+        except OSError:
+            return False
+        return any(key in head for key in ("\nATOM  ", "\nHETATM", "_atom_site.")) or head.startswith(("ATOM  ", "HETATM"))
     from nt2c_core.errors import NT2CError
     from nt2c_core.simulate.structure import load_structure
 

@@ -44,7 +44,6 @@ class ProtNT2CDenoise(ProtNT2CBase, ProtStreamingBase):
 
     _label = "denoise micrographs"
     _possibleOutputs = DenoiseOutputs
-    _isolatedRoute = True
     stepsExecutionMode = STEPS_PARALLEL
 
     def __init__(self, **kwargs):

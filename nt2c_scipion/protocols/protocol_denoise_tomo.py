@@ -36,7 +36,6 @@ class ProtNT2CDenoiseTomo(ProtNT2CBase):
 
     _label = "denoise tomograms (NMSG)"
     _possibleOutputs = DenoiseTomoOutputs
-    _isolatedRoute = True
     stepsExecutionMode = STEPS_PARALLEL
 
     def _defineParams(self, form):

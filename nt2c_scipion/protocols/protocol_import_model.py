@@ -25,7 +25,6 @@ class ProtNT2CImportModel(ProtNT2CBase):
 
     _label = "import model"
     _possibleOutputs = ImportModelOutputs
-    _isolatedRoute = True
 
     def _defineParams(self, form):
         form.addSection("Input")

@@ -85,26 +85,31 @@ class ProtNT2CExtractNoise(ProtNT2CBase):
                        particle_diameter=diameter if diameter and diameter > 0 else None)
 
     def extractStep(self):
+        files = [m.getFileName() for m in self.inputMicrographs.get()]
+        if not self._inProcess():  # the dedicated environment's 'nt2c extract-noise'
+            self._runStage("extract-noise", self.extractSettings(), *[os.path.abspath(f) for f in files],
+                           "-o", os.path.abspath(self._getExtraPath("noise")),
+                           "--coarse", os.path.abspath(self.inputModel.get().getFileName()),
+                           "--min-patches", self.minPatches.get())
+            return
         from nt2c_core.stages import extract_background
 
-        files = [m.getFileName() for m in self.inputMicrographs.get()]
         extract_background(files, self._getExtraPath("noise"), self.extractSettings(),
                            self.inputModel.get().getFileName(), self._device(), min_patches=self.minPatches.get(),
                            progress=False)
 
     def createOutputStep(self):
-        from nt2c_core.io import read_star
+        from emtable import Table  # Scipion's STAR reader (pwem's), also where nt2c_core is not importable
 
         mics = {os.path.basename(m.getFileName()): m.clone() for m in self.inputMicrographs.get()}
-        star = read_star(self._getExtraPath("noise", NOISE_STAR))
+        star = Table(fileName=self._getExtraPath("noise", NOISE_STAR))
         stack = self._getExtraPath("noise", NOISE_STACK)
         out = self._createSetOfParticles()
         out.copyInfo(self.inputMicrographs.get())
-        for index, (x, y, name) in enumerate(zip(star["rlnCoordinateX"], star["rlnCoordinateY"],
-                                                 star["rlnMicrographName"]), start=1):
+        for index, row in enumerate(star, start=1):
             coord = Coordinate()
-            coord.setMicrograph(mics[str(name)])
-            coord.setPosition(int(round(x)), int(round(y)))
+            coord.setMicrograph(mics[str(row.rlnMicrographName)])
+            coord.setPosition(int(round(float(row.rlnCoordinateX))), int(round(float(row.rlnCoordinateY))))
             particle = Particle(location=(index, stack))
             particle.setCoordinate(coord)
             out.append(particle)
@@ -210,13 +215,17 @@ class ProtNT2CTrainNoiseGAN(ProtNT2CBase):
                        seed=self.seed.get())
 
     def trainStep(self):
+        if not self._inProcess():  # the dedicated environment's 'nt2c train-noise-gan'
+            self._runStage("train-noise-gan", self._ganConfig(), "--patches", os.path.abspath(self._patchStack()),
+                           "-o", os.path.abspath(self._getExtraPath(MODEL)), "--resume")
+            return
         from nt2c_core.stages import train_noise_model
 
         train_noise_model(self._patchStack(), self._getExtraPath(MODEL), self._ganConfig(), self._device(),
                           resume=True, progress=False)
 
     def createOutputStep(self):
-        model = NT2CModel.fromFile(self._getExtraPath(MODEL))
+        model = self._modelFromFile(self._getExtraPath(MODEL))
         self._defineOutputs(**{OUTPUT_MODEL: model})
         self._defineSourceRelation(self.inputPatches, model)
 

@@ -138,7 +138,12 @@ class ProtNT2C(ProtNT2CSimulationBase):
         write_json(self._configPath(), config)
 
     def stageStep(self, stage):
-        from nt2c_core.pipeline import PipelineConfig, run_pipeline
+        if not self._inProcess():  # the dedicated environment's 'nt2c run --stage STAGE'
+            self._runNT2C("run", os.path.abspath(self._configPath()), "-o", self._workDir().resolve(), "--stage", stage,
+                          "--device", self._cliDevice())
+            return
+        from nt2c_core.pipeline import run_pipeline
+        from nt2c_core.settings import PipelineConfig
 
         config = PipelineConfig.from_file(self._configPath())
         config.device = self._device()
@@ -148,7 +153,7 @@ class ProtNT2C(ProtNT2CSimulationBase):
         work = self._workDir()
         layout = WorkLayout(work)
         done = json.loads(layout.done("denoised").read_text())
-        model = NT2CModel.fromFile(done.get("model") or layout.model("fine"))  # the model that denoised
+        model = self._modelFromFile(done.get("model") or layout.model("fine"))  # the model that denoised
         in_set = self.inputMicrographs.get()
         out_set = self._createSetOfMicrographs()
         out_set.copyInfo(in_set)
@@ -170,9 +175,7 @@ class ProtNT2C(ProtNT2CSimulationBase):
         return self._getExtraPath("nt2c_config.json")
 
     def _pipelineConfig(self):
-        from nt2c_core.pipeline import PipelineConfig
-        from nt2c_core.settings import replace
-        from nt2c_core.simulate import SimulationConfig
+        from nt2c_core.settings import PipelineConfig, SimulationConfig, replace
 
         in_set = self.inputMicrographs.get()
         acquisition = self._acquisition()

@@ -42,7 +42,6 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
 
     _label = "restore particles (SR3)"
     _possibleOutputs = RestoreOutputs
-    _isolatedRoute = True
     stepsExecutionMode = STEPS_PARALLEL
 
     def _defineParams(self, form):

@@ -1,5 +1,6 @@
 """Simulate clean/noisy training pairs of an atomic model with the experiment's acquisition."""
 
+import os
 from enum import Enum
 from pathlib import Path
 
@@ -44,17 +45,32 @@ class ProtNT2CSimulate(ProtNT2CSimulationBase):
         self._insertFunctionStep(self.simulateStep)
         self._insertFunctionStep(self.createOutputStep, needsGPU=False)
 
-    def simulateStep(self):
-        from nt2c_core.simulate import SimulationConfig, simulate_dataset
+    def _simulation(self):
+        from nt2c_core.settings import SimulationConfig
 
         size = self.size.get()
-        config = SimulationConfig(self._acquisition(), size=(size, size), particles=self.particles.get(),
-                                  defocus_um=self._defocusRange(), ice_thickness=self.iceThickness.get(),
-                                  count=self.count.get(), library_size=200, seed=self.seed.get())
+        return SimulationConfig(self._acquisition(), size=(size, size), particles=self.particles.get(),
+                                defocus_um=self._defocusRange(), ice_thickness=self.iceThickness.get(),
+                                count=self.count.get(), library_size=200, seed=self.seed.get())
+
+    def simulateStep(self):
+        config = self._simulation()
+        structure = os.path.abspath(self._structurePath())
+        output = os.path.abspath(self._getExtraPath("sim"))
+        if not self._inProcess():  # the dedicated environment's 'nt2c calibrate' and 'nt2c simulate'
+            args = []
+            if self.calibrate.get():
+                folder = os.path.abspath(self._getExtraPath("calibration"))
+                self._runStage("calibrate", config, *[os.path.abspath(m.getFileName()) for m in self.inputMicrographs.get()],
+                               "-o", folder, "--structure", structure, device=False)
+                args = ["--calibration", os.path.join(folder, "calibration.json")]
+            self._runStage("simulate", config, "-o", output, "--structure", structure, *args)
+            return
+        from nt2c_core.simulate import simulate_dataset
+
         if self.calibrate.get():
             config = self._calibrated(config)
-        simulate_dataset([self._structurePath()], config, self._getExtraPath("sim"), device=self._device(),
-                         progress=False)
+        simulate_dataset([structure], config, output, device=self._device(), progress=False)
 
     def _calibrated(self, config):
         from nt2c_core.calibrate import calibrate_files

@@ -84,6 +84,10 @@ class ProtNT2CTrainBase(ProtNT2CBase):
                        width=self.width.get(), lr=self.learningRate.get(), seed=self.seed.get())
 
     def trainStep(self):
+        if not self._inProcess():  # the dedicated environment's 'nt2c train'
+            self._runStage("train", self._trainConfig(), "--pairs", self._pairsFolder().resolve(), "-o",
+                           os.path.abspath(self._modelPath()), "--resume")
+            return
         from nt2c_core.stages import train_coarse
 
         train_coarse(self._pairsFolder(), self._modelPath(), self._trainConfig(), self._device(), resume=True,
@@ -93,7 +97,7 @@ class ProtNT2CTrainBase(ProtNT2CBase):
         return self._getExtraPath(MODEL)
 
     def createOutputStep(self):
-        model = NT2CModel.fromFile(self._modelPath())
+        model = self._modelFromFile(self._modelPath())
         self._defineOutputs(**{OUTPUT_MODEL: model})
         self._defineSourceRelation(self.inputNoisy, model)
 
@@ -146,6 +150,13 @@ class ProtNT2CTrainFine(ProtNT2CTrainBase):
                            "simulated noise variance, change only its texture.")
 
     def trainStep(self):
+        if not self._inProcess():  # the dedicated environment's 'nt2c train-fine'
+            self._runStage("train-fine", self._trainConfig(), "--pairs", self._pairsFolder().resolve(),
+                           "--coarse", os.path.abspath(self.inputCoarse.get().getFileName()),
+                           "--noise-model", os.path.abspath(self.inputNoiseModel.get().getFileName()),
+                           "-o", os.path.abspath(self._modelPath()), "--resume",
+                           "--noise-level", NOISE_LEVELS[self.noiseLevel.get()])
+            return
         from nt2c_core.stages import train_fine
 
         train_fine(self._pairsFolder(), self.inputCoarse.get().getFileName(), self.inputNoiseModel.get().getFileName(),

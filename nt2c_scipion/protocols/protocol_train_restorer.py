@@ -3,6 +3,7 @@ data set's acquisition (voltage, Cs, amplitude contrast, pixel size, box, defocu
 particles' CTFs)."""
 
 import json
+import os
 from enum import Enum
 
 import pyworkflow.protocol.params as params
@@ -114,23 +115,33 @@ class ProtNT2CTrainRestorer(ProtNT2CSimulationBase):
         self._insertFunctionStep(self.createOutputStep, needsGPU=False)
 
     def simulateStep(self):
-        from nt2c_core.particles.simulate import simulate_particle_files
+        from nt2c_core.settings import write_settings
 
         config = self._simulation()
-        with open(self._getExtraPath("simulation.json"), "w") as fh:
-            json.dump(config.to_dict(), fh, indent=1)
-        simulate_particle_files([self._structurePath()], config, self._getExtraPath("pairs"), progress=False)
+        write_settings(config, self._getExtraPath("simulation.json"))
+        if self._inProcess():
+            from nt2c_core.particles.simulate import simulate_particle_files
+
+            simulate_particle_files([self._structurePath()], config, self._getExtraPath("pairs"), progress=False)
+        else:  # the dedicated environment's 'nt2c simulate-particles' (on the CPU, as in-process)
+            self._runNT2C("simulate-particles", "-o", os.path.abspath(self._getExtraPath("pairs")), "--structure",
+                          os.path.abspath(self._structurePath()), "--settings",
+                          os.path.abspath(self._getExtraPath("simulation.json")), "--device", "cpu")
         self.info(f"simulated {config.count} particles of {config.box} px at {config.acquisition.pixel_size} Å/px, "
                   f"defocus {config.defocus_range_um[0]}-{config.defocus_range_um[1]} µm")
 
     def trainStep(self):
+        if not self._inProcess():  # the dedicated environment's 'nt2c train-restorer'
+            self._runStage("train-restorer", self._restorer(), os.path.abspath(self._getExtraPath("pairs")), "-o",
+                           os.path.abspath(self._modelPath()), "--work", os.path.abspath(self._getExtraPath("sr3-work")))
+            return
         from nt2c_core.particles.sr3 import train_restorer_files
 
         train_restorer_files(self._getExtraPath("pairs"), self._modelPath(), self._restorer(),
                              work=self._getExtraPath("sr3-work"), device=self._device(), progress=False)
 
     def createOutputStep(self):
-        model = NT2CModel.fromFile(self._modelPath())
+        model = self._modelFromFile(self._modelPath())
         self._defineOutputs(**{OUTPUT_MODEL: model})
         self._defineSourceRelation(self.inputSet, model)
 

@@ -24,6 +24,7 @@ def loaded_files() -> tuple:
     Python, as Scipion's GUI does when it builds its menus."""
     code = ("import sys\n" + "".join(f"import {m}\n" for m in PLUGIN_MODULES)
             + "import nt2c_core.validation\n"  # what the forms' settings objects use when validated
+            + "import nt2c_core.io, nt2c_core.noise.extract, emtable\n"  # used by steps and the wizard there
             + "print('torch' in sys.modules)\n"
             + "for n, m in sorted(sys.modules.items()):\n"
             + "    if n.split('.')[0] in ('nt2c_core', 'nt2c_scipion') and getattr(m, '__file__', None):\n"
@@ -218,33 +219,32 @@ class TestIsolatedRoute(BaseTest):
         self.assertTrue(Path(tomo.getFileName()).with_suffix(".nmsg.pt").is_file())
 
     def test_particles_are_restored_through_the_environment(self):
-        """A restorer trained here (in-process core), imported and applied on the isolated route:
-        identity, CTF and alignment kept, the images improved."""
+        """A restorer trained by the training protocol and applied by the restore protocol, both on
+        the isolated route: identity, CTF and alignment kept, the images improved."""
         import numpy as np
 
         from nt2c_core.data import APOFERRITIN
-        from nt2c_core.particles.simulate import simulate_particles
-        from nt2c_core.particles.sr3 import save_restorer, train_restorer
-        from nt2c_core.settings import ParticleSimulationConfig, RestorerConfig
-        from nt2c_core.simulate.structure import load_structure
-        from nt2c_scipion.protocols import ProtNT2CImportModel, ProtNT2CRestoreParticles
+        from nt2c_scipion.protocols import ProtNT2CRestoreParticles, ProtNT2CTrainRestorer
 
         from .helpers import PARTICLE_ACQ, import_particles, particle_sqlite, restoration_gains
 
         program = self._environment()
         root = Path(self.proj.getPath()) / "particles"
         sqlite, truths = particle_sqlite(root, stacks=2, per_stack=8)
-        tiny = RestorerConfig(steps=240, batch_size=8, width=16, refine_steps=80, refine_width=8, refine_pool=64,
-                              lr=1e-3, log_every=40, checkpoint_every=40, batch=32)
-        train = simulate_particles([load_structure(APOFERRITIN)],
-                                   ParticleSimulationConfig(PARTICLE_ACQ, box=32, count=400, seed=1), progress=False)
-        restorer = save_restorer(root / "restorer.pt", train_restorer(train.noisy, train.clean, tiny, progress=False),
-                                 tiny, PARTICLE_ACQ.pixel_size, 32, {"test": True})
         particles = import_particles(self, sqlite)
-        model = self.launchProtocol(self.newProtocol(ProtNT2CImportModel, modelFile=str(restorer)))
+        train = self.newProtocol(ProtNT2CTrainRestorer, structureFile=str(APOFERRITIN), count=400,
+                                 dose=PARTICLE_ACQ.dose, steps=240, refineSteps=80, width=16, batchSize=8,
+                                 learningRate=1e-3, seed=1)
+        train.inputSet.set(particles)
+        self.assertEqual(train.validate(), [])
+        self.launchProtocol(train)
+        log = Path(train.getLogPaths()[0]).read_text()
+        self.assertIn(f"{program} simulate-particles ", log)
+        self.assertIn(f"{program} train-restorer ", log)
+        self.assertEqual((train.outputModel.getKind(), train.outputModel.getMetadata()["box"]), ("particle-restorer", 32))
         restore = self.newProtocol(ProtNT2CRestoreParticles)
         restore.inputParticles.set(particles)
-        restore.inputModel.set(model.outputModel)
+        restore.inputModel.set(train.outputModel)
         self.assertEqual(restore.validate(), [])
         self.launchProtocol(restore)
         self.assertIn(f"{program} restore-particles", Path(restore.getLogPaths()[0]).read_text())
@@ -254,8 +254,92 @@ class TestIsolatedRoute(BaseTest):
         gains = restoration_gains(particles, out, truths)
         self.assertGreater(float(np.mean(gains)), 1.0, f"mean PSNR gain {np.mean(gains):.2f} dB")
 
-    def test_protocols_without_a_command_line_route_say_so(self):
-        from nt2c_scipion.protocols import ProtNT2CSimulate
+    def test_training_protocols_run_through_the_environment(self):
+        """Every training protocol on the isolated route: the stage's settings reach the
+        environment's command line as a settings file (the coarse model's weights equal those of
+        the in-process stage function with the form's settings), the chain from simulation to the
+        fine model runs, and the one-click protocol runs 'nt2c run --stage' for each stage."""
+        import torch
 
-        errors = self.newProtocol(ProtNT2CSimulate)._validateRoute()
-        self.assertTrue(errors and "Python >= 3.10 with torch" in errors[0], errors)
+        from nt2c_core.data import APOFERRITIN
+        from nt2c_core.models import load_model
+        from nt2c_core.simulate import Acquisition, SimulationConfig
+        from nt2c_core.simulate.experimental import make_experimental_dataset
+        from nt2c_core.stages import train_coarse
+        from nt2c_scipion.protocols import (ProtNT2C, ProtNT2CExtractNoise, ProtNT2CSimulate, ProtNT2CTrainCoarse,
+                                            ProtNT2CTrainFine, ProtNT2CTrainNoiseGAN)
+
+        from .helpers import ONE_CLICK_TINY
+
+        program = self._environment()
+        data = Path(self.proj.getPath()) / "stages"
+        make_experimental_dataset([APOFERRITIN], SimulationConfig(Acquisition(pixel_size=2.5), size=(192, 192),
+                                                                  particles=3, count=2, seed=4), data, progress=False)
+        from pwem.protocols import ProtImportMicrographs
+
+        imp = self.launchProtocol(self.newProtocol(
+            ProtImportMicrographs, filesPath=str(data / "raw"), filesPattern="*.mrc", samplingRate=2.5, voltage=300,
+            sphericalAberration=2.7, amplitudeContrast=0.07))
+
+        def run(cls, links, command, **values):
+            prot = self.newProtocol(cls, **values)
+            for attr, (source, output) in links.items():
+                getattr(prot, attr).set(source)
+                getattr(prot, attr).setExtended(output)
+            self.assertEqual(prot.validate(), [])
+            self.launchProtocol(prot)
+            log = Path(prot.getLogPaths()[0]).read_text()
+            self.assertIn(f"{program} {command} ", log)  # the step ran the environment's command line
+            return prot, log
+
+        sim, log = run(ProtNT2CSimulate, {"inputMicrographs": (imp, "outputMicrographs")}, "simulate",
+                       structureFile=str(APOFERRITIN), count=4, size=128, particles=3)
+        self.assertSetSize(sim.outputNoisy, 4)
+        self.assertAlmostEqual(sim.outputNoisy.getSamplingRate(), 2.5)
+        pairs = {"inputNoisy": (sim, "outputNoisy"), "inputClean": (sim, "outputClean")}
+        coarse, log = run(ProtNT2CTrainCoarse, pairs, "train", steps=6, crop=64, batchSize=2, width=8)
+        self.assertIn("--settings", log)
+        direct = Path(self.proj.getPath()) / "direct_coarse.pt"
+        train_coarse(coarse._getExtraPath("pairs"), direct, coarse._trainConfig(), "cpu", progress=False)
+        (env_net, env_meta), (direct_net, _) = load_model(coarse.outputModel.getFileName()), load_model(direct)
+        for a, b in zip(env_net.state_dict().values(), direct_net.state_dict().values()):
+            self.assertTrue(torch.equal(a, b))
+        self.assertEqual((coarse.outputModel.getKind(), env_meta["stage"]), ("denoiser", "coarse"))
+        self.assertAlmostEqual(coarse.outputModel.getPixelSize(), 2.5)
+
+        noise, _ = run(ProtNT2CExtractNoise, {"inputMicrographs": (imp, "outputMicrographs"),
+                                              "inputModel": (coarse, "outputModel")}, "extract-noise",
+                       rule=1, patch=64, threshold=-0.99, minPatches=4)
+        self.assertSetSize(noise.outputNoisePatches, sum(noise._perMicrograph().values()))
+        names = {m.getObjId(): m.getMicName() for m in imp.outputMicrographs}
+        self.assertTrue(all(names[p.getCoordinate().getMicId()] == p.getCoordinate().getMicName()
+                            for p in noise.outputNoisePatches))
+        gan, _ = run(ProtNT2CTrainNoiseGAN, {"inputPatches": (noise, "outputNoisePatches")}, "train-noise-gan",
+                     iterations=3, crop=64, batchSize=4, width=4)
+        self.assertEqual(gan.outputModel.getKind(), "noise-gan")
+        fine, _ = run(ProtNT2CTrainFine, {**pairs, "inputCoarse": (coarse, "outputModel"),
+                                          "inputNoiseModel": (gan, "outputModel")}, "train-fine",
+                      steps=4, crop=64, batchSize=2)
+        meta = fine.outputModel.getMetadata()
+        self.assertEqual((meta["stage"], meta["noise_model"], meta["training"]["steps"]), ("fine", "gan", 4))
+
+        one, log = run(ProtNT2C, {"inputMicrographs": (imp, "outputMicrographs")}, "run",
+                       structureFile=str(APOFERRITIN), **ONE_CLICK_TINY)
+        for stage in ("simulate", "coarse", "noise", "gan", "fine", "denoised"):
+            self.assertIn(f"--stage {stage} ", log)
+        self.assertSetSize(one.outputMicrographs, 2)
+        self.assertEqual(one.outputModel.getMetadata()["stage"], "fine")
+
+        # the viewer's and the wizard's previews denoise their crops through the environment
+        import numpy as np
+
+        from nt2c_core.denoise import Denoiser
+        from nt2c_scipion.viewers.viewer_training import raw_coarse_fine
+        from nt2c_scipion.wizards import threshold_preview
+
+        with mock.patch.object(Denoiser, "from_file", side_effect=AssertionError("torch used in the GUI")):
+            raw, coarse_crop, fine_crop, _ = raw_coarse_fine(one, 0)
+            _, found = threshold_preview(noise)
+        expected = Denoiser.from_file(one._getExtraPath("work", "coarse", "model.pt")).denoise(raw)
+        self.assertTrue(np.allclose(coarse_crop, expected, atol=1e-4 * float(expected.std())))
+        self.assertEqual(len(found.origins), len(found.all_origins))  # threshold -0.99 keeps every tile

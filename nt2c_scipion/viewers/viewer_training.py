@@ -112,15 +112,17 @@ def raw_coarse_fine(protocol: ProtNT2C, index: int, crop: int = COMPARE_CROP):
     """(raw, coarse-denoised, fine-denoised, micName) of the central ``crop`` px of the index-th
     micrograph (0-based): the fine image is what the run wrote; only the crop is denoised with the
     coarse model, so the viewer answers in about a second whatever the micrograph's size."""
-    from nt2c_core.denoise import Denoiser
     from nt2c_core.images import centre_crop
     from nt2c_core.io import read_mrc
+
+    from .. import Plugin
 
     work = Path(protocol._getExtraPath("work"))
     mics = list(protocol.outputMicrographs.iterItems(orderBy="id"))
     mic = mics[min(max(index, 0), len(mics) - 1)]
     raw = centre_crop(read_mrc(protocol.inputMicrographs.get()[mic.getObjId()].getFileName())[0], crop)
-    coarse = Denoiser.from_file(WorkLayout(work).model("coarse")).denoise(raw)
+    pixel = protocol.inputMicrographs.get().getSamplingRate()
+    coarse = Plugin.denoiseImage(WorkLayout(work).model("coarse"), raw, pixel)
     return raw, coarse, centre_crop(read_mrc(mic.getFileName())[0], crop), mic.getMicName()
 
 

@@ -105,3 +105,48 @@ def test_noise_model_records_its_pixel_size_on_every_route(run_work, tmp_path):
     _, meta = load_model(tmp_path / "gan.pt", kind="noise-gan")
     assert meta["pixel_size"] == pytest.approx(2.5) and meta["source"] == str(stack)
     assert json.loads(json.dumps(meta))  # plain JSON metadata
+
+
+def test_settings_files_round_trip_every_stage_and_pipeline_validation_needs_no_torch(tmp_path):
+    """What the Scipion plugin hands the dedicated environment's command line (``--settings``) is
+    read back as the same settings; a pipeline config is validated without torch (the one-click
+    form checks it in Scipion's Python)."""
+    import subprocess
+
+    from nt2c_core.settings import RESTORER, ExtractionSettings, ParticleSimulationConfig, read_settings, write_settings
+
+    changed = [dataclasses.replace(COARSE, steps=7, width=16), dataclasses.replace(GAN, betas=(0.4, 0.9), crop=64),
+               ExtractionSettings(rule="ssim", patch=64, threshold=0.2),
+               SimulationConfig(Acquisition(pixel_size=3.1, dose=33.0), defocus_um=(0.7, 1.9), size=(96, 128)),
+               ParticleSimulationConfig(box=48, count=5), dataclasses.replace(RESTORER, sample_steps=3),
+               PipelineConfig(raw=["a.mrc"], structures=["s.cif"], coarse=dataclasses.replace(COARSE, crop=64),
+                              simulation=SimulationConfig(count=2))]
+    for settings in changed:
+        path = write_settings(settings, tmp_path / f"{type(settings).__name__}.json")
+        assert read_settings(type(settings), path) == settings
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"steps": 5, "stpes": 3}))
+    assert main(["train", "--pairs", "p", "-o", str(tmp_path / "m.pt"), "--settings", str(bad)]) == 2
+    bad.write_text(json.dumps({"steps": "5"}))
+    assert main(["train", "--pairs", "p", "-o", str(tmp_path / "m.pt"), "--settings", str(bad)]) == 2
+    code = ("import sys; from nt2c_core.settings import PipelineConfig, SimulationConfig; "
+            "PipelineConfig(raw=['a.mrc'], structures=['s.cif'], simulation=SimulationConfig(count=2), "
+            "device='auto:1').validate(); "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_cli_train_with_a_settings_file_gives_the_weights_of_its_flags(run_work, tmp_path, capsys):
+    from nt2c_core.settings import write_settings
+
+    layout = WorkLayout(run_work / "work")
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    settings = write_settings(dataclasses.replace(COARSE, **TINY), tmp_path / "train.settings.json")
+    assert main(["train", "--pairs", str(layout.pairs), "-o", str(tmp_path / "flags.pt"), *flags]) == 0
+    assert main(["train", "--pairs", str(layout.pairs), "-o", str(tmp_path / "file.pt"), "--settings", str(settings),
+                 "--steps", "999"]) == 0  # the file replaces the options
+    a, meta_a = load_model(tmp_path / "flags.pt")
+    b, meta_b = load_model(tmp_path / "file.pt")
+    assert meta_a["training"]["steps"] == meta_b["training"]["steps"] == TINY["steps"]
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
