@@ -326,21 +326,10 @@ def measure_cost(real: Path, work: Path, sigma: float, repeats: int, python: str
 
 
 def training_cost(demo_work: Path) -> dict:
-    """Seconds per NT2C stage of the demo run, from its stage completion times."""
-    from nt2c_core.pipeline import STAGES
+    """Seconds per NT2C stage of the demo run, as the pipeline recorded them."""
+    from nt2c_core.pipeline import stage_seconds
 
-    out, previous = {}, None
-    start = demo_work.parent / "experimental" / "experimental.json"
-    previous = datetime.datetime.fromtimestamp(start.stat().st_mtime) if start.exists() else None
-    for stage in STAGES:
-        done = WorkLayout(demo_work).done(stage)
-        if not done.exists():
-            continue
-        finished = datetime.datetime.fromisoformat(json.loads(done.read_text())["finished"])
-        if previous is not None:
-            out[stage] = round((finished - previous).total_seconds(), 1)
-        previous = finished
-    return out
+    return stage_seconds(demo_work)
 
 
 def topaz_picking(work: Path, test: Path, radii: dict, python: str, methods=PICK_INPUTS) -> dict:

@@ -40,6 +40,7 @@ sys.path.insert(0, str(HERE.parent))
 from _common import RESULTS, machine, save  # noqa: E402
 
 from nt2c_core.layout import WorkLayout  # noqa: E402
+from nt2c_core.pipeline import stage_seconds  # noqa: E402
 
 SHARED = HERE.parent.parent / "shared" / "data"
 DATA = SHARED / "real_picked" / "empiar10028_ribosome"
@@ -108,20 +109,6 @@ def run_nt2c(files: list[Path], quick: bool, reuse: bool, tag: str = "", changes
     seconds = time.perf_counter() - t0
     stages = json.loads((work / "pipeline.json").read_text())["stages"]
     return work, {"wall_s": round(seconds, 1), "stages": stages}
-
-
-def stage_times(work: Path) -> dict:
-    """Seconds per stage from the finish times of the DONE files (the first from the config)."""
-    import datetime
-
-    from nt2c_core.pipeline import STAGES
-
-    times, last = {}, datetime.datetime.fromtimestamp((work / "config.json").stat().st_mtime)
-    for stage in STAGES:
-        finished = datetime.datetime.fromisoformat(json.loads(WorkLayout(work).done(stage).read_text())["finished"])
-        times[stage] = round((finished - last).total_seconds(), 1)
-        last = finished
-    return times
 
 
 def denoise_all(name: str, fn, files: list[Path], out: Path) -> dict[str, np.ndarray]:
@@ -237,7 +224,7 @@ def main() -> int:
     table = {name: measure(images, raw, picks, patches) for name, images in methods.items()}
     noise = run["stages"]["noise"]
     result = {"data": "EMPIAR-10028 (10 micrographs, 865 expert picks), 4v5d structure",
-              "quick": args.quick, "variant": changes, "wall_s": run["wall_s"], "stage_seconds": stage_times(work),
+              "quick": args.quick, "variant": changes, "wall_s": run["wall_s"], "stage_seconds": stage_seconds(work),
               "noise_patches": {k: noise.get(k) for k in ("patches", "patch", "rule", "free_fraction",
                                                            "band_power_ratio", "insufficient")},
               "selection": run["stages"]["denoised"].get("selection", {}), "methods": table, "machine": machine()}

@@ -22,6 +22,7 @@ import glob
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -105,6 +106,14 @@ def stage_done(work_dir: str | os.PathLike, name: str) -> bool:
     return WorkLayout(work_dir).done(name).exists()
 
 
+def stage_seconds(work_dir: str | os.PathLike) -> dict:
+    """Wall seconds of each complete stage of a work dir, as recorded when it ran (None where the
+    work dir predates the record)."""
+    layout = WorkLayout(work_dir)
+    return {name: json.loads(layout.done(name).read_text()).get("seconds") for name in STAGES
+            if layout.done(name).exists()}
+
+
 def _run_stage(name: str, config: PipelineConfig, work: Path, files: list[Path], progress: bool) -> dict:
     layout = WorkLayout(work)
     folder = layout.stage(name)
@@ -118,8 +127,10 @@ def _run_stage(name: str, config: PipelineConfig, work: Path, files: list[Path],
     fresh = stale.exists()
     log.info(f"[{name}] running" + (f" (after {stale.read_text().strip()} changed)" if fresh else ""))
     folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
     result = {**STAGE_FUNCTIONS[name](config, work, files, folder, fresh, progress),
-              "finished": datetime.datetime.now().isoformat(timespec="seconds")}
+              "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+              "seconds": round(time.perf_counter() - start, 1)}  # this stage's wall time (a resumed one: this run's)
     for later in STAGES[STAGES.index(name) + 1:]:
         if layout.stage(later).exists():
             layout.done(later).unlink(missing_ok=True)

@@ -13,7 +13,7 @@ from nt2c_core.denoise import TileSettings
 from nt2c_core.errors import InputError
 from nt2c_core.noise.extract import ExtractionSettings
 from nt2c_core.noise.synthesize import GANConfig
-from nt2c_core.pipeline import STAGES, PipelineConfig, run_pipeline
+from nt2c_core.pipeline import STAGES, PipelineConfig, run_pipeline, stage_seconds
 from nt2c_core.simulate import Acquisition, SimulationConfig
 from nt2c_core.simulate.experimental import make_experimental_dataset
 from nt2c_core.training import TrainConfig
@@ -55,11 +55,12 @@ def test_pipeline_runs_every_stage_then_skips_them(tmp_path, raw_dir, capsys):
     assert summary["stages"]["noise"]["patches"] > 0
     scores = json.loads((work / "denoised" / "selection.json").read_text())["scores"]
     assert all(s["residual_correlation"] is not None and s["residual_band_excess"] > 0 for s in scores)
-    first = _stamps(work)
+    first, seconds = _stamps(work), stage_seconds(work)
+    assert list(seconds) == list(STAGES) and all(s is not None and s >= 0 for s in seconds.values()), seconds
     capsys.readouterr()
     run_pipeline(_config(str(raw_dir / "raw" / "*.mrc")), work, progress=False)
     assert capsys.readouterr().out.count("already complete, skipped") == len(STAGES)
-    assert _stamps(work) == first
+    assert _stamps(work) == first and stage_seconds(work) == seconds  # a skipped stage keeps its own time
 
 
 def test_interrupted_stage_resumes_and_later_stages_are_redone(tmp_path, raw_dir, capsys):
