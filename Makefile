@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/nt2c demo -o $(DEMO_DIR)
 
 test: $(STAMP)
-	$(PY) -m pytest tests nt2c_scipion/tests
+	$(PY) -m pytest --durations=15 tests nt2c_scipion/tests
 
 # make bench: its own virtualenv for the baselines (CPU torch, Topaz without torchvision, BM3D),
 # never in the package's dependencies; then speed/memory benches and the side-by-side comparison.
