@@ -17,6 +17,8 @@
 Prints tables and writes ``results/<date>-tomo-<host>.json`` and docs/tomo_simulated.png.
 
   python bench_tomo.py [--quick]    (make bench runs it)
+  python bench_tomo.py --budget-scan 400,1600   (is a method budget-limited? NMSG default and
+      noise2noise at each step count on the dose-60 tomogram, own work folders; results/<date>-tomo-budget-<host>.json)
 """
 
 from __future__ import annotations
@@ -197,6 +199,33 @@ def real(args, work: Path) -> dict:
     return out
 
 
+def budget_scan(steps: list[int], work: Path) -> dict:
+    """PSNR/SSIM/e-o FSC of NMSG (defaults) and the even/odd noise2noise U-Net on the dose-60
+    tomogram for each training budget in ``steps`` (each in its own work folder, so no run resumes
+    another's cosine schedule); the tomogram is the main benchmark's (simulated there if absent)."""
+    folder = work / "dose60"
+    if not (folder / "params.json").exists():
+        raise SystemExit(f"{folder}: run bench_tomo.py first (the dose-60 tomogram)")
+    vols = {k: read_mrc_volume(folder / f"{k}.mrc")[0] for k in ("noisy", "clean", "even", "odd", "oversmoothed")}
+    voxel = json.loads((folder / "params.json").read_text())["config"]["acquisition"]["pixel_size"]
+    rows = {"raw": scores(vols["noisy"], vols["even"], vols["odd"], vols["clean"], voxel)}
+    for n in steps:
+        config = dataclasses.replace(NMSG, steps=n)
+        t0 = time.time()
+        n2n = train_even_odd(vols["even"], vols["odd"], config, work=folder / f"budget_n2n_{n}", progress=False)
+        de, do = denoise_with(n2n.network, vols["even"]), denoise_with(n2n.network, vols["odd"])
+        rows[f"noise2noise even/odd, {n} steps"] = {**scores((de + do) / 2, de, do, vols["clean"], voxel),
+                                                    "seconds": round(time.time() - t0, 1)}
+        t0 = time.time()
+        result = train_nmsg(vols["noisy"], config, vols["oversmoothed"], work=folder / f"budget_nmsg_{n}", progress=False)
+        den = lambda v: denoise_with(result.network, v, config=config, synthesizer=None)  # noqa: E731
+        rows[f"NMSG default, {n} steps"] = {**scores(den(vols["noisy"]), den(vols["even"]), den(vols["odd"]),
+                                                     vols["clean"], voxel), "seconds": round(time.time() - t0, 1)}
+        for label in (f"noise2noise even/odd, {n} steps", f"NMSG default, {n} steps"):
+            print(f"  {label}: {rows[label]}", flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes and budgets (checks the script)")
@@ -206,11 +235,17 @@ def main(argv=None) -> int:
     parser.add_argument("--real-steps", type=int, default=NMSG.steps, help="training steps on the real crops")
     parser.add_argument("--doses", default="60,30", help="total doses [e/Å²] of the simulated tomograms")
     parser.add_argument("--only-default", action="store_true", help="NMSG with its defaults only (no variants)")
+    parser.add_argument("--budget-scan", metavar="N,N,...",
+                        help="only train NMSG and noise2noise for these step counts on the dose-60 tomogram")
     args = parser.parse_args(argv)
     if not all(s.exists() for s in STRUCTURES):
         print(f"bench_tomo: shared structures missing under {SHARED}; nothing to do")
         return 0
     work = Path(args.work) / ("quick" if args.quick else "full")
+    if args.budget_scan:
+        steps = [int(n) for n in args.budget_scan.split(",")]
+        save("tomo-budget", {"steps": steps, "dose60": budget_scan(steps, work)})
+        return 0
     result = {"quick": args.quick, "simulated": {}}
     result["steps"] = args.steps
     for dose in (float(d) for d in args.doses.split(",")):
