@@ -308,12 +308,7 @@ class SimulationConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SimulationConfig":
-        data = dict(data)
-        data["acquisition"] = Acquisition(**data.get("acquisition", {}))
-        for key in ("defocus_um", "size"):
-            if key in data:
-                data[key] = tuple(data[key])
-        return cls(**data)
+        return settings_from_dict(cls, data, "simulation settings")
 
 
 DETECTOR_NAMES = ("K2", "K3", "Falcon4")
