@@ -77,11 +77,16 @@ class ProtNT2CBase(EMProtocol):
         the dedicated environment's ``nt2c model-info`` (isolated route, no torch here)."""
         if self._inProcess():
             return NT2CModel.fromFile(path)
-        info = os.path.abspath(self._getExtraPath(Path(path).stem + ".metadata.json"))
-        self._runNT2C("-q", "model-info", os.path.abspath(path), "--json", info)
         model = NT2CModel(filename=str(path))
-        model.setMetadata(json.loads(Path(info).read_text()))
+        model.setMetadata(self._modelInfo(path))
         return model
+
+    def _modelInfo(self, path) -> dict:
+        """A model file's metadata, checked by the dedicated environment's ``nt2c model-info``
+        (isolated route) and kept in ``extra/<stem>.metadata.json``."""
+        info = os.path.abspath(self._getExtraPath(Path(path).stem + ".metadata.json"))
+        self._runNT2C("model-info", os.path.abspath(path), "--json", info)
+        return json.loads(Path(info).read_text())
 
     def _validateRoute(self) -> list:
         """Errors when the computation cannot run: nt2c_core must import here (in-process route), or

@@ -1,7 +1,5 @@
 """Import a trained NT2C model file, so one model trained per sample type serves many sessions."""
 
-import json
-import os
 import shutil
 import subprocess
 from enum import Enum
@@ -43,9 +41,7 @@ class ProtNT2CImportModel(ProtNT2CBase):
 
             _, metadata = load_model(source)  # the whole check: kind, metadata, weights fit and finite
         else:  # the same check by the dedicated environment's command line
-            info = self._getExtraPath("metadata.json")
-            self._runNT2C("model-info", os.path.abspath(source), "--json", os.path.abspath(info))
-            metadata = json.loads(Path(info).read_text())
+            metadata = self._modelInfo(source)
         target = Path(self._getExtraPath(source.name))
         shutil.copyfile(source, target)
         model = NT2CModel(filename=str(target))
