@@ -5,6 +5,7 @@ in NT2C_SCREENSHOTS (``NT2C_SCREENSHOTS=docs/gui`` refreshes the README's)."""
 
 import json
 import os
+import select
 import shutil
 import subprocess
 import tempfile
@@ -22,25 +23,51 @@ BIG = 4096  # px: a K3/Falcon micrograph (the whole one takes minutes to denoise
 
 
 def start_xvfb():
-    """(Xvfb process, display) on a free display number; SkipTest where impossible."""
+    """(Xvfb process, display) once the server accepts connections; SkipTest where impossible.
+
+    ``-displayfd`` lets Xvfb choose a free display and write its number only when it is ready: a
+    socket file alone can appear before the server answers, and matplotlib then takes the machine
+    for a headless one (a CI failure once)."""
     if not shutil.which("Xvfb"):
         raise unittest.SkipTest("Xvfb is not installed (apt-get install xvfb; .ci/run installs it)")
     try:
         import tkinter  # noqa: F401
     except ImportError:
         raise unittest.SkipTest("this Python has no tkinter (Scipion's GUI needs it)")
-    for number in range(91, 120):
-        if not Path(f"/tmp/.X11-unix/X{number}").exists() and not Path(f"/tmp/.X{number}-lock").exists():
-            break
-    proc = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "1600x1100x24", "-nolisten", "tcp"],
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_end), "-screen", "0", "1600x1100x24",
+                             "-nolisten", "tcp"], pass_fds=(write_end,),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 20
-    while not Path(f"/tmp/.X11-unix/X{number}").exists():
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            raise unittest.SkipTest(f"Xvfb did not start on :{number}")
-        time.sleep(0.1)
-    return proc, f":{number}"
+    os.close(write_end)
+    number = b""
+    deadline = time.time() + 30
+    try:
+        while not number.endswith(b"\n"):
+            ready, _, _ = select.select([read_end], [], [], max(0.0, deadline - time.time()))
+            chunk = os.read(read_end, 16) if ready else b""
+            if not chunk:  # timed out, or Xvfb exited
+                proc.kill()
+                raise unittest.SkipTest("Xvfb did not start within 30 s")
+            number += chunk
+    finally:
+        os.close(read_end)
+    display = f":{int(number)}"
+    from matplotlib import _c_internal_utils
+
+    previous = os.environ.get("DISPLAY")
+    os.environ["DISPLAY"] = display
+    try:
+        while not _c_internal_utils.display_is_valid():  # matplotlib's own test of the display
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise unittest.SkipTest(f"Xvfb on {display} does not accept connections")
+            time.sleep(0.1)
+    finally:
+        if previous is None:
+            os.environ.pop("DISPLAY")
+        else:
+            os.environ["DISPLAY"] = previous
+    return proc, display
 
 
 class TestGuiWindows(BaseTest):
