@@ -244,7 +244,7 @@ def _stage_fine(config, work, files, folder, fresh, progress) -> dict:
     layout = WorkLayout(work)
     noise = layout.noise_patches if config.noise_model == "patches" else layout.model("gan")
     result = train_fine(layout.pairs, layout.model("coarse"), noise, layout.model("fine"), config.fine, config.device,
-                        config.noise_level, resume=not fresh, progress=progress)
+                        config.noise_level, resume=not fresh, progress=progress, micrographs=files)
     return _trained(result)
 
 

@@ -54,8 +54,10 @@ class TrainConfig:
     lr: initial Adam learning rate, decayed by a cosine to lr * final_lr_fraction; val_fraction:
     micrographs held out for validation; val_every / checkpoint_every: in steps; architecture:
     the network to train (a name of :mod:`nt2c_core.models.registry` and its sizes; ignored with
-    an init model, whose architecture is kept). ``width=`` / ``first_kernel=`` given to the
-    constructor (or ``replace``) set those sizes of the architecture (the U-Net's)."""
+    an init model, whose architecture is kept); consistency: weight of the data-consistency term on
+    the real micrographs (:mod:`nt2c_core.consistency`; 0 = off; used by the fine stage, which
+    has the real micrographs). ``width=`` / ``first_kernel=`` given to the constructor (or
+    ``replace``) set those sizes of the architecture (the U-Net's)."""
 
     steps: int = 2000
     batch_size: int = 8
@@ -68,6 +70,7 @@ class TrainConfig:
     seed: int = 0
     amp: bool = True
     architecture: dict = field(default_factory=lambda: dict(UNET))
+    consistency: float = 0.0
     width: InitVar[int | None] = None
     first_kernel: InitVar[int | None] = None
 
@@ -89,6 +92,7 @@ class TrainConfig:
             "val_fraction": (lambda v: 0 <= v < 1, "fraction of micrographs held out: must lie in [0, 1)"),
             "val_every": (at_least_one, "must be at least 1 step"),
             "checkpoint_every": (at_least_one, "must be at least 1 step"),
+            "consistency": (lambda v: v >= 0 and math.isfinite(v), "must be 0 (off) or a positive weight"),
         })
         from .models.registry import check_architecture
 
@@ -480,8 +484,9 @@ NMSG = NMSGConfig()
 
 COARSE = TrainConfig()
 """The coarse U-Net's defaults (CLI ``nt2c train``, ``nt2c run``, the Scipion protocols)."""
-FINE = TrainConfig(steps=1000, lr=3e-4)
-"""The fine U-Net's defaults: it starts from the coarse model, so fewer steps and a lower rate."""
+FINE = TrainConfig(steps=1000, lr=3e-4, consistency=1.0)
+"""The fine U-Net's defaults: it starts from the coarse model, so fewer steps and a lower rate,
+and it keeps to the real micrographs at the particle scale (:mod:`nt2c_core.consistency`)."""
 GAN = GANConfig()
 EXTRACTION = ExtractionSettings()
 TILES = TileSettings()
@@ -788,7 +793,7 @@ class PipelineConfig:
                    extraction=ExtractionSettings(),
                    gan=GANConfig(iterations=4000 if gpu else 1000, batch_size=32 if gpu else 16),
                    fine=TrainConfig(steps=steps // 2, lr=3e-4, width=width, crop=256 if gpu else 128,
-                                    val_every=100, checkpoint_every=100),
+                                    val_every=100, checkpoint_every=100, consistency=FINE.consistency),
                    device="auto")
 
     @classmethod

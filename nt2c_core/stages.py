@@ -59,11 +59,15 @@ def noise_source(path: PathLike):
 
 
 def train_fine(pairs: PathLike, coarse: PathLike, noise: PathLike, output: PathLike, config: TrainConfig = FINE,
-               device: str = "cpu", noise_level: str = "real", resume: bool = False, progress: bool = True):
+               device: str = "cpu", noise_level: str = "real", resume: bool = False, progress: bool = True,
+               micrographs: Sequence[PathLike] | None = None):
     """Train the fine U-Net from the ``coarse`` model on the simulated pairs, each step's noisy
     input being the simulated signal with fresh real noise from ``noise`` (a GAN model or a
     patch stack, :func:`noise_source`), re-weighted as in eq. 4 at ``noise_level`` ('real' or
-    'simulated', :mod:`nt2c_core.noise.reweight`). Returns the ``TrainResult``."""
+    'simulated', :mod:`nt2c_core.noise.reweight`). With real ``micrographs`` and
+    ``config.consistency`` > 0, the output is also kept equal to them at the particle scale
+    (:mod:`nt2c_core.consistency`; the particle radius comes from the pairs' structures); without
+    micrographs that term is off (with a warning). Returns the ``TrainResult``."""
     from .noise.reweight import NoiseTransfer
     from .pairs import load_pairs
     from .training import train_denoiser
@@ -74,10 +78,34 @@ def train_fine(pairs: PathLike, coarse: PathLike, noise: PathLike, output: PathL
     transfer = NoiseTransfer(source, config.seed, device, noise_level)
     kind = "patches" if source.config.get("name") == "patch-mosaic" else "gan"
     pair_set = load_pairs(pairs)
+    term = _consistency_term(pairs, pair_set.pixel_size, config, micrographs)
     metadata = {**pair_set.provenance, "stage": "fine", "noise_model": kind, "noise_source": str(noise),
-                "noise_level": noise_level}
+                "noise_level": noise_level, "consistency": None if term is None else
+                {"weight": term.weight, "sigma_px": round(term.sigma, 2), "micrographs": len(term.micrographs)}}
     return train_denoiser(pair_set, output, config, init=coarse, resume=resume, device=device, progress=progress,
-                          metadata=metadata, transform=transfer)
+                          metadata=metadata, transform=transfer, extra_loss=term)
+
+
+def _consistency_term(pairs: PathLike, pixel_size: float, config: TrainConfig,
+                      micrographs: Sequence[PathLike] | None):
+    """The fine stage's :class:`nt2c_core.consistency.RealConsistency`, or None when it is off."""
+    import logging
+
+    from .consistency import RealConsistency, particle_radius_px
+
+    if config.consistency <= 0:
+        return None
+    if not micrographs:
+        logging.getLogger(__name__).warning(
+            "fine: no real micrographs given, so the data-consistency term is off (consistency "
+            f"{config.consistency:g} ignored); give them (--micrographs) to keep the model to the data")
+        return None
+    radius = particle_radius_px(pairs)
+    if radius is None:
+        raise InputError(f"{pairs}: params.json does not say the particle radius (structures[].radius_A), which the "
+                         "data-consistency term needs; simulate the pairs with 'nt2c simulate' or set consistency 0")
+    return RealConsistency.from_files(micrographs, pixel_size, radius, config.consistency, crop=min(config.crop, 128),
+                                      seed=config.seed)
 
 
 def extract_background(raw: Sequence[PathLike], output: PathLike, settings: ExtractionSettings = EXTRACTION,

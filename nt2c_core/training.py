@@ -60,7 +60,7 @@ def checkpoint_path(model_path: str | os.PathLike) -> Path:
 def train_denoiser(pairs: PairSet, output: str | os.PathLike, config: TrainConfig | None = None,
                    init: str | os.PathLike | None = None, resume: bool = False, device: str = "cpu",
                    progress: bool = True, metadata: dict | None = None, stop_after: int | None = None,
-                   transform=None) -> TrainResult:
+                   transform=None, extra_loss: Callable[[nn.Module, int], torch.Tensor] | None = None) -> TrainResult:
     """Train a U-Net on ``pairs`` (noisy -> clean) and write the model file ``output``.
 
     ``init``: a model file whose architecture and weights start the run (fine from coarse).
@@ -69,7 +69,8 @@ def train_denoiser(pairs: PairSet, output: str | os.PathLike, config: TrainConfi
     and no model file, as an interrupted or time-boxed run does (``resume`` continues it).
     ``transform(x, y, key) -> (x, y)``: rewrites each batch (and each validation micrograph) before
     use, e.g. :class:`nt2c_core.noise.reweight.NoiseTransfer` for the fine denoiser; ``key`` is the
-    step, so resumed runs see the same data."""
+    step, so resumed runs see the same data. ``extra_loss(network, step)``: a term added to each
+    step's loss (e.g. :class:`nt2c_core.consistency.RealConsistency`), logged as ``consistency``."""
     config = (config or TrainConfig()).validate().check_pairs(pairs)
     output = Path(output)
     ensure_writable_dir(output.parent)
@@ -100,18 +101,23 @@ def train_denoiser(pairs: PairSet, output: str | os.PathLike, config: TrainConfi
         x, y = (torch.from_numpy(a).to(dev, memory_format=torch.channels_last) for a in batch)
         with autocast():
             loss = nn.functional.mse_loss(network(x).float(), y)
+            extra = extra_loss(network, step) if extra_loss is not None else None
+        total = loss if extra is None else loss + extra
         optimizer.zero_grad(set_to_none=True)
-        if not math.isfinite(loss.item()):
-            raise _diverged(step + 1, loss.item(), config, ckpt)
-        scaler.scale(loss).backward()
+        if not math.isfinite(total.item()):
+            raise _diverged(step + 1, total.item(), config, ckpt)
+        scaler.scale(total).backward()
         scaler.step(optimizer)
         scaler.update()
-        running.append(loss.item())
-        bar.set_postfix(loss=f"{running[-1]:.4f}")
+        running.append(loss.item() if extra is None else [loss.item(), extra.item()])
+        bar.set_postfix(loss=f"{loss.item():.4f}")
         done = step + 1
         if done % config.val_every == 0 or done == config.steps:
-            row = {"step": done, "loss": float(np.mean(running)), "lr": schedule(step),
+            terms = np.mean(running, axis=0)
+            row = {"step": done, "loss": float(np.atleast_1d(terms)[0]), "lr": schedule(step),
                    "val_psnr": _val_psnr(network, val, dev, autocast)}
+            if extra_loss is not None:
+                row["consistency"] = float(terms[1])
             log.append(row)
             running = []
             logger.info(_format_row(row, raw_val))
@@ -194,6 +200,8 @@ def _val_psnr(network: nn.Module, val: PairSet, dev: torch.device, autocast) -> 
 
 def _format_row(row: dict, raw_val: float | None) -> str:
     text = f"step {row['step']}: loss {row['loss']:.5f}, lr {row['lr']:.2e}"
+    if "consistency" in row:
+        text += f", consistency {row['consistency']:.5f}"
     if row["val_psnr"] is not None:
         text += f", validation PSNR {row['val_psnr']:.2f} dB (raw {raw_val:.2f} dB)"
     return text

@@ -158,6 +158,11 @@ def add_fine(p: argparse.ArgumentParser) -> None:
     source.add_argument("--noise-patches", metavar="STACK",
                         help="noise_patches.mrcs from 'nt2c extract-noise': tile the real patches directly (no GAN)")
     p.add_argument("-o", "--output", required=True, help="fine model file to write (.pt)")
+    p.add_argument("--micrographs", nargs="+", metavar="MRC",
+                   help="the real micrographs (those the noise came from): the data-consistency term keeps the "
+                        "fine model's output equal to them at the particle scale (without them the term is off)")
+    p.add_argument("--consistency", type=float, default=FINE.consistency,
+                   help="weight of the data-consistency term (0 = off, the paper's fine stage)")
     add_training_arguments(p, FINE)
     add_level_argument(p)
 
@@ -170,7 +175,8 @@ def run_fine(args: argparse.Namespace) -> int:
         raise InputError(f"{args.noise_patches}: --noise-patches takes the .mrcs stack of 'nt2c extract-noise'")
     output = prepare_output(args)
     return report(train_fine(args.pairs, args.coarse, args.noise_model or args.noise_patches, output, train_config(args),
-                             str(resolve_device(args.device)), args.noise_level, resume=args.resume))
+                             str(resolve_device(args.device)), args.noise_level, resume=args.resume,
+                             micrographs=args.micrographs))
 
 
 register("extract-noise", "Extract background noise patches from raw micrographs (particle-mask or SSIM rule).",

@@ -48,7 +48,8 @@ def _train_options(args: argparse.Namespace) -> TrainConfig:
         raise InputError(f"--width = {args.width}: U-Net width must be at least 1")
     return TrainConfig(steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
                        val_fraction=args.val_fraction, checkpoint_every=args.checkpoint_every,
-                       val_every=args.val_every, width=args.width, seed=args.seed).validate()
+                       val_every=args.val_every, width=args.width, seed=args.seed,
+                       consistency=getattr(args, "consistency", 0.0)).validate()
 
 
 def prepare_output(args: argparse.Namespace) -> Path:

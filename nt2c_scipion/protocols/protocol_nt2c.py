@@ -62,6 +62,11 @@ class ProtNT2C(ProtNT2CSimulationBase):
         form.addParam("fineSteps", params.IntParam, default=FINE.steps, label="Fine training steps",
                       help="Optimizer steps of the fine U-Net (started from the coarse one) on noise-transferred "
                            "pairs.")
+        form.addParam("fineConsistency", params.FloatParam, default=FINE.consistency,
+                      expertLevel=params.LEVEL_ADVANCED, label="Fine: data-consistency weight",
+                      help="Weight of the term that keeps the fine model's output equal to the input micrographs at "
+                           "the particle scale, so it cannot paint or erase particles; 0 = off (the paper's fine "
+                           "stage, which paints on real data with strong particle-band noise).")
         form.addParam("ganIterations", params.IntParam, default=GAN.iterations, label="Noise GAN iterations",
                       help="Generator steps of the WGAN-GP noise model.")
         form.addParam("width", params.IntParam, default=COARSE.architecture["width"], expertLevel=params.LEVEL_ADVANCED,
@@ -192,7 +197,7 @@ class ProtNT2C(ProtNT2CSimulationBase):
             extraction=replace(EXTRACTION, patch=self.noisePatch.get() or None, threshold=self.ssimThreshold.get(),
                                rule=RULES[self.noiseRule.get()]),
             gan=replace(GAN, iterations=self.ganIterations.get(), seed=seed),
-            fine=replace(FINE, steps=self.fineSteps.get(), **train),
+            fine=replace(FINE, steps=self.fineSteps.get(), consistency=self.fineConsistency.get(), **train),
             min_noise_patches=self.minNoisePatches.get(), calibrate=self.calibrate.get(),
             few_patches=("continue", "stop")[self.fewPatches.get()], choose_model=self.chooseModel.get(),
             coarse_init="general" if self.coarseFromGeneral.get() else "none",

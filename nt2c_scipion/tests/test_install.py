@@ -317,11 +317,14 @@ class TestIsolatedRoute(BaseTest):
         gan, _ = run(ProtNT2CTrainNoiseGAN, {"inputPatches": (noise, "outputNoisePatches")}, "train-noise-gan",
                      iterations=3, crop=64, batchSize=4, width=4)
         self.assertEqual(gan.outputModel.getKind(), "noise-gan")
-        fine, _ = run(ProtNT2CTrainFine, {**pairs, "inputCoarse": (coarse, "outputModel"),
-                                          "inputNoiseModel": (gan, "outputModel")}, "train-fine",
-                      steps=4, crop=64, batchSize=2)
+        fine, log = run(ProtNT2CTrainFine, {**pairs, "inputCoarse": (coarse, "outputModel"),
+                                            "inputNoiseModel": (gan, "outputModel"),
+                                            "inputMicrographs": (imp, "outputMicrographs")}, "train-fine",
+                        steps=4, crop=64, batchSize=2)
+        self.assertIn("--micrographs", log)
         meta = fine.outputModel.getMetadata()
         self.assertEqual((meta["stage"], meta["noise_model"], meta["training"]["steps"]), ("fine", "gan", 4))
+        self.assertEqual((meta["consistency"]["weight"], meta["consistency"]["micrographs"]), (1.0, 2))
 
         one, log = run(ProtNT2C, {"inputMicrographs": (imp, "outputMicrographs")}, "run",
                        structureFile=str(APOFERRITIN), **ONE_CLICK_TINY)

@@ -112,8 +112,10 @@ class TestNT2CStages(BaseTest):
         _link(fine, "inputClean", sim, "outputClean")
         _link(fine, "inputCoarse", coarse, "outputModel")
         _link(fine, "inputNoiseModel", gan, "outputModel")
+        _link(fine, "inputMicrographs", imp, "outputMicrographs")  # the data-consistency term's real micrographs
         fine = self.launchProtocol(fine)
-        self.assertEqual(fine.outputModel.getMetadata().get("stage"), "fine")
+        meta = fine.outputModel.getMetadata()
+        self.assertEqual((meta.get("stage"), meta["consistency"]["micrographs"]), ("fine", 2))
 
         den = self.newProtocol(ProtNT2CDenoise, numberOfThreads=2)  # the streaming generator holds one thread
         _link(den, "inputMicrographs", imp, "outputMicrographs")
@@ -157,7 +159,13 @@ class TestNT2CStages(BaseTest):
         fine.inputClean.set(pairs["clean"])
         fine.inputNoiseModel.set(gan)
         fine.inputCoarse.set(coarse)
+        real = SetOfMicrographs(filename=str(Path(self.proj.getPath()) / "real.sqlite"))
+        real.setSamplingRate(1.0)
+        fine.inputMicrographs.set(real)
+        fine.consistency.set(-1.0)
         errors = "\n".join(fine.validate())
+        self.assertIn("real micrographs are at 1.000 Å/px but the simulated pairs at 2.500 Å/px", errors)
+        self.assertIn("Data-consistency weight: must be 0 (off) or positive", errors)
         self.assertIn("noise model must come from 'train noise GAN'", errors)
         self.assertIn("coarse model must be a denoiser", errors)
         self.assertIn("noise model was made at 1.000 Å/px but the simulated pairs are at 2.500 Å/px", errors)
