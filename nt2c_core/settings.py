@@ -720,7 +720,7 @@ class PipelineConfig:
     coarse_init: str = "general"
     choose_model: bool = True
     few_patches: str = "continue"
-    noise_model: str = "gan"
+    noise_model: str = "patches"
     mix_shipped: bool = False
     density: str = "given"
 

@@ -18,7 +18,7 @@ from nt2c_core.simulate.structure import load_structure
 # The one-click protocol's form at toy budgets: plumbing, not quality (seconds on a CPU)
 ONE_CLICK_TINY = dict(simCount=3, simSize=128, particles=2, coarseSteps=4, fineSteps=4, ganIterations=2, width=8,
                       crop=64, noisePatch=64, noiseRule=1, ssimThreshold=-0.99, minNoisePatches=1, numberOfThreads=1,
-                      coarseFromGeneral=False, chooseModel=False)
+                      coarseFromGeneral=False, chooseModel=False, noiseModel=0)  # 0: the GAN route (the paper's)
 PARTICLE_ACQ = Acquisition(pixel_size=6.0, dose=20.0, b_factor=60.0)
 
 
