@@ -155,6 +155,22 @@ class TrainGANOutputs(Enum):
     outputModel = NT2CModel
 
 
+def patch_stack(patches, path: str) -> str:
+    """Noise patches (a SetOfParticles: any subset of any stacks) written once as one stack at
+    ``path`` with their sampling; returns ``path``."""
+    from nt2c_core.io import read_mrc, write_mrc
+
+    if not os.path.exists(path):
+        stacks, out = {}, []
+        for particle in patches:
+            index, source = particle.getLocation()
+            if source not in stacks:
+                stacks[source] = read_mrc(source, allow_stack=True)[0]
+            out.append(stacks[source][index - 1])
+        write_mrc(path, np.stack(out), patches.getSamplingRate())
+    return path
+
+
 class ProtNT2CTrainNoiseGAN(ProtNT2CBase):
     """Train the WGAN-GP noise synthesizer on extracted noise patches; outputs the noise model
     (an NT2CModel of kind 'noise-gan') used by 'train fine denoiser'."""
@@ -186,25 +202,8 @@ class ProtNT2CTrainNoiseGAN(ProtNT2CBase):
         self._insertFunctionStep(self.trainStep)
         self._insertFunctionStep(self.createOutputStep, needsGPU=False)
 
-    def _patches(self) -> np.ndarray:
-        from nt2c_core.io import read_mrc
-
-        stacks, out = {}, []
-        for particle in self.inputPatches.get():
-            index, path = particle.getLocation()
-            if path not in stacks:
-                stacks[path] = read_mrc(path, allow_stack=True)[0]
-            out.append(stacks[path][index - 1])
-        return np.stack(out)
-
     def _patchStack(self) -> str:
-        """The input patches (any subset of any stacks) as one stack with their sampling."""
-        from nt2c_core.io import write_mrc
-
-        path = self._getExtraPath(NOISE_STACK)
-        if not os.path.exists(path):
-            write_mrc(path, self._patches(), self.inputPatches.get().getSamplingRate())
-        return path
+        return patch_stack(self.inputPatches.get(), self._getExtraPath(NOISE_STACK))
 
     def _ganConfig(self):
         """The GAN defaults (``nt2c_core.settings.GAN``) with the form's values."""

@@ -143,8 +143,11 @@ class ProtNT2CTrainFine(ProtNT2CTrainBase):
     def _defineStageParams(self, form):
         form.addParam("inputCoarse", params.PointerParam, pointerClass="NT2CModel", important=True,
                       label="Coarse model", help="The fine model starts from its weights.")
-        form.addParam("inputNoiseModel", params.PointerParam, pointerClass="NT2CModel", important=True,
-                      label="Noise model", help="From 'train noise GAN'.")
+        form.addParam("inputNoiseModel", params.PointerParam, pointerClass="NT2CModel,SetOfParticles",
+                      important=True, label="Noise model or noise patches",
+                      help="A noise GAN from 'train noise GAN' (the paper), or the noise patches of 'extract noise "
+                           "patches' themselves, tiled into noise fields (no GAN; the default of 'nt2c run' and of "
+                           "the one-click protocol, which denoised real micrographs better).")
         form.addParam("noiseLevel", params.EnumParam, choices=list(NOISE_LEVELS), default=0, label="Noise level",
                       help="real: synthesized noise at the real micrographs' level; simulated: keep the "
                            "simulated noise variance, change only its texture.")
@@ -161,18 +164,31 @@ class ProtNT2CTrainFine(ProtNT2CTrainBase):
 
     def trainStep(self):
         if not self._inProcess():  # the dedicated environment's 'nt2c train-fine'
+            source = "--noise-patches" if self._noiseIsPatches() else "--noise-model"
             self._runStage("train-fine", self._trainConfig(), "--pairs", self._pairsFolder().resolve(),
                            "--coarse", os.path.abspath(self.inputCoarse.get().getFileName()),
-                           "--noise-model", os.path.abspath(self.inputNoiseModel.get().getFileName()),
+                           source, os.path.abspath(self._noiseFile()),
                            "-o", os.path.abspath(self._modelPath()), "--resume",
                            "--noise-level", NOISE_LEVELS[self.noiseLevel.get()],
                            *(["--micrographs", *self._realMicrographs()] if self._realMicrographs() else []))
             return
         from nt2c_core.stages import train_fine
 
-        train_fine(self._pairsFolder(), self.inputCoarse.get().getFileName(), self.inputNoiseModel.get().getFileName(),
-                   self._modelPath(), self._trainConfig(), self._device(), NOISE_LEVELS[self.noiseLevel.get()],
+        train_fine(self._pairsFolder(), self.inputCoarse.get().getFileName(), self._noiseFile(), self._modelPath(), self._trainConfig(), self._device(), NOISE_LEVELS[self.noiseLevel.get()],
                    resume=True, progress=False, micrographs=self._realMicrographs())
+
+    def _noiseIsPatches(self) -> bool:
+        return not isinstance(self.inputNoiseModel.get(), NT2CModel)
+
+    def _noiseFile(self) -> str:
+        """The GAN model file, or the noise patches written as one stack."""
+        if self._noiseIsPatches():
+            from nt2c_core.layout import NOISE_STACK
+
+            from .protocol_noise import patch_stack
+
+            return patch_stack(self.inputNoiseModel.get(), self._getExtraPath(NOISE_STACK))
+        return self.inputNoiseModel.get().getFileName()
 
     def _realMicrographs(self):
         """Absolute paths of the real micrographs of the data-consistency term ([] when none)."""
@@ -192,8 +208,9 @@ class ProtNT2CTrainFine(ProtNT2CTrainBase):
         coarse, noise = self.inputCoarse.get(), self.inputNoiseModel.get()
         if coarse is not None and coarse.getKind() not in (None, "denoiser"):
             errors.append("The coarse model must be a denoiser.")
-        if noise is not None and noise.getKind() != "noise-gan":
-            errors.append("The noise model must come from 'train noise GAN' (kind noise-gan).")
+        if isinstance(noise, NT2CModel) and noise.getKind() != "noise-gan":
+            errors.append("The noise model must come from 'train noise GAN' (kind noise-gan), or give the noise "
+                          "patches of 'extract noise patches'.")
         noisy, mics = self.inputNoisy.get(), self.inputMicrographs.get()
         if self.consistency.get() < 0:
             errors.append("Data-consistency weight: must be 0 (off) or positive.")
@@ -202,8 +219,10 @@ class ProtNT2CTrainFine(ProtNT2CTrainBase):
             errors.append(f"The real micrographs are at {mics.getSamplingRate():.3f} Å/px but the simulated pairs at "
                           f"{noisy.getSamplingRate():.3f} Å/px: simulate at the raw data's pixel size.")
         for label, model in (("noise model", noise), ("coarse model", coarse)):
-            if noisy is not None and model is not None and model.getPixelSize():
-                if abs(model.getPixelSize() - noisy.getSamplingRate()) > PIXEL_MATCH * noisy.getSamplingRate():
-                    errors.append(f"The {label} was made at {model.getPixelSize():.3f} Å/px but the simulated pairs "
+            pixel = None if model is None else (model.getPixelSize() if isinstance(model, NT2CModel)
+                                                else model.getSamplingRate())
+            if noisy is not None and pixel:
+                if abs(pixel - noisy.getSamplingRate()) > PIXEL_MATCH * noisy.getSamplingRate():
+                    errors.append(f"The {label} was made at {pixel:.3f} Å/px but the simulated pairs "
                                   f"are at {noisy.getSamplingRate():.3f} Å/px: simulate at the raw data's pixel size.")
         return errors

@@ -116,6 +116,18 @@ class TestNT2CStages(BaseTest):
         fine = self.launchProtocol(fine)
         meta = fine.outputModel.getMetadata()
         self.assertEqual((meta.get("stage"), meta["consistency"]["micrographs"]), ("fine", 2))
+        # the noise patches themselves instead of the GAN (the default noise model of 'nt2c run')
+        tiled = self.newProtocol(ProtNT2CTrainFine, steps=6, crop=64, batchSize=4, learningRate=5e-4)
+        for attr, (source, output) in {"inputNoisy": (sim, "outputNoisy"), "inputClean": (sim, "outputClean"),
+                                       "inputCoarse": (coarse, "outputModel"),
+                                       "inputNoiseModel": (noise, "outputNoisePatches"),
+                                       "inputMicrographs": (imp, "outputMicrographs")}.items():
+            _link(tiled, attr, source, output)
+        self.assertEqual(tiled.validate(), [])
+        tiled = self.launchProtocol(tiled)
+        meta = tiled.outputModel.getMetadata()
+        self.assertEqual((meta["noise_model"], meta["stage"]), ("patches", "fine"))
+        self.assertEqual(read_mrc(meta["noise_source"], allow_stack=True)[0].shape[0], patches.getSize())
 
         den = self.newProtocol(ProtNT2CDenoise, numberOfThreads=2)  # the streaming generator holds one thread
         _link(den, "inputMicrographs", imp, "outputMicrographs")
