@@ -71,7 +71,7 @@ def convert(work: Path) -> tuple[list[Path], dict[str, np.ndarray]]:
 def pipeline_config(files: list[Path], quick: bool):
     from nt2c_core.noise.synthesize import GANConfig
     from nt2c_core.pipeline import PipelineConfig
-    from nt2c_core.settings import FINE
+    from nt2c_core.settings import FINE, replace
     from nt2c_core.simulate import Acquisition, SimulationConfig
     from nt2c_core.training import TrainConfig
 
@@ -85,8 +85,8 @@ def pipeline_config(files: list[Path], quick: bool):
         coarse=TrainConfig(steps=steps(800), batch_size=8, crop=128, width=24, lr=5e-4, val_every=steps(200),
                            checkpoint_every=steps(200)),
         gan=GANConfig(iterations=steps(800), batch_size=16, width=16, log_every=steps(100), checkpoint_every=steps(200)),
-        fine=TrainConfig(steps=steps(500), batch_size=8, crop=128, width=24, lr=3e-4, val_every=steps(100),
-                         checkpoint_every=steps(100), consistency=FINE.consistency),
+        fine=replace(FINE, steps=steps(500), batch_size=8, crop=128, width=24, val_every=steps(100),
+                     checkpoint_every=steps(100)),
         device="cpu")
 
 

@@ -97,9 +97,10 @@ class RealConsistency:
                 raise InputError(f"{path}: pixel size {pixel:g} Å differs from the training pairs' {pixel_size:g} Å; "
                                  "simulate the pairs at the micrographs' pixel size")
             images.append(standardize(image, *stats(image)))
+        term = cls(images, radius_px, weight, batch, crop, seed)
         log.info(f"data consistency with {len(images)} real micrograph(s), weight {weight:g}, "
-                 f"low-pass sigma {max(radius_px / 3, 1):.1f} px")
-        return cls(images, radius_px, weight, batch, crop, seed)
+                 f"low-pass sigma {term.sigma:.1f} px")
+        return term
 
     def crops(self, step: int) -> np.ndarray:
         """(batch, 1, crop, crop) random crops with a random dihedral transform for ``step``."""
@@ -120,15 +121,13 @@ class RealConsistency:
         return self.weight * nn.functional.mse_loss(lowpass(out, self.kernel), lowpass(r, self.kernel))
 
 
-def particle_radius_px(pairs_folder: str | os.PathLike) -> float | None:
-    """The largest particle radius [px] of the structures a pairs folder was simulated from
-    (``params.json``: ``structures[].radius_A`` and the acquisition's pixel size); None if unknown."""
-    import json
-
+def particle_radius_px(provenance: dict) -> float | None:
+    """The largest particle radius [px] of the structures simulated pairs were made from, from
+    their provenance (:func:`nt2c_core.pairs.provenance`: ``structures[].radius_A`` and the
+    acquisition's pixel size); None if unknown."""
     try:
-        params = json.loads((Path(pairs_folder) / "params.json").read_text())
-        radii = [float(s["radius_A"]) for s in params.get("structures", [])]
-        pixel = float(params["config"]["acquisition"]["pixel_size"])
-    except (OSError, ValueError, KeyError, TypeError):
+        radii = [float(s["radius_A"]) for s in provenance.get("structures", [])]
+        pixel = float(provenance["acquisition"]["pixel_size"])
+    except (KeyError, TypeError, ValueError):
         return None
     return max(radii) / pixel if radii and pixel > 0 else None

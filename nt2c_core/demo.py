@@ -31,7 +31,7 @@ from .noise.extract import ExtractionSettings
 from .noise.synthesize import GANConfig
 from .pipeline import PipelineConfig, run_pipeline
 from .plots import panels
-from .settings import FINE
+from .settings import FINE, replace
 from .simulate import Acquisition, SimulationConfig
 from .simulate.experimental import ExperimentalNoise, make_experimental_dataset
 from .training import TrainConfig
@@ -58,9 +58,8 @@ def demo_config(out: Path, quick: bool, device: str) -> tuple[SimulationConfig, 
         extraction=ExtractionSettings(),  # the default mask rule; the diameter comes from the structure
         gan=GANConfig(iterations=max(int(1000 * scale), 4), batch_size=16, latent=32, width=8, lr=2e-4,
                       log_every=max(int(50 * scale), 1), checkpoint_every=100),
-        fine=TrainConfig(steps=max(int(400 * scale), 10), batch_size=8, crop=128, width=24, lr=5e-4,
-                         val_every=max(int(80 * scale), 1), checkpoint_every=max(int(80 * scale), 1), val_fraction=0.1,
-                         consistency=FINE.consistency),
+        fine=replace(FINE, steps=max(int(400 * scale), 10), batch_size=8, crop=128, width=24, lr=5e-4,
+                     val_every=max(int(80 * scale), 1), checkpoint_every=max(int(80 * scale), 1), val_fraction=0.1),
         tiles=TileSettings(512, 128, 1), min_noise_patches=4 if quick else 16, device=device)
     return experimental, pipeline
 

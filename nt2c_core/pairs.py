@@ -97,12 +97,15 @@ def load_pairs(folder: str | os.PathLike) -> PairSet:
 
 
 def provenance(folder: str | os.PathLike) -> dict:
-    """What ``nt2c simulate`` recorded in a pairs folder (``params.json``): ``acquisition`` and
-    ``simulation`` (the other settings); empty when there is no readable record."""
+    """What ``nt2c simulate`` recorded in a pairs folder (``params.json``): ``acquisition``,
+    ``simulation`` (the other settings) and ``structures`` (name and radius in Å of each); empty
+    when there is no readable record."""
     params = Path(folder) / "params.json"
     try:
-        config = json.loads(params.read_text()).get("config", {})
+        record = json.loads(params.read_text())
+        config = record.get("config", {})
+        structures = [{"name": s.get("name"), "radius_A": s.get("radius_A")} for s in record.get("structures", [])]
     except (OSError, ValueError, AttributeError):
         return {}
     return {"acquisition": config.get("acquisition"),
-            "simulation": {k: v for k, v in config.items() if k != "acquisition"}}
+            "simulation": {k: v for k, v in config.items() if k != "acquisition"}, "structures": structures}

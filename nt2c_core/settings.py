@@ -792,8 +792,8 @@ class PipelineConfig:
                    coarse=TrainConfig(steps=steps, width=width, val_every=100, checkpoint_every=100),
                    extraction=ExtractionSettings(),
                    gan=GANConfig(iterations=4000 if gpu else 1000, batch_size=32 if gpu else 16),
-                   fine=TrainConfig(steps=steps // 2, lr=3e-4, width=width, crop=256 if gpu else 128,
-                                    val_every=100, checkpoint_every=100, consistency=FINE.consistency),
+                   fine=replace(FINE, steps=steps // 2, width=width, crop=256 if gpu else 128, val_every=100,
+                                checkpoint_every=100),
                    device="auto")
 
     @classmethod

@@ -78,7 +78,7 @@ def train_fine(pairs: PathLike, coarse: PathLike, noise: PathLike, output: PathL
     transfer = NoiseTransfer(source, config.seed, device, noise_level)
     kind = "patches" if source.config.get("name") == "patch-mosaic" else "gan"
     pair_set = load_pairs(pairs)
-    term = _consistency_term(pairs, pair_set.pixel_size, config, micrographs)
+    term = _consistency_term(pairs, pair_set, config, micrographs)
     metadata = {**pair_set.provenance, "stage": "fine", "noise_model": kind, "noise_source": str(noise),
                 "noise_level": noise_level, "consistency": None if term is None else
                 {"weight": term.weight, "sigma_px": round(term.sigma, 2), "micrographs": len(term.micrographs)}}
@@ -86,8 +86,7 @@ def train_fine(pairs: PathLike, coarse: PathLike, noise: PathLike, output: PathL
                           metadata=metadata, transform=transfer, extra_loss=term)
 
 
-def _consistency_term(pairs: PathLike, pixel_size: float, config: TrainConfig,
-                      micrographs: Sequence[PathLike] | None):
+def _consistency_term(pairs: PathLike, pair_set, config: TrainConfig, micrographs: Sequence[PathLike] | None):
     """The fine stage's :class:`nt2c_core.consistency.RealConsistency`, or None when it is off."""
     import logging
 
@@ -100,11 +99,11 @@ def _consistency_term(pairs: PathLike, pixel_size: float, config: TrainConfig,
             "fine: no real micrographs given, so the data-consistency term is off (consistency "
             f"{config.consistency:g} ignored); give them (--micrographs) to keep the model to the data")
         return None
-    radius = particle_radius_px(pairs)
+    radius = particle_radius_px(pair_set.provenance)
     if radius is None:
         raise InputError(f"{pairs}: params.json does not say the particle radius (structures[].radius_A), which the "
                          "data-consistency term needs; simulate the pairs with 'nt2c simulate' or set consistency 0")
-    return RealConsistency.from_files(micrographs, pixel_size, radius, config.consistency, crop=min(config.crop, 128),
+    return RealConsistency.from_files(micrographs, pair_set.pixel_size, radius, config.consistency, crop=min(config.crop, 128),
                                       seed=config.seed)
 
 

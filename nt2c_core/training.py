@@ -103,14 +103,15 @@ def train_denoiser(pairs: PairSet, output: str | os.PathLike, config: TrainConfi
             loss = nn.functional.mse_loss(network(x).float(), y)
             extra = extra_loss(network, step) if extra_loss is not None else None
         total = loss if extra is None else loss + extra
+        values = [loss.item()] + ([extra.item()] if extra is not None else [])
         optimizer.zero_grad(set_to_none=True)
-        if not math.isfinite(total.item()):
-            raise _diverged(step + 1, total.item(), config, ckpt)
+        if not math.isfinite(sum(values)):
+            raise _diverged(step + 1, sum(values), config, ckpt)
         scaler.scale(total).backward()
         scaler.step(optimizer)
         scaler.update()
-        running.append(loss.item() if extra is None else [loss.item(), extra.item()])
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        running.append(values if extra is not None else values[0])
+        bar.set_postfix(loss=f"{values[0]:.4f}")
         done = step + 1
         if done % config.val_every == 0 or done == config.steps:
             terms = np.mean(running, axis=0)

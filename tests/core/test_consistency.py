@@ -13,6 +13,7 @@ from nt2c_core.denoise import Denoiser
 from nt2c_core.errors import InputError
 from nt2c_core.io import read_mrc, write_mrc
 from nt2c_core.models import load_model
+from nt2c_core.pairs import provenance
 from nt2c_core.selection import lowpass_agreement
 from nt2c_core.simulate import Acquisition, SimulationConfig, simulate_dataset
 
@@ -78,7 +79,7 @@ def test_consistency_keeps_the_fine_model_to_the_real_micrographs(erasing_setup)
         out = root / f"fine_{name}.pt"
         assert main(["train-fine", "--pairs", str(root / "pairs"), "--coarse", str(root / "coarse.pt"),
                      "--noise-patches", str(stack), "-o", str(out), *tiny, *extra]) == 0
-        radius = particle_radius_px(root / "pairs")
+        radius = particle_radius_px(provenance(root / "pairs"))
         den = Denoiser.from_file(out)
         agreement[name] = np.mean([lowpass_agreement(read_mrc(p)[0], den.denoise(read_mrc(p)[0]), radius)
                                    for p in real])
