@@ -19,6 +19,7 @@ Prints tables and writes ``results/<date>-tomo-<host>.json`` and docs/tomo_simul
   python bench_tomo.py [--quick]    (make bench runs it)
   python bench_tomo.py --budget-scan 400,1600   (is a method budget-limited? NMSG default and
       noise2noise at each step count on the dose-60 tomogram, own work folders; results/<date>-tomo-budget-<host>.json)
+  python bench_tomo.py --speed-only   (the 512 x 512 x 128 speed/memory run alone)
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from nt2c_core.io import read_mrc_volume  # noqa: E402
 from nt2c_core.metrics import fsc, psnr, ssim  # noqa: E402
 from nt2c_core.settings import NMSG, TomoSimulationConfig  # noqa: E402
 from nt2c_core.tomo.figures import slices_figure  # noqa: E402
-from nt2c_core.tomo.nmsg import Standardized, denoise_with, train_even_odd, train_nmsg  # noqa: E402
+from nt2c_core.tomo.nmsg import Standardized, denoise_halves, denoise_with, train_even_odd, train_nmsg  # noqa: E402
 from nt2c_core.tomo.noise import noise_cubes  # noqa: E402
 from nt2c_core.tomo.simulate import simulate_tomogram_files  # noqa: E402
 
@@ -118,11 +119,13 @@ def simulated_case(name: str, dose: float, args, work: Path) -> tuple[dict, dict
     config = dataclasses.replace(NMSG, steps=60 if args.quick else args.steps)
     t0 = time.time()
     n2n = train_even_odd(even, odd, config, work=folder / "n2n", progress=False)
-    de, do = denoise_with(n2n.network, even), denoise_with(n2n.network, odd)
+    de, do = denoise_halves(n2n.network, even, odd, config)
     rows["noise2noise even/odd (3-D U-Net)"] = {**scores((de + do) / 2, de, do, clean, voxel),
                                                 "seconds": round(time.time() - t0, 1)}
     shown["noise2noise e/o"] = (de + do) / 2
     variants = {"NMSG, r2r pairs, 3-D patch noise (default)": {},
+                "NMSG, the earlier default (alpha 0.5, no flips, f(volume) alone)":
+                    {"alpha": 0.5, "flips": False, "infer_flips": False, "infer_draws": 0},
                 "NMSG, the authors' pairs and loss, 3-D patch noise": {"pairing": "nmsg", "smooth": 0.05, "guide": 0.5},
                 "NMSG, r2r pairs, 2-D GAN noise (authors' noise model)": {"noise_model": "gan2d"}}
     for label, changes in variants.items():
@@ -214,7 +217,7 @@ def budget_scan(steps: list[int], work: Path, nmsg_only: bool = False) -> dict:
         if not nmsg_only:
             t0 = time.time()
             n2n = train_even_odd(vols["even"], vols["odd"], config, work=folder / f"budget_n2n_{n}", progress=False)
-            de, do = denoise_with(n2n.network, vols["even"]), denoise_with(n2n.network, vols["odd"])
+            de, do = denoise_halves(n2n.network, vols["even"], vols["odd"], config)
             rows[f"noise2noise even/odd, {n} steps"] = {**scores((de + do) / 2, de, do, vols["clean"], voxel),
                                                         "seconds": round(time.time() - t0, 1)}
         t0 = time.time()
@@ -239,6 +242,8 @@ def main(argv=None) -> int:
     parser.add_argument("--budget-scan", metavar="N,N,...",
                         help="only train NMSG and noise2noise for these step counts on the dose-60 tomogram")
     parser.add_argument("--nmsg-only", action="store_true", help="with --budget-scan: NMSG only")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="only the 512 x 512 x 128 speed/memory run (results/<date>-tomo-speed-<host>.json)")
     args = parser.parse_args(argv)
     if not all(s.exists() for s in STRUCTURES):
         print(f"bench_tomo: shared structures missing under {SHARED}; nothing to do")
@@ -248,6 +253,12 @@ def main(argv=None) -> int:
         steps = [int(n) for n in args.budget_scan.split(",")]
         save("tomo-budget" + ("-nmsg" if args.nmsg_only else ""),
              {"steps": steps, "dose60": budget_scan(steps, work, args.nmsg_only)})
+        return 0
+    if args.speed_only:
+        measured = speed(args, work)
+        print(f"speed: {measured}")
+        if not args.quick:
+            save("tomo-speed", measured)
         return 0
     result = {"quick": args.quick, "simulated": {}}
     result["steps"] = args.steps

@@ -419,7 +419,11 @@ class NMSGConfig:
     raw + noise, target raw) or 'r2r' (recorrupted pairs: input raw + alpha noise, target raw -
     noise / alpha, whose expected target is the clean volume); alpha: the r2r noise scale;
     infer_draws: r2r inference averages the network over this many noise draws (0 = the raw volume
-    alone); infer_margin: overlap [px] of inference tiles."""
+    alone); infer_margin: overlap [px] of inference tiles; flips: each training tile (and its
+    targets) flipped along z, y and x at random (the single-axis tilt geometry, missing wedge
+    included, maps onto itself under each flip; x-y transposes would rotate the wedge, so none);
+    infer_flips: r2r inference with noise draws runs draw k under the k-th of the 8 flips (no extra
+    time); without draws the output is the mean over the volume's 8 flips (8x the time)."""
 
     steps: int = 1000
     batch_size: int = 2
@@ -438,9 +442,11 @@ class NMSGConfig:
     noise_fraction: float = 0.2
     gan_iterations: int = 300
     pairing: str = "r2r"
-    alpha: float = 0.5
-    infer_draws: int = 0
+    alpha: float = 1.0
+    infer_draws: int = 8
     infer_margin: int = 8
+    flips: bool = True
+    infer_flips: bool = True
     amp: bool = True
     seed: int = 0
     log_every: int = 25

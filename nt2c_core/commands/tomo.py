@@ -27,6 +27,9 @@ NMSG_HELP = {
     "pairing": "training pairs: r2r (input raw + alpha noise, target raw - noise/alpha: learns the clean volume) "
                "or nmsg (the authors': input raw + noise, target raw)",
     "alpha": "r2r noise scale", "infer_draws": "r2r inference: average over this many noise draws (0 = raw alone)", "infer_margin": "overlap of inference tiles [px]",
+    "flips": "train on tiles flipped at random along z, y and x (the tilt geometry is unchanged by each flip)",
+    "infer_flips": "average over flips: noise draw k runs under the k-th of the volume's 8 flips (no extra "
+                   "time); without draws, the mean over the 8 flips (8x the inference time)",
     "amp": "mixed precision on CUDA", "seed": "random seed", "log_every": "log losses every N steps",
     "checkpoint_every": "write a resumable checkpoint every N steps",
 }

@@ -124,9 +124,18 @@ def _tile_origins(rng: np.random.Generator, shape: tuple[int, ...], tile: tuple[
     return np.stack([rng.integers(0, max(n - t, 0) + 1, count) for n, t in zip(shape, tile)], 1)
 
 
-def _crop(volume: np.ndarray, origin, tile) -> np.ndarray:
+def _crop(volume: np.ndarray, origin, tile, flip=(0, 0, 0)) -> np.ndarray:
+    """The ``tile`` of ``volume`` at ``origin`` (z, y, x), flipped along the axes where ``flip`` is 1."""
     z, y, x = origin
-    return volume[z:z + tile[0], y:y + tile[1], x:x + tile[2]]
+    block = volume[z:z + tile[0], y:y + tile[1], x:x + tile[2]]
+    axes = tuple(i for i, f in enumerate(flip) if f)
+    return np.ascontiguousarray(np.flip(block, axes)) if axes else block
+
+
+def _flips(rng: np.random.Generator, count: int, enabled: bool) -> np.ndarray:
+    """Per-tile flips (count x 3 of 0/1 for z, y, x): random when ``enabled``, else none (and no
+    draw from ``rng``, so runs without flips keep their tiles)."""
+    return rng.integers(2, size=(count, 3)) if enabled else np.zeros((count, 3), dtype=int)
 
 
 def tile_shape(shape: tuple[int, ...], config: NMSGConfig) -> tuple[int, int, int]:
@@ -154,7 +163,9 @@ def train_nmsg(volume: np.ndarray, config: NMSGConfig = NMSG, oversmoothed: np.n
     def batch(step: int):
         rng = np.random.default_rng([config.seed, step])
         origins = _tile_origins(rng, n.shape, tile, config.batch_size)
-        tn, tg, to = (None if v is None else torch.from_numpy(np.stack([_crop(v, o_, tile) for o_ in origins])[:, None])
+        flips = _flips(rng, config.batch_size, config.flips)
+        tn, tg, to = (None if v is None else
+                      torch.from_numpy(np.stack([_crop(v, o_, tile, f) for o_, f in zip(origins, flips)])[:, None])
                       for v in (n, g, o))
         noise = synth.sample(config.batch_size, tile, seed=config.seed * 1_000_003 + step).float()
         if config.pairing == "nmsg":
@@ -190,8 +201,9 @@ def train_even_odd(even: np.ndarray, odd: np.ndarray, config: NMSGConfig = NMSG,
         rng = np.random.default_rng([config.seed, step])
         origins = _tile_origins(rng, a.shape, tile, config.batch_size)
         swap = rng.integers(2, size=config.batch_size).astype(bool)
-        x = np.stack([_crop(b if s else a, o_, tile) for s, o_ in zip(swap, origins)])[:, None]
-        y = np.stack([_crop(a if s else b, o_, tile) for s, o_ in zip(swap, origins)])[:, None]
+        flips = _flips(rng, config.batch_size, config.flips)
+        x = np.stack([_crop(b if s else a, o_, tile, f) for s, o_, f in zip(swap, origins, flips)])[:, None]
+        y = np.stack([_crop(a if s else b, o_, tile, f) for s, o_, f in zip(swap, origins, flips)])[:, None]
         return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
 
     def loss_fn(network, x, y):
@@ -226,22 +238,59 @@ def apply_network(network: torch.nn.Module, volume: np.ndarray, margin: int = 8,
     return out
 
 
+FLIPS = [tuple(i for i in range(3) if k >> i & 1) for k in range(8)]  # the 8 subsets of the axes (z, y, x)
+
+
+def apply_flip(network: torch.nn.Module, volume: np.ndarray, axes: tuple[int, ...], margin: int = 8,
+               device: str = "cpu") -> np.ndarray:
+    """F(f(F(volume))), F the flip along ``axes`` (none: f(volume))."""
+    if not axes:
+        return apply_network(network, volume, margin, device)
+    out = apply_network(network, np.ascontiguousarray(np.flip(volume, axes)), margin, device)
+    return np.ascontiguousarray(np.flip(out, axes))
+
+
+def apply_flipped(network: torch.nn.Module, volume: np.ndarray, margin: int = 8, device: str = "cpu",
+                  flips: bool = False) -> np.ndarray:
+    """f(volume) (:func:`apply_network`), or with ``flips`` the mean over the 8 flips F of the
+    volume of F(f(F(volume))) (test-time averaging: 8x the time)."""
+    if not flips:
+        return apply_network(network, volume, margin, device)
+    return np.mean([apply_flip(network, volume, axes, margin, device) for axes in FLIPS], axis=0)
+
+
 def denoise_with(network: torch.nn.Module, volume: np.ndarray, margin: int = 8, device: str = "cpu",
                  config: NMSGConfig | None = None, synthesizer=None) -> np.ndarray:
     """A raw volume denoised by ``network``, in the volume's own units. With an 'r2r' ``config``
     and ``infer_draws`` > 0: the mean of f(n + alpha m_k) over the draws, m_k from ``synthesizer``
-    (default: 3-D mosaics of this volume's own noise cubes); otherwise f(n)."""
+    (default: 3-D mosaics of this volume's own noise cubes); otherwise f(n). With
+    ``config.infer_flips``: draw k goes through the network under the k-th of the 8 flips (one
+    pass per draw, as without flips), and f(n) alone becomes the mean over the 8 flips."""
     std = Standardized.of(volume)
+    flips = config is not None and config.infer_flips
     if config is None or config.pairing != "r2r" or config.infer_draws == 0:
-        return std.restore(apply_network(network, std.data, margin, device))
+        return std.restore(apply_flipped(network, std.data, margin, device, flips))
     if synthesizer is None:
         cube = fitting_cube(std.data.shape, config.noise_cube, config.noise_fraction)
         synthesizer = CubeMosaic(noise_cubes(std.data, cube, config.noise_fraction))
     total = np.zeros_like(std.data)
     for k in range(config.infer_draws):
         noise = synthesizer.sample(1, std.data.shape, seed=config.seed * 7919 + 104_729 + k)[0, 0].numpy()
-        total += apply_network(network, std.data + config.alpha * noise, margin, device)
+        total += apply_flip(network, std.data + config.alpha * noise, FLIPS[k % len(FLIPS)] if flips else (),
+                            margin, device)
     return std.restore(total / config.infer_draws)
+
+
+def denoise_halves(network: torch.nn.Module, even: np.ndarray, odd: np.ndarray, config: NMSGConfig = NMSG,
+                   device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """The even/odd noise2noise baseline (:func:`train_even_odd`) applied to each half, in its
+    own units: f(half), averaged over the 8 flips with ``config.infer_flips`` (no noise draws:
+    those belong to r2r training)."""
+    def one(half: np.ndarray) -> np.ndarray:
+        std = Standardized.of(half)
+        return std.restore(apply_flipped(network, std.data, config.infer_margin, device, config.infer_flips))
+
+    return one(even), one(odd)
 
 
 @dataclass
@@ -295,6 +344,6 @@ def _trained_config(meta: dict, fallback: NMSGConfig) -> NMSGConfig:
     margin, seed), on top of ``fallback``."""
     from dataclasses import replace
 
-    keys = ("pairing", "alpha", "infer_draws", "noise_cube", "noise_fraction", "infer_margin", "seed")
+    keys = ("pairing", "alpha", "infer_draws", "infer_flips", "noise_cube", "noise_fraction", "infer_margin", "seed")
     saved = meta.get("training", {})
     return replace(fallback, **{k: saved[k] for k in keys if k in saved})

@@ -74,6 +74,16 @@ class ProtNT2CDenoiseTomo(ProtNT2CBase):
                       condition="pairing == 0", label="Inference noise draws",
                       help="r2r: the output averages the network over this many fresh noise draws (0 = the "
                            "tomogram alone, faster).")
+        form.addParam("flips", params.BooleanParam, default=NMSG.flips, expertLevel=params.LEVEL_ADVANCED,
+                      label="Flip training tiles?",
+                      help="Flip each training tile (and its targets) at random along z, y and x. The single-axis "
+                           "tilt geometry, missing wedge included, is unchanged by each flip, so the network sees "
+                           "8x more distinct views of the one tomogram.")
+        form.addParam("inferFlips", params.BooleanParam, default=NMSG.infer_flips, expertLevel=params.LEVEL_ADVANCED,
+                      label="Average over flips?",
+                      help="With noise draws, draw k goes through the network under the k-th of the volume's 8 "
+                           "flips (no extra time); without draws the output is the mean over the 8 flips (8x the "
+                           "inference time, still small next to training).")
         form.addParam("width", params.IntParam, default=NMSG.width, expertLevel=params.LEVEL_ADVANCED,
                       label="Network width", help="Channels of the 3-D U-Net's first level (the authors' 48).")
         line = form.addLine("Loss weights", expertLevel=params.LEVEL_ADVANCED,
@@ -106,7 +116,8 @@ class ProtNT2CDenoiseTomo(ProtNT2CBase):
         return dict(steps=self.steps.get(), lr=self.learningRate.get(), tile_size=self.tileSize.get(),
                     tile_depth=self.tileDepth.get(), noise_model=TOMO_NOISE_MODELS[self.noiseModel.get()],
                     width=self.width.get(), pairing=TOMO_PAIRINGS[self.pairing.get()], alpha=self.alpha.get(),
-                    infer_draws=self.inferDraws.get(), recon=self.reconWeight.get(), smooth=self.smoothWeight.get(),
+                    infer_draws=self.inferDraws.get(), flips=self.flips.get(), infer_flips=self.inferFlips.get(),
+                    recon=self.reconWeight.get(), smooth=self.smoothWeight.get(),
                     guide=self.guideWeight.get(), guide_sigma=self.guideSigma.get(),
                     oversmooth_sigma=self.oversmoothSigma.get(), seed=self.seed.get())
 
@@ -132,7 +143,7 @@ class ProtNT2CDenoiseTomo(ProtNT2CBase):
                 report.log[-1] if report.log else None
         else:  # the same stage through the dedicated environment's command line
             start = time.time()
-            flags = [arg for key, value in self._settings().items() for arg in (f"--{key.replace('_', '-')}", value)]
+            flags = [arg for key, value in self._settings().items() for arg in _flag(key, value)]
             trained = model is None
             saved = os.path.abspath(Path(dst).with_suffix(".nmsg.pt")) if trained else model
             model_args = ["--save-model", saved] if trained else ["--model", os.path.abspath(model)]
@@ -199,3 +210,12 @@ class ProtNT2CDenoiseTomo(ProtNT2CBase):
 
     def _citations(self):
         return ["Yang2024NMSG"]
+
+
+def _flag(key: str, value) -> list:
+    """``nt2c denoise-tomo``'s option for a settings field: ``--key value``, or ``--key`` /
+    ``--no-key`` for a switch."""
+    flag = key.replace("_", "-")
+    if isinstance(value, bool):
+        return [f"--{flag}" if value else f"--no-{flag}"]
+    return [f"--{flag}", value]

@@ -175,3 +175,33 @@ def test_cli_bad_inputs_exit_2_with_the_file_named(tmp_path, capsys):
     write_mrc(volume, rng.normal(size=(16, 32, 32)).astype(np.float32), 5.0)
     assert main(["denoise-tomo", str(volume), "-o", str(tmp_path / "w.mrc"), "--model", str(gan)]) == 2
     assert "expected a 'tomo-denoiser' model" in capsys.readouterr().err
+
+
+def test_flipped_training_tiles_and_flip_averaged_inference():
+    """Training tiles flip with their targets (and a run without flips draws nothing extra, so its
+    tiles stay as before); inference with flips is the mean of F(f(F(v))) over the 8 flips: equal
+    to f(v) for a network that commutes with flips, and different for one that does not."""
+    import torch
+
+    from nt2c_core.tomo.nmsg import FLIPS, _crop, _flips, apply_flipped, apply_network
+
+    rng = np.random.default_rng(0)
+    volume = rng.normal(size=(16, 24, 24)).astype(np.float32)
+    assert np.array_equal(_crop(volume, (2, 3, 4), (8, 8, 8), (1, 0, 1)),
+                          np.flip(volume[2:10, 3:11, 4:12], (0, 2)))
+    a, b = np.random.default_rng([0, 5]), np.random.default_rng([0, 5])
+    assert not _flips(a, 4, False).any() and a.integers(1 << 30) == b.integers(1 << 30)
+    assert sorted(map(len, FLIPS)) == [0, 1, 1, 1, 2, 2, 2, 3]
+
+    symmetric = torch.nn.Conv3d(1, 1, 3, padding=1, bias=False)
+    skewed = torch.nn.Conv3d(1, 1, 3, padding=1, bias=False)
+    with torch.no_grad():
+        symmetric.weight.fill_(1 / 27)
+        skewed.weight.zero_()
+        skewed.weight[0, 0, 2, 2, 2] = 1.0  # a shift: flips turn it into the opposite shift
+    plain = apply_network(symmetric, volume, margin=4, tile=(8, 16, 16))
+    assert np.allclose(apply_flipped(symmetric, volume, 4, flips=True), apply_network(symmetric, volume, 4), atol=1e-5)
+    assert np.allclose(apply_network(symmetric, volume, 4), plain, atol=1e-5)  # tiling does not matter
+    shifted, averaged = apply_network(skewed, volume, 4), apply_flipped(skewed, volume, 4, flips=True)
+    manual = np.mean([np.flip(apply_network(skewed, np.ascontiguousarray(np.flip(volume, f)), 4), f) for f in FLIPS], 0)
+    assert np.allclose(averaged, manual, atol=1e-5) and not np.allclose(averaged, shifted, atol=1e-2)
