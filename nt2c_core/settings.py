@@ -666,10 +666,13 @@ def settings_to_dict(settings) -> dict:
 def write_settings(settings, path: str | os.PathLike) -> Path:
     """``settings`` as a JSON file, written atomically (the ``--settings`` of the ``nt2c`` stage
     commands; what the Scipion plugin hands the dedicated environment's command line)."""
+    import tempfile
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(settings_to_dict(settings), indent=1))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # unique per thread too
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(settings_to_dict(settings), indent=1))
     os.replace(tmp, path)
     return path
 

@@ -8,7 +8,7 @@ from dataclasses import fields
 
 from ..acquisition import Acquisition
 from ..settings import DETECTORS, NMSG, TOMO_NOISE_MODELS, TOMO_PAIRINGS, NMSGConfig, TomoSimulationConfig
-from . import register
+from . import add_settings_argument, register, settings_or_options
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ def add_denoise_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default)")
     add_nmsg_arguments(p)
+    add_settings_argument(p, "the NMSG settings (steps, tiles, noise model, pairing, draws, flips, seed...)")
 
 
 def run_denoise(args: argparse.Namespace) -> int:
@@ -77,7 +78,7 @@ def run_denoise(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = nmsg_config(args).validate()
+    config = settings_or_options(args, NMSGConfig, lambda a: nmsg_config(a).validate())
     report = denoise_tomogram(args.tomogram, args.output, model=args.model, model_out=args.save_model,
                               config=config, oversmoothed=args.oversmoothed, device=str(resolve_device(args.device)),
                               work=args.work)

@@ -111,20 +111,17 @@ class ProtNT2CDenoiseTomo(ProtNT2CBase):
                 for tomo in self.inputTomograms.get()]
         self._insertFunctionStep(self.createOutputStep, prerequisites=deps, needsGPU=False)
 
-    def _settings(self) -> dict:
-        """The form's NMSG settings by config field (also the isolated route's ``--field`` flags)."""
-        return dict(steps=self.steps.get(), lr=self.learningRate.get(), tile_size=self.tileSize.get(),
-                    tile_depth=self.tileDepth.get(), noise_model=TOMO_NOISE_MODELS[self.noiseModel.get()],
-                    width=self.width.get(), pairing=TOMO_PAIRINGS[self.pairing.get()], alpha=self.alpha.get(),
-                    infer_draws=self.inferDraws.get(), flips=self.flips.get(), infer_flips=self.inferFlips.get(),
-                    recon=self.reconWeight.get(), smooth=self.smoothWeight.get(),
-                    guide=self.guideWeight.get(), guide_sigma=self.guideSigma.get(),
-                    oversmooth_sigma=self.oversmoothSigma.get(), seed=self.seed.get())
-
     def _config(self):
+        """The form's NMSG settings (``nt2c_core.settings.NMSGConfig``; what both routes run with)."""
         from nt2c_core.settings import replace
 
-        return replace(NMSG, **self._settings())
+        return replace(NMSG, steps=self.steps.get(), lr=self.learningRate.get(), tile_size=self.tileSize.get(),
+                       tile_depth=self.tileDepth.get(), noise_model=TOMO_NOISE_MODELS[self.noiseModel.get()],
+                       width=self.width.get(), pairing=TOMO_PAIRINGS[self.pairing.get()], alpha=self.alpha.get(),
+                       infer_draws=self.inferDraws.get(), flips=self.flips.get(), infer_flips=self.inferFlips.get(),
+                       recon=self.reconWeight.get(), smooth=self.smoothWeight.get(), guide=self.guideWeight.get(),
+                       guide_sigma=self.guideSigma.get(), oversmooth_sigma=self.oversmoothSigma.get(),
+                       seed=self.seed.get())
 
     def _outputPath(self, tomo) -> str:
         return self._getExtraPath(f"{tomo.getObjId():04d}_{Path(tomo.getFileName()).stem}.mrc")
@@ -143,12 +140,11 @@ class ProtNT2CDenoiseTomo(ProtNT2CBase):
                 report.log[-1] if report.log else None
         else:  # the same stage through the dedicated environment's command line
             start = time.time()
-            flags = [arg for key, value in self._settings().items() for arg in _flag(key, value)]
             trained = model is None
             saved = os.path.abspath(Path(dst).with_suffix(".nmsg.pt")) if trained else model
             model_args = ["--save-model", saved] if trained else ["--model", os.path.abspath(model)]
-            self._runNT2C("denoise-tomo", "-o", os.path.abspath(dst), "--work", os.path.abspath(work),
-                          "--device", self._cliDevice(), *model_args, *flags, os.path.abspath(tomo.getFileName()))
+            self._runStage("denoise-tomo", self._config(), "-o", os.path.abspath(dst), "--work", os.path.abspath(work),
+                           *model_args, os.path.abspath(tomo.getFileName()))
             seconds, final = time.time() - start, None
         self.info(f"tomogram {objId} ({tomo.getTsId()}): wrote {dst} in {seconds:.0f} s"
                   + (f"; model {saved}" if trained else ""))
@@ -210,12 +206,3 @@ class ProtNT2CDenoiseTomo(ProtNT2CBase):
 
     def _citations(self):
         return ["Yang2024NMSG"]
-
-
-def _flag(key: str, value) -> list:
-    """``nt2c denoise-tomo``'s option for a settings field: ``--key value``, or ``--key`` /
-    ``--no-key`` for a switch."""
-    flag = key.replace("_", "-")
-    if isinstance(value, bool):
-        return [f"--{flag}" if value else f"--no-{flag}"]
-    return [f"--{flag}", value]

@@ -209,7 +209,11 @@ class TestIsolatedRoute(BaseTest):
         self.assertEqual(den.validate(), [])
         self.launchProtocol(den)
         self.assertIn(f"{program} denoise-tomo", Path(den.getLogPaths()[0]).read_text())
-        self.assertIn("--steps 120", Path(den.getLogPaths()[0]).read_text())  # the form's settings reach it
+        self.assertIn("--settings", Path(den.getLogPaths()[0]).read_text())  # the form's settings reach it
+        from nt2c_core.settings import NMSGConfig, read_settings
+
+        sent = read_settings(NMSGConfig, den._getExtraPath("denoise-tomo.settings.json"))
+        self.assertEqual((sent.steps, sent.lr, sent.width, sent.flips), (120, 3e-3, 8, True))
         (tomo,) = list(den.outputTomograms)
         raw = getattr(imported, OUTPUT_NAME)[tomo.getObjId()]
         self.assertEqual(tomo.getTsId(), raw.getTsId())

@@ -175,6 +175,11 @@ def test_cli_bad_inputs_exit_2_with_the_file_named(tmp_path, capsys):
     write_mrc(volume, rng.normal(size=(16, 32, 32)).astype(np.float32), 5.0)
     assert main(["denoise-tomo", str(volume), "-o", str(tmp_path / "w.mrc"), "--model", str(gan)]) == 2
     assert "expected a 'tomo-denoiser' model" in capsys.readouterr().err
+    settings = tmp_path / "nmsg.settings.json"
+    settings.write_text('{"steps": 0}')  # the Scipion plugin's --settings file, with a value NMSG refuses
+    assert main(["denoise-tomo", str(volume), "-o", str(tmp_path / "v.mrc"), "--settings", str(settings)]) == 2
+    assert "steps = 0: must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "v.mrc").exists()
 
 
 def test_flipped_training_tiles_and_flip_averaged_inference():
