@@ -124,8 +124,9 @@ def simulated_case(name: str, dose: float, args, work: Path) -> tuple[dict, dict
                                                 "seconds": round(time.time() - t0, 1)}
     shown["noise2noise e/o"] = (de + do) / 2
     variants = {"NMSG, r2r pairs, 3-D patch noise (default)": {},
-                "NMSG, the earlier default (alpha 0.5, no flips, f(volume) alone)":
-                    {"alpha": 0.5, "flips": False, "infer_flips": False, "infer_draws": 0},
+                "NMSG, residual U-Net (the authors'; the default until 2026-12-02)": {"residual": True},
+                "NMSG, the earlier default (alpha 0.5, no flips, f(volume) alone, residual)":
+                    {"alpha": 0.5, "flips": False, "infer_flips": False, "infer_draws": 0, "residual": True},
                 "NMSG, the authors' pairs and loss, 3-D patch noise": {"pairing": "nmsg", "smooth": 0.05, "guide": 0.5},
                 "NMSG, r2r pairs, 2-D GAN noise (authors' noise model)": {"noise_model": "gan2d"}}
     for label, changes in variants.items():

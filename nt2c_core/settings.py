@@ -408,7 +408,9 @@ class NMSGConfig:
 
     steps/batch_size/lr: Adam with cosine decay (the authors use Adagrad 1e-3, 40 epochs of 128³
     tiles; we use Adam as our 2-D denoisers do); tile_depth/tile_size: training tiles z x y x x [px]
-    (multiples of 8); width/first_kernel: the 3-D U-Net; recon/smooth/guide: loss weights of
+    (multiples of 8); width/first_kernel: the 3-D U-Net; residual: the U-Net predicts a correction
+    added to its input (the authors') instead of the volume itself (our default: a residual network
+    starts at the identity and single-volume training often stays near it); recon/smooth/guide: loss weights of
     MSE(f(s), n), MSE(Sobel f(s), Sobel o), MSE(f(s), g) (the authors' 1.0 / 0.05 / 0.5; ours 1 / 0 / 0
     with r2r pairs, where the two extra terms cost PSNR: see benchmarks/bench_tomo.py);
     guide_sigma: the Gaussian [px] making g from the raw volume; oversmooth_sigma: the Gaussian [px]
@@ -432,6 +434,7 @@ class NMSGConfig:
     tile_size: int = 64
     width: int = 16
     first_kernel: int = 5
+    residual: bool = False
     recon: float = 1.0
     smooth: float = 0.0
     guide: float = 0.0
@@ -453,7 +456,7 @@ class NMSGConfig:
     checkpoint_every: int = 100
 
     def architecture(self) -> dict:
-        return {**UNET3D, "width": self.width, "first_kernel": self.first_kernel}
+        return {**UNET3D, "width": self.width, "first_kernel": self.first_kernel, "residual": self.residual}
 
     def validate(self, section: str | None = None) -> "NMSGConfig":
         """Check every value; messages name the CLI flag (or ``section.key``)."""

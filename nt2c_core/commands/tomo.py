@@ -17,6 +17,8 @@ NMSG_HELP = {
     "tile_depth": "training tile depth z [px], multiple of 8", "tile_size": "training tile side x, y [px], multiple of 8",
     "width": "3-D U-Net width (channels of the first level; the authors' 48)",
     "first_kernel": "3-D U-Net first kernel [px] (odd; the authors' 7)",
+    "residual": "the 3-D U-Net predicts a correction added to its input (the authors'); the default "
+                "--no-residual predicts the volume itself, which leaves the identity start reliably",
     "recon": "weight of MSE(f(s), raw)", "smooth": "weight of the Sobel term against the over-smoothed reference",
     "guide": "weight of MSE(f(s), Gaussian-filtered raw)", "guide_sigma": "sigma of the Gaussian guide [px]",
     "oversmooth_sigma": "sigma [px] of the Gaussian making the over-smoothed reference when --oversmoothed is not given",

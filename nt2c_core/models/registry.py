@@ -25,14 +25,14 @@ ARCHITECTURES: dict[str, str] = {
 
 def check_architecture(config) -> str | None:
     """Why ``config`` (a model file's or a training config's ``architecture``) is not buildable,
-    or None: a dict with a known ``name`` and positive integer sizes."""
+    or None: a dict with a known ``name``, positive integer sizes and true/false switches."""
     if not isinstance(config, dict) or not isinstance(config.get("name"), str):
         return "needs an object with a 'name'"
     if config["name"] not in ARCHITECTURES:
         return f"unknown architecture {config['name']!r} (known: {', '.join(ARCHITECTURES)})"
-    bad = [k for k, v in config.items() if k != "name" and (not isinstance(v, int) or isinstance(v, bool) or v < 1)]
+    bad = [k for k, v in config.items() if k != "name" and not isinstance(v, bool) and (not isinstance(v, int) or v < 1)]
     if bad:
-        return f"{', '.join(f'{k}={config[k]!r}' for k in bad)} must be positive integers"
+        return f"{', '.join(f'{k}={config[k]!r}' for k in bad)} must be positive integers (or true/false switches)"
     return None
 
 

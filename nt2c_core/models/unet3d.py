@@ -1,7 +1,10 @@
-"""NMSG's 3-D U-Net: a Topaz-style max-pool U-Net on volumes that predicts a residual.
+"""NMSG's 3-D U-Net: a Topaz-style max-pool U-Net on volumes.
 
-Three max-pool levels and nearest-upsampling skips, LeakyReLU(0.1), no normalization layers,
-output = input + correction (the authors' residual formulation). ``width`` scales every layer (48
+Three max-pool levels and nearest-upsampling skips, LeakyReLU(0.1), no normalization layers.
+``residual``: output = input + correction (the authors' formulation; what model files without the
+key were trained with), else the network's output itself (NMSG's default: a residual
+network starts at the identity, and single-volume training often stays near it for most of its
+budget; see ``benchmarks/results/*-tomo-residual-*.json``). ``width`` scales every layer (48
 with a 7³ first kernel is the authors'; 16 with 5³ is our CPU default, about 40x cheaper). Input
 (N, 1, D, H, W); any size: reflect-padded to a multiple of 8 inside ``forward`` and cropped back.
 """
@@ -23,12 +26,13 @@ def _block(cin: int, cout: int, kernel: int = 3, convs: int = 1) -> nn.Sequentia
 
 
 class UNet3D(nn.Module):
-    """Residual 3-D U-Net (registered as ``unet3d`` in :mod:`nt2c_core.models.registry`)."""
+    """3-D U-Net, residual or direct (registered as ``unet3d`` in :mod:`nt2c_core.models.registry`)."""
 
-    def __init__(self, width: int = 16, first_kernel: int = 5):
+    def __init__(self, width: int = 16, first_kernel: int = 5, residual: bool = True):
         super().__init__()
         w, w2 = width, 2 * width
-        self.config = {"name": "unet3d", "width": width, "first_kernel": first_kernel}
+        self.residual = residual
+        self.config = {"name": "unet3d", "width": width, "first_kernel": first_kernel, "residual": residual}
         self.size_multiple = MULTIPLE
         self.enc = nn.ModuleList([_block(1, w, first_kernel), _block(w, w), _block(w, w)])
         self.bottom = _block(w, w)
@@ -53,4 +57,6 @@ class UNet3D(nn.Module):
             out = block(torch.cat([F.interpolate(out, size=skip.shape[-3:], mode="nearest"), skip], 1))
         skip = skips.pop()
         out = self.head(torch.cat([F.interpolate(out, size=skip.shape[-3:], mode="nearest"), skip], 1))
-        return (padded + out)[..., :shape[0], :shape[1], :shape[2]]
+        if self.residual:
+            out = padded + out
+        return out[..., :shape[0], :shape[1], :shape[2]]

@@ -7,7 +7,8 @@ low-passed tilts when given, else n filtered with ``oversmooth_sigma``, least-sq
 
     loss = recon * MSE(f(s), n) + smooth * MSE(Sobel f(s), Sobel o) + guide * MSE(f(s), g),
 
-Sobel = |Gx| + |Gy| in each x-y slice. f is the residual 3-D U-Net (:mod:`nt2c_core.models.unet3d`);
+Sobel = |Gx| + |Gy| in each x-y slice. f is the 3-D U-Net (:mod:`nt2c_core.models.unet3d`; the
+authors' is residual, ours by default predicts the volume directly, ``NMSGConfig.residual``);
 the denoised volume is f(n), computed in overlapping tiles.
 
 That recon target (pairing 'nmsg') teaches f to remove the added noise only, E[n | n + m], which

@@ -86,6 +86,11 @@ class ProtNT2CDenoiseTomo(ProtNT2CBase):
                            "inference time, still small next to training).")
         form.addParam("width", params.IntParam, default=NMSG.width, expertLevel=params.LEVEL_ADVANCED,
                       label="Network width", help="Channels of the 3-D U-Net's first level (the authors' 48).")
+        form.addParam("residual", params.BooleanParam, default=NMSG.residual, expertLevel=params.LEVEL_ADVANCED,
+                      label="Residual network?",
+                      help="Yes: the network predicts a correction added to the tomogram (the authors'). No "
+                           "(default): it predicts the denoised volume itself. A residual network starts as the "
+                           "identity, and training on one tomogram often stays near it for most of its budget.")
         line = form.addLine("Loss weights", expertLevel=params.LEVEL_ADVANCED,
                             help="recon: MSE to the raw volume; smooth: Sobel term against the over-smoothed "
                                  "reference; guide: MSE to the Gaussian-filtered raw volume (the authors' 1, 0.05, 0.5).")
@@ -117,7 +122,7 @@ class ProtNT2CDenoiseTomo(ProtNT2CBase):
 
         return replace(NMSG, steps=self.steps.get(), lr=self.learningRate.get(), tile_size=self.tileSize.get(),
                        tile_depth=self.tileDepth.get(), noise_model=TOMO_NOISE_MODELS[self.noiseModel.get()],
-                       width=self.width.get(), pairing=TOMO_PAIRINGS[self.pairing.get()], alpha=self.alpha.get(),
+                       width=self.width.get(), residual=self.residual.get(), pairing=TOMO_PAIRINGS[self.pairing.get()], alpha=self.alpha.get(),
                        infer_draws=self.inferDraws.get(), flips=self.flips.get(), infer_flips=self.inferFlips.get(),
                        recon=self.reconWeight.get(), smooth=self.smoothWeight.get(), guide=self.guideWeight.get(),
                        guide_sigma=self.guideSigma.get(), oversmooth_sigma=self.oversmoothSigma.get(),

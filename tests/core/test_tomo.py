@@ -210,3 +210,32 @@ def test_flipped_training_tiles_and_flip_averaged_inference():
     shifted, averaged = apply_network(skewed, volume, 4), apply_flipped(skewed, volume, 4, flips=True)
     manual = np.mean([np.flip(apply_network(skewed, np.ascontiguousarray(np.flip(volume, f)), 4), f) for f in FLIPS], 0)
     assert np.allclose(averaged, manual, atol=1e-5) and not np.allclose(averaged, shifted, atol=1e-2)
+
+
+def test_direct_unet3d_by_default_and_older_model_files_stay_residual(tmp_path):
+    import json
+
+    import torch
+
+    from nt2c_core.models.registry import build, check_architecture
+    from nt2c_core.models.store import load_model, save_model
+    from nt2c_core.settings import NMSG
+
+    assert NMSG.architecture()["residual"] is False
+    direct = build({**NMSG.architecture(), "width": 4, "first_kernel": 3})
+    residual = build({**NMSG.architecture(), "width": 4, "first_kernel": 3, "residual": True})
+    residual.load_state_dict(direct.state_dict())
+    x = torch.randn(1, 1, 8, 16, 16)
+    with torch.inference_mode():
+        assert torch.allclose(residual(x) - direct(x), x, atol=1e-5)
+    assert "residual='yes'" in check_architecture({"name": "unet3d", "residual": "yes"})
+    # a model file written before the switch existed has no 'residual' key: it was residual
+    path = save_model(tmp_path / "old.nmsg.pt", residual, {"kind": "tomo-denoiser"})
+    payload = torch.load(path, weights_only=True)
+    meta = json.loads(payload["metadata"])
+    meta["architecture"].pop("residual")
+    payload["metadata"] = json.dumps(meta)
+    torch.save(payload, path)
+    loaded, _ = load_model(path, kind="tomo-denoiser")
+    with torch.inference_mode():
+        assert loaded.residual and torch.allclose(loaded(x), residual(x), atol=1e-6)
