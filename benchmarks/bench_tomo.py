@@ -125,6 +125,7 @@ def simulated_case(name: str, dose: float, args, work: Path) -> tuple[dict, dict
     shown["noise2noise e/o"] = (de + do) / 2
     variants = {"NMSG, r2r pairs, 3-D patch noise (default)": {},
                 "NMSG, residual U-Net (the authors'; the default until 2026-12-02)": {"residual": True},
+                "NMSG, 16-px cubic noise blocks (the default until 2026-12-02)": {"noise_depth": 0},
                 "NMSG, the earlier default (alpha 0.5, no flips, f(volume) alone, residual)":
                     {"alpha": 0.5, "flips": False, "infer_flips": False, "infer_draws": 0, "residual": True},
                 "NMSG, the authors' pairs and loss, 3-D patch noise": {"pairing": "nmsg", "smooth": 0.05, "guide": 0.5},

@@ -416,7 +416,8 @@ class NMSGConfig:
     guide_sigma: the Gaussian [px] making g from the raw volume; oversmooth_sigma: the Gaussian [px]
     making the over-smoothed reference o when none is given; noise_model: 'patches3d' (3-D mosaics
     of the tomogram's own noise cubes) or 'gan2d' (the authors' 2-D WGAN-GP, one sample per slice);
-    noise_cube: side [px] of the noise cubes; noise_fraction: share of the quietest cubes taken as
+    noise_cube: x-y side [px] of the noise blocks; noise_depth: their z side [px] (0: noise_cube;
+    deeper blocks keep the noise's correlation along z); noise_fraction: share of the quietest cubes taken as
     noise; gan_iterations: GAN generator steps for 'gan2d'; pairing: 'nmsg' (the authors': input
     raw + noise, target raw) or 'r2r' (recorrupted pairs: input raw + alpha noise, target raw -
     noise / alpha, whose expected target is the clean volume); alpha: the r2r noise scale;
@@ -442,6 +443,7 @@ class NMSGConfig:
     oversmooth_sigma: float = 3.0
     noise_model: str = "patches3d"
     noise_cube: int = 16
+    noise_depth: int = 32
     noise_fraction: float = 0.2
     gan_iterations: int = 300
     pairing: str = "r2r"
@@ -474,6 +476,7 @@ class NMSGConfig:
             "guide_sigma": (positive, "must be positive"), "oversmooth_sigma": (positive, "must be positive"),
             "noise_model": (lambda v: v in TOMO_NOISE_MODELS, f"must be one of {', '.join(TOMO_NOISE_MODELS)}"),
             "noise_cube": (lambda v: v >= 4, "must be at least 4"),
+            "noise_depth": (lambda v: v == 0 or v >= 4, "must be 0 (= --noise-cube) or at least 4"),
             "noise_fraction": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
             "gan_iterations": (at_least_one, "must be at least 1"),
             "pairing": (lambda v: v in TOMO_PAIRINGS, f"must be one of {', '.join(TOMO_PAIRINGS)}"),

@@ -24,7 +24,9 @@ NMSG_HELP = {
     "oversmooth_sigma": "sigma [px] of the Gaussian making the over-smoothed reference when --oversmoothed is not given",
     "noise_model": f"noise synthesizer: {' or '.join(TOMO_NOISE_MODELS)} (3-D mosaics of the volume's noise cubes, "
                    "or the authors' 2-D WGAN-GP per slice)",
-    "noise_cube": "side of the noise cubes [px]", "noise_fraction": "share of the quietest cubes taken as noise",
+    "noise_cube": "x-y side of the noise blocks [px]",
+    "noise_depth": "z side of the noise blocks [px] (0: the x-y side); deeper blocks keep the noise's correlation "
+                   "along z", "noise_fraction": "share of the quietest cubes taken as noise",
     "gan_iterations": "2-D GAN generator steps (gan2d only)",
     "pairing": "training pairs: r2r (input raw + alpha noise, target raw - noise/alpha: learns the clean volume) "
                "or nmsg (the authors': input raw + noise, target raw)",

@@ -104,13 +104,20 @@ def references(n: np.ndarray, config: NMSGConfig,
     return g, (a * oversmoothed + b).astype(np.float32)
 
 
+def cube_mosaic(n: np.ndarray, config: NMSGConfig, log: bool = False) -> CubeMosaic:
+    """3-D mosaics of the quietest (noise_depth x noise_cube x noise_cube) blocks of the z-scored
+    volume ``n`` (smaller blocks where the volume is too small for enough of them)."""
+    depth, cube = fitting_cube(n.shape, config.noise_cube, config.noise_fraction, depth=config.noise_depth)
+    cubes = noise_cubes(n, cube, config.noise_fraction, depth=depth)
+    if log:
+        logger.info(f"noise: {len(cubes)} blocks of {cube} x {cube} x {depth} px (quietest {config.noise_fraction:.0%})")
+    return CubeMosaic(cubes)
+
+
 def noise_synthesizer(n: np.ndarray, config: NMSGConfig, work: Path | None, device: str, progress: bool):
     """The ``config.noise_model`` synthesizer from the quietest blocks of the z-scored volume."""
     if config.noise_model == "patches3d":
-        cube = fitting_cube(n.shape, config.noise_cube, config.noise_fraction)
-        cubes = noise_cubes(n, cube, config.noise_fraction)
-        logger.info(f"noise: {len(cubes)} cubes of {cube} px (quietest {config.noise_fraction:.0%})")
-        return CubeMosaic(cubes)
+        return cube_mosaic(n, config, log=True)
     cubes = noise_cubes(n, GAN_PATCH, config.noise_fraction, depth=min(8, n.shape[0]))
     slices = gan_slices(cubes)
     logger.info(f"noise: {len(slices)} x-y slices of {GAN_PATCH} px for the 2-D GAN")
@@ -272,8 +279,7 @@ def denoise_with(network: torch.nn.Module, volume: np.ndarray, margin: int = 8, 
     if config is None or config.pairing != "r2r" or config.infer_draws == 0:
         return std.restore(apply_flipped(network, std.data, margin, device, flips))
     if synthesizer is None:
-        cube = fitting_cube(std.data.shape, config.noise_cube, config.noise_fraction)
-        synthesizer = CubeMosaic(noise_cubes(std.data, cube, config.noise_fraction))
+        synthesizer = cube_mosaic(std.data, config)
     total = np.zeros_like(std.data)
     for k in range(config.infer_draws):
         noise = synthesizer.sample(1, std.data.shape, seed=config.seed * 7919 + 104_729 + k)[0, 0].numpy()
@@ -345,6 +351,8 @@ def _trained_config(meta: dict, fallback: NMSGConfig) -> NMSGConfig:
     margin, seed), on top of ``fallback``."""
     from dataclasses import replace
 
-    keys = ("pairing", "alpha", "infer_draws", "infer_flips", "noise_cube", "noise_fraction", "infer_margin", "seed")
+    keys = ("pairing", "alpha", "infer_draws", "infer_flips", "noise_cube", "noise_depth", "noise_fraction", "infer_margin", "seed")
     saved = meta.get("training", {})
+    if "noise_cube" in saved and "noise_depth" not in saved:
+        saved = {**saved, "noise_depth": 0}  # files made before the setting existed used cubic blocks
     return replace(fallback, **{k: saved[k] for k in keys if k in saved})

@@ -2,8 +2,11 @@
 volumes from them (NMSG adds such noise to the volume to make its noisier training inputs).
 
 Noise cubes: the volume (z-scored) is Gaussian-smoothed (sigma 2 px), cut into non-overlapping
-cubes, and the ``fraction`` with the lowest smoothed standard deviation (no particle, no membrane,
-often the volume outside the ice slab) are kept, each minus its own mean.
+blocks (depth x cube x cube), and the ``fraction`` with the lowest smoothed standard deviation (no
+particle, no membrane, often the volume outside the ice slab) are kept, each minus its own mean.
+Blocks deeper than wide keep more of the noise's long correlation along z (a weighted
+back-projection's noise stays correlated across the whole thickness) without taking in more signal
+than small cubes do; larger x-y sides would (measured in benchmarks/bench_tomo.py).
 
 Synthesizers (both have ``sample(count, (d, h, w), seed) -> (count, 1, d, h, w)``):
 - :class:`CubeMosaic` ('patches3d', our default): 3-D mosaics of the real cubes, randomly flipped,
@@ -24,15 +27,26 @@ MIN_CUBES = 8
 GAN_PATCH = 32  # the GAN works on 32-px x-y slices
 
 
-def fitting_cube(shape: tuple[int, int, int], cube: int, fraction: float, smallest: int = 8) -> int:
-    """``cube``, halved until the volume holds enough blocks for MIN_CUBES noise cubes (not below
-    ``smallest``): small volumes still get a noise model."""
-    def blocks(c: int) -> int:
-        return (shape[0] // c) * (shape[1] // c) * (shape[2] // c)
+def fitting_cube(shape: tuple[int, int, int], cube: int, fraction: float, smallest: int = 8,
+                 depth: int | None = None) -> tuple[int, int]:
+    """(depth, cube): the noise blocks' z and x-y sides [px], the larger one halved until the volume
+    holds enough blocks for MIN_CUBES noise cubes (not below ``smallest``; ``depth`` defaults to
+    ``cube`` and is capped at the volume's depth): small volumes still get a noise model."""
+    depth = min(depth or cube, shape[0])
 
-    while cube // 2 >= smallest and blocks(cube) < MIN_CUBES / fraction:
-        cube //= 2
-    return cube
+    def blocks(dz: int, c: int) -> int:
+        return (shape[0] // dz) * (shape[1] // c) * (shape[2] // c)
+
+    while blocks(depth, cube) < MIN_CUBES / fraction:
+        if depth >= cube and depth // 2 >= smallest:
+            depth //= 2
+        elif cube // 2 >= smallest:
+            cube //= 2
+        elif depth // 2 >= smallest:
+            depth //= 2
+        else:
+            break
+    return depth, cube
 
 
 def noise_cubes(volume: np.ndarray, cube: int, fraction: float, depth: int | None = None) -> np.ndarray:

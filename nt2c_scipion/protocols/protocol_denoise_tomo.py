@@ -60,8 +60,8 @@ class ProtNT2CDenoiseTomo(ProtNT2CBase):
                       help="Depth of the training tiles (multiple of 8, at most the tomogram's thickness).")
         form.addParam("noiseModel", params.EnumParam, choices=list(TOMO_NOISE_MODELS),
                       default=TOMO_NOISE_MODELS.index(NMSG.noise_model), label="Noise synthesizer",
-                      help="patches3d: 3-D mosaics of the tomogram's quietest cubes (keeps the noise's correlation "
-                           "along z). gan2d: the authors' 2-D WGAN-GP, one independent sample per slice (slower).")
+                      help="patches3d: 3-D mosaics of the tomogram's quietest blocks (16 x 16 px, 32 px deep: they keep "
+                           "the noise's correlation along z). gan2d: the authors' 2-D WGAN-GP, one independent sample per slice (slower).")
         form.addParam("pairing", params.EnumParam, choices=list(TOMO_PAIRINGS),
                       default=TOMO_PAIRINGS.index(NMSG.pairing), label="Training pairs",
                       help="r2r: input = tomogram + alpha x synthetic noise, target = tomogram - noise / alpha; its "

@@ -14,10 +14,10 @@ from nt2c_core.data import APOFERRITIN
 from nt2c_core.errors import InputError
 from nt2c_core.io import read_mrc_labels, read_mrc_volume, write_mrc
 from nt2c_core.metrics import fsc, psnr
-from nt2c_core.settings import NMSGConfig, TomoSimulationConfig
+from nt2c_core.settings import NMSG, NMSGConfig, TomoSimulationConfig
 from nt2c_core.simulate.structure import load_structure
-from nt2c_core.tomo.nmsg import denoise_with, train_nmsg
-from nt2c_core.tomo.noise import CubeMosaic, noise_cubes
+from nt2c_core.tomo.nmsg import _trained_config, denoise_with, train_nmsg
+from nt2c_core.tomo.noise import CubeMosaic, fitting_cube, noise_cubes
 from nt2c_core.tomo.reconstruct import backproject
 from nt2c_core.tomo.simulate import TomogramSimulator
 
@@ -89,6 +89,28 @@ def test_noise_cubes_avoid_the_signal_and_mosaics_keep_their_statistics():
     assert np.array_equal(fields.numpy(), CubeMosaic(cubes).sample(3, (16, 24, 40), seed=5).numpy())
     with pytest.raises(InputError, match="noise blocks"):
         noise_cubes(volume[:8, :16, :16], 8, 0.2)
+
+
+def test_deep_noise_blocks_keep_the_noise_correlation_along_z():
+    rng = np.random.default_rng(2)
+    columns = rng.normal(size=(1, 64, 64)).astype(np.float32)  # a z-constant part, as WBP noise has
+    volume = rng.normal(size=(32, 64, 64)).astype(np.float32) + 0.6 * columns
+
+    def z_correlation(cubes, lag=6):
+        f = CubeMosaic(cubes).sample(4, (32, 64, 64), seed=3)[:, 0].numpy()
+        return float(np.mean(f[:, lag:] * f[:, :-lag]) / np.mean(f * f))
+
+    cubic, deep = noise_cubes(volume, 8, 0.3), noise_cubes(volume, 8, 0.3, depth=32)
+    assert deep.shape[1:] == (32, 8, 8)
+    # true value 0.36 / 1.36 = 0.26; deep blocks lose it only across their z seams (expected 0.21),
+    # 8-px cubes keep it only within 8 px (expected 0.07)
+    assert z_correlation(deep) > 0.17 and z_correlation(cubic) < 0.1
+    assert fitting_cube((64, 160, 160), 16, 0.2, depth=32) == (32, 16)
+    assert fitting_cube((64, 160, 160), 16, 0.2) == (16, 16)
+    assert fitting_cube((16, 64, 64), 16, 0.2, depth=32) == (8, 8)  # too small: the larger side halves first
+    # model files made before the setting existed drew their inference noise from cubic blocks
+    assert _trained_config({"training": {"noise_cube": 16}}, NMSG).noise_depth == 0
+    assert _trained_config({"training": {"noise_cube": 16, "noise_depth": 32}}, NMSG).noise_depth == 32
 
 
 def test_nmsg_beats_raw_and_resumes_exactly(tomogram, tmp_path):
