@@ -6,7 +6,8 @@ blocks (depth x cube x cube), and the ``fraction`` with the lowest smoothed stan
 particle, no membrane, often the volume outside the ice slab) are kept, each minus its own mean.
 Blocks deeper than wide keep more of the noise's long correlation along z (a weighted
 back-projection's noise stays correlated across the whole thickness) without taking in more signal
-than small cubes do; larger x-y sides would (measured in benchmarks/bench_tomo.py).
+than small cubes do; larger x-y sides would (README, Measured;
+benchmarks/results/2026-12-02-tomo-noiseblocks-vm.json).
 
 Synthesizers (both have ``sample(count, (d, h, w), seed) -> (count, 1, d, h, w)``):
 - :class:`CubeMosaic` ('patches3d', our default): 3-D mosaics of the real cubes, randomly flipped,
