@@ -417,8 +417,8 @@ class NMSGConfig:
     making the over-smoothed reference o when none is given; noise_model: 'patches3d' (3-D mosaics
     of the tomogram's own noise cubes) or 'gan2d' (the authors' 2-D WGAN-GP, one sample per slice);
     noise_cube: x-y side [px] of the noise blocks; noise_depth: their z side [px] (0: noise_cube;
-    deeper blocks keep the noise's correlation along z); noise_fraction: share of the quietest cubes taken as
-    noise; gan_iterations: GAN generator steps for 'gan2d'; pairing: 'nmsg' (the authors': input
+    deeper blocks keep the noise's correlation along z); noise_fraction: share of the quietest
+    blocks taken as noise; gan_iterations: GAN generator steps for 'gan2d'; pairing: 'nmsg' (the authors': input
     raw + noise, target raw) or 'r2r' (recorrupted pairs: input raw + alpha noise, target raw -
     noise / alpha, whose expected target is the clean volume); alpha: the r2r noise scale;
     infer_draws: r2r inference averages the network over this many noise draws (0 = the raw volume

@@ -26,7 +26,7 @@ NMSG_HELP = {
                    "or the authors' 2-D WGAN-GP per slice)",
     "noise_cube": "x-y side of the noise blocks [px]",
     "noise_depth": "z side of the noise blocks [px] (0: the x-y side); deeper blocks keep the noise's correlation "
-                   "along z", "noise_fraction": "share of the quietest cubes taken as noise",
+                   "along z", "noise_fraction": "share of the quietest blocks taken as noise",
     "gan_iterations": "2-D GAN generator steps (gan2d only)",
     "pairing": "training pairs: r2r (input raw + alpha noise, target raw - noise/alpha: learns the clean volume) "
                "or nmsg (the authors': input raw + noise, target raw)",

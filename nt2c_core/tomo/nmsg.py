@@ -50,7 +50,7 @@ from ..models.store import fingerprint, load_model, save_model
 from ..noise.synthesize import train_noise_gan
 from ..settings import NMSG, GANConfig, NMSGConfig
 from ..training import FitResult, _amp, fit, write_loss_log
-from .noise import GAN_PATCH, CubeMosaic, SliceGAN, fitting_cube, gan_slices, noise_cubes
+from .noise import GAN_PATCH, CubeMosaic, SliceGAN, fitting_block, gan_slices, noise_cubes
 
 logger = logging.getLogger(__name__)
 INFER_TILE = (64, 128, 128)  # inference tile (z, y, x) before margins [px]
@@ -107,10 +107,11 @@ def references(n: np.ndarray, config: NMSGConfig,
 def cube_mosaic(n: np.ndarray, config: NMSGConfig, log: bool = False) -> CubeMosaic:
     """3-D mosaics of the quietest (noise_depth x noise_cube x noise_cube) blocks of the z-scored
     volume ``n`` (smaller blocks where the volume is too small for enough of them)."""
-    depth, cube = fitting_cube(n.shape, config.noise_cube, config.noise_fraction, depth=config.noise_depth)
+    depth, cube = fitting_block(n.shape, config.noise_cube, config.noise_fraction, depth=config.noise_depth)
     cubes = noise_cubes(n, cube, config.noise_fraction, depth=depth)
     if log:
-        logger.info(f"noise: {len(cubes)} blocks of {cube} x {cube} x {depth} px (quietest {config.noise_fraction:.0%})")
+        logger.info(f"noise: {len(cubes)} blocks of {cube} x {cube} x {depth} px "
+                    f"(quietest {config.noise_fraction:.0%})")
     return CubeMosaic(cubes)
 
 
@@ -351,7 +352,8 @@ def _trained_config(meta: dict, fallback: NMSGConfig) -> NMSGConfig:
     margin, seed), on top of ``fallback``."""
     from dataclasses import replace
 
-    keys = ("pairing", "alpha", "infer_draws", "infer_flips", "noise_cube", "noise_depth", "noise_fraction", "infer_margin", "seed")
+    keys = ("pairing", "alpha", "infer_draws", "infer_flips", "noise_cube", "noise_depth", "noise_fraction",
+            "infer_margin", "seed")
     saved = meta.get("training", {})
     if "noise_cube" in saved and "noise_depth" not in saved:
         saved = {**saved, "noise_depth": 0}  # files made before the setting existed used cubic blocks

@@ -28,7 +28,7 @@ MIN_CUBES = 8
 GAN_PATCH = 32  # the GAN works on 32-px x-y slices
 
 
-def fitting_cube(shape: tuple[int, int, int], cube: int, fraction: float, smallest: int = 8,
+def fitting_block(shape: tuple[int, int, int], cube: int, fraction: float, smallest: int = 8,
                  depth: int | None = None) -> tuple[int, int]:
     """(depth, cube): the noise blocks' z and x-y sides [px], the larger one halved until the volume
     holds enough blocks for MIN_CUBES noise cubes (not below ``smallest``; ``depth`` defaults to

@@ -60,8 +60,9 @@ class ProtNT2CDenoiseTomo(ProtNT2CBase):
                       help="Depth of the training tiles (multiple of 8, at most the tomogram's thickness).")
         form.addParam("noiseModel", params.EnumParam, choices=list(TOMO_NOISE_MODELS),
                       default=TOMO_NOISE_MODELS.index(NMSG.noise_model), label="Noise synthesizer",
-                      help="patches3d: 3-D mosaics of the tomogram's quietest blocks (16 x 16 px, 32 px deep: they keep "
-                           "the noise's correlation along z). gan2d: the authors' 2-D WGAN-GP, one independent sample per slice (slower).")
+                      help="patches3d: 3-D mosaics of the tomogram's quietest blocks (16 x 16 px, 32 px deep: "
+                           "they keep the noise's correlation along z). gan2d: the authors' 2-D WGAN-GP, one independent "
+                           "sample per slice (slower).")
         form.addParam("pairing", params.EnumParam, choices=list(TOMO_PAIRINGS),
                       default=TOMO_PAIRINGS.index(NMSG.pairing), label="Training pairs",
                       help="r2r: input = tomogram + alpha x synthetic noise, target = tomogram - noise / alpha; its "
@@ -122,7 +123,8 @@ class ProtNT2CDenoiseTomo(ProtNT2CBase):
 
         return replace(NMSG, steps=self.steps.get(), lr=self.learningRate.get(), tile_size=self.tileSize.get(),
                        tile_depth=self.tileDepth.get(), noise_model=TOMO_NOISE_MODELS[self.noiseModel.get()],
-                       width=self.width.get(), residual=self.residual.get(), pairing=TOMO_PAIRINGS[self.pairing.get()], alpha=self.alpha.get(),
+                       width=self.width.get(), residual=self.residual.get(), pairing=TOMO_PAIRINGS[self.pairing.get()],
+                       alpha=self.alpha.get(),
                        infer_draws=self.inferDraws.get(), flips=self.flips.get(), infer_flips=self.inferFlips.get(),
                        recon=self.reconWeight.get(), smooth=self.smoothWeight.get(), guide=self.guideWeight.get(),
                        guide_sigma=self.guideSigma.get(), oversmooth_sigma=self.oversmoothSigma.get(),

@@ -17,7 +17,7 @@ from nt2c_core.metrics import fsc, psnr
 from nt2c_core.settings import NMSG, NMSGConfig, TomoSimulationConfig
 from nt2c_core.simulate.structure import load_structure
 from nt2c_core.tomo.nmsg import _trained_config, denoise_with, train_nmsg
-from nt2c_core.tomo.noise import CubeMosaic, fitting_cube, noise_cubes
+from nt2c_core.tomo.noise import CubeMosaic, fitting_block, noise_cubes
 from nt2c_core.tomo.reconstruct import backproject
 from nt2c_core.tomo.simulate import TomogramSimulator
 
@@ -105,9 +105,9 @@ def test_deep_noise_blocks_keep_the_noise_correlation_along_z():
     # true value 0.36 / 1.36 = 0.26; deep blocks lose it only across their z seams (expected 0.21),
     # 8-px cubes keep it only within 8 px (expected 0.07)
     assert z_correlation(deep) > 0.17 and z_correlation(cubic) < 0.1
-    assert fitting_cube((64, 160, 160), 16, 0.2, depth=32) == (32, 16)
-    assert fitting_cube((64, 160, 160), 16, 0.2) == (16, 16)
-    assert fitting_cube((16, 64, 64), 16, 0.2, depth=32) == (8, 8)  # too small: the larger side halves first
+    assert fitting_block((64, 160, 160), 16, 0.2, depth=32) == (32, 16)
+    assert fitting_block((64, 160, 160), 16, 0.2) == (16, 16)
+    assert fitting_block((16, 64, 64), 16, 0.2, depth=32) == (8, 8)  # too small: the larger side halves first
     # model files made before the setting existed drew their inference noise from cubic blocks
     assert _trained_config({"training": {"noise_cube": 16}}, NMSG).noise_depth == 0
     assert _trained_config({"training": {"noise_cube": 16, "noise_depth": 32}}, NMSG).noise_depth == 32
@@ -241,7 +241,6 @@ def test_direct_unet3d_by_default_and_older_model_files_stay_residual(tmp_path):
 
     from nt2c_core.models.registry import build, check_architecture
     from nt2c_core.models.store import load_model, save_model
-    from nt2c_core.settings import NMSG
 
     assert NMSG.architecture()["residual"] is False
     direct = build({**NMSG.architecture(), "width": 4, "first_kernel": 3})
