@@ -2,7 +2,9 @@
 
 1. Simulated tomograms (``nt2c_core.tomo.simulate``) of structures never used in developing NMSG
    (70S ribosome 4v5d and spliceosome 3jb9 from ../shared/data/structures; development used the
-   shipped apoferritin), at two doses. Methods: raw; Gaussian (best sigma against the truth: an
+   shipped apoferritin), at two doses (8 particles placed in 160 x 160 x 64 voxels), and a dense
+   case (36 placed: 29 apoferritins among them, dose 60; a noise model must find noise between
+   particles there). Methods: raw; Gaussian (best sigma against the truth: an
    oracle, the strongest Gaussian there is); BM4D (noise sigma from the volume's quietest cubes);
    Topaz-3D's shipped general model (``unet-3d-10a``, in the benchmark's own virtualenv); a
    noise2noise 3-D U-Net trained on the even/odd halves (cryoCARE's idea, our network); NMSG with
@@ -91,13 +93,34 @@ def external(method: str, files: list[Path], out: Path, sigmas: dict | None = No
     return {f.name: read_mrc_volume(out / f.name)[0] for f in files}
 
 
-def simulated_case(name: str, dose: float, args, work: Path) -> tuple[dict, dict]:
-    size, thickness, particles = ((96, 96), 64, 4) if args.quick else ((160, 160), 64, 12)
-    cfg = TomoSimulationConfig(acquisition=Acquisition(pixel_size=8.0, dose=dose, b_factor=60.0, detector="ideal"),
-                               size=size, thickness=thickness, ice_thickness=400.0, particles=particles, seed=11)
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """A simulated benchmark tomogram (160 x 160 x 64 voxels of 8 Å; 96 x 96 x 64 with --quick)."""
+
+    dose: float  # total over the tilt series [e/Å²]
+    particles: int  # requested; the simulator places as many as fit without overlap
+    seed: int
+    apoferritin: bool = False  # add the shipped apoferritin to the structures (dense case)
+
+    def count(self, quick: bool) -> int:
+        return max(self.particles // 3, 1) if quick else self.particles
+
+    def describe(self, quick: bool) -> str:
+        return f"{self.count(quick)} particles requested, {self.dose:g} e/Å² total (8 Å voxels, 41 tilts -60..60)"
+
+
+CASES = {"dose60": Case(60.0, 12, 11), "dose30": Case(30.0, 12, 11), "dense60": Case(60.0, 80, 13, apoferritin=True)}
+
+
+def simulated_case(name: str, case: Case, args, work: Path) -> tuple[dict, dict]:
+    size, thickness = ((96, 96), 64) if args.quick else ((160, 160), 64)
+    particles = case.count(args.quick)
+    cfg = TomoSimulationConfig(acquisition=Acquisition(pixel_size=8.0, dose=case.dose, b_factor=60.0, detector="ideal"),
+                               size=size, thickness=thickness, ice_thickness=400.0, particles=particles, seed=case.seed)
     folder = work / name
     if not (folder / "params.json").exists():
-        simulate_tomogram_files([s for s in STRUCTURES if s.exists()], cfg, folder, progress=False)
+        structures = [s for s in STRUCTURES if s.exists()] + ([APOFERRITIN] if case.apoferritin else [])
+        simulate_tomogram_files(structures, cfg, folder, progress=False)
     vols = {k: read_mrc_volume(folder / f"{k}.mrc")[0] for k in ("noisy", "clean", "even", "odd", "oversmoothed")}
     noisy, clean, even, odd = vols["noisy"], vols["clean"], vols["even"], vols["odd"]
     voxel = cfg.acquisition.pixel_size
@@ -125,7 +148,7 @@ def simulated_case(name: str, dose: float, args, work: Path) -> tuple[dict, dict
     shown["noise2noise e/o"] = (de + do) / 2
     variants = {"NMSG, r2r pairs, 3-D patch noise (default)": {},
                 "NMSG, residual U-Net (the authors'; the default until 2026-12-02)": {"residual": True},
-                "NMSG, 16-px cubic noise blocks (the default until 2026-12-02)": {"noise_depth": 0},
+                "NMSG, noise power not capped (the default until 2026-12-02)": {"noise_cap": False},
                 "NMSG, the earlier default (alpha 0.5, no flips, f(volume) alone, residual)":
                     {"alpha": 0.5, "flips": False, "infer_flips": False, "infer_draws": 0, "residual": True},
                 "NMSG, the authors' pairs and loss, 3-D patch noise": {"pairing": "nmsg", "smooth": 0.05, "guide": 0.5},
@@ -239,7 +262,8 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-speed", action="store_true", help="skip the 512 x 512 x 128 timing")
     parser.add_argument("--steps", type=int, default=NMSG.steps, help="training steps of every learned method")
     parser.add_argument("--real-steps", type=int, default=NMSG.steps, help="training steps on the real crops")
-    parser.add_argument("--doses", default="60,30", help="total doses [e/Å²] of the simulated tomograms")
+    parser.add_argument("--cases", default=",".join(CASES),
+                        help=f"simulated tomograms to run, of {', '.join(CASES)} (dense60: 36 particles placed)")
     parser.add_argument("--only-default", action="store_true", help="NMSG with its defaults only (no variants)")
     parser.add_argument("--budget-scan", metavar="N,N,...",
                         help="only train NMSG and noise2noise for these step counts on the dose-60 tomogram")
@@ -264,10 +288,13 @@ def main(argv=None) -> int:
         return 0
     result = {"quick": args.quick, "simulated": {}}
     result["steps"] = args.steps
-    for dose in (float(d) for d in args.doses.split(",")):
-        name = f"dose{dose:g}"
-        print(f"\nsimulated tomogram, {dose:.0f} e/Å² total (8 Å voxels, 41 tilts -60..60):")
-        rows, shown = simulated_case(name, dose, args, work)
+    names = [c for c in args.cases.split(",") if c]
+    unknown = [c for c in names if c not in CASES]
+    if unknown:
+        parser.error(f"--cases: unknown {', '.join(unknown)} (choose from {', '.join(CASES)})")
+    for name in names:
+        print(f"\nsimulated tomogram {name}: {CASES[name].describe(args.quick)}")
+        rows, shown = simulated_case(name, CASES[name], args, work)
         result["simulated"][name] = rows
         print(f"{'method':<36} {'PSNR dB':>8} {'SSIM':>6} {'e/o FSC 0.5 Å':>14} {'0.143 Å':>8} {'s':>7}")
         for label, r in rows.items():

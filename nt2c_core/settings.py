@@ -418,7 +418,9 @@ class NMSGConfig:
     of the tomogram's own noise cubes) or 'gan2d' (the authors' 2-D WGAN-GP, one sample per slice);
     noise_cube: x-y side [px] of the noise blocks; noise_depth: their z side [px] (0: noise_cube;
     deeper blocks keep the noise's correlation along z); noise_fraction: share of the quietest
-    blocks taken as noise; gan_iterations: GAN generator steps for 'gan2d'; pairing: 'nmsg' (the authors': input
+    blocks taken as noise; noise_cap: filter the synthetic noise so that at no spatial frequency it
+    has more power than the volume itself (:class:`nt2c_core.tomo.noise.PowerCapped`);
+    gan_iterations: GAN generator steps for 'gan2d'; pairing: 'nmsg' (the authors': input
     raw + noise, target raw) or 'r2r' (recorrupted pairs: input raw + alpha noise, target raw -
     noise / alpha, whose expected target is the clean volume); alpha: the r2r noise scale;
     infer_draws: r2r inference averages the network over this many noise draws (0 = the raw volume
@@ -445,6 +447,7 @@ class NMSGConfig:
     noise_cube: int = 16
     noise_depth: int = 32
     noise_fraction: float = 0.2
+    noise_cap: bool = True
     gan_iterations: int = 300
     pairing: str = "r2r"
     alpha: float = 1.0

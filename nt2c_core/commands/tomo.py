@@ -27,6 +27,8 @@ NMSG_HELP = {
     "noise_cube": "x-y side of the noise blocks [px]",
     "noise_depth": "z side of the noise blocks [px] (0: the x-y side); deeper blocks keep the noise's correlation "
                    "along z", "noise_fraction": "share of the quietest blocks taken as noise",
+    "noise_cap": "filter the synthetic noise so that at no spatial frequency it has more power than the tomogram "
+                 "itself (removes the block seams' power in the missing wedge)",
     "gan_iterations": "2-D GAN generator steps (gan2d only)",
     "pairing": "training pairs: r2r (input raw + alpha noise, target raw - noise/alpha: learns the clean volume) "
                "or nmsg (the authors': input raw + noise, target raw)",

@@ -1,7 +1,8 @@
 """NMSG: denoise a cryo-ET tomogram with a network trained on that single noisy volume.
 
 Training (Yang et al. 2024, as far as the authors' code shows; see shared design notes): with n
-the raw volume (z-scored), m synthetic noise drawn from the volume's own noise (:mod:`.noise`),
+the raw volume (z-scored), m synthetic noise drawn from the volume's own noise (:mod:`.noise`;
+by default never more power at any spatial frequency than the volume itself has),
 s = n + m, g = n Gaussian-filtered (``guide_sigma``) and o an over-smoothed reference (a WBP of
 low-passed tilts when given, else n filtered with ``oversmooth_sigma``, least-squares scaled to n),
 
@@ -50,7 +51,7 @@ from ..models.store import fingerprint, load_model, save_model
 from ..noise.synthesize import train_noise_gan
 from ..settings import NMSG, GANConfig, NMSGConfig
 from ..training import FitResult, _amp, fit, write_loss_log
-from .noise import GAN_PATCH, CubeMosaic, SliceGAN, fitting_block, gan_slices, noise_cubes
+from .noise import GAN_PATCH, CubeMosaic, PowerCapped, SliceGAN, fitting_block, gan_slices, noise_cubes
 
 logger = logging.getLogger(__name__)
 INFER_TILE = (64, 128, 128)  # inference tile (z, y, x) before margins [px]
@@ -115,10 +116,22 @@ def cube_mosaic(n: np.ndarray, config: NMSGConfig, log: bool = False) -> CubeMos
     return CubeMosaic(cubes)
 
 
+def capped(synthesizer, n: np.ndarray, config: NMSGConfig, log: bool = False):
+    """``synthesizer`` with its power capped at the z-scored volume ``n``'s (``config.noise_cap``),
+    measured on training tiles; else ``synthesizer`` itself."""
+    if not config.noise_cap:
+        return synthesizer
+    result = PowerCapped.fit(synthesizer, n, tile_shape(n.shape, config), seed=config.seed)
+    if log:
+        logger.info(f"noise: power capped at the volume's (mean power kept {float((result.gain ** 2).mean()):.0%})")
+    return result
+
+
 def noise_synthesizer(n: np.ndarray, config: NMSGConfig, work: Path | None, device: str, progress: bool):
-    """The ``config.noise_model`` synthesizer from the quietest blocks of the z-scored volume."""
+    """The ``config.noise_model`` synthesizer from the quietest blocks of the z-scored volume
+    (power-capped with ``config.noise_cap``)."""
     if config.noise_model == "patches3d":
-        return cube_mosaic(n, config, log=True)
+        return capped(cube_mosaic(n, config, log=True), n, config, log=True)
     cubes = noise_cubes(n, GAN_PATCH, config.noise_fraction, depth=min(8, n.shape[0]))
     slices = gan_slices(cubes)
     logger.info(f"noise: {len(slices)} x-y slices of {GAN_PATCH} px for the 2-D GAN")
@@ -126,7 +139,7 @@ def noise_synthesizer(n: np.ndarray, config: NMSGConfig, work: Path | None, devi
     cfg = GANConfig(iterations=config.gan_iterations, crop=GAN_PATCH, seed=config.seed,
                     checkpoint_every=max(config.gan_iterations // 4, 1))
     train_noise_gan(slices, gan_path, cfg, resume=True, device=device, progress=progress)
-    return SliceGAN(load_model(gan_path, kind="noise-gan")[0])
+    return capped(SliceGAN(load_model(gan_path, kind="noise-gan")[0]), n, config, log=True)
 
 
 def _tile_origins(rng: np.random.Generator, shape: tuple[int, ...], tile: tuple[int, int, int], count: int) -> np.ndarray:
@@ -272,7 +285,7 @@ def denoise_with(network: torch.nn.Module, volume: np.ndarray, margin: int = 8, 
                  config: NMSGConfig | None = None, synthesizer=None) -> np.ndarray:
     """A raw volume denoised by ``network``, in the volume's own units. With an 'r2r' ``config``
     and ``infer_draws`` > 0: the mean of f(n + alpha m_k) over the draws, m_k from ``synthesizer``
-    (default: 3-D mosaics of this volume's own noise cubes); otherwise f(n). With
+    (default: 3-D mosaics of this volume's own noise blocks, power-capped with ``noise_cap``); otherwise f(n). With
     ``config.infer_flips``: draw k goes through the network under the k-th of the 8 flips (one
     pass per draw, as without flips), and f(n) alone becomes the mean over the 8 flips."""
     std = Standardized.of(volume)
@@ -280,7 +293,7 @@ def denoise_with(network: torch.nn.Module, volume: np.ndarray, margin: int = 8, 
     if config is None or config.pairing != "r2r" or config.infer_draws == 0:
         return std.restore(apply_flipped(network, std.data, margin, device, flips))
     if synthesizer is None:
-        synthesizer = cube_mosaic(std.data, config)
+        synthesizer = capped(cube_mosaic(std.data, config), std.data, config)
     total = np.zeros_like(std.data)
     for k in range(config.infer_draws):
         noise = synthesizer.sample(1, std.data.shape, seed=config.seed * 7919 + 104_729 + k)[0, 0].numpy()
@@ -353,8 +366,8 @@ def _trained_config(meta: dict, fallback: NMSGConfig) -> NMSGConfig:
     from dataclasses import replace
 
     keys = ("pairing", "alpha", "infer_draws", "infer_flips", "noise_cube", "noise_depth", "noise_fraction",
-            "infer_margin", "seed")
+            "noise_cap", "infer_margin", "seed", "tile_depth", "tile_size")
     saved = meta.get("training", {})
-    if "noise_cube" in saved and "noise_depth" not in saved:
-        saved = {**saved, "noise_depth": 0}  # files made before the setting existed used cubic blocks
+    if "noise_cube" in saved:  # files made before a setting existed used cubic blocks, without the cap
+        saved = {"noise_depth": 0, "noise_cap": False, **saved}
     return replace(fallback, **{k: saved[k] for k in keys if k in saved})

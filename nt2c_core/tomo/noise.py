@@ -9,23 +9,36 @@ back-projection's noise stays correlated across the whole thickness) without tak
 than small cubes do; larger x-y sides would (README, Measured;
 benchmarks/results/2026-12-02-tomo-noiseblocks-vm.json).
 
-Synthesizers (both have ``sample(count, (d, h, w), seed) -> (count, 1, d, h, w)``):
+Synthesizers (all have ``sample(count, (d, h, w), seed) -> (count, 1, d, h, w)``):
 - :class:`CubeMosaic` ('patches3d', our default): 3-D mosaics of the real cubes, randomly flipped,
   randomly offset. It keeps the noise's 3-D correlations within a cube (WBP noise is streaky in z).
 - :class:`SliceGAN` ('gan2d', the authors'): a 2-D WGAN-GP generator trained on the cubes' x-y
   slices, one independent sample per z slice (no correlation between slices).
+- :class:`PowerCapped` (``noise_cap``, on by default): either one's noise filtered so that at no
+  spatial frequency it carries more power than the volume itself (signal + noise) does. A mosaic's
+  seams put 2-7x the real noise's power at low x-y and high z frequencies, where a tilt series'
+  missing wedge leaves the volume almost empty; noise cannot have more power than the volume at
+  any frequency, so the cap removes that excess (and the signal the quiet blocks carry at low
+  frequencies) without knowing the tilt range.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.fft
 import torch
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import gaussian_filter, uniform_filter
 
 from ..errors import InputError
 
 MIN_CUBES = 8
 GAN_PATCH = 32  # the GAN works on 32-px x-y slices
+CAP_TILES = 256  # tiles of the volume, and noise samples, whose mean power spectra set the cap
+CAP_SMOOTH = 3  # both mean spectra are box-smoothed over this many frequency bins per axis
+CAP_SLACK = 1.1  # the noise may exceed the volume's power by this factor: the scatter of the volume's
+# spectrum, estimated from the few independent tiles a small tomogram holds (a 160 x 160 x 64 volume: a
+# dozen), would otherwise push the gain below 1 where the two spectra are equal (measured: 3-6 % less
+# noise power than the real noise's outside the wedge without slack, 0-4 % with 1.1)
 
 
 def fitting_block(shape: tuple[int, int, int], cube: int, fraction: float, smallest: int = 8,
@@ -120,3 +133,81 @@ def gan_slices(cubes: np.ndarray) -> np.ndarray:
     """The x-y slices (N * d, c, c) of noise cubes, each minus its mean: the 2-D GAN's training set."""
     slices = np.asarray(cubes, np.float32).reshape(-1, cubes.shape[-2], cubes.shape[-1])
     return slices - slices.mean(axis=(1, 2), keepdims=True)
+
+
+def tile_power(tiles: np.ndarray) -> np.ndarray:
+    """Mean power spectrum (full FFT grid, fftshifted) of (N, d, h, w) tiles, each minus its mean and
+    Hann-windowed along every axis (the window keeps the tiles' edges from leaking power into the
+    nearly empty missing wedge); normalised so that white noise of variance v gives v everywhere."""
+    t = np.asarray(tiles, np.float32)
+    t = t - t.mean(axis=(1, 2, 3), keepdims=True)
+    window = np.ones(t.shape[1:], np.float32)
+    for axis, size in enumerate(t.shape[1:]):
+        shape = [1, 1, 1]
+        shape[axis] = size
+        window = window * np.hanning(size + 2)[1:-1].astype(np.float32).reshape(shape)
+    t = t * (window / np.sqrt((window ** 2).mean()))
+    power = (np.abs(scipy.fft.fftn(t, axes=(1, 2, 3))) ** 2).sum(0)
+    return np.fft.fftshift(power)
+
+
+def _linear_weights(freqs: np.ndarray, size: int) -> np.ndarray:
+    """(len(freqs), size) weights interpolating, linearly and periodically, a fftshifted grid of
+    ``size`` frequency bins at ``freqs`` [cycles/px]."""
+    index = freqs * size + size // 2
+    low = np.floor(index).astype(int)
+    frac = (index - low).astype(np.float32)
+    weights = np.zeros((len(freqs), size), np.float32)
+    rows = np.arange(len(freqs))
+    np.add.at(weights, (rows, low % size), 1 - frac)
+    np.add.at(weights, (rows, (low + 1) % size), frac)
+    return weights
+
+
+class PowerCapped:
+    """The noise of another synthesizer filtered by a fixed gain per spatial frequency (``gain``:
+    fftshifted grid, values in [0, 1]; interpolated, periodically, to every requested shape)."""
+
+    def __init__(self, synthesizer, gain: np.ndarray):
+        self.synthesizer = synthesizer
+        self.gain = np.asarray(gain, np.float32)
+        self._cache: dict[tuple[int, int, int], np.ndarray] = {}
+
+    @classmethod
+    def fit(cls, synthesizer, volume: np.ndarray, shape: tuple[int, int, int], seed: int = 0,
+            count: int = CAP_TILES) -> "PowerCapped":
+        """Cap ``synthesizer``'s noise at the power spectrum of the z-scored ``volume``: the gain is
+        sqrt(min(1, CAP_SLACK * P_volume / P_noise)), both mean spectra of ``count`` tiles of ``shape``
+        (z, y, x; the training tile), smoothed over CAP_SMOOTH bins per axis."""
+        shape = tuple(min(int(t), int(n)) for t, n in zip(shape, volume.shape))
+        rng = np.random.default_rng([seed, 7])
+        p_volume = np.zeros(shape, np.float64)
+        p_noise = np.zeros(shape, np.float64)
+        for start in range(0, count, 32):
+            k = min(32, count - start)
+            origins = np.stack([rng.integers(0, n - t + 1, k) for n, t in zip(volume.shape, shape)], 1)
+            p_volume += tile_power(np.stack([volume[z:z + shape[0], y:y + shape[1], x:x + shape[2]]
+                                             for z, y, x in origins]))
+            p_noise += tile_power(synthesizer.sample(k, shape, seed=seed * 1_000_003 + 977 + start)[:, 0].numpy())
+        p_volume = uniform_filter(p_volume, CAP_SMOOTH, mode="wrap")
+        p_noise = uniform_filter(p_noise, CAP_SMOOTH, mode="wrap")
+        gain = np.sqrt(np.clip(CAP_SLACK * p_volume / np.maximum(p_noise, 1e-12 * p_noise.max()), 0.0, 1.0))
+        return cls(synthesizer, gain)
+
+    def gain_for(self, shape: tuple[int, int, int]) -> np.ndarray:
+        """The gain on the rfft grid of a (d, h, w) volume: trilinear, periodic interpolation, one axis
+        at a time (no full-size coordinate arrays on large tomograms)."""
+        shape = tuple(int(n) for n in shape)
+        if shape not in self._cache:
+            freqs = (np.fft.fftfreq(shape[0]), np.fft.fftfreq(shape[1]), np.fft.rfftfreq(shape[2]))
+            gain = self.gain
+            for axis, (f, g) in enumerate(zip(freqs, self.gain.shape)):
+                gain = np.moveaxis(np.tensordot(_linear_weights(f, g), gain, axes=([1], [axis])), 0, axis)
+            self._cache[shape] = np.ascontiguousarray(gain, np.float32)
+        return self._cache[shape]
+
+    def sample(self, count: int, shape: tuple[int, int, int], seed: int, device="cpu") -> torch.Tensor:
+        noise = self.synthesizer.sample(count, shape, seed)[:, 0].numpy()
+        spectrum = scipy.fft.rfftn(noise, axes=(1, 2, 3)) * self.gain_for(shape)
+        noise = scipy.fft.irfftn(spectrum, s=tuple(shape), axes=(1, 2, 3)).astype(np.float32)
+        return torch.from_numpy(noise[:, None]).to(device)

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from scipy.ndimage import gaussian_filter
 
 from nt2c_core.acquisition import Acquisition
@@ -17,7 +18,7 @@ from nt2c_core.metrics import fsc, psnr
 from nt2c_core.settings import NMSG, NMSGConfig, TomoSimulationConfig
 from nt2c_core.simulate.structure import load_structure
 from nt2c_core.tomo.nmsg import _trained_config, denoise_with, train_nmsg
-from nt2c_core.tomo.noise import CubeMosaic, fitting_block, noise_cubes
+from nt2c_core.tomo.noise import CubeMosaic, PowerCapped, fitting_block, noise_cubes
 from nt2c_core.tomo.reconstruct import backproject
 from nt2c_core.tomo.simulate import TomogramSimulator
 
@@ -111,6 +112,33 @@ def test_deep_noise_blocks_keep_the_noise_correlation_along_z():
     # model files made before the setting existed drew their inference noise from cubic blocks
     assert _trained_config({"training": {"noise_cube": 16}}, NMSG).noise_depth == 0
     assert _trained_config({"training": {"noise_cube": 16, "noise_depth": 32}}, NMSG).noise_depth == 32
+
+
+def test_power_cap_removes_noise_where_the_volume_has_none_and_keeps_the_rest():
+    """A tomogram's noise leaves the missing wedge (low x-y, high z frequencies) almost empty; a
+    synthesizer that puts power there (white noise, like a mosaic's seams) is capped to the volume's
+    power there, and keeps its power where the volume has as much."""
+    rng = np.random.default_rng(4)
+    kz, ky, kx = np.meshgrid(*(np.fft.fftfreq(n) for n in (32, 64, 64)), indexing="ij")
+    wedge = (np.abs(kz) > 0.2) & (np.hypot(ky, kx) < np.abs(kz) * 0.5)
+    volume = np.fft.ifftn(np.fft.fftn(rng.normal(size=(32, 64, 64))) * ~wedge).real.astype(np.float32)
+    volume /= volume.std()
+
+    class White:
+        def sample(self, count, shape, seed, device="cpu"):
+            return torch.from_numpy(np.random.default_rng(seed).normal(size=(count, 1, *shape)).astype(np.float32))
+
+    cap = PowerCapped.fit(White(), volume, (16, 32, 32), seed=0, count=64)
+    noise = cap.sample(4, (32, 64, 64), seed=1)[:, 0].numpy()
+    power = (np.abs(np.fft.fftn(noise, axes=(1, 2, 3))) ** 2).mean(0) / noise[0].size
+    inside = wedge & (np.abs(kz) > 0.3) & (np.hypot(ky, kx) < np.abs(kz) * 0.3)  # away from the wedge's edge
+    outside = ~wedge & (np.hypot(ky, kx) > 0.25)
+    assert power[inside].mean() < 0.25  # white noise: 1 everywhere
+    assert power[outside].mean() > 0.85
+    assert np.array_equal(noise, cap.sample(4, (32, 64, 64), seed=1)[:, 0].numpy())
+    # model files made before the cap existed drew uncapped inference noise
+    assert _trained_config({"training": {"noise_cube": 16, "noise_depth": 32}}, NMSG).noise_cap is False
+    assert _trained_config({"training": {"noise_cube": 16, "noise_cap": True}}, NMSG).noise_cap is True
 
 
 def test_nmsg_beats_raw_and_resumes_exactly(tomogram, tmp_path):
