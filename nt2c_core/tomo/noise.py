@@ -136,9 +136,10 @@ def gan_slices(cubes: np.ndarray) -> np.ndarray:
 
 
 def tile_power(tiles: np.ndarray) -> np.ndarray:
-    """Mean power spectrum (full FFT grid, fftshifted) of (N, d, h, w) tiles, each minus its mean and
-    Hann-windowed along every axis (the window keeps the tiles' edges from leaking power into the
-    nearly empty missing wedge); normalised so that white noise of variance v gives v everywhere."""
+    """Summed power spectrum (full FFT grid, fftshifted) of (N, d, h, w) tiles, each minus its mean
+    and Hann-windowed along every axis (the window keeps the tiles' edges from leaking power into
+    the nearly empty missing wedge); divided by the tile size, so that the sum over N tiles of
+    white noise of variance v is about N v everywhere."""
     t = np.asarray(tiles, np.float32)
     t = t - t.mean(axis=(1, 2, 3), keepdims=True)
     window = np.ones(t.shape[1:], np.float32)
@@ -147,7 +148,7 @@ def tile_power(tiles: np.ndarray) -> np.ndarray:
         shape[axis] = size
         window = window * np.hanning(size + 2)[1:-1].astype(np.float32).reshape(shape)
     t = t * (window / np.sqrt((window ** 2).mean()))
-    power = (np.abs(scipy.fft.fftn(t, axes=(1, 2, 3))) ** 2).sum(0)
+    power = (np.abs(scipy.fft.fftn(t, axes=(1, 2, 3))) ** 2).sum(0) / t[0].size
     return np.fft.fftshift(power)
 
 

@@ -18,7 +18,7 @@ from nt2c_core.metrics import fsc, psnr
 from nt2c_core.settings import NMSG, NMSGConfig, TomoSimulationConfig
 from nt2c_core.simulate.structure import load_structure
 from nt2c_core.tomo.nmsg import _trained_config, denoise_with, train_nmsg
-from nt2c_core.tomo.noise import CubeMosaic, PowerCapped, fitting_block, noise_cubes
+from nt2c_core.tomo.noise import CubeMosaic, PowerCapped, fitting_block, noise_cubes, tile_power
 from nt2c_core.tomo.reconstruct import backproject
 from nt2c_core.tomo.simulate import TomogramSimulator
 
@@ -128,6 +128,8 @@ def test_power_cap_removes_noise_where_the_volume_has_none_and_keeps_the_rest():
         def sample(self, count, shape, seed, device="cpu"):
             return torch.from_numpy(np.random.default_rng(seed).normal(size=(count, 1, *shape)).astype(np.float32))
 
+    white = White().sample(16, (16, 32, 32), seed=5)[:, 0].numpy()
+    assert abs(np.median(tile_power(white)) / 16 - 1) < 0.05  # white noise of variance 1: 1 per tile
     cap = PowerCapped.fit(White(), volume, (16, 32, 32), seed=0, count=64)
     noise = cap.sample(4, (32, 64, 64), seed=1)[:, 0].numpy()
     power = (np.abs(np.fft.fftn(noise, axes=(1, 2, 3))) ** 2).mean(0) / noise[0].size
