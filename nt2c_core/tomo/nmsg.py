@@ -51,7 +51,8 @@ from ..models.store import fingerprint, load_model, save_model
 from ..noise.synthesize import train_noise_gan
 from ..settings import NMSG, GANConfig, NMSGConfig
 from ..training import FitResult, _amp, fit, write_loss_log
-from .noise import GAN_PATCH, CubeMosaic, PowerCapped, SliceGAN, fitting_block, gan_slices, noise_cubes
+from .noise import (GAN_PATCH, CubeMosaic, PowerCapped, SliceGAN, crop_tile, fitting_block, gan_slices, noise_cubes,
+                    tile_origins)
 
 logger = logging.getLogger(__name__)
 INFER_TILE = (64, 128, 128)  # inference tile (z, y, x) before margins [px]
@@ -142,18 +143,6 @@ def noise_synthesizer(n: np.ndarray, config: NMSGConfig, work: Path | None, devi
     return capped(SliceGAN(load_model(gan_path, kind="noise-gan")[0]), n, config, log=True)
 
 
-def _tile_origins(rng: np.random.Generator, shape: tuple[int, ...], tile: tuple[int, int, int], count: int) -> np.ndarray:
-    return np.stack([rng.integers(0, max(n - t, 0) + 1, count) for n, t in zip(shape, tile)], 1)
-
-
-def _crop(volume: np.ndarray, origin, tile, flip=(0, 0, 0)) -> np.ndarray:
-    """The ``tile`` of ``volume`` at ``origin`` (z, y, x), flipped along the axes where ``flip`` is 1."""
-    z, y, x = origin
-    block = volume[z:z + tile[0], y:y + tile[1], x:x + tile[2]]
-    axes = tuple(i for i, f in enumerate(flip) if f)
-    return np.ascontiguousarray(np.flip(block, axes)) if axes else block
-
-
 def _flips(rng: np.random.Generator, count: int, enabled: bool) -> np.ndarray:
     """Per-tile flips (count x 3 of 0/1 for z, y, x): random when ``enabled``, else none (and no
     draw from ``rng``, so runs without flips keep their tiles)."""
@@ -184,10 +173,10 @@ def train_nmsg(volume: np.ndarray, config: NMSGConfig = NMSG, oversmoothed: np.n
 
     def batch(step: int):
         rng = np.random.default_rng([config.seed, step])
-        origins = _tile_origins(rng, n.shape, tile, config.batch_size)
+        origins = tile_origins(rng, n.shape, tile, config.batch_size)
         flips = _flips(rng, config.batch_size, config.flips)
         tn, tg, to = (None if v is None else
-                      torch.from_numpy(np.stack([_crop(v, o_, tile, f) for o_, f in zip(origins, flips)])[:, None])
+                      torch.from_numpy(np.stack([crop_tile(v, o_, tile, f) for o_, f in zip(origins, flips)])[:, None])
                       for v in (n, g, o))
         noise = synth.sample(config.batch_size, tile, seed=config.seed * 1_000_003 + step).float()
         if config.pairing == "nmsg":
@@ -221,11 +210,11 @@ def train_even_odd(even: np.ndarray, odd: np.ndarray, config: NMSGConfig = NMSG,
 
     def batch(step: int):
         rng = np.random.default_rng([config.seed, step])
-        origins = _tile_origins(rng, a.shape, tile, config.batch_size)
+        origins = tile_origins(rng, a.shape, tile, config.batch_size)
         swap = rng.integers(2, size=config.batch_size).astype(bool)
         flips = _flips(rng, config.batch_size, config.flips)
-        x = np.stack([_crop(b if s else a, o_, tile, f) for s, o_, f in zip(swap, origins, flips)])[:, None]
-        y = np.stack([_crop(a if s else b, o_, tile, f) for s, o_, f in zip(swap, origins, flips)])[:, None]
+        x = np.stack([crop_tile(b if s else a, o_, tile, f) for s, o_, f in zip(swap, origins, flips)])[:, None]
+        y = np.stack([crop_tile(a if s else b, o_, tile, f) for s, o_, f in zip(swap, origins, flips)])[:, None]
         return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
 
     def loss_fn(network, x, y):

@@ -135,6 +135,20 @@ def gan_slices(cubes: np.ndarray) -> np.ndarray:
     return slices - slices.mean(axis=(1, 2), keepdims=True)
 
 
+def tile_origins(rng: np.random.Generator, shape: tuple[int, ...], tile: tuple[int, int, int],
+                 count: int) -> np.ndarray:
+    """``count`` random (z, y, x) origins of ``tile``-sized crops inside a volume of ``shape``."""
+    return np.stack([rng.integers(0, max(n - t, 0) + 1, count) for n, t in zip(shape, tile)], 1)
+
+
+def crop_tile(volume: np.ndarray, origin, tile, flip=(0, 0, 0)) -> np.ndarray:
+    """The ``tile`` of ``volume`` at ``origin`` (z, y, x), flipped along the axes where ``flip`` is 1."""
+    z, y, x = origin
+    block = volume[z:z + tile[0], y:y + tile[1], x:x + tile[2]]
+    axes = tuple(i for i, f in enumerate(flip) if f)
+    return np.ascontiguousarray(np.flip(block, axes)) if axes else block
+
+
 def tile_power(tiles: np.ndarray) -> np.ndarray:
     """Summed power spectrum (full FFT grid, fftshifted) of (N, d, h, w) tiles, each minus its mean
     and Hann-windowed along every axis (the window keeps the tiles' edges from leaking power into
@@ -186,9 +200,8 @@ class PowerCapped:
         p_noise = np.zeros(shape, np.float64)
         for start in range(0, count, 32):
             k = min(32, count - start)
-            origins = np.stack([rng.integers(0, n - t + 1, k) for n, t in zip(volume.shape, shape)], 1)
-            p_volume += tile_power(np.stack([volume[z:z + shape[0], y:y + shape[1], x:x + shape[2]]
-                                             for z, y, x in origins]))
+            origins = tile_origins(rng, volume.shape, shape, k)
+            p_volume += tile_power(np.stack([crop_tile(volume, o, shape) for o in origins]))
             p_noise += tile_power(synthesizer.sample(k, shape, seed=seed * 1_000_003 + 977 + start)[:, 0].numpy())
         p_volume = uniform_filter(p_volume, CAP_SMOOTH, mode="wrap")
         p_noise = uniform_filter(p_noise, CAP_SMOOTH, mode="wrap")

@@ -240,11 +240,12 @@ def test_flipped_training_tiles_and_flip_averaged_inference():
     to f(v) for a network that commutes with flips, and different for one that does not."""
     import torch
 
-    from nt2c_core.tomo.nmsg import FLIPS, _crop, _flips, apply_flipped, apply_network
+    from nt2c_core.tomo.nmsg import FLIPS, _flips, apply_flipped, apply_network
+    from nt2c_core.tomo.noise import crop_tile
 
     rng = np.random.default_rng(0)
     volume = rng.normal(size=(16, 24, 24)).astype(np.float32)
-    assert np.array_equal(_crop(volume, (2, 3, 4), (8, 8, 8), (1, 0, 1)),
+    assert np.array_equal(crop_tile(volume, (2, 3, 4), (8, 8, 8), (1, 0, 1)),
                           np.flip(volume[2:10, 3:11, 4:12], (0, 2)))
     a, b = np.random.default_rng([0, 5]), np.random.default_rng([0, 5])
     assert not _flips(a, 4, False).any() and a.integers(1 << 30) == b.integers(1 << 30)
