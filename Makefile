@@ -39,7 +39,7 @@ $(EXT_STAMP):
 
 bench: $(STAMP) $(EXT_STAMP)
 	cd benchmarks && ../$(PY) bench_simulate.py && ../$(PY) bench_denoise.py && ../$(PY) bench_compare.py \
-		&& ../$(PY) bench_real_picked.py && ../$(PY) bench_noise_model.py && ../$(PY) bench_tomo.py && ../$(PY) bench_particles.py
+		&& ../$(PY) bench_real_picked.py && ../$(PY) bench_noise_model.py && ../$(PY) bench_ice_gradient.py && ../$(PY) bench_tomo.py && ../$(PY) bench_particles.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info

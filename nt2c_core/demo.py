@@ -13,6 +13,7 @@ Resumable: rerunning continues where it stopped.
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
 import shutil
@@ -64,13 +65,17 @@ def demo_config(out: Path, quick: bool, device: str) -> tuple[SimulationConfig, 
     return experimental, pipeline
 
 
-def run_demo(out_dir: str | os.PathLike, quick: bool = False, device: str = "cpu") -> dict:
-    """Run the demo into ``out_dir`` and return the report."""
+def run_demo(out_dir: str | os.PathLike, quick: bool = False, device: str = "cpu",
+             noise: ExperimentalNoise | None = None) -> dict:
+    """Run the demo into ``out_dir`` and return the report. ``noise``: the extra noise processes of
+    the "experimental" micrographs (default :class:`ExperimentalNoise`; e.g. an ice-thickness
+    gradient for the uneven-background benchmark); used only when ``out_dir`` has none yet."""
     out = Path(out_dir)
     experimental, pipeline = demo_config(out, quick, device)
+    noise = noise or ExperimentalNoise()
     if not (out / "experimental" / "experimental.json").exists():
         log.info("[demo] making the 'experimental' micrographs (ground truth kept aside)")
-        make_experimental_dataset([PROTEASOME], experimental, out / "experimental", ExperimentalNoise())
+        make_experimental_dataset([PROTEASOME], experimental, out / "experimental", noise)
     summary = run_pipeline(pipeline, out / "work")
     log.info("[demo] scoring against the ground truth")
     work = out / "work"
@@ -86,6 +91,7 @@ def run_demo(out_dir: str | os.PathLike, quick: bool = False, device: str = "cpu
         shutil.copyfile(overlays[0], out / "report" / "noise_patches_overlay.png")
     report = {"nt2c_version": __version__, "created": datetime.datetime.now().isoformat(timespec="seconds"),
               "quick": quick, "acquisition": ACQUISITION.to_dict(), "experimental": experimental.to_dict(),
+              "experimental_noise": json.loads((out / "experimental" / "experimental.json").read_text())["noise"],
               "noise_patches": summary["stages"]["noise"]["patches"], "metrics": scores,
               "chosen_model": summary["stages"]["denoised"].get("chosen"),
               "fine_minus_coarse_psnr_db": (scores["fine"]["psnr_db"] - scores["coarse"]["psnr_db"]

@@ -27,8 +27,12 @@ Rule: the candidate with the best held-out PSNR among those whose low-pass agree
 than ``tolerance`` below the general model's, whose unknown-structure PSNR is no more than
 ``psnr_tolerance`` dB below it and whose residual band excess is at most ``band_tolerance`` above
 that of pure noise (1) or of the general model, whichever is higher; the general model when none
-qualifies. The table and the reason
-go into the run's report.
+qualifies. A trained model replaces the general one only when its held-out PSNR is at least
+``margin`` dB higher: the held-out pairs carry the simulator's noise, not the data's, so a smaller
+gain says nothing about the real micrographs. Measured on the demo (2026-12-03): the fine model
+gained 0.06 dB over the general model on held-out pairs and lost 0.33 dB against the truth of
+the "experimental" micrographs (29.14 against 29.47 dB), whose low-frequency detector noise the
+data-consistency term keeps. The table and the reason go into the run's report.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from .pairs import PairSet
 TOLERANCE = 0.005
 PSNR_TOLERANCE = 0.5  # dB
 BAND_TOLERANCE = 0.1
+MIXED_MAX_SIZE = 2048  # px: largest field of the unknown-structure check
+MARGIN = 0.1  # dB of held-out PSNR a trained model must gain over the general model to replace it
 
 
 @dataclass
@@ -112,29 +118,42 @@ def masked_psnr(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
 def mixed_structure_pairs(structures: Sequence[str], config, count: int = 2, seed: int = 10 ** 6) -> list[tuple]:
     """(noisy, clean, unknown-particle mask) of ``count`` micrographs simulated with ``config``
     that mix the data set's structure(s) with a shipped structure not among them (the 20S
-    proteasome, or apoferritin when the proteasome is the data set's), half the particles each;
-    none when both shipped structures are among them."""
+    proteasome, or apoferritin when the proteasome is the data set's, also under another file
+    name), half the particles each; none when both shipped structures are among them. The field
+    is ``config.size`` (at most 512 px), doubled up to :data:`MIXED_MAX_SIZE` while no particle of
+    the unknown structure fits (large particles at a fine pixel size: 20S proteasome at 0.67 Å/px)."""
     from dataclasses import replace
 
     from .data import APOFERRITIN, PROTEASOME
-    from .simulate.micrograph import MicrographSimulator
     from .simulate.structure import load_structure
 
     names = {Path(p).name for p in structures}
-    unseen = [s for s in (PROTEASOME, APOFERRITIN) if s.name not in names]
-    if not unseen:
-        return []
-    unknown = unseen[0]
     models = [load_structure(p) for p in structures]
-    other = load_structure(unknown)
+    other = next((s for s in (load_structure(p) for p in (PROTEASOME, APOFERRITIN) if p.name not in names)
+                  if not any(_same_molecule(s, m) for m in models)), None)
+    if other is None:
+        return []
+    diameter = 2 * max(s.radius for s in models + [other]) / config.acquisition.pixel_size
     size = min(512, *config.size)
-    sim = MicrographSimulator(models + [other], replace(config, size=(size, size), count=count, library_size=0,
-                                                        seed=seed, concentration=None,
-                                                        particles=max(4, config.particles_per_micrograph())))
-    out = []
+    while size <= diameter and size < MIXED_MAX_SIZE:  # not even one particle fits
+        size = min(2 * size, MIXED_MAX_SIZE)
+    while True:  # large particles at a fine pixel size: grow the field until unknown particles fit
+        out = _mixed(models, other, replace(config, size=(size, size), count=count, library_size=0, seed=seed,
+                                            concentration=None, particles=max(4, config.particles_per_micrograph())))
+        if out or size >= MIXED_MAX_SIZE:
+            return out
+        size = min(2 * size, MIXED_MAX_SIZE)
+
+
+def _mixed(models: list, other, config) -> list[tuple]:
+    from .simulate.micrograph import MicrographSimulator
+
+    sim = MicrographSimulator(models + [other], config)
+    size = config.size[0]
     radius = other.radius / config.acquisition.pixel_size
     yy, xx = np.mgrid[:size, :size]
-    for i in range(count):
+    out = []
+    for i in range(config.count):
         mic = sim.simulate(i)
         mask = np.zeros((size, size), bool)
         for p in mic.particles:
@@ -143,6 +162,13 @@ def mixed_structure_pairs(structures: Sequence[str], config, count: int = 2, see
         if mask.any():
             out.append((mic.noisy, mic.clean, mask))
     return out
+
+
+def _same_molecule(a, b) -> bool:
+    """The same atomic model under another file name (e.g. the shipped proteasome and a copy of
+    3j9i): atom counts within 1 % and radii within 2 %."""
+    return abs(a.n_atoms - b.n_atoms) <= 0.01 * max(a.n_atoms, b.n_atoms) and \
+        abs(a.radius - b.radius) <= 0.02 * max(a.radius, b.radius)
 
 
 def score_model(name: str, denoise, held_out: PairSet | None, real: Sequence[tuple[str, np.ndarray]],
@@ -176,7 +202,7 @@ def _round(value: float | None, digits: int) -> float | None:
 
 def choose_model(scores: Sequence[ModelScore], reference: str = "general",
                  tolerance: float = TOLERANCE, psnr_tolerance: float = PSNR_TOLERANCE,
-                 band_tolerance: float = BAND_TOLERANCE) -> tuple[str, str]:
+                 band_tolerance: float = BAND_TOLERANCE, margin: float = MARGIN) -> tuple[str, str]:
     """(chosen name, reason) by the rule in the module doc."""
     by_name = {s.name: s for s in scores}
     ref = by_name.get(reference)
@@ -199,6 +225,12 @@ def choose_model(scores: Sequence[ModelScore], reference: str = "general",
         return reference, f"no candidate could be scored on held-out pairs; the {reference} model is used"
     best = max(rated, key=lambda s: s.held_out_psnr_db)
     dropped = [s.name for s in scores if s not in fair]
+    if ref is not None and ref.held_out_psnr_db is not None and best is not ref and \
+            best.held_out_psnr_db < ref.held_out_psnr_db + margin:
+        return reference, (f"{reference}: {best.name}, the best eligible trained model, gains "
+                           f"{best.held_out_psnr_db - ref.held_out_psnr_db:+.2f} dB on held-out pairs, less than "
+                           f"the {margin} dB a trained model must gain to replace the {reference} model (held-out "
+                           "pairs carry simulated noise; a smaller gain says nothing about the real data)")
     reason = f"{best.name}: best held-out PSNR ({best.held_out_psnr_db:.2f} dB)"
     if floor is not None:
         reason += f" among models agreeing with the raw micrographs at the particle scale within {tolerance} of the "

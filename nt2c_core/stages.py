@@ -103,8 +103,7 @@ def _consistency_term(pairs: PathLike, pair_set, config: TrainConfig, micrograph
     if radius is None:
         raise InputError(f"{pairs}: params.json does not say the particle radius (structures[].radius_A), which the "
                          "data-consistency term needs; simulate the pairs with 'nt2c simulate' or set consistency 0")
-    return RealConsistency.from_files(micrographs, pair_set.pixel_size, radius, config.consistency, crop=min(config.crop, 128),
-                                      seed=config.seed)
+    return RealConsistency.from_files(micrographs, pair_set.pixel_size, radius, config.consistency, seed=config.seed)
 
 
 def extract_background(raw: Sequence[PathLike], output: PathLike, settings: ExtractionSettings = EXTRACTION,

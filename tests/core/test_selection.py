@@ -1,6 +1,8 @@
 """Model choice (nt2c_core.selection): the measures react to erasure, not to blur, and the rule
 never hands over a model that departs from the raw data or erases an unknown structure."""
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -41,11 +43,18 @@ def test_masked_psnr_sees_an_erased_particle():
     assert masked_psnr(clean, clean, mask) > 100 and masked_psnr(erased, clean, mask) < 10
 
 
-def test_mixed_pairs_mark_the_unknown_structure():
+def test_mixed_pairs_mark_the_unknown_structure(tmp_path):
     config = SimulationConfig(Acquisition(pixel_size=3.0), size=(256, 256), particles=6, seed=2)
     pairs = mixed_structure_pairs([str(APOFERRITIN)], config, count=2)
     assert pairs and all(m.any() and not m.all() and n.shape == c.shape == m.shape for n, c, m in pairs)
     assert mixed_structure_pairs([str(APOFERRITIN), str(PROTEASOME)], config) == []  # nothing left unseen
+    copies = [tmp_path / "6z6u_copy.pdb.gz", tmp_path / "3j9i_T20S.pdb.gz"]  # the same molecules, renamed
+    for source, copy in zip((APOFERRITIN, PROTEASOME), copies):
+        shutil.copyfile(source, copy)
+    assert mixed_structure_pairs([str(c) for c in copies], config) == []  # recognised by content, not by name
+    fine = SimulationConfig(Acquisition(pixel_size=0.7), size=(256, 256), particles=6, seed=2)
+    pairs = mixed_structure_pairs([str(APOFERRITIN)], fine, count=1)  # a proteasome is 210 px across here
+    assert pairs and pairs[0][0].shape[0] > 256 and pairs[0][2].any()  # the field grew until one fitted
 
 
 def test_mixing_a_shipped_structure_into_training_keeps_another_one_unseen():
@@ -65,6 +74,7 @@ def test_mixing_a_shipped_structure_into_training_keeps_another_one_unseen():
     (ModelScore("coarse", 30.0, 0.95, {}, 18.0), "general"),  # erases the unknown structure
     (ModelScore("coarse", 30.0, 0.95, {}, 20.0, 0.0, 1.3), "general"),  # particle power left in its residual
     (ModelScore("coarse", 30.0, 0.95, {}, 20.0, 0.0, 1.05), "coarse"),  # removed about the noise only
+    (ModelScore("coarse", 28.05, 0.95, {}, 20.0), "general"),  # gains less than the margin on held-out pairs
 ])
 def test_the_rule_never_picks_a_model_that_erases(coarse, chosen):
     general = ModelScore("general", 28.0, 0.95, {}, 20.0, 0.0, 0.45)  # a light filter leaves band noise
