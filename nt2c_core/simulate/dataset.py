@@ -72,11 +72,24 @@ def simulate_dataset(structures: Sequence[str | os.PathLike], config: Simulation
         _write_micrograph(paths, name, mic, config.acquisition.pixel_size)
         snr[name] = mic.pixel_snr()
         placed[name] = len(mic.particles)
-        if placed[name] < wanted:
-            log.warning(f"warning: {name}: placed {placed[name]} of {wanted} particles (no room for more without "
-                        "overlaps); params.json records the number placed")
         write_json(out / "params.json", {**params, "particles_placed": placed})
+    _warn_crowded({n: placed[n] for n in names if n in placed}, wanted, config, simulator.radius_px)
     return DatasetSummary(out, names, snr)
+
+
+def _warn_crowded(placed: dict[str, int], wanted: int, config: SimulationConfig, radius_px: float) -> None:
+    """One warning for all micrographs that hold fewer particles than requested (was one per
+    micrograph: 64 lines for a run at a fine pixel size)."""
+    short = {name: n for name, n in placed.items() if n < wanted}
+    if not short:
+        return
+    low, high = min(short.values()), max(short.values())
+    width, height = config.size
+    log.warning(f"warning: {len(short)} of {len(placed)} micrograph(s) ({next(iter(short))}, ...) placed "
+                f"{low if low == high else f'{low}-{high}'} of {wanted} particles: no room for more without overlaps "
+                f"in {width} x {height} px at {config.acquisition.pixel_size:g} Å/px (particle diameter "
+                f"{2 * radius_px:.0f} px); raise the simulation size or lower the particle count (params.json "
+                "records the number placed)")
 
 
 def _previous(path: Path) -> dict:
