@@ -244,7 +244,8 @@ def main() -> int:
               "quick": args.quick, "variant": changes, "wall_s": run["wall_s"], "stage_seconds": stage_seconds(work),
               "noise_patches": {k: noise.get(k) for k in ("patches", "patch", "rule", "free_fraction",
                                                            "band_power_ratio", "insufficient")},
-              "selection": run["stages"]["denoised"].get("selection", {}), "methods": table, "ap_differences": comparisons, "machine": machine()}
+              "selection": run["stages"]["denoised"].get("selection", {}), "methods": table,
+              "ap_differences": comparisons, "machine": machine()}
     print(json.dumps({k: v for k, v in result.items() if k not in ("machine",)}, indent=2))
     path = save("real-picked" + tag, result)
     (RESULTS / (path.stem + ".md")).write_text(markdown(result))

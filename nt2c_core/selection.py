@@ -12,9 +12,11 @@ on two things at once:
   radius / 3, i.e. at the scale where the raw data still shows particles. A denoiser that removes
   or invents particle-sized structure disagrees with the raw image there; blurring does not, so
   this check guards against erasure and is never used alone.
-- **an unknown structure**: simulated micrographs that mix the data set's structure with one it
-  never trained on (a shipped model); the PSNR inside the unknown particles' discs
-  (:func:`mixed_structure_pairs`). A model that erases what it was not trained on loses here.
+- **an unknown structure and an aggregate**: simulated micrographs that mix the data set's
+  structure with one it never trained on (a shipped model) and pull a few of the data set's own
+  particles into one touching cluster; the PSNR inside the unknown particles' and the cluster's
+  discs (:func:`mixed_structure_pairs`). A model that erases or reshapes what does not look like
+  one intact particle of its training structure loses here.
 - **the residual** raw - denoised on the real micrographs, which must look like noise
   (:func:`residual_checks`): its correlation with the denoised image at the particle scale (about 0
   for a good estimator: what it removed is unrelated to what it kept; positive when it left part
@@ -45,11 +47,14 @@ import numpy as np
 
 from .metrics import psnr
 from .pairs import PairSet
+from .simulate.micrograph import MicrographSimulator
 
 TOLERANCE = 0.005
 PSNR_TOLERANCE = 0.5  # dB
 BAND_TOLERANCE = 0.1
+AGGREGATE = 5  # particles of the data set's structure clustered in each mixed micrograph
 MIXED_MAX_SIZE = 2048  # px: largest field of the unknown-structure check
+AGGREGATE_MAX_SIZE = 1024  # px: the field grows to this size at most to make room for an aggregate
 MARGIN = 0.1  # dB of held-out PSNR a trained model must gain over the general model to replace it
 
 
@@ -116,12 +121,15 @@ def masked_psnr(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
 
 
 def mixed_structure_pairs(structures: Sequence[str], config, count: int = 2, seed: int = 10 ** 6) -> list[tuple]:
-    """(noisy, clean, unknown-particle mask) of ``count`` micrographs simulated with ``config``
-    that mix the data set's structure(s) with a shipped structure not among them (the 20S
+    """(noisy, clean, mask) of ``count`` micrographs simulated with ``config`` that mix the data
+    set's structure(s) with a shipped structure not among them (the 20S
     proteasome, or apoferritin when the proteasome is the data set's, also under another file
-    name), half the particles each; none when both shipped structures are among them. The field
-    is ``config.size`` (at most 512 px), doubled up to :data:`MIXED_MAX_SIZE` while no particle of
-    the unknown structure fits (large particles at a fine pixel size: 20S proteasome at 0.67 Å/px)."""
+    name), half the particles each, up to :data:`AGGREGATE` of the data set's own particles in
+    one touching cluster (:class:`_AggregatingSimulator`); the mask covers the unknown particles
+    and the cluster. None when both shipped structures are among them. The field is
+    ``config.size`` (at most 512 px), doubled up to :data:`MIXED_MAX_SIZE` while no particle of the
+    unknown structure fits (large particles at a fine pixel size: 20S proteasome at 0.67 Å/px) and
+    up to :data:`AGGREGATE_MAX_SIZE` while no aggregate fits."""
     from dataclasses import replace
 
     from .data import APOFERRITIN, PROTEASOME
@@ -138,30 +146,58 @@ def mixed_structure_pairs(structures: Sequence[str], config, count: int = 2, see
     while size <= diameter and size < MIXED_MAX_SIZE:  # not even one particle fits
         size = min(2 * size, MIXED_MAX_SIZE)
     while True:  # large particles at a fine pixel size: grow the field until unknown particles fit
-        out = _mixed(models, other, replace(config, size=(size, size), count=count, library_size=0, seed=seed,
-                                            concentration=None, particles=max(4, config.particles_per_micrograph())))
-        if out or size >= MIXED_MAX_SIZE:
+        out, clustered = _mixed(models, other, replace(
+            config, size=(size, size), count=count, library_size=0, seed=seed, concentration=None,
+            particles=max(4, config.particles_per_micrograph())))
+        if size >= MIXED_MAX_SIZE or (out and (clustered or size >= AGGREGATE_MAX_SIZE)):
             return out
         size = min(2 * size, MIXED_MAX_SIZE)
 
 
-def _mixed(models: list, other, config) -> list[tuple]:
-    from .simulate.micrograph import MicrographSimulator
-
-    sim = MicrographSimulator(models + [other], config)
+def _mixed(models: list, other, config) -> tuple[list[tuple], bool]:
+    """Simulate the mixed micrographs; the mask covers the unknown particles and the aggregate.
+    Also returns whether any micrograph holds an aggregate."""
+    sim = _AggregatingSimulator(models + [other], config)
     size = config.size[0]
-    radius = other.radius / config.acquisition.pixel_size
+    radius = {len(models): other.radius / config.acquisition.pixel_size,
+              **{k: m.radius / config.acquisition.pixel_size for k, m in enumerate(models)}}
     yy, xx = np.mgrid[:size, :size]
-    out = []
+    out, clustered = [], False
     for i in range(config.count):
         mic = sim.simulate(i)
         mask = np.zeros((size, size), bool)
         for p in mic.particles:
-            if p["kind"] == len(models):
-                mask |= (xx - p["x"]) ** 2 + (yy - p["y"]) ** 2 <= radius ** 2
+            if p["kind"] == len(models) or p.get("aggregate"):
+                mask |= (xx - p["x"]) ** 2 + (yy - p["y"]) ** 2 <= radius[p["kind"]] ** 2
+        clustered |= any(p.get("aggregate") for p in mic.particles)
         if mask.any():
             out.append((mic.noisy, mic.clean, mask))
-    return out
+    return out, clustered
+
+
+class _AggregatingSimulator(MicrographSimulator):
+    """The simulator, with up to :data:`AGGREGATE` particles of the data set's structure(s) (all
+    kinds but the last, the unknown one) pulled together into one touching cluster (centres
+    1.5 radii apart around the first of them), as aggregates on real grids; particles that would
+    overlap the cluster are left out. Members are marked ``aggregate``."""
+
+    def _draw_particles(self, rng, width, height, df_u, df_v, astig_angle) -> list[dict]:
+        particles = super()._draw_particles(rng, width, height, df_u, df_v, astig_angle)
+        known = [p for p in particles if p["kind"] < len(self.structures) - 1]
+        r = self.radius_px
+        if len(known) < 3 or min(width, height) < 5 * r:
+            return particles
+        cx = float(np.clip(known[0]["x"], 2.5 * r, width - 2.5 * r))
+        cy = float(np.clip(known[0]["y"], 2.5 * r, height - 2.5 * r))
+        members = known[:AGGREGATE]
+        for j, p in enumerate(members):  # the centre, then a ring of up to 6 at 1.5 radii
+            angle = 2 * np.pi * (j - 1) / 6 + rng.uniform(-0.2, 0.2)
+            p["x"], p["y"] = (cx, cy) if j == 0 else (cx + 1.5 * r * np.cos(angle), cy + 1.5 * r * np.sin(angle))
+            p["aggregate"] = True
+        spots = np.array([(p["x"], p["y"]) for p in members])
+        taken = {id(p) for p in members}
+        return members + [p for p in particles if id(p) not in taken
+                          and np.hypot(*(spots - (p["x"], p["y"])).T).min() >= 2 * r]
 
 
 def _same_molecule(a, b) -> bool:
@@ -236,20 +272,20 @@ def choose_model(scores: Sequence[ModelScore], reference: str = "general",
         reason += f" among models agreeing with the raw micrographs at the particle scale within {tolerance} of the "
         reason += f"{reference} model ({ref.lowpass_agreement:.4f})"
     if unknown_floor is not None:
-        reason += (f" and keeping particles of an unknown structure within {psnr_tolerance} dB of it "
+        reason += (f" and keeping particles of an unknown structure and an aggregate within {psnr_tolerance} dB of it "
                    f"({ref.unknown_structure_psnr_db:.2f} dB)")
     if band_ceiling is not None:
         reason += (f", leaving no more particle-band power in the residual than pure noise or the {reference} "
                    f"model (band excess at most {band_ceiling:.2f})")
     if dropped:
-        reason += f"; not eligible (they depart further from the raw data or erase the unknown structure): " \
-                  f"{', '.join(dropped)}"
+        reason += ("; not eligible (they depart further from the raw data or erase the unknown structure or "
+                   f"the aggregate): {', '.join(dropped)}")
     return best.name, reason
 
 
 def score_table(scores: Sequence[ModelScore], chosen: str) -> str:
     """The scores as a Markdown table (for run logs, reports and Scipion summaries)."""
-    lines = ["| model | held-out PSNR (dB) | unknown-structure PSNR (dB) | low-pass agreement with raw "
+    lines = ["| model | held-out PSNR (dB) | unknown structure + aggregate PSNR (dB) | low-pass agreement with raw "
              "| residual correlation | residual band excess | chosen |",
              "|---|---|---|---|---|---|---|"]
 

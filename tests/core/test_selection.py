@@ -57,6 +57,24 @@ def test_mixed_pairs_mark_the_unknown_structure(tmp_path):
     assert pairs and pairs[0][0].shape[0] > 256 and pairs[0][2].any()  # the field grew until one fitted
 
 
+def test_mixed_micrographs_hold_an_aggregate_of_the_known_structure():
+    """Part of the erasure check: particles of the data set's own structure pulled into one
+    touching cluster (an aggregate); particles of the unknown structure stay apart from it."""
+    from nt2c_core.selection import _AggregatingSimulator
+    from nt2c_core.simulate.structure import load_structure
+
+    config = SimulationConfig(Acquisition(pixel_size=3.0), size=(256, 256), particles=10, seed=2, count=1,
+                              library_size=0)
+    sim = _AggregatingSimulator([load_structure(APOFERRITIN), load_structure(PROTEASOME)], config)
+    particles = sim.simulate(0).particles
+    cluster = np.array([(p["x"], p["y"]) for p in particles if p.get("aggregate")])
+    others = np.array([(p["x"], p["y"]) for p in particles if not p.get("aggregate")])
+    r = sim.radius_px
+    assert len(cluster) >= 3 and all(p["kind"] == 0 for p in particles if p.get("aggregate"))
+    assert np.hypot(*(cluster[1:] - cluster[0]).T).max() < 1.6 * r  # touching, around the first
+    assert min(np.hypot(*(others - c).T).min() for c in cluster) >= 2 * r  # nothing overlaps it
+
+
 def test_mixing_a_shipped_structure_into_training_keeps_another_one_unseen():
     from nt2c_core.pipeline import PipelineConfig, training_structures
 
