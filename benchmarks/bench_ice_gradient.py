@@ -29,6 +29,8 @@ sys.path.insert(0, str(HERE.parent))
 from _common import save  # noqa: E402
 
 from nt2c_core.demo import run_demo  # noqa: E402
+from nt2c_core.layout import NOISE_SUMMARY, WorkLayout  # noqa: E402
+from nt2c_core.pipeline import stage_seconds  # noqa: E402
 from nt2c_core.simulate.experimental import ExperimentalNoise  # noqa: E402
 
 
@@ -43,7 +45,7 @@ def main(argv=None) -> int:
     start = time.time()
     report = run_demo(out, quick=args.quick, noise=ExperimentalNoise(ice_gradient=args.gradient))
     seconds = time.time() - start
-    summary = json.loads((out / "work" / "noise" / "summary.json").read_text())
+    summary = json.loads((WorkLayout(out / "work").noise / NOISE_SUMMARY).read_text())
     metrics = report["metrics"]
     print(f"\nice-thickness gradient +-{100 * args.gradient:g} %: {report['noise_patches']} noise patches")
     print("method     PSNR (dB)  SSIM")
@@ -53,7 +55,8 @@ def main(argv=None) -> int:
               "per_micrograph": summary.get("per_micrograph"), "free_fraction": summary.get("free_fraction"),
               "patch_px": summary.get("patch"), "band_power_ratio": summary.get("band_power_ratio"),
               "metrics": metrics, "chosen_model": report["chosen_model"],
-              "fine_minus_coarse_psnr_db": report["fine_minus_coarse_psnr_db"], "wall_s": round(seconds, 1)}
+              "fine_minus_coarse_psnr_db": report["fine_minus_coarse_psnr_db"],
+              "stage_seconds": stage_seconds(out / "work"), "this_call_s": round(seconds, 1)}
     if result["fine_minus_coarse_psnr_db"] is not None:
         print(f"fine - coarse: {result['fine_minus_coarse_psnr_db']:+.2f} dB; chosen: {result['chosen_model']}")
     save("ice-gradient" + ("-quick" if args.quick else ""), result)

@@ -47,6 +47,8 @@ def oracle_patches(out: Path, quick: bool) -> dict[int, Path]:
 
     from nt2c_core.data import PROTEASOME
     from nt2c_core.io import list_mrcs, read_mrc, write_mrc
+    from nt2c_core.noise.background import grid_tiles
+    from nt2c_core.normalization import standardize
     from nt2c_core.simulate.experimental import ExperimentalNoise, make_experimental_dataset
 
     experimental, _ = demo_config(out, quick, "cpu")
@@ -56,17 +58,11 @@ def oracle_patches(out: Path, quick: bool) -> dict[int, Path]:
             experimental, particles=0, count=2 if quick else ORACLE_MICROGRAPHS, seed=555), folder / "noise",
             ExperimentalNoise(), progress=False)
     std = float(np.mean([read_mrc(p)[0].std() for p in list_mrcs(out / "experimental" / "raw")]))
-    stacks = {}
-    for size in (128, 32):
-        tiles = []
-        for path in list_mrcs(folder / "noise" / "raw"):
-            image = read_mrc(path)[0].astype(np.float64)
-            image = (image - image.mean()) / std
-            tiles += [image[y:y + size, x:x + size] for y in range(0, image.shape[0] - size + 1, size)
-                      for x in range(0, image.shape[1] - size + 1, size)]
-        stacks[size] = write_mrc(folder / f"exact_noise_{size}.mrcs", np.stack(tiles).astype(np.float32),
-                                 experimental.acquisition.pixel_size)
-    return stacks
+    images = [read_mrc(path)[0].astype(np.float64) for path in list_mrcs(folder / "noise" / "raw")]
+    images = [standardize(image, float(image.mean()), std) for image in images]
+    return {size: write_mrc(folder / f"exact_noise_{size}.mrcs",
+                            np.concatenate([grid_tiles(image, size, limit=image.size) for image in images]),
+                            experimental.acquisition.pixel_size) for size in (128, 32)}
 
 
 def oracle_rows(out: Path, quick: bool) -> dict[str, dict]:

@@ -47,7 +47,6 @@ import numpy as np
 
 from .metrics import psnr
 from .pairs import PairSet
-from .simulate.micrograph import MicrographSimulator
 
 TOLERANCE = 0.005
 PSNR_TOLERANCE = 0.5  # dB
@@ -125,7 +124,7 @@ def mixed_structure_pairs(structures: Sequence[str], config, count: int = 2, see
     set's structure(s) with a shipped structure not among them (the 20S
     proteasome, or apoferritin when the proteasome is the data set's, also under another file
     name), half the particles each, up to :data:`AGGREGATE` of the data set's own particles in
-    one touching cluster (:class:`_AggregatingSimulator`); the mask covers the unknown particles
+    one touching cluster (``MicrographSimulator``'s ``aggregate``); the mask covers the unknown particles
     and the cluster. None when both shipped structures are among them. The field is
     ``config.size`` (at most 512 px), doubled up to :data:`MIXED_MAX_SIZE` while no particle of the
     unknown structure fits (large particles at a fine pixel size: 20S proteasome at 0.67 Å/px) and
@@ -157,7 +156,9 @@ def mixed_structure_pairs(structures: Sequence[str], config, count: int = 2, see
 def _mixed(models: list, other, config) -> tuple[list[tuple], bool]:
     """Simulate the mixed micrographs; the mask covers the unknown particles and the aggregate.
     Also returns whether any micrograph holds an aggregate."""
-    sim = _AggregatingSimulator(models + [other], config)
+    from .simulate.micrograph import MicrographSimulator
+
+    sim = MicrographSimulator(models + [other], config, aggregate=AGGREGATE, aggregate_kinds=range(len(models)))
     size = config.size[0]
     radius = {len(models): other.radius / config.acquisition.pixel_size,
               **{k: m.radius / config.acquisition.pixel_size for k, m in enumerate(models)}}
@@ -173,31 +174,6 @@ def _mixed(models: list, other, config) -> tuple[list[tuple], bool]:
         if mask.any():
             out.append((mic.noisy, mic.clean, mask))
     return out, clustered
-
-
-class _AggregatingSimulator(MicrographSimulator):
-    """The simulator, with up to :data:`AGGREGATE` particles of the data set's structure(s) (all
-    kinds but the last, the unknown one) pulled together into one touching cluster (centres
-    1.5 radii apart around the first of them), as aggregates on real grids; particles that would
-    overlap the cluster are left out. Members are marked ``aggregate``."""
-
-    def _draw_particles(self, rng, width, height, df_u, df_v, astig_angle) -> list[dict]:
-        particles = super()._draw_particles(rng, width, height, df_u, df_v, astig_angle)
-        known = [p for p in particles if p["kind"] < len(self.structures) - 1]
-        r = self.radius_px
-        if len(known) < 3 or min(width, height) < 5 * r:
-            return particles
-        cx = float(np.clip(known[0]["x"], 2.5 * r, width - 2.5 * r))
-        cy = float(np.clip(known[0]["y"], 2.5 * r, height - 2.5 * r))
-        members = known[:AGGREGATE]
-        for j, p in enumerate(members):  # the centre, then a ring of up to 6 at 1.5 radii
-            angle = 2 * np.pi * (j - 1) / 6 + rng.uniform(-0.2, 0.2)
-            p["x"], p["y"] = (cx, cy) if j == 0 else (cx + 1.5 * r * np.cos(angle), cy + 1.5 * r * np.sin(angle))
-            p["aggregate"] = True
-        spots = np.array([(p["x"], p["y"]) for p in members])
-        taken = {id(p) for p in members}
-        return members + [p for p in particles if id(p) not in taken
-                          and np.hypot(*(spots - (p["x"], p["y"])).T).min() >= 2 * r]
 
 
 def _same_molecule(a, b) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -57,12 +58,21 @@ class ImageTerms:
 
 
 class MicrographSimulator:
-    """Simulates micrographs of given structures; projectors (and libraries) are built once."""
+    """Simulates micrographs of given structures; projectors (and libraries) are built once.
 
-    def __init__(self, structures: list[Structure], config: SimulationConfig, device="cpu"):
+    ``aggregate``: in every micrograph, up to this many particles of the kinds ``aggregate_kinds``
+    (indices into ``structures``; default all) are pulled into one touching cluster (centres 1.5
+    radii apart around the first of them), as aggregates on real grids; particles that would
+    overlap it are left out, members are marked ``aggregate``. 0 (the default): none. The other
+    random draws of a micrograph do not change."""
+
+    def __init__(self, structures: list[Structure], config: SimulationConfig, device="cpu", aggregate: int = 0,
+                 aggregate_kinds: Sequence[int] | None = None):
         self.config = config.validate()
         self.structures = structures
         self.device = torch.device(device)
+        self.aggregate = int(aggregate)
+        self.aggregate_kinds = set(range(len(structures)) if aggregate_kinds is None else aggregate_kinds)
         acq = config.acquisition
         self.projectors = projectors_for(structures, acq, self.device)
         self.radius_px = max(s.radius for s in structures) / acq.pixel_size
@@ -147,7 +157,26 @@ class MicrographSimulator:
             particles.append(dict(x=float(x), y=float(y), kind=int(kind), z=float(z), slab=slab,
                                   rot=rot, tilt=tilt, psi=psi, defocus_u=df_u + slab_z, defocus_v=df_v + slab_z,
                                   defocus_angle=math.degrees(astig_angle), _rotation=view))
-        return particles
+        return self._cluster(particles, rng, width, height) if self.aggregate else particles
+
+    def _cluster(self, particles: list[dict], rng, width: int, height: int) -> list[dict]:
+        """``particles`` with an aggregate (see the class doc); unchanged when fewer than 3 of the
+        aggregate kinds were placed or the field is narrower than 5 radii."""
+        known = [p for p in particles if p["kind"] in self.aggregate_kinds]
+        r = self.radius_px
+        if len(known) < 3 or min(width, height) < 5 * r:
+            return particles
+        cx = float(np.clip(known[0]["x"], 2.5 * r, width - 2.5 * r))
+        cy = float(np.clip(known[0]["y"], 2.5 * r, height - 2.5 * r))
+        members = known[:self.aggregate]
+        for j, p in enumerate(members):  # the centre, then a ring of up to 6 at 1.5 radii
+            angle = 2 * np.pi * (j - 1) / 6 + rng.uniform(-0.2, 0.2)
+            p["x"], p["y"] = (cx, cy) if j == 0 else (cx + 1.5 * r * np.cos(angle), cy + 1.5 * r * np.sin(angle))
+            p["aggregate"] = True
+        spots = np.array([(p["x"], p["y"]) for p in members])
+        taken = {id(p) for p in members}
+        return members + [p for p in particles if id(p) not in taken
+                          and np.hypot(*(spots - (p["x"], p["y"])).T).min() >= 2 * r]
 
     def _signal_contrast_ft(self, particles: list[dict], ctf_grid: CTFGrid, shape: tuple[int, int]) -> torch.Tensor:
         """Sum over defocus slabs of 2 * sigma * FT(projected potential) * CTF(slab defocus)."""

@@ -60,12 +60,14 @@ def test_mixed_pairs_mark_the_unknown_structure(tmp_path):
 def test_mixed_micrographs_hold_an_aggregate_of_the_known_structure():
     """Part of the erasure check: particles of the data set's own structure pulled into one
     touching cluster (an aggregate); particles of the unknown structure stay apart from it."""
-    from nt2c_core.selection import _AggregatingSimulator
+    from nt2c_core.selection import AGGREGATE
+    from nt2c_core.simulate.micrograph import MicrographSimulator
     from nt2c_core.simulate.structure import load_structure
 
     config = SimulationConfig(Acquisition(pixel_size=3.0), size=(256, 256), particles=10, seed=2, count=1,
                               library_size=0)
-    sim = _AggregatingSimulator([load_structure(APOFERRITIN), load_structure(PROTEASOME)], config)
+    sim = MicrographSimulator([load_structure(APOFERRITIN), load_structure(PROTEASOME)], config,
+                              aggregate=AGGREGATE, aggregate_kinds=[0])
     particles = sim.simulate(0).particles
     cluster = np.array([(p["x"], p["y"]) for p in particles if p.get("aggregate")])
     others = np.array([(p["x"], p["y"]) for p in particles if not p.get("aggregate")])
