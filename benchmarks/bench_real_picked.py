@@ -71,7 +71,7 @@ def convert(work: Path) -> tuple[list[Path], dict[str, np.ndarray]]:
 def pipeline_config(files: list[Path], quick: bool):
     from nt2c_core.noise.synthesize import GANConfig
     from nt2c_core.pipeline import PipelineConfig
-    from nt2c_core.settings import FINE, replace
+    from nt2c_core.settings import FINE, TRAINING_CARBON_FRACTION, replace
     from nt2c_core.simulate import Acquisition, SimulationConfig
     from nt2c_core.training import TrainConfig
 
@@ -81,7 +81,8 @@ def pipeline_config(files: list[Path], quick: bool):
     return PipelineConfig(
         raw=[str(p) for p in files], structures=[str(STRUCTURE)],
         simulation=SimulationConfig(acquisition, defocus_um=(1.0, 3.5), size=(512, 512), particles=20,
-                                    count=16 if quick else 48, library_size=100, seed=0),
+                                    count=16 if quick else 48, library_size=100, seed=0,
+                                    carbon_fraction=TRAINING_CARBON_FRACTION),
         coarse=TrainConfig(steps=steps(800), batch_size=8, crop=128, width=24, lr=5e-4, val_every=steps(200),
                            checkpoint_every=steps(200)),
         gan=GANConfig(iterations=steps(800), batch_size=16, width=16, log_every=steps(100), checkpoint_every=steps(200)),
@@ -100,7 +101,14 @@ def run_nt2c(files: list[Path], quick: bool, reuse: bool, tag: str = "", changes
         for folder in (work, WORK / "methods" / f"nt2c_coarse{tag}", WORK / "methods" / f"nt2c_fine{tag}"):
             shutil.rmtree(folder, ignore_errors=True)
     config = WORK / f"nt2c{tag}.json"
-    config.write_text(json.dumps({**pipeline_config(files, quick).to_dict(), **(changes or {})}, indent=2))
+    settings = pipeline_config(files, quick).to_dict()
+    for key, value in (changes or {}).items():  # dotted keys reach into sections: simulation.carbon_fraction
+        *path, last = key.split(".")
+        section = settings
+        for part in path:
+            section = section[part]
+        section[last] = value
+    config.write_text(json.dumps(settings, indent=2))
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "nt2c_core.cli", "run", str(config), "--work", str(work)],
                           cwd=HERE.parent, text=True, capture_output=True)
@@ -204,7 +212,8 @@ def main() -> int:
     p.add_argument("--reuse", action="store_true", help="reuse an earlier nt2c run and outputs in the work folder")
     p.add_argument("--tag", default="", help="name of a variant: its own run folder and result file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
-                   help="top-level pipeline setting of the variant, e.g. mix_shipped=true (repeatable)")
+                   help="pipeline setting of the variant, e.g. mix_shipped=true or simulation.carbon_fraction=0.25 "
+                   "(repeatable)")
     args = p.parse_args()
     changes = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
     tag = f"-{args.tag}" if args.tag else ""

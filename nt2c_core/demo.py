@@ -32,7 +32,7 @@ from .noise.extract import ExtractionSettings
 from .noise.synthesize import GANConfig
 from .pipeline import PipelineConfig, run_pipeline
 from .plots import panels
-from .settings import FINE, replace
+from .settings import FINE, TRAINING_CARBON_FRACTION, replace
 from .simulate import Acquisition, SimulationConfig
 from .simulate.experimental import ExperimentalNoise, make_experimental_dataset
 from .training import TrainConfig
@@ -50,7 +50,8 @@ def demo_config(out: Path, quick: bool, device: str) -> tuple[SimulationConfig, 
     experimental = SimulationConfig(ACQUISITION, size=(512, 512), particles=10, defocus_um=(1.2, 2.8),
                                     count=2 if quick else 6, seed=99)
     simulation = SimulationConfig(ACQUISITION, size=(256, 256), particles=10, defocus_um=(1.0, 3.0),
-                                  count=6 if quick else 32, library_size=200, seed=0)
+                                  count=6 if quick else 32, library_size=200, seed=0,
+                                  carbon_fraction=TRAINING_CARBON_FRACTION)
     steps = max(int(500 * scale), 10)
     pipeline = PipelineConfig(
         raw=[str(out / "experimental" / "raw" / "*.mrc")], structures=[str(PROTEASOME)], simulation=simulation,

@@ -6,8 +6,8 @@ so a resumed run draws exactly what an uninterrupted one would.
 
 from __future__ import annotations
 
-import os
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +41,12 @@ class PairSet:
         part = lambda s: PairSet(self.noisy[s], self.clean[s], self.names[s], self.pixel_size,  # noqa: E731
                                  self.provenance)
         return part(slice(0, cut)), part(slice(cut, None))
+
+    def without(self, names: set[str]) -> "PairSet":
+        """The pairs whose names are not in ``names``."""
+        keep = [i for i, n in enumerate(self.names) if n not in names]
+        return PairSet([self.noisy[i] for i in keep], [self.clean[i] for i in keep], [self.names[i] for i in keep],
+                       self.pixel_size, self.provenance)
 
     def sample(self, rng: np.random.Generator, batch: int, crop: int) -> tuple[np.ndarray, np.ndarray]:
         """A batch (batch, 1, crop, crop) of random crops with one of the 8 dihedral transforms,
@@ -94,6 +100,15 @@ def load_pairs(folder: str | os.PathLike) -> PairSet:
     pairs = pairs_from_arrays(noisy, clean, [p.stem for p in noisy_files], pixel)
     pairs.provenance = provenance(folder)
     return pairs
+
+
+def film_names(folder: str | os.PathLike) -> set[str]:
+    """Names of the micrographs of a pairs folder that ``nt2c simulate`` took near a carbon rim
+    (``params.json``'s ``carbon_edges``; empty when there is no readable record)."""
+    try:
+        return set(json.loads((Path(folder) / "params.json").read_text()).get("carbon_edges", {}))
+    except (OSError, ValueError, AttributeError):
+        return set()
 
 
 def provenance(folder: str | os.PathLike) -> dict:

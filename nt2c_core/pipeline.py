@@ -35,7 +35,7 @@ from .errors import InputError
 from .io import read_mrc, write_json
 from .layout import WorkLayout
 from .noise.extract import too_few_message
-from .pairs import load_pairs
+from .pairs import film_names, load_pairs
 from .settings import PIXEL_MATCH, STAGES, ExtractionSettings, PipelineConfig
 from .simulate import simulate_dataset
 from .stages import extract_background, train_coarse, train_fine, train_noise_model
@@ -266,11 +266,15 @@ def _stage_denoised(config, work, files, folder, fresh, progress) -> dict:
 
 def _select(config: PipelineConfig, work: Path, files: list[Path], candidates: dict, folder: Path) -> tuple[str, dict]:
     """Score the candidate models (``nt2c_core.selection``) on the training run's held-out
-    simulated micrographs and on central crops of up to 4 raw micrographs; write selection.json."""
+    simulated micrographs (those without a carbon film: a film is scored by the erasure check, and
+    the general model's weakness there would otherwise count as the trained models' gain on data
+    that may have none) and on central crops of up to 4 raw micrographs; write selection.json."""
     from .selection import as_dicts, choose_model, mixed_structure_pairs, score_model, score_table
 
     layout = WorkLayout(work)
     held_out = load_pairs(layout.pairs).split(config.coarse.val_fraction)[1]
+    in_ice = held_out.without(film_names(layout.pairs))  # the carbon film has its own check (mixed)
+    held_out = in_ice if len(in_ice) else held_out
     real, pixel = raw_crops(files), config.simulation.acquisition.pixel_size
     radius = extraction_settings(config).particle_diameter / 2 / pixel
     mixed = mixed_structure_pairs(training_structures(config), config.simulation)

@@ -248,6 +248,10 @@ class TileSettings:
 
 MAX_SIDE = 8192
 MAX_PIXELS = MAX_SIDE * MAX_SIDE  # a 4096² micrograph takes ~1.5 GB to simulate; 8192² about 6 GB
+# fraction of the pipeline's training micrographs simulated near a carbon rim (presets, demo, Scipion):
+# without them the coarse and fine models leave a carbon film noisy and lose 0.8-3 dB near its edge
+# against the general model (EMPIAR-10028 run, 2026-12-03)
+TRAINING_CARBON_FRACTION = 0.25
 
 
 @dataclass
@@ -260,7 +264,9 @@ class SimulationConfig:
     [particles/µm^2] is given; count: number of micrographs; slab_thickness: depth [Å] of the ice
     slabs sharing one defocus; library_size: 0 projects every particle from its atoms, N > 0 draws
     from N precomputed projections per structure pasted with sub-pixel shifts (fast batch mode);
-    pad: field margin [px] against CTF wrap-around.
+    pad: field margin [px] against CTF wrap-around; carbon_fraction: fraction of the micrographs
+    taken near the rim of a hole in a carbon film (:mod:`nt2c_core.simulate.carbon`), so that a
+    model also meets the film, its edge and particles on it.
     """
 
     acquisition: Acquisition = field(default_factory=Acquisition)
@@ -275,6 +281,7 @@ class SimulationConfig:
     slab_thickness: float = 100.0
     library_size: int = 0
     pad: int = 128
+    carbon_fraction: float = 0.0
 
     def validate(self) -> "SimulationConfig":
         """Raise :class:`InputError` naming the first parameter out of range."""
@@ -296,6 +303,8 @@ class SimulationConfig:
             raise InputError("particles/concentration: must not be negative")
         if self.slab_thickness <= 0 or self.library_size < 0 or self.pad < 0:
             raise InputError("slab thickness must be > 0, library size and pad >= 0")
+        if not 0 <= self.carbon_fraction <= 1:
+            raise InputError(f"carbon fraction = {self.carbon_fraction}: need 0 <= value <= 1")
         return self
 
     def particles_per_micrograph(self) -> int:
@@ -806,7 +815,7 @@ class PipelineConfig:
         width, steps = (48, 4000) if gpu else (24, 1000)
         return cls(raw=["raw/*.mrc"], structures=["model.cif"],
                    simulation=SimulationConfig(size=(512, 512), particles=20, count=256 if gpu else 64,
-                                               library_size=200),
+                                               library_size=200, carbon_fraction=TRAINING_CARBON_FRACTION),
                    coarse=TrainConfig(steps=steps, width=width, val_every=100, checkpoint_every=100),
                    extraction=ExtractionSettings(),
                    gan=GANConfig(iterations=4000 if gpu else 1000, batch_size=32 if gpu else 16),

@@ -40,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="nominal defocus range [µm], positive = underfocus")
     p.add_argument("--astigmatism", type=float, default=d.astigmatism_um, help="defocus U - V [µm]")
     p.add_argument("--ice-thickness", type=float, default=d.ice_thickness, help="ice thickness [Å]")
+    p.add_argument("--carbon-fraction", type=float, default=d.carbon_fraction,
+                   help="fraction of the micrographs taken near the rim of a hole in a carbon film (0-1)")
     p.add_argument("--size", type=int, nargs=2, default=list(d.size), metavar=("W", "H"), help="micrograph size [px]")
     p.add_argument("--particles", type=int, default=d.particles, help="particles per micrograph")
     p.add_argument("--concentration", type=float, default=None,
@@ -61,7 +63,7 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
     return SimulationConfig(acquisition=acquisition_from(args), defocus_um=tuple(args.defocus),
                             astigmatism_um=args.astigmatism, ice_thickness=args.ice_thickness, size=tuple(args.size),
                             particles=args.particles, concentration=args.concentration, count=args.count,
-                            seed=args.seed, library_size=args.library)
+                            seed=args.seed, library_size=args.library, carbon_fraction=args.carbon_fraction)
 
 
 def run(args: argparse.Namespace) -> int:

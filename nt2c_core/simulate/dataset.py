@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -60,7 +60,9 @@ def simulate_dataset(structures: Sequence[str | os.PathLike], config: Simulation
     _check_previous_run(out / "params.json", params, overwrite)
     write_json(out / "params.json", params)
     names, snr = [], {}
-    placed = {} if overwrite else dict(_previous(out / "params.json").get("particles_placed", {}))
+    previous = {} if overwrite else _previous(out / "params.json")
+    placed = dict(previous.get("particles_placed", {}))
+    edges = dict(previous.get("carbon_edges", {}))  # micrographs near a carbon rim: where it lies (px)
     wanted = config.particles_per_micrograph()
     for index in progress_bar(range(config.count), desc="simulate", unit="mic", disable=not progress):
         name = f"mic_{index:04d}"
@@ -72,7 +74,9 @@ def simulate_dataset(structures: Sequence[str | os.PathLike], config: Simulation
         _write_micrograph(paths, name, mic, config.acquisition.pixel_size)
         snr[name] = mic.pixel_snr()
         placed[name] = len(mic.particles)
-        write_json(out / "params.json", {**params, "particles_placed": placed})
+        if mic.edge is not None:
+            edges[name] = asdict(mic.edge)
+        write_json(out / "params.json", {**params, "particles_placed": placed, "carbon_edges": edges})
     _warn_crowded({n: placed[n] for n in names if n in placed}, wanted, config, simulator.radius_px)
     return DatasetSummary(out, names, snr)
 

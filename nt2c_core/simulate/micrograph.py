@@ -19,6 +19,7 @@ import torch
 
 from ..errors import InputError
 from ..settings import MAX_PIXELS, MAX_SIDE, SimulationConfig  # noqa: F401 (re-exported)
+from .carbon import CarbonFilm, HoleEdge, draw_edge, film_fraction, film_terms, texture_thickness
 from .detector import apply_detector, ice_phase_ft, mtf_filter
 from .geometry import matrix_to_euler, place_particles, random_rotations
 from .optics import Acquisition, CTFGrid, interaction_constant  # noqa: F401 (Acquisition re-exported)
@@ -36,6 +37,7 @@ class SimulatedMicrograph:
     defocus_u: float
     defocus_v: float
     astigmatism_angle: float
+    edge: HoleEdge | None = None
 
     def pixel_snr(self) -> float:
         """var(clean) / var(noisy - clean): the per-pixel SNR of this micrograph."""
@@ -55,6 +57,7 @@ class ImageTerms:
     defocus_v: float
     astigmatism_angle: float
     noise_rng: np.random.Generator
+    edge: HoleEdge | None = None
 
 
 class MicrographSimulator:
@@ -63,16 +66,20 @@ class MicrographSimulator:
     ``aggregate``: in every micrograph, up to this many particles of the kinds ``aggregate_kinds``
     (indices into ``structures``; default all) are pulled into one touching cluster (centres 1.5
     radii apart around the first of them), as aggregates on real grids; particles that would
-    overlap it are left out, members are marked ``aggregate``. 0 (the default): none. The other
+    overlap it are left out, members are marked ``aggregate``. 0 (the default): none.
+    ``carbon``: a carbon film's rim crosses every micrograph (:mod:`.carbon`; its film in the clean
+    target, its texture in the noise); None (the default): the default film in the fraction
+    ``config.carbon_fraction`` of them (none by default). With either option the other
     random draws of a micrograph do not change."""
 
     def __init__(self, structures: list[Structure], config: SimulationConfig, device="cpu", aggregate: int = 0,
-                 aggregate_kinds: Sequence[int] | None = None):
+                 aggregate_kinds: Sequence[int] | None = None, carbon: CarbonFilm | None = None):
         self.config = config.validate()
         self.structures = structures
         self.device = torch.device(device)
         self.aggregate = int(aggregate)
         self.aggregate_kinds = set(range(len(structures)) if aggregate_kinds is None else aggregate_kinds)
+        self.carbon = carbon
         acq = config.acquisition
         self.projectors = projectors_for(structures, acq, self.device)
         self.radius_px = max(s.radius for s in structures) / acq.pixel_size
@@ -111,7 +118,8 @@ class MicrographSimulator:
                                  s=(height, width)) * (acq.dose * acq.pixel_size ** 2)
         noisy = apply_detector(terms.signal + terms.ice, acq, terms.noise_rng)
         return SimulatedMicrograph(clean.cpu().numpy().astype(np.float32), noisy.cpu().numpy().astype(np.float32),
-                                   terms.particles, terms.defocus_u, terms.defocus_v, terms.astigmatism_angle)
+                                   terms.particles, terms.defocus_u, terms.defocus_v, terms.astigmatism_angle,
+                                   terms.edge)
 
     def image_terms(self, index: int, noise_draw: int = 0) -> "ImageTerms":
         """The relative intensity before the detector: ``signal`` (1 + particle contrast) and the
@@ -128,13 +136,31 @@ class MicrographSimulator:
         ctf_grid = CTFGrid(shape, acq, envelope_defocus=df, device=self.device)
         contrast_ft = self._signal_contrast_ft(particles, ctf_grid, shape)
         ice_ft = ice_phase_ft(shape, acq.pixel_size, cfg.ice_thickness, noise_rng, self.device)
-        ice_ft = ice_ft * (2.0 * ctf_grid(df_u, df_v, astig_angle))
+        transfer = ctf_grid(df_u, df_v, astig_angle)
+        ice_ft = ice_ft * (2.0 * transfer)
         crop = (slice(cfg.pad, cfg.pad + height), slice(cfg.pad, cfg.pad + width))
-        signal = 1.0 + torch.fft.irfft2(contrast_ft, s=shape)[crop]
-        ice = torch.fft.irfft2(ice_ft, s=shape)[crop]
+        edge, film_texture, attenuation = None, 0.0, 1.0
+        film_rng = np.random.default_rng([cfg.seed, index, 104729])
+        if film_rng.uniform() < (1.0 if self.carbon is not None else cfg.carbon_fraction):
+            edge, film_ft, film_texture, attenuation = self._film(film_rng, index, noise_draw, shape, transfer)
+            contrast_ft = contrast_ft + film_ft
+        signal = (1.0 + torch.fft.irfft2(contrast_ft, s=shape)) * attenuation
+        ice = (torch.fft.irfft2(ice_ft, s=shape) + film_texture) * attenuation
         for p in particles:
             p.pop("_rotation")
-        return ImageTerms(signal, ice, particles, df_u, df_v, astig_angle, noise_rng)
+        return ImageTerms(signal[crop], ice[crop], particles, df_u, df_v, astig_angle, noise_rng, edge)
+
+    def _film(self, rng: np.random.Generator, index: int, noise_draw: int, shape: tuple[int, int],
+              transfer: torch.Tensor):
+        """(rim, film contrast spectrum, texture contrast, intensity factor) of micrograph ``index``
+        on the padded field; the rim drawn with ``rng``, the texture with its own generator."""
+        cfg, acq, film = self.config, self.config.acquisition, self.carbon or CarbonFilm()
+        width, height = cfg.size
+        edge = draw_edge(film, width, height, acq.pixel_size, rng)
+        fraction = torch.from_numpy(film_fraction(edge, shape, cfg.pad, film, acq.pixel_size)).to(self.device)
+        texture_rng = np.random.default_rng([cfg.seed, index, 104729, 1 + noise_draw])
+        texture_ft = ice_phase_ft(shape, acq.pixel_size, texture_thickness(film), texture_rng, self.device)
+        return (edge, *film_terms(fraction, film, interaction_constant(acq.voltage), transfer, texture_ft))
 
     def _draw_particles(self, rng, width, height, df_u, df_v, astig_angle) -> list[dict]:
         cfg = self.config

@@ -17,7 +17,7 @@ from pwem.objects import SetOfMicrographs
 
 from nt2c_core.layout import WorkLayout
 from nt2c_core.settings import (COARSE, EXTRACTION, FINE, GAN, MIN_NOISE_PATCHES, NOISE_MODELS, RULES, SIZE_MULTIPLE,
-                                STAGES, PipelineConfig)
+                                STAGES, TRAINING_CARBON_FRACTION, PipelineConfig)
 
 from ..constants import OUTPUT_MICROGRAPHS, OUTPUT_MODEL
 from ..objects import NT2CModel
@@ -57,6 +57,11 @@ class ProtNT2C(ProtNT2CSimulationBase):
                       help="Side of each simulated micrograph.")
         form.addParam("particles", params.IntParam, default=20, label="Particles per simulated micrograph",
                       help="Match the crowding of the real micrographs (particles per area).")
+        form.addParam("carbonFraction", params.FloatParam, default=TRAINING_CARBON_FRACTION,
+                      expertLevel=params.LEVEL_ADVANCED, label="Simulated near a carbon edge (fraction)",
+                      help="Fraction of the simulated micrographs taken near the rim of a hole in a carbon film "
+                           "(a darker film with a Fresnel fringe along its edge), so the models learn to denoise "
+                           "a film and keep its edge. 0 = none (the paper's simulation).")
         form.addParam("coarseSteps", params.IntParam, default=COARSE.steps, label="Coarse training steps",
                       help="Optimizer steps of the coarse U-Net on the simulated pairs.")
         form.addParam("fineSteps", params.IntParam, default=FINE.steps, label="Fine training steps",
@@ -190,7 +195,7 @@ class ProtNT2C(ProtNT2CSimulationBase):
         size = self.simSize.get()
         simulation = SimulationConfig(acquisition, size=(size, size), particles=self.particles.get(),
                                       defocus_um=self._defocusRange(), count=self.simCount.get(),
-                                      library_size=200, seed=seed)
+                                      library_size=200, seed=seed, carbon_fraction=self.carbonFraction.get())
         train = dict(crop=self.crop.get(), width=self.width.get(), batch_size=self.batchSize.get(), seed=seed)
         return PipelineConfig(
             raw=[os.path.abspath(m.getFileName()) for m in in_set], structures=[os.path.abspath(self._structurePath())],

@@ -168,6 +168,9 @@ class TestNT2COneClick(BaseTest):
         self.assertEqual((config.min_noise_patches, config.noise_model, config.coarse_init, config.few_patches),
                          (MIN_NOISE_PATCHES, run.noise_model, run.coarse_init, run.few_patches))
         self.assertEqual(config.tiles, run.tiles)
+        example = PipelineConfig.example("cpu").simulation
+        self.assertEqual(config.simulation.carbon_fraction, example.carbon_fraction)  # films as `nt2c run`'s presets
+        self.assertGreater(config.simulation.carbon_fraction, 0)
 
     def test_noise_patch_wizard_uses_the_structure_and_sampling(self):
         mics = self._import()

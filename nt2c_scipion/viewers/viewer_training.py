@@ -68,6 +68,7 @@ def stage_images(work: Path) -> dict:
 
 SELECTION_COLUMNS = (("held_out_psnr_db", "held-out PSNR (dB)", 2),
                      ("unknown_structure_psnr_db", "unknown structure + aggregate PSNR (dB)", 2),
+                     ("carbon_edge_psnr_db", "carbon edge PSNR (dB)", 2),
                      ("lowpass_agreement", "low-pass agreement", 4),
                      ("residual_correlation", "residual correlation", 3),
                      ("residual_band_excess", "residual band excess", 2))

@@ -130,9 +130,10 @@ def test_too_few_noise_patches_warns_and_denoises_with_the_best_model_available(
     selection = json.loads((tmp_path / "work" / "denoised" / "selection.json").read_text())
     assert {s["name"] for s in selection["scores"]} == {"general", "coarse"}
     assert all(s["held_out_psnr_db"] is not None and 0 < s["lowpass_agreement"] <= 1
-               and s["unknown_structure_psnr_db"] is not None and -1 <= s["residual_correlation"] <= 1
+               and s["unknown_structure_psnr_db"] is not None and s["carbon_edge_psnr_db"] is not None
+               and -1 <= s["residual_correlation"] <= 1
                and s["residual_band_excess"] is None for s in selection["scores"])  # no patches found
-    assert "| model | held-out PSNR" in out
+    assert "| model | held-out PSNR" in out and "carbon edge PSNR" in out
 
 
 def test_run_cli_with_a_json_config(tmp_path, raw_dir, capsys):

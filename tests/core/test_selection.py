@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from nt2c_core.data import APOFERRITIN, PROTEASOME
-from nt2c_core.selection import (ModelScore, choose_model, lowpass_agreement, masked_psnr, mixed_structure_pairs,
-                                 residual_checks, score_table)
+from nt2c_core.selection import (FILM_MICROGRAPHS, ModelScore, choose_model, lowpass_agreement, masked_psnr,
+                                 mixed_structure_pairs, residual_checks, score_table)
 from nt2c_core.simulate import Acquisition, SimulationConfig
 
 
@@ -46,7 +46,10 @@ def test_masked_psnr_sees_an_erased_particle():
 def test_mixed_pairs_mark_the_unknown_structure(tmp_path):
     config = SimulationConfig(Acquisition(pixel_size=3.0), size=(256, 256), particles=6, seed=2)
     pairs = mixed_structure_pairs([str(APOFERRITIN)], config, count=2)
-    assert pairs and all(m.any() and not m.all() and n.shape == c.shape == m.shape for n, c, m in pairs)
+    plain, film = pairs[:2], pairs[2:]
+    assert len(film) == FILM_MICROGRAPHS and all(m.any() and not m.all() and n.shape == c.shape == m.shape
+                                   for n, c, m, _ in plain)
+    assert all(p.edge is None for p in plain) and all(p.edge.any() and not p.edge.all() for p in film)
     assert mixed_structure_pairs([str(APOFERRITIN), str(PROTEASOME)], config) == []  # nothing left unseen
     copies = [tmp_path / "6z6u_copy.pdb.gz", tmp_path / "3j9i_T20S.pdb.gz"]  # the same molecules, renamed
     for source, copy in zip((APOFERRITIN, PROTEASOME), copies):
@@ -94,12 +97,21 @@ def test_mixing_a_shipped_structure_into_training_keeps_another_one_unseen():
     (ModelScore("coarse", 30.0, 0.95, {}, 18.0), "general"),  # erases the unknown structure
     (ModelScore("coarse", 30.0, 0.95, {}, 20.0, 0.0, 1.3), "general"),  # particle power left in its residual
     (ModelScore("coarse", 30.0, 0.95, {}, 20.0, 0.0, 1.05), "coarse"),  # removed about the noise only
+    (ModelScore("coarse", 30.0, 0.95, {}, 20.0, 0.3, 0.2), "general"),  # removes less real noise than general
     (ModelScore("coarse", 28.05, 0.95, {}, 20.0), "general"),  # gains less than the margin on held-out pairs
 ])
 def test_the_rule_never_picks_a_model_that_erases(coarse, chosen):
     general = ModelScore("general", 28.0, 0.95, {}, 20.0, 0.0, 0.45)  # a light filter leaves band noise
     name, reason = choose_model([general, coarse])
     assert name == chosen and name in reason
+
+
+@pytest.mark.parametrize("edge, chosen", [(19.0, "coarse"), (18.0, "general"), (None, "general")])
+def test_the_rule_never_picks_a_model_that_flattens_a_carbon_edge(edge, chosen):
+    general = ModelScore("general", 28.0, 0.95, {}, 20.0, carbon_edge_psnr_db=19.2)
+    coarse = ModelScore("coarse", 30.0, 0.95, {}, 20.0, carbon_edge_psnr_db=edge)
+    name, reason = choose_model([general, coarse])
+    assert name == chosen and "carbon" in reason
 
 
 def test_residual_looks_like_noise_only_for_a_faithful_denoiser():
@@ -128,3 +140,54 @@ def test_residual_looks_like_noise_only_for_a_faithful_denoiser():
     assert residual_checks(raw, clean, 12)[1] is None  # no patches, no band excess
     table = score_table([ModelScore("general", 28.0, 0.95, {}, 20.0, faithful[0], faithful[1])], "general")
     assert "residual band excess" in table and f"{faithful[1]:.2f}" in table
+
+
+def test_a_carbon_rim_darkens_the_film_and_leaves_the_rest_of_the_micrograph():
+    """The film's mean intensity is the zero-frequency limit of its image formation:
+    exp(-t / mean free path) (1 - 2 w sigma V t); far inside the hole the micrograph is the one
+    without a film, with the same particles. With ``carbon_fraction`` only some micrographs
+    have a film."""
+    import dataclasses
+    import math
+
+    from nt2c_core.simulate import interaction_constant
+    from nt2c_core.simulate.carbon import CarbonFilm
+    from nt2c_core.simulate.micrograph import MicrographSimulator
+    from nt2c_core.simulate.structure import load_structure
+
+    acq = Acquisition(pixel_size=3.0)
+    config = SimulationConfig(acq, size=(256, 256), particles=6, seed=2, count=1, library_size=0)
+    film = CarbonFilm()
+    plain = MicrographSimulator([load_structure(APOFERRITIN)], config).simulate(0)
+    rim = MicrographSimulator([load_structure(APOFERRITIN)], config, carbon=film).simulate(0)
+    assert plain.edge is None and [p["x"] for p in rim.particles] == [p["x"] for p in plain.particles]
+    distance = rim.edge.distance(256, 256)  # px, positive on the film
+    assert 0.1 < (distance > 0).mean() < 0.45
+    counts = acq.dose * acq.pixel_size ** 2
+    expected = math.exp(-film.thickness / film.mean_free_path) * (
+        1 - 2 * acq.amplitude_contrast * interaction_constant(acq.voltage) * film.mean_inner_potential * film.thickness)
+    assert rim.clean[distance > 40].mean() / counts == pytest.approx(expected, abs=0.02)
+    hole = distance < -40
+    assert np.abs(rim.clean[hole] - plain.clean[hole]).mean() / counts < 0.01
+    assert np.abs(rim.clean[hole] - plain.clean[hole]).max() / counts < 0.03
+    some = dataclasses.replace(config, count=8, carbon_fraction=0.5)  # the training simulation's option
+    edges = [MicrographSimulator([load_structure(APOFERRITIN)], some).simulate(i).edge for i in range(8)]
+    assert 1 <= sum(e is not None for e in edges) <= 7
+
+
+def test_carbon_edge_psnr_punishes_a_model_that_flattens_the_film():
+    """The erasure check's carbon edge: a light filter keeps the film's step, a "denoiser" that
+    removes everything larger than a particle (a flat background) loses it."""
+    from scipy.ndimage import gaussian_filter
+
+    from nt2c_core.selection import score_model
+
+    config = SimulationConfig(Acquisition(pixel_size=3.0), size=(256, 256), particles=6, seed=2)
+    mixed = mixed_structure_pairs([str(APOFERRITIN)], config, count=2)
+
+    def flatten(x):
+        return x - gaussian_filter(x, 30) + x.mean()
+
+    light = score_model("light", lambda x: gaussian_filter(x, 1.5), None, [], 20, mixed)
+    flat = score_model("flat", flatten, None, [], 20, mixed)
+    assert light.carbon_edge_psnr_db > flat.carbon_edge_psnr_db + 2

@@ -37,6 +37,26 @@ def test_simulate_writes_pairs_star_and_params(tmp_path):
     params = json.loads((out / "params.json").read_text())
     assert params["nt2c_version"] and params["config"]["acquisition"]["pixel_size"] == 2.5
     assert params["structures"][0]["atoms"] == 32618
+    assert params["carbon_edges"] == {}  # no film unless asked for
+
+
+def test_carbon_fraction_records_which_micrographs_hold_a_film(tmp_path):
+    """The pipeline's model choice leaves these out of its held-out PSNR (they have their own check)."""
+    from nt2c_core.pairs import film_names, load_pairs
+
+    out = tmp_path / "sim"
+    assert run_cli("-o", out, "--structure", APOFERRITIN, "--count", 6, "--carbon-fraction", 0.5, *SMALL) == 0
+    films = film_names(out)
+    assert 1 <= len(films) <= 5 and films <= {f"mic_{i:04d}" for i in range(6)}
+    pairs = load_pairs(out)
+    in_ice = pairs.without(films)
+    assert len(in_ice) == 6 - len(films) and not set(in_ice.names) & films
+    for name in films:  # darker where the record puts the film: the film's step is in the clean image
+        edge = json.loads((out / "params.json").read_text())["carbon_edges"][name]
+        clean = read_mrc(out / "clean" / f"{name}.mrc")[0]
+        yy, xx = np.mgrid[:128, :160]
+        on_film = np.hypot(xx - edge["cx"], yy - edge["cy"]) > edge["radius"] + 8
+        assert clean[on_film].mean() < 0.9 * clean[~on_film].mean()
 
 
 def test_rerun_resumes_and_a_different_run_in_the_same_folder_is_refused(tmp_path, capsys):
@@ -81,7 +101,7 @@ def test_corrupt_gzip_structure(tmp_path, capsys):
 
 @pytest.mark.parametrize("flag, value, name", [
     ("--pixel-size", "0.01", "pixel size"), ("--voltage", "5000", "voltage"), ("--dose", "-3", "dose"),
-    ("--amplitude-contrast", "0.9", "amplitude contrast")])
+    ("--amplitude-contrast", "0.9", "amplitude contrast"), ("--carbon-fraction", "1.5", "carbon fraction")])
 def test_out_of_range_parameters_are_named(tmp_path, capsys, flag, value, name):
     out = tmp_path / "sim"
     assert run_cli("-o", out, "--structure", APOFERRITIN, *SMALL, flag, value) == 2
