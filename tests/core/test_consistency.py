@@ -111,12 +111,18 @@ def test_fine_without_micrographs_warns_and_a_wrong_pixel_size_names_the_file(er
 
 def test_crops_cover_the_low_pass_of_large_particles(tmp_path):
     """8 low-pass sigmas per crop side (a 20S proteasome at 0.67 Å/px: 384 px), at least the former
-    128 px, at most 512 px and never more than the smallest real micrograph."""
-    from nt2c_core.consistency import crop_for
+    128 px, at most 512 px and never more than the smallest real micrograph; fewer crops per step
+    as they grow, so a step compares about as many pixels."""
+    from nt2c_core.consistency import batch_for, crop_for
 
     assert crop_for(9.0) == 128 and crop_for(136.0) == 384 and crop_for(1000.0) == 512
     big = [write_mrc(tmp_path / f"m{i}.mrc", np.random.default_rng(i).normal(size=(300, 420)).astype(np.float32), 1.0)
            for i in range(2)]
     term = RealConsistency.from_files(big, 1.0, radius_px=136.0, weight=1.0)
-    assert term.crop == 288 and term.crops(0).shape == (4, 1, 288, 288)  # capped by the 300-px side
+    assert term.crop == 288 and term.crops(0).shape == (1, 1, 288, 288)  # capped by the 300-px side
     assert len(term.kernel) < 288  # the Gaussian (sigma 45 px) is not cut by the crop
+    small = RealConsistency.from_files(big, 1.0, radius_px=9.0, weight=1.0)
+    assert small.crops(0).shape == (4, 1, 128, 128)  # four 128-px crops, as before
+    assert RealConsistency.from_files(big, 1.0, radius_px=72.0, weight=1.0).crops(0).shape == (2, 1, 192, 192)
+    assert RealConsistency.from_files(big, 1.0, radius_px=136.0, weight=1.0, batch=3).batch == 3  # as asked
+    assert batch_for(64) == 4 and batch_for(512) == 1  # never more than 4
