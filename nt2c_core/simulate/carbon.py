@@ -58,7 +58,7 @@ class HoleEdge:
     def distance(self, height: int, width: int, origin: int = 0) -> np.ndarray:
         """Signed distance [px] of every pixel to the rim, positive on the film; ``origin`` px of
         margin around the micrograph (the simulator's padded field)."""
-        yy, xx = np.mgrid[:height, :width].astype(np.float64)
+        yy, xx = np.ogrid[:height, :width]  # broadcast: one full-size array, not three (4096² fields)
         return np.hypot(xx - origin - self.cx, yy - origin - self.cy) - self.radius
 
 
