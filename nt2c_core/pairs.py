@@ -102,25 +102,33 @@ def load_pairs(folder: str | os.PathLike) -> PairSet:
     return pairs
 
 
+def _record(folder: str | os.PathLike) -> dict:
+    """A pairs folder's ``params.json`` as ``nt2c simulate`` wrote it; empty when unreadable."""
+    try:
+        record = json.loads((Path(folder) / "params.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def film_names(folder: str | os.PathLike) -> set[str]:
     """Names of the micrographs of a pairs folder that ``nt2c simulate`` took near a carbon rim
     (``params.json``'s ``carbon_edges``; empty when there is no readable record)."""
-    try:
-        return set(json.loads((Path(folder) / "params.json").read_text()).get("carbon_edges", {}))
-    except (OSError, ValueError, AttributeError):
-        return set()
+    edges = _record(folder).get("carbon_edges", {})
+    return set(edges) if isinstance(edges, dict) else set()
 
 
 def provenance(folder: str | os.PathLike) -> dict:
     """What ``nt2c simulate`` recorded in a pairs folder (``params.json``): ``acquisition``,
     ``simulation`` (the other settings) and ``structures`` (name and radius in Å of each); empty
     when there is no readable record."""
-    params = Path(folder) / "params.json"
+    record = _record(folder)
+    if not record:
+        return {}
     try:
-        record = json.loads(params.read_text())
         config = record.get("config", {})
         structures = [{"name": s.get("name"), "radius_A": s.get("radius_A")} for s in record.get("structures", [])]
-    except (OSError, ValueError, AttributeError):
+    except AttributeError:
         return {}
     return {"acquisition": config.get("acquisition"),
             "simulation": {k: v for k, v in config.items() if k != "acquisition"}, "structures": structures}

@@ -229,9 +229,13 @@ def score_model(name: str, denoise, held_out: PairSet | None, real: Sequence[tup
         per[label] = round(lowpass_agreement(image, out, radius_px), 4)
         residuals.append(residual_checks(image, out, radius_px, noise_patches))
     agreement = float(np.mean(list(per.values()))) if per else None
-    outputs = [denoise(m.noisy) for m in mixed]
-    unknown = _mean([masked_psnr(out, m.clean, m.mask) for out, m in zip(outputs, mixed) if m.edge is None])
-    edge = _mean([masked_psnr(out, m.clean, m.edge) for out, m in zip(outputs, mixed) if m.edge is not None])
+    unknowns, edges = [], []
+    for m in mixed:  # one denoised micrograph at a time (fields up to 2048 px)
+        if m.edge is None:
+            unknowns.append(masked_psnr(denoise(m.noisy), m.clean, m.mask))
+        else:
+            edges.append(masked_psnr(denoise(m.noisy), m.clean, m.edge))
+    unknown, edge = _mean(unknowns), _mean(edges)
     correlation = _mean([c for c, _ in residuals])
     excess = _mean([e for _, e in residuals if e is not None])
     return ModelScore(name, _round(held, 3), _round(agreement, 4), per, _round(unknown, 3),

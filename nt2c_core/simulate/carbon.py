@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-ICE_MEAN_INNER_POTENTIAL = 4.5  # V (shared design notes: the solvent subtracted from the atoms)
+from .potential import ICE_MEAN_POTENTIAL
 
 
 @dataclass(frozen=True)
@@ -101,4 +101,4 @@ def film_terms(fraction: torch.Tensor, film: CarbonFilm, sigma: float, transfer:
 
 def texture_thickness(film: CarbonFilm) -> float:
     """Thickness [Å] of ice with the same phase-texture power as the film."""
-    return film.thickness * (film.mean_inner_potential / ICE_MEAN_INNER_POTENTIAL) ** 2
+    return film.thickness * (film.mean_inner_potential / ICE_MEAN_POTENTIAL) ** 2
