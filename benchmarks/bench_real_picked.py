@@ -71,9 +71,8 @@ def convert(work: Path) -> tuple[list[Path], dict[str, np.ndarray]]:
 def pipeline_config(files: list[Path], quick: bool):
     from nt2c_core.noise.synthesize import GANConfig
     from nt2c_core.pipeline import PipelineConfig
-    from nt2c_core.settings import FINE, TRAINING_CARBON_FRACTION, replace
+    from nt2c_core.settings import COARSE_TRANSFER, FINE, TRAINING_CARBON_FRACTION, replace
     from nt2c_core.simulate import Acquisition, SimulationConfig
-    from nt2c_core.training import TrainConfig
 
     scale = 0.1 if quick else 1.0
     steps = lambda n: max(int(n * scale), 10)  # noqa: E731
@@ -83,8 +82,8 @@ def pipeline_config(files: list[Path], quick: bool):
         simulation=SimulationConfig(acquisition, defocus_um=(1.0, 3.5), size=(512, 512), particles=20,
                                     count=16 if quick else 48, library_size=100, seed=0,
                                     carbon_fraction=TRAINING_CARBON_FRACTION),
-        coarse=TrainConfig(steps=steps(800), batch_size=8, crop=128, width=24, lr=5e-4, val_every=steps(200),
-                           checkpoint_every=steps(200)),
+        coarse=replace(COARSE_TRANSFER, steps=steps(800), batch_size=8, crop=128, width=24, val_every=steps(200),
+                       checkpoint_every=steps(200)),
         gan=GANConfig(iterations=steps(800), batch_size=16, width=16, log_every=steps(100), checkpoint_every=steps(200)),
         fine=replace(FINE, steps=steps(500), batch_size=8, crop=128, width=24, val_every=steps(100),
                      checkpoint_every=steps(100)),

@@ -55,7 +55,8 @@ def demo_config(out: Path, quick: bool, device: str) -> tuple[SimulationConfig, 
     steps = max(int(500 * scale), 10)
     pipeline = PipelineConfig(
         raw=[str(out / "experimental" / "raw" / "*.mrc")], structures=[str(PROTEASOME)], simulation=simulation,
-        coarse=TrainConfig(steps=steps, batch_size=8, crop=128, width=24, lr=2e-3, val_every=max(steps // 5, 1),
+        # from the general model (coarse_init): a quarter of the 2e-3 this budget takes from scratch (COARSE_TRANSFER)
+        coarse=TrainConfig(steps=steps, batch_size=8, crop=128, width=24, lr=5e-4, val_every=max(steps // 5, 1),
                            checkpoint_every=max(steps // 5, 1), val_fraction=0.1),
         extraction=ExtractionSettings(),  # the default mask rule; the diameter comes from the structure
         gan=GANConfig(iterations=max(int(1000 * scale), 4), batch_size=16, latent=32, width=8, lr=2e-4,

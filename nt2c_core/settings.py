@@ -29,6 +29,7 @@ DETECTORS = ("K3", "K2", "Falcon4", "ideal")  # detector models of nt2c_core.sim
 NOISE_LEVELS = ("real", "simulated")  # nt2c_core.noise.reweight
 RULES = ("mask", "ssim")  # noise-patch extraction rules (nt2c_core.noise.extract)
 NOISE_MODELS = ("gan", "patches")  # what the fine stage draws real noise from
+CONSISTENCY_REFERENCES = ("general", "none")  # the data-consistency band's other side (nt2c_core.consistency)
 SIZE_MULTIPLE = 32  # training crops, GAN crops, tiles and margins: the U-Net pools five times
 PIXEL_MATCH = 0.01  # relative: simulated pairs / noise model / raw data must agree this closely
 PIXEL_RANGE_SLACK = (0.8, 1.25)  # a model is used without warning within this factor of its pixel range
@@ -56,7 +57,9 @@ class TrainConfig:
     the network to train (a name of :mod:`nt2c_core.models.registry` and its sizes; ignored with
     an init model, whose architecture is kept); consistency: weight of the data-consistency term on
     the real micrographs (:mod:`nt2c_core.consistency`; 0 = off; used by the fine stage, which
-    has the real micrographs). ``width=`` / ``first_kernel=`` given to the constructor (or
+    has the real micrographs); consistency_reference: the other side of the term's band, "general"
+    (the shipped general model's output) or "none" (the raw micrograph alone). ``width=`` /
+    ``first_kernel=`` given to the constructor (or
     ``replace``) set those sizes of the architecture (the U-Net's)."""
 
     steps: int = 2000
@@ -71,6 +74,7 @@ class TrainConfig:
     amp: bool = True
     architecture: dict = field(default_factory=lambda: dict(UNET))
     consistency: float = 0.0
+    consistency_reference: str = "general"
     width: InitVar[int | None] = None
     first_kernel: InitVar[int | None] = None
 
@@ -93,6 +97,8 @@ class TrainConfig:
             "val_every": (at_least_one, "must be at least 1 step"),
             "checkpoint_every": (at_least_one, "must be at least 1 step"),
             "consistency": (lambda v: v >= 0 and math.isfinite(v), "must be 0 (off) or a positive weight"),
+            "consistency_reference": (lambda v: v in CONSISTENCY_REFERENCES,
+                                      f"choose one of {', '.join(CONSISTENCY_REFERENCES)}"),
         })
         from .models.registry import check_architecture
 
@@ -507,10 +513,18 @@ NMSG = NMSGConfig()
 
 
 COARSE = TrainConfig()
-"""The coarse U-Net's defaults (CLI ``nt2c train``, ``nt2c run``, the Scipion protocols)."""
-FINE = TrainConfig(steps=1000, lr=3e-4, consistency=1.0)
+"""The coarse U-Net's defaults from scratch (CLI ``nt2c train``, the Scipion coarse protocol)."""
+COARSE_TRANSFER = TrainConfig(lr=COARSE.lr / 4)
+"""The coarse U-Net's defaults when it starts from the shipped general model (``nt2c run``'s and
+the one-click protocol's default ``coarse_init`` 'general'): a quarter of the learning rate, so the
+transfer keeps what the general model learned. Measured (2026-12-03, same simulation and seeds):
+EMPIAR-10028 (bench_real_picked's coarse rate, 5e-4 -> 2.5e-4): the fine model's DoG picking AP
+0.674 -> 0.686 (raw 0.678, general 0.668, Topaz 0.687), eq. 5 SNR 24.56 -> 24.05 dB; demo
+2e-3 -> 5e-4: coarse 29.36 -> 29.52 dB against the truth, fine 29.38 -> 29.50 (general 29.47)."""
+FINE = TrainConfig(steps=1000, lr=3e-4, consistency=10.0)
 """The fine U-Net's defaults: it starts from the coarse model, so fewer steps and a lower rate,
-and it keeps to the real micrographs at the particle scale (:mod:`nt2c_core.consistency`)."""
+and at the particle scale it keeps between the real micrographs and the general model's output
+(:mod:`nt2c_core.consistency`; weight 10 holds that band, 1 let a fifth of the departure through)."""
 GAN = GANConfig()
 EXTRACTION = ExtractionSettings()
 TILES = TileSettings()
@@ -718,8 +732,9 @@ class PipelineConfig:
     the raw micrographs (``nt2c_core.calibrate``) and simulate with them (what could not be
     estimated keeps the given value; see ``simulate/calibration.json``); calibration: instead,
     reuse the calibration.json of an earlier 'nt2c calibrate'; coarse_init: 'general' (the
-    coarse model starts from the shipped general model, whose architecture it keeps), 'none'
-    (from scratch, as the paper) or a model file; choose_model: score general, coarse and fine
+    coarse model starts from the shipped general model, whose architecture it keeps; the default
+    coarse settings are :data:`COARSE_TRANSFER`'s, a quarter of the from-scratch rate), 'none'
+    (from scratch, as the paper; give coarse.lr 1e-3, :data:`COARSE`'s) or a model file; choose_model: score general, coarse and fine
     before denoising and use the best (``nt2c_core.selection``), else always the fine model;
     noise_model: 'gan' (the paper's WGAN-GP, trained in the gan stage) or 'patches' (the real
     noise patches tiled directly, ``nt2c_core.noise.real_patches``; the gan stage is skipped);
@@ -734,7 +749,7 @@ class PipelineConfig:
     raw: list[str]
     structures: list[str]
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
-    coarse: TrainConfig = field(default_factory=lambda: dataclasses.replace(COARSE))
+    coarse: TrainConfig = field(default_factory=lambda: dataclasses.replace(COARSE_TRANSFER))
     extraction: ExtractionSettings = field(default_factory=lambda: dataclasses.replace(EXTRACTION))
     gan: GANConfig = field(default_factory=lambda: dataclasses.replace(GAN))
     fine: TrainConfig = field(default_factory=lambda: dataclasses.replace(FINE))
@@ -816,7 +831,7 @@ class PipelineConfig:
         return cls(raw=["raw/*.mrc"], structures=["model.cif"],
                    simulation=SimulationConfig(size=(512, 512), particles=20, count=256 if gpu else 64,
                                                library_size=200, carbon_fraction=TRAINING_CARBON_FRACTION),
-                   coarse=TrainConfig(steps=steps, width=width, val_every=100, checkpoint_every=100),
+                   coarse=replace(COARSE_TRANSFER, steps=steps, width=width, val_every=100, checkpoint_every=100),
                    extraction=ExtractionSettings(),
                    gan=GANConfig(iterations=4000 if gpu else 1000, batch_size=32 if gpu else 16),
                    fine=replace(FINE, steps=steps // 2, width=width, crop=256 if gpu else 128, val_every=100,

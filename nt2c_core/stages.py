@@ -65,8 +65,9 @@ def train_fine(pairs: PathLike, coarse: PathLike, noise: PathLike, output: PathL
     input being the simulated signal with fresh real noise from ``noise`` (a GAN model or a
     patch stack, :func:`noise_source`), re-weighted as in eq. 4 at ``noise_level`` ('real' or
     'simulated', :mod:`nt2c_core.noise.reweight`). With real ``micrographs`` and
-    ``config.consistency`` > 0, the output is also kept equal to them at the particle scale
-    (:mod:`nt2c_core.consistency`; the particle radius comes from the pairs' structures); without
+    ``config.consistency`` > 0, the output is also kept at the particle scale between them and the
+    general model's output, or equal to them (``config.consistency_reference``;
+    :mod:`nt2c_core.consistency`; the particle radius comes from the pairs' structures); without
     micrographs that term is off (with a warning). Returns the ``TrainResult``."""
     from .noise.reweight import NoiseTransfer
     from .pairs import load_pairs
@@ -78,15 +79,17 @@ def train_fine(pairs: PathLike, coarse: PathLike, noise: PathLike, output: PathL
     transfer = NoiseTransfer(source, config.seed, device, noise_level)
     kind = "patches" if source.config.get("name") == "patch-mosaic" else "gan"
     pair_set = load_pairs(pairs)
-    term = _consistency_term(pairs, pair_set, config, micrographs)
+    term = _consistency_term(pairs, pair_set, config, micrographs, device)
     metadata = {**pair_set.provenance, "stage": "fine", "noise_model": kind, "noise_source": str(noise),
                 "noise_level": noise_level, "consistency": None if term is None else
-                {"weight": term.weight, "sigma_px": round(term.sigma, 2), "micrographs": len(term.micrographs)}}
+                {"weight": term.weight, "sigma_px": round(term.sigma, 2), "micrographs": len(term.micrographs),
+                 "reference": config.consistency_reference}}
     return train_denoiser(pair_set, output, config, init=coarse, resume=resume, device=device, progress=progress,
                           metadata=metadata, transform=transfer, extra_loss=term)
 
 
-def _consistency_term(pairs: PathLike, pair_set, config: TrainConfig, micrographs: Sequence[PathLike] | None):
+def _consistency_term(pairs: PathLike, pair_set, config: TrainConfig, micrographs: Sequence[PathLike] | None,
+                      device: str = "cpu"):
     """The fine stage's :class:`nt2c_core.consistency.RealConsistency`, or None when it is off."""
     import logging
 
@@ -103,7 +106,13 @@ def _consistency_term(pairs: PathLike, pair_set, config: TrainConfig, micrograph
     if radius is None:
         raise InputError(f"{pairs}: params.json does not say the particle radius (structures[].radius_A), which the "
                          "data-consistency term needs; simulate the pairs with 'nt2c simulate' or set consistency 0")
-    return RealConsistency.from_files(micrographs, pair_set.pixel_size, radius, config.consistency, seed=config.seed)
+    reference = None
+    if config.consistency_reference == "general":
+        from .general import general_model_path
+
+        reference = general_model_path()
+    return RealConsistency.from_files(micrographs, pair_set.pixel_size, radius, config.consistency, seed=config.seed,
+                                      reference=reference, device=device)
 
 
 def extract_background(raw: Sequence[PathLike], output: PathLike, settings: ExtractionSettings = EXTRACTION,

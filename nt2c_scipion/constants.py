@@ -14,3 +14,9 @@ ROUTES = ("auto", "in-process", "isolated")  # auto: in-process when nt2c_core a
 BIN_CHOICES = ["1", "2", "4"]
 OUTPUT_MICROGRAPHS = "outputMicrographs"
 OUTPUT_MODEL = "outputModel"
+
+# help of the fine stage's data-consistency band (nt2c_core.settings.CONSISTENCY_REFERENCES), fine and one-click forms
+CONSISTENCY_BAND_HELP = ("general: at the particle scale the fine model's output must lie between the raw micrograph "
+                         "and the shipped general model's output, so it may remove as much particle-scale noise as "
+                         "the general model does (the default; +0.35 dB against the truth on the demo); none: it "
+                         "must equal the raw micrograph there (keeps that noise).")

@@ -7,7 +7,8 @@ import logging
 from pathlib import Path
 
 from ..errors import InputError
-from ..settings import EXTRACTION, FINE, GAN, MIN_NOISE_PATCHES, NOISE_LEVELS, RULES, ExtractionSettings, GANConfig
+from ..settings import (CONSISTENCY_REFERENCES, EXTRACTION, FINE, GAN, MIN_NOISE_PATCHES, NOISE_LEVELS, RULES,
+                        ExtractionSettings, GANConfig)
 from . import add_settings_argument, register, settings_or_options
 from .train import add_training_arguments, prepare_output, report, train_config
 
@@ -160,9 +161,13 @@ def add_fine(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, help="fine model file to write (.pt)")
     p.add_argument("--micrographs", nargs="+", metavar="MRC",
                    help="the real micrographs (those the noise came from): the data-consistency term keeps the "
-                        "fine model's output equal to them at the particle scale (without them the term is off)")
+                        "fine model's output at the particle scale between them and the general model's output "
+                        "(without them the term is off)")
     p.add_argument("--consistency", type=float, default=FINE.consistency,
                    help="weight of the data-consistency term (0 = off, the paper's fine stage)")
+    p.add_argument("--consistency-reference", choices=CONSISTENCY_REFERENCES, default=FINE.consistency_reference,
+                   help="the band's other side: general = the shipped general model's output (the fine model may "
+                        "remove as much particle-scale noise as it does); none = equal to the raw micrographs")
     add_training_arguments(p, FINE)
     add_level_argument(p)
 

@@ -34,7 +34,8 @@ def add_training_arguments(p: argparse.ArgumentParser, d: TrainConfig) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pairs", required=True, help="folder with noisy/ and clean/ MRCs (as 'nt2c simulate' writes)")
     p.add_argument("-o", "--output", required=True, help="model file to write (.pt)")
-    p.add_argument("--init", help="start from this denoiser's architecture and weights (e.g. the general model)")
+    p.add_argument("--init", help="start from this denoiser's architecture and weights (e.g. the general model; "
+                                  "then a quarter of the from-scratch rate, --lr 2.5e-4, keeps what it learned)")
     add_training_arguments(p, COARSE)
 
 
@@ -49,7 +50,8 @@ def _train_options(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
                        val_fraction=args.val_fraction, checkpoint_every=args.checkpoint_every,
                        val_every=args.val_every, width=args.width, seed=args.seed,
-                       consistency=getattr(args, "consistency", 0.0)).validate()
+                       consistency=getattr(args, "consistency", 0.0),
+                       consistency_reference=getattr(args, "consistency_reference", "general")).validate()
 
 
 def prepare_output(args: argparse.Namespace) -> Path:

@@ -16,10 +16,11 @@ import pyworkflow.protocol.params as params
 from pwem.objects import SetOfMicrographs
 
 from nt2c_core.layout import WorkLayout
-from nt2c_core.settings import (COARSE, EXTRACTION, FINE, GAN, MIN_NOISE_PATCHES, NOISE_MODELS, RULES, SIZE_MULTIPLE,
-                                STAGES, TRAINING_CARBON_FRACTION, PipelineConfig)
+from nt2c_core.settings import (COARSE, COARSE_TRANSFER, CONSISTENCY_REFERENCES, EXTRACTION, FINE, GAN,
+                                MIN_NOISE_PATCHES, NOISE_MODELS, RULES, SIZE_MULTIPLE, STAGES, TRAINING_CARBON_FRACTION,
+                                PipelineConfig)
 
-from ..constants import OUTPUT_MICROGRAPHS, OUTPUT_MODEL
+from ..constants import CONSISTENCY_BAND_HELP, OUTPUT_MICROGRAPHS, OUTPUT_MODEL
 from ..objects import NT2CModel
 from .protocol_base import ProtNT2CSimulationBase
 from .protocol_denoise import output_name
@@ -69,9 +70,13 @@ class ProtNT2C(ProtNT2CSimulationBase):
                            "pairs.")
         form.addParam("fineConsistency", params.FloatParam, default=FINE.consistency,
                       expertLevel=params.LEVEL_ADVANCED, label="Fine: data-consistency weight",
-                      help="Weight of the term that keeps the fine model's output equal to the input micrographs at "
-                           "the particle scale, so it cannot paint or erase particles; 0 = off (the paper's fine "
-                           "stage, which paints on real data with strong particle-band noise).")
+                      help="Weight of the term that keeps the fine model's output at the particle scale between the "
+                           "input micrographs and the general model's output, so it cannot paint or erase particles; "
+                           "0 = off (the paper's fine stage, which paints on real data with strong particle-band "
+                           "noise).")
+        form.addParam("fineConsistencyReference", params.EnumParam, choices=list(CONSISTENCY_REFERENCES), default=0,
+                      expertLevel=params.LEVEL_ADVANCED, label="Fine: data-consistency band",
+                      help=CONSISTENCY_BAND_HELP)
         form.addParam("ganIterations", params.IntParam, default=GAN.iterations, label="Noise GAN iterations",
                       help="Generator steps of the WGAN-GP noise model.")
         form.addParam("width", params.IntParam, default=COARSE.architecture["width"], expertLevel=params.LEVEL_ADVANCED,
@@ -104,7 +109,9 @@ class ProtNT2C(ProtNT2CSimulationBase):
                       label="Start the coarse model from the general model?",
                       help="Yes: the coarse U-Net starts from the shipped general model (trained on simulation "
                            "across acquisitions; its architecture, width 24, is kept) and is refined on this data "
-                           "set's simulation. No: from scratch, as in the paper (width as set above).")
+                           "set's simulation at a quarter of the from-scratch learning rate (2.5e-4), so it keeps "
+                           "what the general model learned. No: from scratch at 1e-3, as in the paper (width as "
+                           "set above).")
         form.addParam("chooseModel", params.BooleanParam, default=True, expertLevel=params.LEVEL_ADVANCED,
                       label="Choose the best model?",
                       help="Yes: before denoising, score the general, coarse and fine models on held-out simulated "
@@ -200,11 +207,13 @@ class ProtNT2C(ProtNT2CSimulationBase):
         return PipelineConfig(
             raw=[os.path.abspath(m.getFileName()) for m in in_set], structures=[os.path.abspath(self._structurePath())],
             simulation=simulation,
-            coarse=replace(COARSE, steps=self.coarseSteps.get(), **train),
+            coarse=replace(COARSE_TRANSFER if self.coarseFromGeneral.get() else COARSE, steps=self.coarseSteps.get(),
+                           **train),
             extraction=replace(EXTRACTION, patch=self.noisePatch.get() or None, threshold=self.ssimThreshold.get(),
                                rule=RULES[self.noiseRule.get()]),
             gan=replace(GAN, iterations=self.ganIterations.get(), seed=seed),
-            fine=replace(FINE, steps=self.fineSteps.get(), consistency=self.fineConsistency.get(), **train),
+            fine=replace(FINE, steps=self.fineSteps.get(), consistency=self.fineConsistency.get(),
+                         consistency_reference=CONSISTENCY_REFERENCES[self.fineConsistencyReference.get()], **train),
             min_noise_patches=self.minNoisePatches.get(), calibrate=self.calibrate.get(),
             few_patches=("continue", "stop")[self.fewPatches.get()], choose_model=self.chooseModel.get(),
             coarse_init="general" if self.coarseFromGeneral.get() else "none",

@@ -328,7 +328,8 @@ class TestIsolatedRoute(BaseTest):
         self.assertIn("--micrographs", log)
         meta = fine.outputModel.getMetadata()
         self.assertEqual((meta["stage"], meta["noise_model"], meta["training"]["steps"]), ("fine", "gan", 4))
-        self.assertEqual((meta["consistency"]["weight"], meta["consistency"]["micrographs"]), (1.0, 2))
+        self.assertEqual((meta["consistency"]["weight"], meta["consistency"]["micrographs"],
+                          meta["consistency"]["reference"]), (10.0, 2, "general"))
 
         one, log = run(ProtNT2C, {"inputMicrographs": (imp, "outputMicrographs")}, "run",
                        structureFile=str(APOFERRITIN), **ONE_CLICK_TINY)

@@ -155,7 +155,7 @@ class TestNT2COneClick(BaseTest):
         """Left at its defaults, the one-click protocol runs the stages with the settings of
         'nt2c run' and the CLI (nt2c_core.settings): no drift in learning rate, batch or patches."""
         from nt2c_core.pipeline import PipelineConfig
-        from nt2c_core.settings import COARSE, EXTRACTION, FINE, GAN, MIN_NOISE_PATCHES, STAGES
+        from nt2c_core.settings import COARSE, COARSE_TRANSFER, EXTRACTION, FINE, GAN, MIN_NOISE_PATCHES, STAGES
         from nt2c_scipion.protocols import protocol_nt2c
 
         self.assertIs(protocol_nt2c.STAGES, STAGES)
@@ -164,7 +164,10 @@ class TestNT2COneClick(BaseTest):
         prot.inputMicrographs.setExtended("outputMicrographs")
         config = prot._pipelineConfig()
         run = PipelineConfig(raw=config.raw, structures=config.structures)
-        self.assertEqual((config.coarse, config.fine, config.gan, config.extraction), (COARSE, FINE, GAN, EXTRACTION))
+        self.assertEqual((config.coarse, config.fine, config.gan, config.extraction),
+                         (COARSE_TRANSFER, FINE, GAN, EXTRACTION))  # coarse from the general model: its rate
+        prot.coarseFromGeneral.set(False)
+        self.assertEqual((prot._pipelineConfig().coarse, prot._pipelineConfig().coarse_init), (COARSE, "none"))
         self.assertEqual((config.min_noise_patches, config.noise_model, config.coarse_init, config.few_patches),
                          (MIN_NOISE_PATCHES, run.noise_model, run.coarse_init, run.few_patches))
         self.assertEqual(config.tiles, run.tiles)

@@ -115,9 +115,12 @@ class TestNT2CStages(BaseTest):
         _link(fine, "inputMicrographs", imp, "outputMicrographs")  # the data-consistency term's real micrographs
         fine = self.launchProtocol(fine)
         meta = fine.outputModel.getMetadata()
-        self.assertEqual((meta.get("stage"), meta["consistency"]["micrographs"]), ("fine", 2))
-        # the noise patches themselves instead of the GAN (the default noise model of 'nt2c run')
-        tiled = self.newProtocol(ProtNT2CTrainFine, steps=6, crop=64, batchSize=4, learningRate=5e-4)
+        self.assertEqual((meta.get("stage"), meta["consistency"]["micrographs"], meta["consistency"]["reference"]),
+                         ("fine", 2, "general"))
+        # the noise patches themselves instead of the GAN (the default noise model of 'nt2c run'), and the
+        # data-consistency term tied to the raw micrographs alone (band choice 1: none)
+        tiled = self.newProtocol(ProtNT2CTrainFine, steps=6, crop=64, batchSize=4, learningRate=5e-4,
+                                 consistencyReference=1)
         for attr, (source, output) in {"inputNoisy": (sim, "outputNoisy"), "inputClean": (sim, "outputClean"),
                                        "inputCoarse": (coarse, "outputModel"),
                                        "inputNoiseModel": (noise, "outputNoisePatches"),
@@ -126,7 +129,8 @@ class TestNT2CStages(BaseTest):
         self.assertEqual(tiled.validate(), [])
         tiled = self.launchProtocol(tiled)
         meta = tiled.outputModel.getMetadata()
-        self.assertEqual((meta["noise_model"], meta["stage"]), ("patches", "fine"))
+        self.assertEqual((meta["noise_model"], meta["stage"], meta["consistency"]["reference"]),
+                         ("patches", "fine", "none"))
         self.assertEqual(read_mrc(meta["noise_source"], allow_stack=True)[0].shape[0], patches.getSize())
 
         den = self.newProtocol(ProtNT2CDenoise, numberOfThreads=2)  # the streaming generator holds one thread

@@ -50,6 +50,32 @@ def test_term_is_zero_for_the_identity_and_the_low_passed_power_for_an_eraser():
         RealConsistency([mics[0][:50]], 9.0, 1.0, crop=64)
 
 
+def test_band_between_the_raw_crop_and_the_reference_costs_nothing_and_outside_it_the_distance():
+    """With a reference output (here half the micrograph): any output between the two at the
+    particle scale costs nothing (the reference itself, the raw input, three quarters of it);
+    outside the band the cost is weight x the mean square distance to its nearer side; without a
+    reference the reference itself costs what it departs from the raw crop. A bad reference
+    choice in the settings is refused by name."""
+    from nt2c_core.settings import TrainConfig
+
+    rng = np.random.default_rng(3)
+    mics = [rng.normal(size=(96, 128)).astype(np.float32) + np.linspace(-2, 2, 128, dtype=np.float32)
+            for _ in range(3)]
+    banded = RealConsistency(mics, 9.0, 2.0, batch=3, crop=64, seed=5, references=[0.5 * m for m in mics])
+    plain = RealConsistency(mics, 9.0, 2.0, batch=3, crop=64, seed=5)
+    half_power = 2.0 * float((0.5 * lowpass(torch.from_numpy(banded.crops(7)), banded.kernel)).square().mean())
+    with torch.no_grad():
+        for inside in (1.0, 0.75, 0.5):
+            assert float(banded(_conv(inside), 7)) < 1e-10, inside
+        for outside in (0.0, 1.5):  # half a crop beyond either side
+            assert float(banded(_conv(outside), 7)) == pytest.approx(half_power, rel=1e-5), outside
+        assert float(plain(_conv(0.5), 7)) == pytest.approx(half_power, rel=1e-5) and half_power > 0.05
+    with pytest.raises(InputError, match="one reference output of each micrograph"):
+        RealConsistency(mics, 9.0, 1.0, crop=64, references=mics[:2])
+    with pytest.raises(InputError, match="--consistency-reference = .raw.: choose one of general, none"):
+        TrainConfig(consistency_reference="raw").validate()
+
+
 @pytest.fixture(scope="module")
 def erasing_setup(tmp_path_factory):
     """Pairs of one structure (proteasome) with strong noise, and 'real' micrographs holding
@@ -85,7 +111,8 @@ def test_consistency_keeps_the_fine_model_to_the_real_micrographs(erasing_setup)
                                    for p in real])
         meta = load_model(out, kind="denoiser")[1]
         if name == "on":
-            assert meta["consistency"] == {"weight": 3.0, "sigma_px": round(radius / 3, 2), "micrographs": 3}
+            assert meta["consistency"] == {"weight": 3.0, "sigma_px": round(radius / 3, 2), "micrographs": 3,
+                                           "reference": "general"}
             assert "consistency" in (root / "fine_on.pt.loss.csv").read_text().splitlines()[0]
         else:
             assert meta["consistency"] is None

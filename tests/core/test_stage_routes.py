@@ -18,7 +18,7 @@ from nt2c_core.data import APOFERRITIN
 from nt2c_core.layout import WorkLayout, checkpoint, loss_csv
 from nt2c_core.models import load_model
 from nt2c_core.pipeline import PipelineConfig, run_pipeline
-from nt2c_core.settings import COARSE, EXTRACTION, FINE, GAN, MIN_NOISE_PATCHES, TILES
+from nt2c_core.settings import COARSE, COARSE_TRANSFER, EXTRACTION, FINE, GAN, MIN_NOISE_PATCHES, TILES
 from nt2c_core.simulate import Acquisition, SimulationConfig
 
 
@@ -40,7 +40,8 @@ def test_cli_and_run_defaults_are_the_settings_module():
         (EXTRACTION.rule, EXTRACTION.threshold, EXTRACTION.dilation, EXTRACTION.target_patches)
     run = PipelineConfig(raw=["*.mrc"], structures=["s.pdb"])
     assert (run.coarse, run.fine, run.gan, run.extraction, run.tiles, run.min_noise_patches) == \
-        (COARSE, FINE, GAN, EXTRACTION, TILES, MIN_NOISE_PATCHES)
+        (COARSE_TRANSFER, FINE, GAN, EXTRACTION, TILES, MIN_NOISE_PATCHES)
+    assert run.coarse_init == "general" and COARSE_TRANSFER.lr == COARSE.lr / 4  # fine-tuning the general model
     # the pipeline's copies are its own: changing one never changes the shared defaults
     run.fine.steps = 1
     assert FINE.steps == 1000
