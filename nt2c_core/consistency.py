@@ -57,7 +57,8 @@ from .settings import PIXEL_MATCH
 
 log = logging.getLogger(__name__)
 
-MAX_MICROGRAPHS = 8  # real micrographs held in memory for the term (spread over the data set)
+MAX_MICROGRAPHS = 8  # real micrographs held in memory for the term (spread over the data set; with the band, also
+#                     the general model's output of each: twice their memory, 1 GB for eight 4096² micrographs)
 
 
 def gaussian_kernel(sigma: float, limit: int) -> torch.Tensor:
