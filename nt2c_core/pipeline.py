@@ -36,7 +36,7 @@ from .io import read_mrc, write_json
 from .layout import WorkLayout
 from .noise.extract import too_few_message
 from .pairs import film_names, load_pairs
-from .settings import PIXEL_MATCH, STAGES, ExtractionSettings, PipelineConfig
+from .settings import COARSE, COARSE_TRANSFER, PIXEL_MATCH, STAGES, ExtractionSettings, PipelineConfig
 from .simulate import simulate_dataset
 from .stages import extract_background, train_coarse, train_fine, train_noise_model
 
@@ -208,6 +208,9 @@ def coarse_init_model(config: PipelineConfig) -> Path | None:
 
 def _stage_coarse(config, work, files, folder, fresh, progress) -> dict:
     init, layout = coarse_init_model(config), WorkLayout(work)
+    if init is None and config.coarse.lr == COARSE_TRANSFER.lr:
+        log.warning(f"[coarse] trains from scratch (coarse_init none) at coarse.lr {config.coarse.lr:g}, the rate for "
+                    f"starting from the general model; from scratch set coarse.lr to {COARSE.lr:g}")
     result = train_coarse(layout.pairs, layout.model("coarse"), config.coarse, config.device, init=init,
                           resume=not fresh, progress=progress)
     return {**_trained(result), "init": str(init) if init else None}

@@ -157,6 +157,26 @@ def test_coarse_starts_from_the_general_model(tmp_path, raw_dir):
     assert meta["architecture"] == load_model(general_model_path())[1]["architecture"]  # width 24, kept
 
 
+def test_from_scratch_at_the_transfer_rate_warns(tmp_path, raw_dir, caplog):
+    """coarse_init none with the coarse rate meant for starting from the general model (what a
+    config that only switches coarse_init off gets) says which rate to give; at its own rate, no
+    word."""
+    import dataclasses
+    import logging
+
+    from nt2c_core.settings import COARSE_TRANSFER
+
+    cfg = _config(str(raw_dir / "raw" / "*.mrc"))
+    with caplog.at_level(logging.WARNING):
+        run_pipeline(cfg, tmp_path / "own", progress=False, only=["simulate", "coarse"])
+    assert "rate for starting from the general model" not in caplog.text
+    cfg.coarse = dataclasses.replace(cfg.coarse, lr=COARSE_TRANSFER.lr)
+    with caplog.at_level(logging.WARNING):
+        run_pipeline(cfg, tmp_path / "transfer", progress=False, only=["simulate", "coarse"])
+    assert "coarse.lr 0.00025, the rate for starting from the general model; from scratch set coarse.lr to 0.001" \
+        in caplog.text
+
+
 def test_patches_noise_model_skips_the_gan_and_trains_fine_on_real_noise(tmp_path, raw_dir):
     cfg = _config(str(raw_dir / "raw" / "*.mrc"), noise_model="patches", choose_model=False)
     summary = run_pipeline(cfg, tmp_path / "work", progress=False)
