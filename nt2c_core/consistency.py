@@ -137,28 +137,33 @@ class RealConsistency:
                  f"low-pass sigma {term.sigma:.1f} px, {term.batch} crop(s) of {crop} px per step")
         return term
 
-    def crops(self, step: int, sources: Sequence[np.ndarray] | None = None) -> np.ndarray:
-        """(batch, 1, crop, crop) random crops with a random dihedral transform for ``step``, of
-        the micrographs or, with ``sources``, of those images at the same places."""
+    def crops(self, step: int) -> np.ndarray:
+        """(batch, 1, crop, crop) random crops with a random dihedral transform for ``step``."""
+        return self._crops(step, [self.micrographs])[0]
+
+    def _crops(self, step: int, sources: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
+        """The step's crops, one stack per list of images in ``sources``, all at the same places."""
         rng = np.random.default_rng([self.seed, 7919, step])
-        out = []
+        out: list[list[np.ndarray]] = [[] for _ in sources]
         for _ in range(self.batch):
             index = int(rng.integers(len(self.micrographs)))
-            image = (self.micrographs if sources is None else sources)[index]
-            y0 = int(rng.integers(image.shape[0] - self.crop + 1))
-            x0 = int(rng.integers(image.shape[1] - self.crop + 1))
-            tile = np.rot90(image[y0:y0 + self.crop, x0:x0 + self.crop], int(rng.integers(4)))
-            out.append(tile[:, ::-1] if rng.integers(2) else tile)
-        return np.stack(out)[:, None].copy()
+            y0 = int(rng.integers(self.micrographs[index].shape[0] - self.crop + 1))
+            x0 = int(rng.integers(self.micrographs[index].shape[1] - self.crop + 1))
+            turns, flip = int(rng.integers(4)), bool(rng.integers(2))
+            for stack, images in zip(out, sources):
+                tile = np.rot90(images[index][y0:y0 + self.crop, x0:x0 + self.crop], turns)
+                stack.append(tile[:, ::-1] if flip else tile)
+        return [np.stack(stack)[:, None].copy() for stack in out]
 
     def __call__(self, network: nn.Module, step: int) -> torch.Tensor:
         device = next(network.parameters()).device
-        r = torch.from_numpy(self.crops(step)).to(device, memory_format=torch.channels_last)
+        crops = self._crops(step, [self.micrographs] + ([self.references] if self.references is not None else []))
+        r = torch.from_numpy(crops[0]).to(device, memory_format=torch.channels_last)
         target = lowpass(r, self.kernel)
         out = lowpass(network(r).float(), self.kernel)
         if self.references is None:
             return self.weight * (out - target).square().mean()
-        ref = lowpass(torch.from_numpy(self.crops(step, self.references)).to(device), self.kernel)
+        ref = lowpass(torch.from_numpy(crops[1]).to(device), self.kernel)
         low, high = torch.minimum(target, ref), torch.maximum(target, ref)
         return self.weight * (torch.relu(low - out) + torch.relu(out - high)).square().mean()
 
