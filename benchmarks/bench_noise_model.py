@@ -1,7 +1,7 @@
 """Which noise model should the fine stage use: the real patches themselves or the paper's WGAN-GP?
 
-The demo's data set (``nt2c demo``: 20S proteasome "experimental" micrographs with gain stripes,
-correlated detector noise and an ice gradient; ground truth kept aside). One full demo run (the
+The demo's data set (``nt2c demo``: 20S proteasome "experimental" micrographs with gain stripes and
+correlated detector noise; ground truth kept aside). One full demo run (the
 package's defaults: noise model ``patches``, the data-consistency term on); then the same work
 folder's simulate, coarse and noise stages are copied and the fine stage is trained again with
 ``noise_model = "gan"`` (the paper's WGAN-GP, which adds the gan stage), and once more with the

@@ -134,9 +134,18 @@ def score_against_truth(exp_dir: Path, work: Path, tiles: TileSettings, device: 
     panels(report_dir / "before_after.png",
            [("ground truth", truth), ("raw ('experimental')", raw), (f"Gaussian, sigma {best} px", gauss[best]),
             ("NT2C coarse", coarse), ("NT2C fine", fine)],
-           f"{name}: 20S proteasome, 2 Å/px, 40 e/Å², with stripes, correlated noise and an ice gradient")
+           f"{name}: 20S proteasome, 2 Å/px, 40 e/Å², with stripes and correlated noise{_gradient_note(exp_dir)}")
     return {m: {"psnr_db": float(np.mean([r[0] for r in v])), "ssim": float(np.mean([r[1] for r in v])),
                 **({"sigma_px": best} if m == "gaussian" else {})} for m, v in rows.items()}
+
+
+def _gradient_note(exp_dir: Path) -> str:
+    """', ice gradient +-N %' when the experimental micrographs have one (their experimental.json)."""
+    try:
+        gradient = float(json.loads((exp_dir / "experimental.json").read_text())["noise"]["ice_gradient"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return f", ice gradient +-{100 * gradient:g} %" if gradient > 0 else ""
 
 
 def _table(scores: dict) -> str:

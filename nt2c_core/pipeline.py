@@ -271,8 +271,10 @@ def _select(config: PipelineConfig, work: Path, files: list[Path], candidates: d
     """Score the candidate models (``nt2c_core.selection``) on the training run's held-out
     simulated micrographs (those without a carbon film: a film is scored by the erasure check, and
     the general model's weakness there would otherwise count as the trained models' gain on data
-    that may have none) and on central crops of up to 4 raw micrographs; write selection.json."""
-    from .selection import as_dicts, choose_model, mixed_structure_pairs, score_model, score_table
+    that may have none) and on central crops of up to 4 raw micrographs; write selection.json.
+    With real noise patches (2 or more), the held-out pairs and the erasure check's micrographs
+    carry the real noise in place of the simulator's (``selection.with_real_noise``)."""
+    from .selection import as_dicts, choose_model, mixed_structure_pairs, score_model, score_table, with_real_noise
 
     layout = WorkLayout(work)
     held_out = load_pairs(layout.pairs).split(config.coarse.val_fraction)[1]
@@ -284,14 +286,17 @@ def _select(config: PipelineConfig, work: Path, files: list[Path], candidates: d
     stack = layout.noise_patches
     patches = read_mrc(stack, allow_stack=True)[0] if stack.is_file() else None
     patches = patches if patches is not None and patches.ndim == 3 and len(patches) else None
+    noise = "real" if patches is not None and len(patches) >= 2 else "simulated"
+    if noise == "real":
+        held_out, mixed = with_real_noise(held_out, mixed, patches, config.fine.seed)
     scores = []
     for name, path in candidates.items():
         denoiser = Denoiser.from_file(path, config.device, config.tiles)
         scores.append(score_model(name, denoiser.denoise, held_out, real, radius, mixed, patches))
-    chosen, reason = choose_model(scores)
+    chosen, reason = choose_model(scores, noise=noise)
     table = score_table(scores, chosen)
-    log.info(f"[denoised] model choice:\n{table}\n{reason}")
-    selection = {"chosen": chosen, "reason": reason, "scores": as_dicts(scores), "table": table,
+    log.info(f"[denoised] model choice ({noise} noise in the held-out pairs and the erasure check):\n{table}\n{reason}")
+    selection = {"chosen": chosen, "reason": reason, "scores": as_dicts(scores), "table": table, "noise": noise,
                  "held_out_micrographs": held_out.names, "real_micrographs": [n for n, _ in real]}
     write_json(layout.selection, selection)
     return chosen, selection

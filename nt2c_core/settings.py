@@ -258,6 +258,7 @@ MAX_PIXELS = MAX_SIDE * MAX_SIDE  # a 4096² micrograph takes ~1.5 GB to simulat
 # without them the coarse and fine models leave a carbon film noisy and lose 0.8-3 dB near its edge
 # against the general model (EMPIAR-10028 run, 2026-12-03)
 TRAINING_CARBON_FRACTION = 0.25
+MAX_ICE_GRADIENT = 0.9  # relative ice-thickness change from a micrograph's centre to its edge (the ice stays > 0)
 
 
 @dataclass
@@ -272,7 +273,11 @@ class SimulationConfig:
     from N precomputed projections per structure pasted with sub-pixel shifts (fast batch mode);
     pad: field margin [px] against CTF wrap-around; carbon_fraction: fraction of the micrographs
     taken near the rim of a hole in a carbon film (:mod:`nt2c_core.simulate.carbon`), so that a
-    model also meets the film, its edge and particles on it.
+    model also meets the film, its edge and particles on it; ice_gradient: largest relative change
+    of the ice thickness from a micrograph's centre to its edge: each micrograph gets a linear
+    thickness ramp in a random direction with an amplitude drawn uniformly in [0, ice_gradient]
+    (:func:`nt2c_core.simulate.micrograph.through_uneven_ice`; the clean target stays flat), so
+    that a model meets the uneven ice of real grids.
     """
 
     acquisition: Acquisition = field(default_factory=Acquisition)
@@ -288,6 +293,7 @@ class SimulationConfig:
     library_size: int = 0
     pad: int = 128
     carbon_fraction: float = 0.0
+    ice_gradient: float = 0.0
 
     def validate(self) -> "SimulationConfig":
         """Raise :class:`InputError` naming the first parameter out of range."""
@@ -311,6 +317,9 @@ class SimulationConfig:
             raise InputError("slab thickness must be > 0, library size and pad >= 0")
         if not 0 <= self.carbon_fraction <= 1:
             raise InputError(f"carbon fraction = {self.carbon_fraction}: need 0 <= value <= 1")
+        if not 0 <= self.ice_gradient <= MAX_ICE_GRADIENT:
+            raise InputError(f"ice gradient = {self.ice_gradient}: need 0 <= value <= {MAX_ICE_GRADIENT} "
+                             "(a relative change of the ice thickness)")
         return self
 
     def particles_per_micrograph(self) -> int:

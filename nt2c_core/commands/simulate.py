@@ -42,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ice-thickness", type=float, default=d.ice_thickness, help="ice thickness [Å]")
     p.add_argument("--carbon-fraction", type=float, default=d.carbon_fraction,
                    help="fraction of the micrographs taken near the rim of a hole in a carbon film (0-1)")
+    p.add_argument("--ice-gradient", type=float, default=d.ice_gradient,
+                   help="uneven ice: largest relative change of the ice thickness from a micrograph's centre to its "
+                        "edge (0.3 = up to +-30 %%, a ramp in a random direction; 0 = flat ice)")
     p.add_argument("--size", type=int, nargs=2, default=list(d.size), metavar=("W", "H"), help="micrograph size [px]")
     p.add_argument("--particles", type=int, default=d.particles, help="particles per micrograph")
     p.add_argument("--concentration", type=float, default=None,
@@ -63,7 +66,8 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
     return SimulationConfig(acquisition=acquisition_from(args), defocus_um=tuple(args.defocus),
                             astigmatism_um=args.astigmatism, ice_thickness=args.ice_thickness, size=tuple(args.size),
                             particles=args.particles, concentration=args.concentration, count=args.count,
-                            seed=args.seed, library_size=args.library, carbon_fraction=args.carbon_fraction)
+                            seed=args.seed, library_size=args.library, carbon_fraction=args.carbon_fraction,
+                            ice_gradient=args.ice_gradient)
 
 
 def run(args: argparse.Namespace) -> int:

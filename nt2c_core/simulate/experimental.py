@@ -2,11 +2,11 @@
 the training simulator, with the ground truth kept aside.
 
 On top of the simulator's physics (CTF, ice texture, shot noise, detector MTF/DQE) they add what
-the training simulator never models, so the coarse denoiser meets unfamiliar noise as it does on
-real data and noise transfer has something to learn:
-- an ice-thickness gradient across each micrograph: the ice texture's variance grows with the
-  local thickness (here +-``ice_gradient`` around the nominal) and the intensity falls as
-  exp(-dt / 3500 Å) (inelastic losses removed by the energy filter);
+the training simulator does not model (or, for the ice gradient, not by default), so the coarse
+denoiser meets unfamiliar noise as it does on real data and noise transfer has something to learn:
+- an ice-thickness gradient across each micrograph, +-``ice_gradient`` around the nominal
+  thickness (:func:`nt2c_core.simulate.micrograph.through_uneven_ice`: the ice texture's variance
+  follows the local thickness, the intensity falls as after an energy filter);
 - gain-reference stripes: a per-column gain error of relative std ``stripes``, the same in every
   micrograph of the session (an imperfect gain reference);
 - correlated detector/charging noise: an additive Gaussian field with power ~ 1 / f^``exponent``
@@ -37,10 +37,8 @@ from ..io import ensure_writable_dir, write_json, write_mrc, write_star
 from ..logs import progress as progress_bar
 from .dataset import STAR_COLUMNS
 from .detector import apply_detector, mtf_filter
-from .micrograph import MicrographSimulator, SimulationConfig
+from .micrograph import MicrographSimulator, SimulationConfig, thickness_ramp, through_uneven_ice
 from .structure import load_structure
-
-INELASTIC_MEAN_FREE_PATH = 3500.0  # Å at 300 kV, zero-loss filtered
 
 
 @dataclass
@@ -81,13 +79,8 @@ def make_experimental_dataset(structures: Sequence[str | os.PathLike], config: S
         name = f"exp_{index:04d}"
         terms = simulator.image_terms(index)
         rng = terms.noise_rng
-        direction = rng.uniform(0, 2 * np.pi)
-        yy, xx = np.mgrid[0:height, 0:width]
-        ramp = ((xx - width / 2) * np.cos(direction) + (yy - height / 2) * np.sin(direction)) / (max(width, height) / 2)
-        dt = noise.ice_gradient * ramp  # relative thickness change
-        thickness_term = torch.from_numpy(np.sqrt(np.clip(1.0 + dt, 0.05, None)).astype(np.float32))
-        attenuation = torch.from_numpy(np.exp(-dt * config.ice_thickness / INELASTIC_MEAN_FREE_PATH).astype(np.float32))
-        intensity = (terms.signal + terms.ice * thickness_term) * attenuation * gain
+        dt = thickness_ramp((height, width), noise.ice_gradient, rng.uniform(0, 2 * np.pi))
+        intensity = through_uneven_ice(terms.signal, terms.ice, dt, config.ice_thickness) * gain
         counts = apply_detector(intensity, acq, rng).numpy()
         counts += noise.correlated * np.sqrt(mean_counts) * _correlated_field((height, width), noise.exponent, rng)
         counts += np.sqrt(noise.excess * mean_counts) * rng.standard_normal((height, width))

@@ -5,7 +5,8 @@ contrast is 2 IFT{Phase(k) CTF(k)}, computed per defocus slab of the ice so each
 imaged at the defocus of its depth; intensity I = 1 + contrast. Outputs, in electrons per pixel:
 ``clean`` = dose px^2 * MTF(I) (noiseless, flat solvent: NT2C's training target) and ``noisy`` =
 the detector's noisy counts of I plus an amorphous-ice phase texture, whose expectation over noise
-and ice is exactly ``clean``.
+and ice is exactly ``clean``. With ``SimulationConfig.ice_gradient`` the ice thickness varies
+across the micrograph (:func:`through_uneven_ice`); ``clean`` stays the flat-solvent target.
 """
 
 from __future__ import annotations
@@ -25,6 +26,27 @@ from .geometry import matrix_to_euler, place_particles, random_rotations
 from .optics import Acquisition, CTFGrid, interaction_constant  # noqa: F401 (Acquisition re-exported)
 from .potential import next_fast_size, projectors_for
 from .structure import Structure
+
+INELASTIC_MEAN_FREE_PATH = 3500.0  # Å at 300 kV, zero-loss filtered
+ICE_GRADIENT_SEED = 7919  # the ramp's own random stream: the micrograph's other draws do not change with it
+
+
+def thickness_ramp(shape: tuple[int, int], amplitude: float, direction: float) -> np.ndarray:
+    """Relative ice-thickness change dt over an H x W field: a linear ramp along ``direction``
+    [rad], 0 at the centre and +-``amplitude`` at the edges of the longer side."""
+    height, width = shape
+    yy, xx = np.mgrid[0:height, 0:width]
+    along = (xx - width / 2) * math.cos(direction) + (yy - height / 2) * math.sin(direction)
+    return (amplitude * along / (max(width, height) / 2)).astype(np.float32)
+
+
+def through_uneven_ice(signal: torch.Tensor, ice: torch.Tensor, dt: np.ndarray, ice_thickness: float) -> torch.Tensor:
+    """Relative intensity where the ice thickness is ``ice_thickness`` [Å] x (1 + dt): the ice
+    texture's variance follows the local thickness (its contrast scales with sqrt(1 + dt)) and the
+    intensity falls as exp(-dt ice_thickness / 3500 Å), the inelastic losses an energy filter removes."""
+    dt_ = torch.from_numpy(dt).to(signal.device)
+    return (signal + ice * torch.sqrt(torch.clamp(1.0 + dt_, min=0.05))) * \
+        torch.exp(-dt_ * (ice_thickness / INELASTIC_MEAN_FREE_PATH))
 
 
 @dataclass
@@ -113,10 +135,16 @@ class MicrographSimulator:
         terms = self.image_terms(index, noise_draw)
         acq = self.config.acquisition
         height, width = terms.signal.shape
+        intensity = terms.signal + terms.ice
+        if self.config.ice_gradient > 0:
+            ramp_rng = np.random.default_rng([self.config.seed, index, ICE_GRADIENT_SEED])
+            amplitude = ramp_rng.uniform(0.0, self.config.ice_gradient)
+            dt = thickness_ramp((height, width), amplitude, ramp_rng.uniform(0.0, 2 * math.pi))
+            intensity = through_uneven_ice(terms.signal, terms.ice, dt, self.config.ice_thickness)
         clean = torch.fft.irfft2(mtf_filter(torch.fft.rfft2(terms.signal), (height, width), acq.detector,
                                  acq.image_filter),
                                  s=(height, width)) * (acq.dose * acq.pixel_size ** 2)
-        noisy = apply_detector(terms.signal + terms.ice, acq, terms.noise_rng)
+        noisy = apply_detector(intensity, acq, terms.noise_rng)
         return SimulatedMicrograph(clean.cpu().numpy().astype(np.float32), noisy.cpu().numpy().astype(np.float32),
                                    terms.particles, terms.defocus_u, terms.defocus_v, terms.astigmatism_angle,
                                    terms.edge)

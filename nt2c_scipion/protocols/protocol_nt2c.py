@@ -20,7 +20,7 @@ from nt2c_core.settings import (COARSE, COARSE_TRANSFER, CONSISTENCY_REFERENCES,
                                 MIN_NOISE_PATCHES, NOISE_MODELS, RULES, SIZE_MULTIPLE, STAGES, TRAINING_CARBON_FRACTION,
                                 PipelineConfig)
 
-from ..constants import CONSISTENCY_BAND_HELP, OUTPUT_MICROGRAPHS, OUTPUT_MODEL
+from ..constants import CONSISTENCY_BAND_HELP, ICE_GRADIENT_HELP, OUTPUT_MICROGRAPHS, OUTPUT_MODEL
 from ..objects import NT2CModel
 from .protocol_base import ProtNT2CSimulationBase
 from .protocol_denoise import output_name
@@ -63,6 +63,8 @@ class ProtNT2C(ProtNT2CSimulationBase):
                       help="Fraction of the simulated micrographs taken near the rim of a hole in a carbon film "
                            "(a darker film with a Fresnel fringe along its edge), so the models learn to denoise "
                            "a film and keep its edge. 0 = none (the paper's simulation).")
+        form.addParam("iceGradient", params.FloatParam, default=0.0, expertLevel=params.LEVEL_ADVANCED,
+                      label="Simulated ice-thickness gradient (fraction)", help=ICE_GRADIENT_HELP)
         form.addParam("coarseSteps", params.IntParam, default=COARSE.steps, label="Coarse training steps",
                       help="Optimizer steps of the coarse U-Net on the simulated pairs.")
         form.addParam("fineSteps", params.IntParam, default=FINE.steps, label="Fine training steps",
@@ -202,7 +204,8 @@ class ProtNT2C(ProtNT2CSimulationBase):
         size = self.simSize.get()
         simulation = SimulationConfig(acquisition, size=(size, size), particles=self.particles.get(),
                                       defocus_um=self._defocusRange(), count=self.simCount.get(),
-                                      library_size=200, seed=seed, carbon_fraction=self.carbonFraction.get())
+                                      library_size=200, seed=seed, carbon_fraction=self.carbonFraction.get(),
+                                      ice_gradient=self.iceGradient.get())
         train = dict(crop=self.crop.get(), width=self.width.get(), batch_size=self.batchSize.get(), seed=seed)
         return PipelineConfig(
             raw=[os.path.abspath(m.getFileName()) for m in in_set], structures=[os.path.abspath(self._structurePath())],

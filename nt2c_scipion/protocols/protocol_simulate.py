@@ -7,6 +7,7 @@ from pathlib import Path
 import pyworkflow.protocol.params as params
 from pwem.objects import Micrograph, SetOfMicrographs
 
+from ..constants import ICE_GRADIENT_HELP
 from .protocol_base import ProtNT2CSimulationBase
 
 
@@ -37,6 +38,8 @@ class ProtNT2CSimulate(ProtNT2CSimulationBase):
                       help="Match the crowding of the real micrographs (particles per area).")
         form.addParam("iceThickness", params.FloatParam, default=300.0, label="Ice thickness (Å)",
                       help="Amorphous ice slab; its spectrum adds to the detector noise.")
+        form.addParam("iceGradient", params.FloatParam, default=0.0, expertLevel=params.LEVEL_ADVANCED,
+                      label="Ice-thickness gradient (fraction)", help=ICE_GRADIENT_HELP)
         form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Random seed",
                       help="The same seed and settings give the same micrographs.")
         self._defineGpuParams(form)
@@ -51,7 +54,8 @@ class ProtNT2CSimulate(ProtNT2CSimulationBase):
         size = self.size.get()
         return SimulationConfig(self._acquisition(), size=(size, size), particles=self.particles.get(),
                                 defocus_um=self._defocusRange(), ice_thickness=self.iceThickness.get(),
-                                count=self.count.get(), library_size=200, seed=self.seed.get())
+                                ice_gradient=self.iceGradient.get(), count=self.count.get(), library_size=200,
+                                seed=self.seed.get())
 
     def simulateStep(self):
         config = self._simulation()
@@ -105,6 +109,13 @@ class ProtNT2CSimulate(ProtNT2CSimulationBase):
         errors += self._validateSimulationInputs()
         if self.count.get() < 2:
             errors.append("Simulate at least 2 micrographs (training and validation).")
+        if not errors:  # the settings checked as 'nt2c simulate' checks them
+            from nt2c_core.errors import NT2CError
+
+            try:
+                self._simulation().validate()
+            except NT2CError as exc:
+                errors.append(f"Settings: {exc}")
         return errors
 
     def _summary(self):

@@ -174,6 +174,9 @@ class TestNT2COneClick(BaseTest):
         example = PipelineConfig.example("cpu").simulation
         self.assertEqual(config.simulation.carbon_fraction, example.carbon_fraction)  # films as `nt2c run`'s presets
         self.assertGreater(config.simulation.carbon_fraction, 0)
+        self.assertEqual(config.simulation.ice_gradient, example.ice_gradient)  # flat ice, as `nt2c run`
+        prot.iceGradient.set(0.95)
+        self.assertTrue(any("ice gradient" in e for e in prot.validate()), prot.validate())
 
     def test_noise_patch_wizard_uses_the_structure_and_sampling(self):
         mics = self._import()

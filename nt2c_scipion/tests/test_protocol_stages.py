@@ -210,11 +210,13 @@ class TestNT2CCalibratedSimulation(BaseTest):
             ProtImportMicrographs, filesPath=str(folder), filesPattern="*.mrc", samplingRate=1.5, voltage=300,
             sphericalAberration=2.7, amplitudeContrast=0.07))
         sim = self.newProtocol(ProtNT2CSimulate, structureFile=str(APOFERRITIN), count=2, size=256, particles=2,
-                               dose=30.0, defocusMin=0.8, defocusMax=1.0, detector=0, calibrate=True)
+                               dose=30.0, defocusMin=0.8, defocusMax=1.0, detector=0, calibrate=True,
+                               iceGradient=0.2)
         _link(sim, "inputMicrographs", imp, "outputMicrographs")
         sim = self.launchProtocol(sim)
         self.assertSetSize(sim.outputNoisy, 2)
         params = __import__("json").loads(Path(sim._getExtraPath("sim", "params.json")).read_text())["config"]
         self.assertAlmostEqual(params["acquisition"]["dose"], 40.0, delta=4.0)
         self.assertAlmostEqual(params["defocus_um"][0], 2.0, delta=0.05)
+        self.assertEqual(params["ice_gradient"], 0.2)  # the form's uneven ice, kept through the calibration
         self.assertIn("calibration: real vs simulated spectra", stage_pngs(sim))

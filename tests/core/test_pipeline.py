@@ -53,8 +53,10 @@ def test_pipeline_runs_every_stage_then_skips_them(tmp_path, raw_dir, capsys):
     assert list(summary["stages"]) == list(STAGES)
     assert sorted(p.name for p in (work / "denoised").glob("*.mrc")) == ["exp_0000.mrc", "exp_0001.mrc"]
     assert summary["stages"]["noise"]["patches"] > 0
-    scores = json.loads((work / "denoised" / "selection.json").read_text())["scores"]
+    selection = json.loads((work / "denoised" / "selection.json").read_text())
+    scores = selection["scores"]
     assert all(s["residual_correlation"] is not None and s["residual_band_excess"] > 0 for s in scores)
+    assert selection["noise"] == "real" and "real noise" in selection["reason"]  # scored in the data's noise
     first, seconds = _stamps(work), stage_seconds(work)
     assert list(seconds) == list(STAGES) and all(s is not None and s >= 0 for s in seconds.values()), seconds
     capsys.readouterr()
@@ -129,6 +131,7 @@ def test_too_few_noise_patches_warns_and_denoises_with_the_best_model_available(
     assert denoised["chosen"] in ("general", "coarse") and denoised["written"] == 2
     selection = json.loads((tmp_path / "work" / "denoised" / "selection.json").read_text())
     assert {s["name"] for s in selection["scores"]} == {"general", "coarse"}
+    assert selection["noise"] == "simulated"  # no real noise patches to score with
     assert all(s["held_out_psnr_db"] is not None and 0 < s["lowpass_agreement"] <= 1
                and s["unknown_structure_psnr_db"] is not None and s["carbon_edge_psnr_db"] is not None
                and -1 <= s["residual_correlation"] <= 1

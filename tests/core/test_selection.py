@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from nt2c_core.data import APOFERRITIN, PROTEASOME
-from nt2c_core.selection import (FILM_MICROGRAPHS, ModelScore, choose_model, lowpass_agreement, masked_psnr,
-                                 mixed_structure_pairs, residual_checks, score_table)
+from nt2c_core.selection import (FILM_MICROGRAPHS, MixedMicrograph, ModelScore, choose_model, lowpass_agreement,
+                                 masked_psnr, mixed_structure_pairs, residual_checks, score_table, with_real_noise)
 from nt2c_core.simulate import Acquisition, SimulationConfig
 
 
@@ -191,3 +191,27 @@ def test_carbon_edge_psnr_punishes_a_model_that_flattens_the_film():
     light = score_model("light", lambda x: gaussian_filter(x, 1.5), None, [], 20, mixed)
     flat = score_model("flat", flatten, None, [], 20, mixed)
     assert light.carbon_edge_psnr_db > flat.carbon_edge_psnr_db + 2
+
+
+def test_real_noise_replaces_the_simulated_noise_and_keeps_the_truth():
+    """The held-out pairs and the erasure check in the data's noise: the clean image is the same
+    truth (up to scale and offset), the noise is the real patches' (their level and texture: here
+    stripes along x), and none of the simulated noise is left."""
+    from nt2c_core.pairs import PairSet
+
+    clean, noisy, _, _ = _field(3)
+    rng = np.random.default_rng(8)
+    stripes = np.repeat(rng.normal(0, 1.5, (40, 1, 32)), 32, axis=1).astype(np.float32)  # constant down each column
+    held = PairSet([noisy.astype(np.float32)], [clean.astype(np.float32)], ["a"], 2.0)
+    mixed = [MixedMicrograph(noisy, clean, clean < -0.5, None)]
+    new_held, new_mixed = with_real_noise(held, mixed, stripes, seed=1)
+    for x, y in ((new_held.noisy[0], new_held.clean[0]), (new_mixed[0].noisy, new_mixed[0].clean)):
+        assert np.corrcoef(y.ravel(), clean.ravel())[0, 1] > 0.999
+        noise = x - y
+        assert noise.std() == pytest.approx(1.5, rel=0.15)
+        assert np.abs(np.diff(noise, axis=0)).mean() < 0.05 * np.abs(np.diff(noise, axis=1)).mean()  # the stripes
+        simulated = noisy - clean
+        assert abs(np.corrcoef(noise.ravel(), simulated.ravel())[0, 1]) < 0.05
+    assert new_mixed[0].mask is mixed[0].mask and new_held.names == ["a"]
+    again, _ = with_real_noise(held, mixed, stripes, seed=1)
+    assert np.array_equal(again.noisy[0], new_held.noisy[0])  # seeded

@@ -101,7 +101,8 @@ def test_corrupt_gzip_structure(tmp_path, capsys):
 
 @pytest.mark.parametrize("flag, value, name", [
     ("--pixel-size", "0.01", "pixel size"), ("--voltage", "5000", "voltage"), ("--dose", "-3", "dose"),
-    ("--amplitude-contrast", "0.9", "amplitude contrast"), ("--carbon-fraction", "1.5", "carbon fraction")])
+    ("--amplitude-contrast", "0.9", "amplitude contrast"), ("--carbon-fraction", "1.5", "carbon fraction"),
+    ("--ice-gradient", "0.95", "ice gradient")])
 def test_out_of_range_parameters_are_named(tmp_path, capsys, flag, value, name):
     out = tmp_path / "sim"
     assert run_cli("-o", out, "--structure", APOFERRITIN, *SMALL, flag, value) == 2

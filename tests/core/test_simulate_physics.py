@@ -6,15 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from nt2c_core.data import APOFERRITIN
 from nt2c_core.simulate import Acquisition, MicrographSimulator, SimulationConfig, load_structure
-from nt2c_core.simulate.detector import DETECTORS, apply_detector, ice_phase_ft, ICE_REFERENCE
+from nt2c_core.simulate.detector import DETECTORS, ICE_REFERENCE, apply_detector, ice_phase_ft
 from nt2c_core.simulate.geometry import euler_to_matrix, matrix_to_euler, place_particles, random_rotations
 from nt2c_core.simulate.optics import ctf, ctf_at, interaction_constant, wavelength
 from nt2c_core.simulate.potential import (POTENTIAL_CONSTANT, Projector, atom_projected_potential,
                                           form_factor_coefficients)
 from nt2c_core.simulate.structure import Structure
-
-from nt2c_core.data import APOFERRITIN
 
 
 def test_wavelength_at_200_and_300_kv():
@@ -212,3 +211,43 @@ def test_fast_ctf_grid_matches_the_reference_ctf():
     fast = grid(22000.0, 18000.0, 0.7)
     ref = ctf(shape, acq, 22000.0, 18000.0, 0.7, envelope=False) * grid.envelope
     assert float((fast - ref).abs().max()) < 1e-4
+
+
+def test_uneven_ice_scales_the_texture_with_the_thickness_and_attenuates_as_beer_lambert():
+    from nt2c_core.simulate.micrograph import INELASTIC_MEAN_FREE_PATH, through_uneven_ice
+
+    rng = np.random.default_rng(3)
+    signal = torch.ones(64, 64)
+    ice = torch.from_numpy(0.05 * rng.standard_normal((64, 64)).astype(np.float32))
+    flat = through_uneven_ice(signal, ice, np.zeros((64, 64), np.float32), 400.0)
+    assert torch.allclose(flat, signal + ice)  # no change of thickness, no change of the image
+    dt = np.full((64, 64), 0.44, np.float32)  # 44 % thicker
+    thick = through_uneven_ice(signal, ice, dt, 400.0)
+    attenuation = math.exp(-0.44 * 400.0 / INELASTIC_MEAN_FREE_PATH)
+    assert float(thick.mean()) == pytest.approx(attenuation * float(flat.mean()), rel=1e-4)
+    assert float(thick.std()) / attenuation == pytest.approx(1.2 * float(flat.std()), rel=1e-3)  # var ~ thickness
+
+
+def test_ice_gradient_keeps_the_specimen_and_the_clean_target_and_ramps_the_noisy_image(apoferritin):
+    from scipy.ndimage import gaussian_filter
+
+    from nt2c_core.simulate.micrograph import ICE_GRADIENT_SEED, INELASTIC_MEAN_FREE_PATH, thickness_ramp
+
+    flat = _simulator(apoferritin, ice_thickness=1500.0, dose=400.0, seed=5).simulate(1)
+    sim = _simulator(apoferritin, ice_thickness=1500.0, dose=400.0, seed=5, ice_gradient=0.6)
+    uneven = sim.simulate(1)
+    assert np.array_equal(uneven.clean, flat.clean) and uneven.particles == flat.particles  # flat target
+    ramp_rng = np.random.default_rng([5, 1, ICE_GRADIENT_SEED])
+    amplitude = ramp_rng.uniform(0.0, 0.6)
+    dt = thickness_ramp(flat.clean.shape, amplitude, ramp_rng.uniform(0.0, 2 * math.pi))
+    expected = np.exp(-dt * 1500.0 / INELASTIC_MEAN_FREE_PATH)
+    ratio = gaussian_filter(uneven.noisy, 8) / gaussian_filter(flat.noisy, 8)
+    assert np.corrcoef(ratio.ravel(), expected.ravel())[0, 1] > 0.95
+    assert float(np.ptp(ratio)) == pytest.approx(float(np.ptp(expected)), rel=0.25)
+
+
+def test_ice_gradient_out_of_range_is_refused():
+    from nt2c_core.errors import InputError
+
+    with pytest.raises(InputError, match="ice gradient"):
+        SimulationConfig(ice_gradient=1.5).validate()
