@@ -35,9 +35,9 @@ def thickness_ramp(shape: tuple[int, int], amplitude: float, direction: float) -
     """Relative ice-thickness change dt over an H x W field: a linear ramp along ``direction``
     [rad], 0 at the centre and +-``amplitude`` at the edges of the longer side."""
     height, width = shape
-    yy, xx = np.mgrid[0:height, 0:width]
-    along = (xx - width / 2) * math.cos(direction) + (yy - height / 2) * math.sin(direction)
-    return (amplitude * along / (max(width, height) / 2)).astype(np.float32)
+    x = (np.arange(width, dtype=np.float32) - width / 2)[None, :] * np.float32(math.cos(direction))
+    y = (np.arange(height, dtype=np.float32) - height / 2)[:, None] * np.float32(math.sin(direction))
+    return (x + y) * np.float32(amplitude / (max(width, height) / 2))
 
 
 def through_uneven_ice(signal: torch.Tensor, ice: torch.Tensor, dt: np.ndarray, ice_thickness: float) -> torch.Tensor:
