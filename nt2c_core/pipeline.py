@@ -114,13 +114,46 @@ def stage_seconds(work_dir: str | os.PathLike) -> dict:
             if layout.done(name).exists()}
 
 
+# the config entries each stage's result depends on besides the earlier stages' outputs; a finished stage records
+# them in its DONE.json, and a rerun that skips it says which of them the config now changes
+STAGE_SETTINGS = {"simulate": ("structures", "simulation", "calibrate", "calibration", "mix_shipped", "density"),
+                  "coarse": ("coarse", "coarse_init"),
+                  "noise": ("raw", "extraction", "min_noise_patches", "few_patches"),
+                  "gan": ("gan", "noise_model"), "fine": ("fine", "noise_level", "noise_model"),
+                  "denoised": ("raw", "tiles", "choose_model")}
+
+
+def stage_settings(name: str, config: PipelineConfig) -> dict:
+    """The config entries stage ``name`` depends on (:data:`STAGE_SETTINGS`), as JSON values."""
+    values = config.to_dict()
+    return json.loads(json.dumps({key: values[key] for key in STAGE_SETTINGS[name]}))
+
+
+def changed_settings(recorded: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted names (``coarse.lr``) of the entries whose values differ between two settings dicts."""
+    out = []
+    for key in sorted(set(recorded) | set(current)):
+        a, b = recorded.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += changed_settings(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}")
+    return out
+
+
 def _run_stage(name: str, config: PipelineConfig, work: Path, files: list[Path], progress: bool) -> dict:
     layout = WorkLayout(work)
     folder = layout.stage(name)
     done, stale = layout.done(name), layout.stale(name)
     if done.exists():
-        log.info(f"[{name}] already complete, skipped")
-        return json.loads(done.read_text())
+        record = json.loads(done.read_text())
+        changed = changed_settings(record["settings"], stage_settings(name, config)) if "settings" in record else []
+        if changed:
+            log.warning(f"[{name}] WARNING: already complete with other settings than the config now gives "
+                        f"({', '.join(changed)}), skipped: delete {folder} to redo it (and the later stages) with them")
+        else:
+            log.info(f"[{name}] already complete, skipped")
+        return record
     missing = [s for s in STAGES[:STAGES.index(name)] if not stage_done(work, s)]
     if missing:
         raise InputError(f"{work}: stage {name} needs stage {missing[0]} to be complete first")
@@ -130,7 +163,8 @@ def _run_stage(name: str, config: PipelineConfig, work: Path, files: list[Path],
     start = time.perf_counter()
     result = {**STAGE_FUNCTIONS[name](config, work, files, folder, fresh, progress),
               "finished": datetime.datetime.now().isoformat(timespec="seconds"),
-              "seconds": round(time.perf_counter() - start, 1)}  # this stage's wall time (a resumed one: this run's)
+              "seconds": round(time.perf_counter() - start, 1),  # this stage's wall time (a resumed one: this run's)
+              "settings": stage_settings(name, config)}
     for later in STAGES[STAGES.index(name) + 1:]:
         if layout.stage(later).exists():
             layout.done(later).unlink(missing_ok=True)

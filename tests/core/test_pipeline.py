@@ -3,6 +3,7 @@ upstream change left stale, and refusing bad input before any work. Tiny setting
 the plumbing (quality is checked in the stage tests); the extraction threshold accepts every tile
 because a 6-step coarse model cannot flatten any background."""
 
+import dataclasses
 import json
 
 import pytest
@@ -63,6 +64,12 @@ def test_pipeline_runs_every_stage_then_skips_them(tmp_path, raw_dir, capsys):
     run_pipeline(_config(str(raw_dir / "raw" / "*.mrc")), work, progress=False)
     assert capsys.readouterr().out.count("already complete, skipped") == len(STAGES)
     assert _stamps(work) == first and stage_seconds(work) == seconds  # a skipped stage keeps its own time
+    changed = _config(str(raw_dir / "raw" / "*.mrc"))
+    changed.coarse = dataclasses.replace(changed.coarse, lr=changed.coarse.lr / 2)
+    run_pipeline(changed, work, progress=False)  # finished stages are kept, and the changed one is named
+    out = capsys.readouterr().out
+    assert "[coarse] WARNING: already complete with other settings than the config now gives (coarse.lr)" in out
+    assert out.count("already complete, skipped") == len(STAGES) - 1 and _stamps(work) == first
 
 
 def test_interrupted_stage_resumes_and_later_stages_are_redone(tmp_path, raw_dir, capsys):
