@@ -93,6 +93,10 @@ def run_pipeline(config: PipelineConfig, work_dir: str | os.PathLike, progress: 
     summary: dict = {"nt2c_version": __version__, "raw": [str(p) for p in files], "stages": {}}
     if only and summary_path.exists():
         summary["stages"] = json.loads(summary_path.read_text()).get("stages", {})
+    coarse_runs = (not only or "coarse" in only) and not stage_done(work, "coarse")
+    if coarse_runs and config.coarse_init == "none" and config.coarse.lr == COARSE_TRANSFER.lr:  # said before any work
+        log.warning(f"[coarse] trains from scratch (coarse_init none) at coarse.lr {config.coarse.lr:g}, the rate for "
+                    f"starting from the general model; from scratch set coarse.lr to {COARSE.lr:g}")
     for name in STAGES:
         if only and name not in only:
             continue
@@ -242,9 +246,6 @@ def coarse_init_model(config: PipelineConfig) -> Path | None:
 
 def _stage_coarse(config, work, files, folder, fresh, progress) -> dict:
     init, layout = coarse_init_model(config), WorkLayout(work)
-    if init is None and config.coarse.lr == COARSE_TRANSFER.lr:
-        log.warning(f"[coarse] trains from scratch (coarse_init none) at coarse.lr {config.coarse.lr:g}, the rate for "
-                    f"starting from the general model; from scratch set coarse.lr to {COARSE.lr:g}")
     result = train_coarse(layout.pairs, layout.model("coarse"), config.coarse, config.device, init=init,
                           resume=not fresh, progress=progress)
     return {**_trained(result), "init": str(init) if init else None}

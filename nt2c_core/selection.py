@@ -144,23 +144,17 @@ def masked_psnr(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
     return 10 * np.log10(peak ** 2 / max(err, 1e-20))
 
 
-def in_real_noise(noisy: np.ndarray, clean: np.ndarray, noise, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A simulated pair with its noise replaced by a field of the data set's real noise, as the
-    fine stage's noise transfer makes its training pairs (:func:`nt2c_core.noise.reweight.reweight`
-    at the real level: the signal's contrast and offset fitted in ``noisy``, the real noise added at
-    its own level). ``noise``: a :class:`~nt2c_core.noise.real_patches.PatchMosaic` of the run's real
-    noise patches; ``seed`` draws the field. Returns (noisy, clean) in the units of ``noisy``
-    standardized by its mean and std."""
-    import torch
-
-    from .noise.reweight import reweight
+def in_real_noise(noisy: np.ndarray, clean: np.ndarray, transfer, key: int) -> tuple[np.ndarray, np.ndarray]:
+    """A simulated pair with its noise replaced by a field of the data set's real noise by the fine
+    stage's own noise transfer (``transfer``: a :class:`~nt2c_core.noise.reweight.NoiseTransfer` at
+    the real level over the run's real noise patches; ``key`` draws the field). Returns (noisy,
+    clean) in the units of ``noisy`` standardized by its mean and std, as the training pairs are."""
     from .normalization import standardize, stats
 
     mean, std = stats(noisy)
     x, y = standardize(noisy, mean, std), standardize(clean, mean, std)
-    field_ = noise.sample(1, x.shape, seed)[0].float()
-    new, target, _ = reweight(torch.from_numpy(y)[None], field_, torch.from_numpy(x)[None], "real")
-    return new[0].numpy(), target[0].numpy()
+    new, target = transfer(x[None, None], y[None, None], key)
+    return new[0, 0], target[0, 0]
 
 
 def with_real_noise(held_out: PairSet, mixed: Sequence[MixedMicrograph], patches: np.ndarray,
@@ -179,15 +173,15 @@ def with_real_noise(held_out: PairSet, mixed: Sequence[MixedMicrograph], patches
     truth). The fine model trained on noise tiled from the same patches: this noise is its own
     training noise, a bias in its favour that the checks on the real micrographs do not share."""
     from .noise.real_patches import PatchMosaic
+    from .noise.reweight import NoiseTransfer
 
-    mosaic = PatchMosaic(patches)
-    base = 1_000_003 * (seed + 1)
-    pairs = [in_real_noise(x, y, mosaic, base + i) for i, (x, y) in enumerate(zip(held_out.noisy, held_out.clean))]
+    transfer = NoiseTransfer(PatchMosaic(patches), seed + 1, level="real")  # other draws than the fine training's
+    pairs = [in_real_noise(x, y, transfer, i) for i, (x, y) in enumerate(zip(held_out.noisy, held_out.clean))]
     held = PairSet([x for x, _ in pairs], [y for _, y in pairs], list(held_out.names), held_out.pixel_size,
                    held_out.provenance)
     out = []
     for i, m in enumerate(mixed):
-        x, y = in_real_noise(m.noisy, m.clean, mosaic, base + 10_000 + i)
+        x, y = in_real_noise(m.noisy, m.clean, transfer, 10_000 + i)
         out.append(MixedMicrograph(x, y, m.mask, m.edge))
     return held, out
 
