@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from _common import save  # noqa: E402
 
-from nt2c_core.demo import demo_config, run_demo, score_against_truth  # noqa: E402
+from nt2c_core.demo import demo_config, particle_radius_px, run_demo, score_against_truth  # noqa: E402
 from nt2c_core.layout import WorkLayout  # noqa: E402
 from nt2c_core.pipeline import run_pipeline  # noqa: E402
 
@@ -113,9 +113,12 @@ def main(argv=None) -> int:
     run_pipeline(dataclasses.replace(config, noise_model="gan"), gan_work)
     gan_seconds = time.time() - start
     run_pipeline(dataclasses.replace(config, fine=dataclasses.replace(config.fine, consistency=0.0)), plain_work)
-    patches = score_against_truth(out / "experimental", out / "work", config.tiles, "cpu", out / "report_patches")
-    gan = score_against_truth(out / "experimental", gan_work, config.tiles, "cpu", out / "report_gan")
-    plain = score_against_truth(out / "experimental", plain_work, config.tiles, "cpu", out / "report_no_consistency")
+    radius = particle_radius_px(config)
+    patches = score_against_truth(out / "experimental", out / "work", config.tiles, "cpu", out / "report_patches",
+                                  radius)
+    gan = score_against_truth(out / "experimental", gan_work, config.tiles, "cpu", out / "report_gan", radius)
+    plain = score_against_truth(out / "experimental", plain_work, config.tiles, "cpu", out / "report_no_consistency",
+                                radius)
     rows = {**{k: patches[k] for k in ("raw", "gaussian", "general", "coarse")},
             "fine (real patches)": patches["fine"], "fine (GAN noise)": gan["fine"],
             "fine (real patches, no consistency)": plain["fine"], **oracle_rows(out, args.quick)}

@@ -45,8 +45,13 @@ def through_uneven_ice(signal: torch.Tensor, ice: torch.Tensor, dt: np.ndarray, 
     texture's variance follows the local thickness (its contrast scales with sqrt(1 + dt)) and the
     intensity falls as exp(-dt ice_thickness / 3500 Å), the inelastic losses an energy filter removes."""
     dt_ = torch.from_numpy(dt).to(signal.device)
-    return (signal + ice * torch.sqrt(torch.clamp(1.0 + dt_, min=0.05))) * \
-        torch.exp(-dt_ * (ice_thickness / INELASTIC_MEAN_FREE_PATH))
+    return (signal + ice * torch.sqrt(torch.clamp(1.0 + dt_, min=0.05))) * ice_attenuation(dt_, ice_thickness)
+
+
+def ice_attenuation(dt: torch.Tensor, ice_thickness: float) -> torch.Tensor:
+    """Relative intensity exp(-dt ice_thickness / 3500 Å) left where the ice is ``dt`` (relative)
+    thicker than ``ice_thickness`` [Å]: the inelastic losses an energy filter removes."""
+    return torch.exp(-dt * (ice_thickness / INELASTIC_MEAN_FREE_PATH))
 
 
 @dataclass

@@ -75,3 +75,16 @@ def test_background_regions_keep_clear_of_particles_and_stay_close():
         dist = np.hypot(coords[:, 0] - bx, coords[:, 1] - by)
         assert dist.min() > 30 + 20 * math.sqrt(2) - 1e-9
         assert math.hypot(bx - sx, by - sy) < 100
+
+
+def test_band_psnr_ignores_a_slow_ramp_that_the_full_psnr_counts():
+    from nt2c_core.demo import band_psnr
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:128, :128]
+    truth = -((xx - 40) ** 2 + (yy - 60) ** 2 < 100).astype(float) - ((xx - 90) ** 2 + (yy - 80) ** 2 < 100)
+    pred = truth + rng.normal(0, 0.1, truth.shape)
+    ramped = pred + 0.5 * xx / 128  # an intensity ramp across the field, wider than any particle
+    assert psnr(ramped, truth) < psnr(pred, truth) - 3
+    assert band_psnr(ramped, truth, 10) == pytest.approx(band_psnr(pred, truth, 10), abs=0.3)
+    assert band_psnr(truth + rng.normal(0, 0.3, truth.shape), truth, 10) < band_psnr(pred, truth, 10) - 3

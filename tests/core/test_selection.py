@@ -215,3 +215,23 @@ def test_real_noise_replaces_the_simulated_noise_and_keeps_the_truth():
     assert new_mixed[0].mask is mixed[0].mask and new_held.names == ["a"]
     again, _ = with_real_noise(held, mixed, stripes, seed=1)
     assert np.array_equal(again.noisy[0], new_held.noisy[0])  # seeded
+
+
+@pytest.mark.parametrize("fine_held_out, chosen", [(29.96, "fine"), (29.85, "coarse"), (30.2, "fine")])
+def test_within_the_margin_the_model_closer_to_the_raw_data_is_chosen(fine_held_out, chosen):
+    """Held-out differences under the margin say nothing about the real data: among the trained
+    models within it of the best, the one agreeing best with the raw micrographs is chosen."""
+    general = ModelScore("general", 28.0, 0.95, {}, 20.0)
+    coarse = ModelScore("coarse", 30.0, 0.96, {}, 20.0)
+    fine = ModelScore("fine", fine_held_out, 0.99, {}, 20.0)
+    name, reason = choose_model([general, coarse, fine])
+    assert name == chosen and reason.startswith(chosen)
+    assert ("closer to the raw micrographs" in reason) == (fine_held_out < 30.0 and chosen == "fine")
+
+
+def test_the_closer_model_must_still_beat_the_general_model_on_held_out_pairs():
+    general = ModelScore("general", 28.0, 0.95, {}, 20.0)
+    coarse = ModelScore("coarse", 28.15, 0.95, {}, 20.0)
+    for fine_held_out, chosen in ((28.06, "fine"), (27.99, "coarse")):
+        fine = ModelScore("fine", fine_held_out, 0.99, {}, 20.0)  # within 0.1 dB of coarse, closer to the raw data
+        assert choose_model([general, coarse, fine])[0] == chosen

@@ -251,3 +251,27 @@ def test_ice_gradient_out_of_range_is_refused():
 
     with pytest.raises(InputError, match="ice gradient"):
         SimulationConfig(ice_gradient=1.5).validate()
+
+
+def test_experimental_truth_is_darker_where_the_ice_is_thicker_as_the_raw_image(tmp_path):
+    """The demo's truth through uneven ice carries the raw image's Beer-Lambert ramp (image content,
+    not noise) and nothing of its noise; without a gradient it stays flat."""
+    from scipy.ndimage import gaussian_filter
+
+    from nt2c_core.io import read_mrc
+    from nt2c_core.simulate.experimental import ExperimentalNoise, make_experimental_dataset
+
+    cfg = SimulationConfig(Acquisition(pixel_size=2.0, dose=400.0, detector="K3"), size=(192, 160), particles=2,
+                           defocus_um=(1.5, 1.5), ice_thickness=1500.0, count=1, seed=3)
+    lows = {}
+    for gradient in (0.0, 0.6):
+        out = make_experimental_dataset([APOFERRITIN], cfg, tmp_path / f"g{gradient}",
+                                        ExperimentalNoise(ice_gradient=gradient), progress=False)
+        raw, truth = (read_mrc(out / kind / "exp_0000.mrc")[0].astype(np.float64) for kind in ("raw", "truth"))
+        lows[gradient] = (gaussian_filter(raw, 12), gaussian_filter(truth, 12))
+    flat_raw, flat_truth = lows[0.0]
+    uneven_raw, uneven_truth = lows[0.6]
+    ramp = uneven_raw / flat_raw  # the raw image's own ramp, same particles and noise draws
+    assert np.corrcoef((uneven_truth / flat_truth).ravel(), ramp.ravel())[0, 1] > 0.95
+    assert float(np.ptp(uneven_truth / flat_truth)) == pytest.approx(float(np.ptp(ramp)), rel=0.2)
+    assert float(np.ptp(uneven_truth / flat_truth)) > 0.2  # exp(+-0.6 x 1500 / 3500): 0.77 to 1.29
