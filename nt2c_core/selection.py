@@ -342,9 +342,9 @@ def choose_model(scores: Sequence[ModelScore], reference: str = "general",
     closest = _closest_to_raw(rated, best, ref, margin)
     if closest is not best:
         reason = (f"{closest.name}: held-out PSNR {closest.held_out_psnr_db:.2f} dB ({noise} noise), within "
-                  f"{margin} dB of the best ({best.name}, {best.held_out_psnr_db:.2f} dB), a difference the held-out pairs do not "
-                  f"resolve, and closer to the raw micrographs at the particle scale (low-pass agreement "
-                  f"{closest.lowpass_agreement:.4f} against {best.lowpass_agreement:.4f})")
+                  f"{margin} dB of the best ({best.name}, {best.held_out_psnr_db:.2f} dB), a difference the "
+                  f"held-out pairs do not resolve, and closer to the raw micrographs at the particle scale "
+                  f"(low-pass agreement {closest.lowpass_agreement:.4f} against {best.lowpass_agreement:.4f})")
         best = closest
     else:
         reason = f"{best.name}: best held-out PSNR ({best.held_out_psnr_db:.2f} dB, {noise} noise)"
