@@ -6,8 +6,8 @@
 2. ``nt2c run`` on them: simulate training pairs of the same structure with the same acquisition,
    coarse U-Net, SSIM noise-patch extraction, WGAN-GP noise model, re-weighted fine U-Net, denoise.
 3. A report: ``report.json`` with PSNR/SSIM against the truth for raw, best Gaussian filter, coarse
-   and fine, and the PSNR in the particle band (:func:`band_psnr`); ``before_after.png``; the
-   noise-patch overlays, GAN samples and loss plots.
+   and fine, and the PSNR in the particle band (:func:`nt2c_core.metrics.band_psnr`);
+   ``before_after.png``; the noise-patch overlays, GAN samples and loss plots.
 Resumable: rerunning continues where it stopped.
 """
 
@@ -28,7 +28,7 @@ from .data import PROTEASOME
 from .denoise import Denoiser, TileSettings
 from .io import list_mrcs, read_mrc, write_json
 from .layout import WorkLayout, loss_png, samples_png
-from .metrics import psnr, ssim
+from .metrics import band_psnr, psnr, ssim
 from .noise.extract import ExtractionSettings
 from .noise.synthesize import GANConfig
 from .pipeline import PipelineConfig, run_pipeline
@@ -113,23 +113,11 @@ def particle_radius_px(pipeline: PipelineConfig) -> float:
     return extraction_settings(pipeline).particle_diameter / 2 / pipeline.simulation.acquisition.pixel_size
 
 
-def band_psnr(pred: np.ndarray, truth: np.ndarray, radius_px: float) -> float:
-    """PSNR [dB] in the particle band and finer: both images less their Gaussian low-pass at
-    sigma = the particle radius [px], then :func:`nt2c_core.metrics.psnr`. It leaves out what is
-    larger than a particle (an ice-thickness ramp, a slow background), which picking ignores and
-    whose place in the truth is a matter of definition."""
-    def high(a):
-        a = np.asarray(a, np.float64)
-        return a - gaussian_filter(a, radius_px)
-
-    return psnr(high(pred), high(truth))
-
-
 def score_against_truth(exp_dir: Path, work: Path, tiles: TileSettings, device: str, report_dir: Path,
                         radius_px: float) -> dict:
     """PSNR/SSIM against the truth of raw, the best Gaussian, each model (general, coarse, fine)
-    and the run's output (the model it chose), and the PSNR in the particle band (:func:`band_psnr`,
-    ``radius_px``: the particle radius [px])."""
+    and the run's output (the model it chose), and the PSNR in the particle band
+    (:func:`nt2c_core.metrics.band_psnr`, ``radius_px``: the particle radius [px])."""
     from .general import general_model_path
 
     layout = WorkLayout(work)

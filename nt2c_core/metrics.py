@@ -41,6 +41,21 @@ def psnr(pred: np.ndarray, truth: np.ndarray, fit: bool = True) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(peak * peak / mse)
 
 
+
+def band_psnr(pred: np.ndarray, truth: np.ndarray, radius_px: float) -> float:
+    """PSNR [dB] in the particle band and finer: both images less their Gaussian low-pass at
+    sigma = the particle radius [px], then :func:`psnr`. It leaves out what is larger than a
+    particle (an ice-thickness ramp, a slow background), which picking ignores and whose place in
+    the truth is a matter of definition."""
+    from scipy.ndimage import gaussian_filter
+
+    def high(a):
+        a = np.asarray(a, np.float64)
+        return a - gaussian_filter(a, radius_px)
+
+    return psnr(high(pred), high(truth))
+
+
 def ssim(pred: np.ndarray, truth: np.ndarray, fit: bool = True) -> float:
     """Structural similarity (scikit-image, 7-px windows) after the scale/offset fit."""
     truth = np.asarray(truth, np.float64)

@@ -42,8 +42,9 @@ import torch
 from ..io import ensure_writable_dir, write_json, write_mrc, write_star
 from ..logs import progress as progress_bar
 from .dataset import STAR_COLUMNS
-from .detector import apply_detector, mtf_filter
-from .micrograph import MicrographSimulator, SimulationConfig, ice_attenuation, thickness_ramp, through_uneven_ice
+from .detector import apply_detector
+from .micrograph import (MicrographSimulator, SimulationConfig, ice_attenuation, noiseless_image, thickness_ramp,
+                         through_uneven_ice)
 from .structure import load_structure
 
 
@@ -90,10 +91,8 @@ def make_experimental_dataset(structures: Sequence[str | os.PathLike], config: S
         counts = apply_detector(intensity, acq, rng).numpy()
         counts += noise.correlated * np.sqrt(mean_counts) * _correlated_field((height, width), noise.exponent, rng)
         counts += np.sqrt(noise.excess * mean_counts) * rng.standard_normal((height, width))
-        noise_free = terms.signal * ice_attenuation(torch.from_numpy(dt).to(terms.signal.device), config.ice_thickness)
-        truth = torch.fft.irfft2(mtf_filter(torch.fft.rfft2(noise_free), (height, width), acq.detector,
-                                 acq.image_filter),
-                                 s=(height, width)).numpy() * mean_counts
+        attenuation = ice_attenuation(torch.from_numpy(dt).to(terms.signal.device), config.ice_thickness)
+        truth = noiseless_image(terms.signal * attenuation, acq).cpu().numpy()
         write_mrc(out / "truth" / f"{name}.mrc", truth.astype(np.float32), acq.pixel_size)
         write_mrc(out / "raw" / f"{name}.mrc", counts.astype(np.float32), acq.pixel_size)
         rows = [(p["x"], p["y"], p["rot"], p["tilt"], p["psi"], p["defocus_u"], p["defocus_v"], p["defocus_angle"],

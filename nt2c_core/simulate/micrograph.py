@@ -54,6 +54,15 @@ def ice_attenuation(dt: torch.Tensor, ice_thickness: float) -> torch.Tensor:
     return torch.exp(-dt * (ice_thickness / INELASTIC_MEAN_FREE_PATH))
 
 
+
+def noiseless_image(intensity: torch.Tensor, acq: Acquisition) -> torch.Tensor:
+    """What the detector records of a relative ``intensity`` (H x W) without noise, in e/px:
+    dose [e/Å²] x pixel size [Å]² x MTF(intensity)."""
+    height, width = intensity.shape
+    filtered = mtf_filter(torch.fft.rfft2(intensity), (height, width), acq.detector, acq.image_filter)
+    return torch.fft.irfft2(filtered, s=(height, width)) * (acq.dose * acq.pixel_size ** 2)
+
+
 @dataclass
 class SimulatedMicrograph:
     """One simulated micrograph: ``clean`` and ``noisy`` in e/px (float32, H x W) and its particles."""
@@ -146,9 +155,7 @@ class MicrographSimulator:
             amplitude = ramp_rng.uniform(0.0, self.config.ice_gradient)
             dt = thickness_ramp((height, width), amplitude, ramp_rng.uniform(0.0, 2 * math.pi))
             intensity = through_uneven_ice(terms.signal, terms.ice, dt, self.config.ice_thickness)
-        clean = torch.fft.irfft2(mtf_filter(torch.fft.rfft2(terms.signal), (height, width), acq.detector,
-                                 acq.image_filter),
-                                 s=(height, width)) * (acq.dose * acq.pixel_size ** 2)
+        clean = noiseless_image(terms.signal, acq)
         noisy = apply_detector(intensity, acq, terms.noise_rng)
         return SimulatedMicrograph(clean.cpu().numpy().astype(np.float32), noisy.cpu().numpy().astype(np.float32),
                                    terms.particles, terms.defocus_u, terms.defocus_v, terms.astigmatism_angle,

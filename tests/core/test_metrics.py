@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from nt2c_core.metrics import fit_scale_offset, frc, psnr, regions_from_coordinates, snr_eq5, ssim
+from nt2c_core.metrics import band_psnr, fit_scale_offset, frc, psnr, regions_from_coordinates, snr_eq5, ssim
 
 
 def _truth(n=128, seed=0):
@@ -78,8 +78,6 @@ def test_background_regions_keep_clear_of_particles_and_stay_close():
 
 
 def test_band_psnr_ignores_a_slow_ramp_that_the_full_psnr_counts():
-    from nt2c_core.demo import band_psnr
-
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:128, :128]
     truth = -((xx - 40) ** 2 + (yy - 60) ** 2 < 100).astype(float) - ((xx - 90) ** 2 + (yy - 80) ** 2 < 100)
