@@ -546,6 +546,9 @@ def replace(settings, **changes):
 
 SR3 = {"name": "sr3-restorer", "width": 32, "levels": 3, "refine_width": 16}  # diffusion U-Net + post-processing
 PARTICLE_NOISE = ("simulated", "patches")  # noise of simulated particle pairs (nt2c_core.particles.simulate)
+# Contrast of particle stacks on disk: 'white' (protein bright: RELION's convention, what relion_refine
+# and relion_reconstruct expect without --invert_contrast) or 'dark' (physical contrast, as in raw micrographs).
+PARTICLE_CONTRAST = ("white", "dark")
 
 
 @dataclass
@@ -558,7 +561,9 @@ class ParticleSimulationConfig:
     astigmatism_um: largest |defocus U - V| / 2 [µm]; ice_thickness: amorphous ice [Å] (0 = none);
     max_shift: largest random particle offset from the box centre [px] (written as the origin);
     noise: 'simulated' (shot noise through the detector model) or 'patches' (the data set's real
-    background patches, scaled to the simulated noise's standard deviation); seed."""
+    background patches, scaled to the simulated noise's standard deviation); contrast: of the
+    written stacks, 'white' (protein bright, RELION's convention; default) or 'dark' (physical,
+    as in raw micrographs; the arrays in memory always are); seed."""
 
     acquisition: Acquisition = field(default_factory=lambda: Acquisition(pixel_size=3.0, dose=30.0, b_factor=60.0,
                                                                          detector="K3"))
@@ -569,6 +574,7 @@ class ParticleSimulationConfig:
     ice_thickness: float = 300.0
     max_shift: float = 0.0
     noise: str = "simulated"
+    contrast: str = "white"
     seed: int = 0
 
     def validate(self) -> "ParticleSimulationConfig":
@@ -583,6 +589,8 @@ class ParticleSimulationConfig:
             (0 <= self.ice_thickness <= 5000, f"--ice-thickness = {self.ice_thickness}: must be within 0..5000 Å"),
             (0 <= self.max_shift <= self.box / 4, f"--max-shift = {self.max_shift}: must be within 0..box/4 px"),
             (self.noise in PARTICLE_NOISE, f"--noise = {self.noise!r}: must be one of {', '.join(PARTICLE_NOISE)}"),
+            (self.contrast in PARTICLE_CONTRAST,
+             f"--contrast = {self.contrast!r}: must be one of {', '.join(PARTICLE_CONTRAST)}"),
         ]
         for ok, message in problems:
             if not ok:

@@ -8,7 +8,7 @@ import logging
 from dataclasses import fields
 
 from ..acquisition import Acquisition
-from ..settings import DETECTORS, PARTICLE_NOISE, RESTORER, ParticleSimulationConfig, RestorerConfig
+from ..settings import DETECTORS, PARTICLE_CONTRAST, PARTICLE_NOISE, RESTORER, ParticleSimulationConfig, RestorerConfig
 from . import add_settings_argument, register, settings_or_options
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,9 @@ def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-shift", type=float, default=d.max_shift, help="largest particle offset from the centre [px]")
     p.add_argument("--noise", default=d.noise, choices=PARTICLE_NOISE,
                    help="simulated shot noise, or the data set's real noise patches (--noise-patches)")
+    p.add_argument("--contrast", default=d.contrast, choices=PARTICLE_CONTRAST,
+                   help="contrast of the written stacks: white (protein bright, RELION's convention) or dark "
+                        "(physical, as in raw micrographs)")
     p.add_argument("--noise-patches", metavar="MRCS", help="real background patches (nt2c extract-noise) for --noise patches")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
@@ -77,7 +80,7 @@ def particle_simulation(args: argparse.Namespace) -> ParticleSimulationConfig:
     return ParticleSimulationConfig(acquisition=acq, box=args.box, count=args.count,
                                     defocus_range_um=tuple(args.defocus_range), astigmatism_um=args.astigmatism,
                                     ice_thickness=args.ice_thickness, max_shift=args.max_shift, noise=args.noise,
-                                    seed=args.seed)
+                                    contrast=args.contrast, seed=args.seed)
 
 
 def run_simulate(args: argparse.Namespace) -> int:
@@ -148,6 +151,9 @@ def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", help="a map of the same box to compute the FSC against (printed, and "
                                        "written as OUTPUT_STEM.fsc.csv)")
     p.add_argument("--no-ctf", dest="ctf", action="store_false", help="do not weight by the CTF")
+    p.add_argument("--contrast", default="white", choices=PARTICLE_CONTRAST,
+                   help="contrast of the particle images: white (protein bright, RELION's convention, as "
+                        "relion_reconstruct without --invert_contrast) or dark (physical)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
 
 
@@ -155,7 +161,8 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     from ..device import resolve_device
     from ..particles.maps import reconstruct_star
 
-    report = reconstruct_star(args.star, args.output, args.reference, args.ctf, str(resolve_device(args.device)))
+    report = reconstruct_star(args.star, args.output, args.reference, args.ctf, str(resolve_device(args.device)),
+                              contrast=args.contrast)
     if report.curve is not None:
         log.info(f"FSC against {args.reference}: 0.143 at {report.curve.resolution(0.143):.2f} Å, 0.5 at "
                  f"{report.curve.resolution(0.5):.2f} Å ({report.csv})")

@@ -177,9 +177,11 @@ class ReconstructionReport:
 
 
 def reconstruct_star(star: str | os.PathLike, output: str | os.PathLike, reference: str | os.PathLike | None = None,
-                     ctf: bool = True, device: str = "cpu") -> ReconstructionReport:
+                     ctf: bool = True, device: str = "cpu", contrast: str = "white") -> ReconstructionReport:
     """The ``nt2c reconstruct`` stage: the map of the particles of a RELION STAR file (their
-    orientations, offsets and, with ``ctf``, CTFs), written atomically to ``output``; with a
+    orientations, offsets and, with ``ctf``, CTFs), written atomically to ``output``; ``contrast``
+    of the images: 'white' (protein bright, RELION's convention: the map is what
+    ``relion_reconstruct --ctf`` gives) or 'dark' (physical contrast); with a
     ``reference`` map of the same box, the masked FSC against it, written as ``OUTPUT_STEM.fsc.csv``."""
     from .. import __version__
     from ..io import atomic_write, read_mrc_volume, write_mrc
@@ -187,6 +189,10 @@ def reconstruct_star(star: str | os.PathLike, output: str | os.PathLike, referen
 
     table = ParticleTable.read(star)
     images, _ = table.images()
+    if contrast not in ("white", "dark"):
+        raise InputError(f"--contrast = {contrast!r}: must be white or dark")
+    if contrast == "white":  # reconstruct() models physical contrast (dark particles)
+        images = -images
     acq = table.acquisition()
     volume = reconstruct(images, table.rotations(), acq, table.defocus() if ctf else None, table.shifts_px(),
                          device=device)

@@ -128,8 +128,8 @@ def simulate_particle_files(structures: Sequence[str | os.PathLike], config: Par
                             out_dir: str | os.PathLike, noise_patches: str | os.PathLike | None = None,
                             device: str = "cpu", progress: bool = True) -> dict[str, Path]:
     """Simulate particles of ``structures`` and write into ``out_dir``: ``particles.mrcs`` (noisy),
-    ``clean.mrcs`` (ground truth), ``particles.star`` (RELION 3.1: orientations, origins, CTF,
-    optics), ``map_<i>.mrc`` (each structure's true potential, box³, for FSC against the truth) and
+    ``clean.mrcs`` (ground truth), both with ``config.contrast`` (white by default, as RELION
+    expects), ``particles.star`` (RELION 3.1: orientations, origins with RELION's sign, CTF, optics), ``map_<i>.mrc`` (each structure's true potential, box³, for FSC against the truth) and
     ``params.json``. Returns {name: path}."""
     config.validate()
     models = [load_structure(p) for p in structures]
@@ -139,9 +139,11 @@ def simulate_particle_files(structures: Sequence[str | os.PathLike], config: Par
     out = ensure_writable_dir(out_dir)
     sim = simulate_particles(models, config, patches, device, progress)
     acq = config.acquisition
-    label = [f"nt2c {__version__} simulate-particles"]
-    paths = {"particles": write_mrc(out / "particles.mrcs", sim.noisy, acq.pixel_size, label),
-             "clean": write_mrc(out / "clean.mrcs", sim.clean, acq.pixel_size, label + ["ground truth"])}
+    sign = -1.0 if config.contrast == "white" else 1.0  # the arrays hold physical (dark) contrast
+    label = [f"nt2c {__version__} simulate-particles", f"contrast {config.contrast}" +
+             (" (protein bright, RELION's convention)" if config.contrast == "white" else " (physical)")]
+    paths = {"particles": write_mrc(out / "particles.mrcs", sign * sim.noisy, acq.pixel_size, label),
+             "clean": write_mrc(out / "clean.mrcs", sign * sim.clean, acq.pixel_size, label + ["ground truth"])}
     table = ParticleTable.for_stack("particles.mrcs", len(sim.noisy), acq, config.box)
     table.set_geometry(sim.rotations, sim.shifts, sim.defocus)
     table.particles["nt2cStructure"] = [models[k].name for k in sim.kinds]

@@ -4,8 +4,10 @@ only the image names (and, for simulations, the geometry) changed.
 Conventions (RELION): ``rlnImageName`` = ``index@stack`` (index from 1; a stack path relative to
 the STAR file's folder, or to the project folder as RELION writes it), ``rlnAngleRot/Tilt/Psi``
 [deg] giving A = :func:`nt2c_core.simulate.geometry.euler_to_matrix` (a map point r projects to
-A r), ``rlnOriginXAngst/YAngst`` [Å] (3.1; ``rlnOriginX/Y`` [px] in 3.0): the particle's offset
-from the box centre, ``rlnDefocusU/V`` [Å], ``rlnDefocusAngle`` [deg]; the pixel size, voltage,
+A r), ``rlnOriginXAngst/YAngst`` [Å] (3.1; ``rlnOriginX/Y`` [px] in 3.0): RELION's origin, the
+shift that, applied to the image, centres the particle, i.e. **minus** the particle's offset from
+the box centre (checked with ``relion_project``: origin X = +10 Å at 2 Å/px puts the particle 5 px
+left of the centre); inside the package shifts are always the particle's offset [px], ``rlnDefocusU/V`` [Å], ``rlnDefocusAngle`` [deg]; the pixel size, voltage,
 Cs and amplitude contrast in the ``optics`` block (3.1) or in each particle row (3.0).
 """
 
@@ -76,12 +78,13 @@ class ParticleTable:
 
     # --- geometry -----------------------------------------------------------------------------
     def set_geometry(self, rotations: np.ndarray, shifts_px: np.ndarray, defocus: np.ndarray) -> None:
-        """Write orientations (A matrices), offsets [px] and defocus (U, V [Å], angle [deg])."""
+        """Write orientations (A matrices), the particles' offsets from the box centre ``shifts_px``
+        [px] (as RELION origins: minus the offset, in Å) and defocus (U, V [Å], angle [deg])."""
         angles = np.array([matrix_to_euler(r) for r in rotations]).reshape(-1, 3)
         px = self.pixel_sizes()
         p = self.particles
         p["rlnAngleRot"], p["rlnAngleTilt"], p["rlnAnglePsi"] = angles.T
-        p["rlnOriginXAngst"], p["rlnOriginYAngst"] = shifts_px[:, 0] * px, shifts_px[:, 1] * px
+        p["rlnOriginXAngst"], p["rlnOriginYAngst"] = -shifts_px[:, 0] * px, -shifts_px[:, 1] * px
         p["rlnDefocusU"], p["rlnDefocusV"], p["rlnDefocusAngle"] = np.asarray(defocus, float).T
 
     def _optics_value(self, column: str) -> np.ndarray | None:
@@ -118,12 +121,13 @@ class ParticleTable:
                          zip(p["rlnAngleRot"].astype(float), p["rlnAngleTilt"].astype(float), p["rlnAnglePsi"].astype(float))])
 
     def shifts_px(self) -> np.ndarray:
+        """Each particle's offset (x, y) from the box centre [px]: minus RELION's origin."""
         p = self.particles
         if {"rlnOriginXAngst", "rlnOriginYAngst"} <= set(p.columns):
-            return np.stack([p["rlnOriginXAngst"].to_numpy(float), p["rlnOriginYAngst"].to_numpy(float)], 1) \
+            return -np.stack([p["rlnOriginXAngst"].to_numpy(float), p["rlnOriginYAngst"].to_numpy(float)], 1) \
                 / self.pixel_sizes()[:, None]
         if {"rlnOriginX", "rlnOriginY"} <= set(p.columns):
-            return np.stack([p["rlnOriginX"].to_numpy(float), p["rlnOriginY"].to_numpy(float)], 1)
+            return -np.stack([p["rlnOriginX"].to_numpy(float), p["rlnOriginY"].to_numpy(float)], 1)
         return np.zeros((len(self), 2))
 
     def defocus(self) -> np.ndarray:

@@ -24,8 +24,8 @@ PARTICLE_ACQ = Acquisition(pixel_size=6.0, dose=20.0, b_factor=60.0)
 
 def particle_sqlite(folder: Path, stacks: int = 2, per_stack: int = 12, seed: int = 11) -> tuple[Path, dict]:
     """Simulated apoferritin particles (box 32, 6 Å/px) in ``stacks`` MRC stacks and a Scipion
-    SetOfParticles sqlite with each particle's CTF and projection alignment. Returns (sqlite path,
-    {(stack stem, index from 1): clean image})."""
+    SetOfParticles sqlite with each particle's CTF and projection alignment, protein white as
+    RELION-extracted particles are. Returns (sqlite path, {(stack stem, index from 1): clean image})."""
     from pwem.objects import Acquisition as PwAcquisition
     from pwem.objects import CTFModel, Particle, SetOfParticles, Transform
 
@@ -43,7 +43,7 @@ def particle_sqlite(folder: Path, stacks: int = 2, per_stack: int = 12, seed: in
     for k in range(stacks):
         name = f"{'abcdefgh'[k]}_particles"
         path = folder / f"{name}.mrcs"
-        write_mrc(path, sim.noisy[per_stack * k:per_stack * (k + 1)], PARTICLE_ACQ.pixel_size)
+        write_mrc(path, -sim.noisy[per_stack * k:per_stack * (k + 1)], PARTICLE_ACQ.pixel_size)
         for i in range(per_stack):
             j = per_stack * k + i
             particle = Particle()
@@ -56,7 +56,7 @@ def particle_sqlite(folder: Path, stacks: int = 2, per_stack: int = 12, seed: in
             particle.setTransform(Transform(matrix))
             particle.setAcquisition(acq)
             parts.append(particle)
-            truths[(name, i + 1)] = sim.clean[j]
+            truths[(name, i + 1)] = -sim.clean[j]
     parts.write()
     parts.close()
     return folder / "particles.sqlite", truths

@@ -38,7 +38,7 @@ class TestNT2CParticles(BaseTest):
         cls.sqlite, cls.truths = particle_sqlite(root)
         train = simulate_particles([load_structure(APOFERRITIN)],
                                    ParticleSimulationConfig(ACQ, box=32, count=400, seed=1), progress=False)
-        result = train_restorer(train.noisy, train.clean, TINY, progress=False)
+        result = train_restorer(-train.noisy, -train.clean, TINY, progress=False)  # white, as the stacks
         cls.model = save_restorer(root / "restorer.pt", result, TINY, 6.0, 32, {"test": True})
 
     def _import_particles(self):
