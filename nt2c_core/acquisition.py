@@ -57,13 +57,13 @@ class Acquisition:
         """Raise :class:`InputError` naming the first parameter outside its physical range."""
         from .settings import DETECTORS
 
-        _check_range("voltage (kV)", self.voltage_kv, 20.0, 1000.0)
-        _check_range("Cs (mm)", self.cs_mm, 0.0, 10.0)
-        _check_range("amplitude contrast", self.amplitude_contrast, 0.0, 0.5)
-        _check_range("pixel size (Å)", self.pixel_size, 0.1, 20.0)
-        _check_range("phase shift (deg)", self.phase_shift_deg, -180.0, 180.0)
-        _check_range("dose (e/Å²)", self.dose, 1e-3, 1000.0)
-        _check_range("B-factor (Å²)", self.b_factor, 0.0, 1000.0)
+        _check_range("voltage (kV, --voltage)", self.voltage_kv, 20.0, 1000.0)
+        _check_range("Cs (mm, --cs)", self.cs_mm, 0.0, 10.0)
+        _check_range("amplitude contrast (--amplitude-contrast)", self.amplitude_contrast, 0.0, 0.5)
+        _check_range("pixel size (Å, --pixel-size)", self.pixel_size, 0.1, 20.0)
+        _check_range("phase shift (deg, --phase-shift)", self.phase_shift_deg, -180.0, 180.0)
+        _check_range("dose (e/Å², --dose)", self.dose, 1e-3, 1000.0)
+        _check_range("B-factor (Å², --b-factor)", self.b_factor, 0.0, 1000.0)
         _check_range("focal spread (Å)", self.focal_spread, 0.0, 1000.0)
         _check_range("illumination angle (mrad)", self.illumination_mrad, 0.0, 10.0)
         _check_range("image filter beta", self.image_filter, 0.0, 100.0)
@@ -86,5 +86,7 @@ class Acquisition:
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{name} = {value!r}: must be a number")
     if not (math.isfinite(value) and low <= value <= high):
         raise InputError(f"{name} = {value}: outside the physical range [{low}, {high}]")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import signal
 import sys
 from typing import Sequence
 
-from .errors import NT2CError
+from .errors import NT2CError, is_out_of_memory
 
 
 class Terminated(BaseException):
@@ -73,23 +75,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _usable_streams() -> None:
+    """No stdout or stderr (``nt2c ... >&-``): write to the null device instead of failing on
+    None; names a stream cannot encode (``LC_ALL=C``) are written escaped, never a traceback."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None:
+            setattr(sys, name, open(os.devnull, "w"))
+        elif hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):
+                pass
+
+
+def _os_error_text(exc: OSError) -> str:
+    """An OSError as 'FILE: reason' (the file first, as every other message names it)."""
+    from .logs import OutputFault
+
+    if isinstance(exc, OutputFault):
+        return f"{exc.target}: could not be written ({exc.strerror})"
+    where = exc.filename if exc.filename is not None else "a file"
+    return f"{where}: {exc.strerror or exc}"
+
+
+def _check_values(args: argparse.Namespace) -> str | None:
+    """Checks shared by every command: threads and seeds are never negative."""
+    if getattr(args, "threads", 0) is not None and getattr(args, "threads", 0) < 0:
+        return f"--threads = {args.threads}: must be 0 (torch's default) or more"
+    if getattr(args, "seed", None) is not None and not 0 <= args.seed < 2 ** 32:
+        return f"--seed = {args.seed}: must be within 0..{2 ** 32 - 1}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _usable_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .commands import check_outputs_are_not_inputs
     from .logs import configure
 
+    problem = _check_values(args)
+    try:
+        problem = problem or check_outputs_are_not_inputs(args)
+    except OSError as exc:
+        problem = _os_error_text(exc)
+    if problem:
+        print(f"nt2c {args.command}: error: {problem}", file=sys.stderr)
+        return 2
     try:
         configure(getattr(args, "verbosity", 0), getattr(args, "log_file", None))
     except OSError as exc:
-        print(f"nt2c {args.command}: error: --log-file {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return 2
-    if getattr(args, "threads", 0) is not None and getattr(args, "threads", 0) < 0:
-        print(f"nt2c {args.command}: error: --threads = {args.threads}: must be 0 (torch's default) or more",
+        print(f"nt2c {args.command}: error: --log-file {exc.filename or args.log_file}: {exc.strerror}",
               file=sys.stderr)
         return 2
     previous = _install_sigterm()
     try:
-        return int(args._run(args) or 0)
+        rc = int(args._run(args) or 0)
+        try:
+            sys.stdout.flush()
+        except OSError as exc:
+            if isinstance(exc, BrokenPipeError):
+                raise
+            raise _StdoutFault(exc) from exc
+        return rc
     except NT2CError as exc:
         print(f"nt2c {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -97,18 +146,67 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nt2c {args.command}: error: not enough memory for this run (use smaller sizes, tiles or batches); "
               "nothing half-written was left", file=sys.stderr)
         return 2
+    except RecursionError:
+        print(f"nt2c {args.command}: error: an input is nested too deeply to read (a crafted JSON or STAR file?)",
+              file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into a command that stopped reading (e.g. head)
+        _drop_stdout()
+        sys.stderr.close()
+        return 0
+    except OSError as exc:  # a file system fault the stage did not name itself: unreadable, loop, full
+        if isinstance(exc, _StdoutFault) or getattr(exc, "target", None) == "standard output" or (
+                exc.filename is None and exc.errno in (errno.ENOSPC, errno.EIO, errno.EBADF) and not _stdout_is_tty()):
+            _drop_stdout()
+            print(f"nt2c {args.command}: error: standard output: could not be written "
+                  f"({exc.strerror or exc})", file=sys.stderr)
+            return 2
+        print(f"nt2c {args.command}: error: {_os_error_text(exc)}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        text = str(exc)
+        if "Symlink loop" in text:
+            print(f"nt2c {args.command}: error: {text.replace('Symlink loop from ', '').strip(chr(39))}: "
+                  "a symbolic link loop", file=sys.stderr)
+            return 2
+        if is_out_of_memory(exc):
+            print(f"nt2c {args.command}: error: not enough memory for this run (use smaller sizes, tiles or "
+                  "batches); nothing half-written was left", file=sys.stderr)
+            return 2
+        raise
     except KeyboardInterrupt:
         print(f"nt2c {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # output piped into a command that stopped reading (e.g. head)
-        sys.stderr.close()
-        return 0
     except Terminated:
         print(f"nt2c {args.command}: terminated; rerun the same command to resume", file=sys.stderr)
         return 128 + signal.SIGTERM
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+class _StdoutFault(OSError):
+    """stdout could not take the command's output (a full device, an I/O error)."""
+
+    def __init__(self, cause: OSError):
+        super().__init__(cause.errno, cause.strerror or str(cause))
+
+
+def _stdout_is_tty() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (ValueError, OSError, AttributeError):
+        return False
+
+
+def _drop_stdout() -> None:
+    """Point stdout at the null device so Python's exit-time flush of a full or broken stdout
+    prints no 'Exception ignored' traceback."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    sys.stdout = open(os.devnull, "w")
 
 
 def _install_sigterm():

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .errors import InputError, NT2CError
+from .errors import InputError, NT2CError, is_out_of_memory
 from .images import bin_image
 from .io import ensure_writable_dir, read_mrc, read_mrc_labels, write_mrc
 from .logs import progress as progress_bar
@@ -231,16 +231,31 @@ def denoise_files(denoiser: Denoiser, inputs: Iterable[str | os.PathLike], out_d
                 raise InputError("output would overwrite the input; choose another output folder")
             if dst.exists() and not overwrite:
                 if label in read_mrc_labels(dst):
-                    report.skipped.append(dst)
-                    continue
-                log.info("%s: made with another model or binning; redoing it", dst)
+                    damage = output_damage(dst)
+                    if damage is None:
+                        report.skipped.append(dst)
+                        continue
+                    log.warning("%s: an earlier output that is damaged (%s); redoing it", dst, damage)
+                else:
+                    log.info("%s: made with another model or binning; redoing it", dst)
             _, warning = denoise_file(denoiser, src, dst, bin_factor)
             report.written.append(dst)
             if warning:
                 report.warnings[str(src)] = warning
         except NT2CError as exc:
             report.failed[str(src)] = str(exc).replace(f"{src}: ", "")
+        except OSError as exc:  # unreadable (permissions), a vanished file, a full disk: this one fails
+            report.failed[str(src)] = f"{exc.strerror or exc}"
     return report
+
+
+def output_damage(path: Path) -> str | None:
+    """Why an existing output cannot count as done (truncated, not an image, NaN/Inf pixels), or None."""
+    try:
+        read_mrc(path)
+    except NT2CError as exc:
+        return str(exc).replace(f"{path}: ", "")
+    return None
 
 
 def denoise_file(denoiser: Denoiser, src: str | os.PathLike, dst: str | os.PathLike,
@@ -256,7 +271,9 @@ def denoise_file(denoiser: Denoiser, src: str | os.PathLike, dst: str | os.PathL
         log.warning("%s: %s", src, warning)
     try:
         result = bin_image(denoiser.denoise(image), bin_factor)
-    except MemoryError:
+    except (MemoryError, RuntimeError) as exc:  # torch reports a failed allocation as a RuntimeError
+        if isinstance(exc, RuntimeError) and not is_out_of_memory(exc):
+            raise
         raise NT2CError(f"{src}: not enough memory to denoise it (tile {denoiser.tiles.tile} px, batch "
                         f"{denoiser.tiles.batch}): use --low-memory or a smaller --tile") from None
     if not np.isfinite(result).all():

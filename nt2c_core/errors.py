@@ -7,3 +7,10 @@ class NT2CError(Exception):
 
 class InputError(NT2CError, ValueError):
     """A file or parameter given by the user is missing, unreadable or out of range."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether an exception is a failed allocation: torch's CPU allocator and CUDA raise
+    RuntimeError (subclasses), not MemoryError."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()

@@ -156,11 +156,14 @@ def check_mrc_header(path: str | os.PathLike) -> tuple[tuple[int, int, int], int
     renamed PNG, a truncated transfer) is refused by name at once instead of making the reader
     allocate gigabytes. Complex data (modes 3, 4) is refused: a micrograph is real-valued."""
     path = Path(path)
-    size = path.stat().st_size
-    if size < 1024:
-        raise InputError(f"{path}: not an MRC file ({size} bytes, shorter than the 1024-byte MRC header)")
-    with open(path, "rb") as fh:
-        raw = fh.read(1024)
+    try:
+        size = path.stat().st_size
+        if size < 1024:
+            raise InputError(f"{path}: not an MRC file ({size} bytes, shorter than the 1024-byte MRC header)")
+        with open(path, "rb") as fh:
+            raw = fh.read(1024)
+    except OSError as exc:  # no read permission, a symbolic link loop, an I/O error
+        raise InputError(f"{path}: {exc.strerror or exc}") from None
     header = _parse_header(raw)
     signed = bytes(header["map"]) == b"MAP "
     nx, ny, nz, mode, extended = (int(header[k]) for k in ("nx", "ny", "nz", "mode", "nsymbt"))
@@ -236,6 +239,20 @@ def write_mrc(path: str | os.PathLike, data: np.ndarray, pixel_size: float, labe
             for text in labels[:10]:
                 mrc.add_label(text.encode("ascii", "replace")[:80].decode("ascii"))
     return path
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file"):
+    """A JSON document from a file; InputError naming the file when it is missing, unreadable, not
+    JSON, or nested too deeply to parse (a crafted file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise InputError(f"{path}: not a readable {what} (nested too deeply)") from None
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise InputError(f"{path}: not a readable {what} ({getattr(exc, 'strerror', None) or exc})") from None
 
 
 def write_json(path: str | os.PathLike, obj: Mapping) -> Path:

@@ -24,12 +24,35 @@ PACKAGE = "nt2c_core"
 PLAIN_EVERY_S = 30.0  # at most one plain progress line per this many seconds (plus every 10 %)
 
 
+class OutputFault(OSError):
+    """A message could not be written (a full device, a closed or broken stream): raised instead of
+    logging's "--- Logging error ---" traceback, so the command ends with one clear line."""
+
+    def __init__(self, target: str, cause: OSError):
+        super().__init__(cause.errno, cause.strerror or str(cause), target)
+        self.target = target
+
+
+def _raise_fault(target: str) -> None:
+    cause = sys.exc_info()[1]
+    if isinstance(cause, BrokenPipeError) or not isinstance(cause, OSError):
+        raise cause  # a reader that stopped (| head): the command line ends quietly
+    raise OutputFault(target, cause) from cause
+
+
 class _CurrentStdout(logging.StreamHandler):
     """A stream handler that always writes to the current ``sys.stdout`` (which tests, Scipion
-    and ``contextlib.redirect_stdout`` replace)."""
+    and ``contextlib.redirect_stdout`` replace); nothing when there is no stdout (``>&-``)."""
 
     def __init__(self):
         super().__init__(sys.stdout)
+
+    def emit(self, record):
+        if sys.stdout is not None:
+            super().emit(record)
+
+    def handleError(self, record):
+        _raise_fault("standard output")
 
     @property
     def stream(self):
@@ -63,9 +86,23 @@ def configure(verbosity: int = 0, log_file: str | os.PathLike | None = None) -> 
         logger.removeHandler(handler)
         handler.close()
     if log_file:
-        handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler = _LogFile(log_file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        # a first line now, so a log file that cannot be written (a full device) fails before any work
+        handler.emit(logging.makeLogRecord({"msg": "nt2c " + " ".join(sys.argv[1:]), "levelname": "INFO",
+                                            "levelno": logging.INFO}))
         logger.addHandler(handler)
+
+
+class _LogFile(logging.FileHandler):
+    """--log-file: a write that fails is an :class:`OutputFault` naming the file."""
+
+    def __init__(self, path):
+        super().__init__(path, encoding="utf-8")
+        self.target = f"--log-file {path}"
+
+    def handleError(self, record):
+        _raise_fault(self.target)
 
 
 def _duration(seconds: float) -> str:

@@ -32,7 +32,7 @@ from . import __version__
 from .calibrate import calibrate_files
 from .denoise import Denoiser, denoise_files
 from .errors import InputError
-from .io import read_mrc, write_json
+from .io import ensure_writable_dir, read_mrc, write_json
 from .layout import WorkLayout
 from .noise.extract import too_few_message
 from .pairs import film_names, load_pairs
@@ -56,19 +56,51 @@ def raw_files(patterns: list[str]) -> list[Path]:
     return files
 
 
-def check_inputs(config: PipelineConfig) -> list[Path]:
-    """Validate everything a run needs before any stage starts; returns the raw files."""
+def check_inputs(config: PipelineConfig, full: bool = True) -> list[Path]:
+    """Validate everything a run needs before any stage starts; returns the raw files. Every raw
+    micrograph is read once (truncated, not an image, NaN/Inf pixels: refused by name), every
+    structure loaded (NaN coordinates, no atoms), and a ``coarse_init`` model file checked to be a
+    denoiser (a noise GAN, pickled code or damaged metadata are refused here, not after three
+    stages). ``full`` False (a resumed run, its first stage done): the first micrograph is read and
+    the others' headers checked."""
+    from .io import check_mrc_header
+    from .models.store import load_model
+    from .simulate.structure import load_structure
+
     config.validate()
     files = raw_files(config.raw)
-    _, pixel = read_mrc(files[0])
     sim_pixel = config.simulation.acquisition.pixel_size
-    if pixel > 0 and abs(pixel - sim_pixel) > PIXEL_MATCH * sim_pixel:
-        raise InputError(f"{files[0]}: pixel size {pixel:.4f} Å differs from the simulation's {sim_pixel:.4f} Å; "
-                         "simulate at the data's pixel size (simulation.acquisition.pixel_size)")
+    started = time.perf_counter()
+    for i, path in enumerate(files):
+        if i and not full:
+            check_mrc_header(path)
+            continue
+        _, pixel = read_mrc(path)
+        if i == 0 and pixel > 0 and abs(pixel - sim_pixel) > PIXEL_MATCH * sim_pixel:
+            raise InputError(f"{path}: pixel size {pixel:.4f} Å differs from the simulation's {sim_pixel:.4f} Å; "
+                             "simulate at the data's pixel size (simulation.acquisition.pixel_size)")
+    if full:
+        log.info(f"checked {len(files)} raw micrographs in {time.perf_counter() - started:.1f} s")
     for path in (Path(s) for s in config.structures):
-        if not path.is_file():
-            raise InputError(f"{path}: structure file not found")
+        load_structure(path)
+    if config.coarse_init not in ("general", "none"):
+        load_model(config.coarse_init, kind="denoiser")
     return files
+
+
+def _check_inputs_outside_work(config: PipelineConfig, files: list[Path], work: Path) -> None:
+    """No input of the run (raw micrographs, structures, a coarse_init model, a calibration) lies
+    where the run writes: the work folder itself (as a file), a stage folder or its records."""
+    written = [work / name for name in STAGES] + [work / "config.json", work / "pipeline.json"]
+    inputs = [*files, *(Path(s) for s in config.structures)]
+    inputs += [Path(p) for p in (config.coarse_init, config.calibration) if p and p not in ("general", "none")]
+    for path in inputs:
+        real = Path(os.path.realpath(path))
+        for place in written:
+            place = Path(os.path.realpath(place))
+            if real == place or place in real.parents or real == Path(os.path.realpath(work)):
+                raise InputError(f"--work {work}: the run would write over its input {path}; choose another "
+                                 "work folder")
 
 
 def run_pipeline(config: PipelineConfig, work_dir: str | os.PathLike, progress: bool = True,
@@ -82,12 +114,12 @@ def run_pipeline(config: PipelineConfig, work_dir: str | os.PathLike, progress: 
     unknown = set(only or ()) - set(STAGES)
     if unknown:
         raise InputError(f"unknown pipeline stages {sorted(unknown)}; stages are {', '.join(STAGES)}")
-    files = check_inputs(config)
+    files = check_inputs(config, full=not stage_done(work_dir, "simulate"))
+    _check_inputs_outside_work(config, files, Path(work_dir))
     from .device import resolve_device
 
     config = dataclasses.replace(config, device=str(resolve_device(config.device)))  # 'auto' -> cuda or cpu
-    work = Path(work_dir)
-    work.mkdir(parents=True, exist_ok=True)
+    work = ensure_writable_dir(work_dir)
     write_json(work / "config.json", config.to_dict())
     summary_path = work / "pipeline.json"
     summary: dict = {"nt2c_version": __version__, "raw": [str(p) for p in files], "stages": {}}
@@ -114,8 +146,13 @@ def stage_seconds(work_dir: str | os.PathLike) -> dict:
     """Wall seconds of each complete stage of a work dir, as recorded when it ran (None where the
     work dir predates the record)."""
     layout = WorkLayout(work_dir)
-    return {name: json.loads(layout.done(name).read_text()).get("seconds") for name in STAGES
-            if layout.done(name).exists()}
+    out = {}
+    for name in STAGES:
+        try:
+            out[name] = json.loads(layout.done(name).read_text()).get("seconds")
+        except (OSError, ValueError, AttributeError, RecursionError):
+            continue
+    return out
 
 
 # the config entries each stage's result depends on besides the earlier stages' outputs; a finished stage records
@@ -145,12 +182,30 @@ def changed_settings(recorded: dict, current: dict, prefix: str = "") -> list[st
     return out
 
 
+def _done_record(done: Path) -> dict | None:
+    """A stage's DONE.json, or None when there is none; a damaged one (not a JSON object: a disk
+    fault, a hand edit) is set aside as DONE.json.damaged with a warning, and the stage is redone."""
+    if not done.exists():
+        return None
+    try:
+        record = json.loads(done.read_text())
+        if isinstance(record, dict):
+            return record
+        problem = "not a JSON object"
+    except (OSError, ValueError, RecursionError) as exc:
+        problem = str(getattr(exc, "strerror", None) or exc)[:120]
+    damaged = done.with_name(done.name + ".damaged")
+    os.replace(done, damaged)
+    log.warning(f"[{done.parent.name}] {done} is damaged ({problem}): kept as {damaged.name}; the stage is redone")
+    return None
+
+
 def _run_stage(name: str, config: PipelineConfig, work: Path, files: list[Path], progress: bool) -> dict:
     layout = WorkLayout(work)
     folder = layout.stage(name)
     done, stale = layout.done(name), layout.stale(name)
-    if done.exists():
-        record = json.loads(done.read_text())
+    record = _done_record(done)
+    if record is not None:
         changed = changed_settings(record["settings"], stage_settings(name, config)) if "settings" in record else []
         if changed:
             log.warning(f"[{name}] WARNING: already complete with other settings than the config now gives "

@@ -367,6 +367,18 @@ class GeneralRecipe:
         out["structures"] = [Path(s).name for s in self.structures]
         return out
 
+    def validate(self) -> "GeneralRecipe":
+        """Raise :class:`InputError` naming the first flag out of range."""
+        if self.configs < 1:
+            raise InputError(f"--configs = {self.configs}: must be at least 1")
+        if self.per_config < 1:
+            raise InputError(f"--per-config = {self.per_config}: must be at least 1")
+        if self.configs * self.per_config < 2:
+            raise InputError(f"--configs x --per-config = {self.configs * self.per_config}: need at least 2 "
+                             "micrographs (one is held out for validation)")
+        self.train.validate()
+        return self
+
 
 TOMO_NOISE_MODELS = ("patches3d", "gan2d")  # NMSG's noise synthesizers (nt2c_core.tomo.noise)
 TOMO_PAIRINGS = ("r2r", "nmsg")  # how synthetic noise makes training pairs (nt2c_core.tomo.nmsg)
@@ -618,6 +630,9 @@ class LoopConfig:
     settings: str = ""
 
 
+MAX_RESTORER_SAMPLES = 64  # draws averaged per particle: past this the mean no longer changes measurably
+
+
 @dataclass
 class RestorerConfig:
     """The SR3 particle restorer (``nt2c train-restorer``, ``nt2c restore-particles``, the Scipion
@@ -667,11 +682,16 @@ class RestorerConfig:
         non_negative = (lambda v: v >= 0, "must not be negative")
         check_rules(self, section, {
             "steps": (at_least_one, "must be at least 1"), "batch_size": (at_least_one, "must be at least 1"),
-            "lr": (positive, "learning rate must be positive"), "width": (lambda v: v >= 4, "must be at least 4"),
+            "lr": (positive, "learning rate must be positive"),
+            "width": (lambda v: 4 <= v <= 512 and v % 2 == 0, "must be even, within 4..512 (the noise-level "
+                                                               "embedding has width channels, sine and cosine)"),
             "levels": (lambda v: 1 <= v <= 5, "must be within 1..5"),
             "sample_steps": (lambda v: 1 <= v <= 1000, "must be within 1..1000"),
-            "samples": (at_least_one, "must be at least 1"), "refine_steps": non_negative,
-            "refine_width": (lambda v: v >= 4, "must be at least 4"),
+            "samples": (lambda v: 1 <= v <= MAX_RESTORER_SAMPLES,
+                        f"must be within 1..{MAX_RESTORER_SAMPLES} (draws averaged per particle; time grows "
+                        "linearly with it)"),
+            "refine_steps": non_negative,
+            "refine_width": (lambda v: 4 <= v <= 512, "must be within 4..512"),
             "refine_pool": (lambda v: v >= 2, "must be at least 2"), "batch": (at_least_one, "must be at least 1"),
             "log_every": (at_least_one, "must be at least 1"), "checkpoint_every": (at_least_one, "must be at least 1"),
         })
@@ -681,30 +701,39 @@ class RestorerConfig:
 RESTORER = RestorerConfig()
 
 
-def settings_from_dict(kind, data, where: str):
+def settings_from_dict(kind, data, where: str, section: str = ""):
     """A settings dataclass ``kind`` from a JSON object (as :func:`settings_to_dict` or
-    ``dataclasses.asdict`` wrote it): nested settings and tuples rebuilt, unknown keys refused
-    (``where`` names the file or section in the message)."""
+    ``dataclasses.asdict`` wrote it): nested settings and tuples rebuilt, unknown keys and values
+    of the wrong type refused (``where`` names the file, ``section`` the nested key, e.g.
+    ``simulation``, in the message: ``FILE: simulation.size = 'big': must be 2 numbers``)."""
+    from .validation import check_types
+
     if not isinstance(data, dict):
-        raise InputError(f"{where} must be an object of settings, not {data!r}")
+        raise InputError(f"{where}{': ' + section if section else ''} must be an object of settings, "
+                         f"not {str(data)[:80]!r}")
     fields = {f.name: f for f in dataclasses.fields(kind)}
     unknown = set(data) - set(fields)
     if unknown:
-        raise InputError(f"{where}: unknown keys {sorted(unknown)}")
+        raise InputError(f"{where}{': ' + section if section else ''}: unknown keys {sorted(unknown)}")
     values = {}
     for name, value in data.items():
         f = fields[name]
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         if dataclasses.is_dataclass(default):
-            value = settings_from_dict(type(default), value, f"{where}: {name}")
+            value = settings_from_dict(type(default), value, where, f"{section}.{name}".lstrip("."))
         elif isinstance(default, tuple) and isinstance(value, list):
             value = tuple(value)
         values[name] = value
     try:
-        return kind(**values)
+        settings = kind(**values)
     except TypeError as exc:  # a required key missing
         raise InputError(f"{where}: {exc}") from None
+    try:
+        check_types(settings, section, deep=True)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from None
+    return settings
 
 
 def settings_to_dict(settings) -> dict:
@@ -729,11 +758,10 @@ def write_settings(settings, path: str | os.PathLike) -> Path:
 def read_settings(kind, path: str | os.PathLike):
     """The settings dataclass ``kind`` from a JSON file of :func:`write_settings`, validated when
     the class has a ``validate``."""
+    from .io import read_json
+
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable settings file ({exc})") from None
+    data = read_json(path, "settings file")
     settings = settings_from_dict(kind, data, str(path))
     return settings.validate() if hasattr(settings, "validate") else settings
 
@@ -857,10 +885,15 @@ class PipelineConfig:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "PipelineConfig":
+        from .io import read_json
+
         path = Path(path)
+        data = read_json(path, "pipeline config")
         try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError) as exc:
+            return settings_from_dict(cls, data, str(path))
+        except (ValueError, TypeError) as exc:
+            if isinstance(exc, InputError):
+                raise
             raise InputError(f"{path}: not a valid pipeline config ({exc})") from exc
 
 

@@ -20,14 +20,21 @@ def setting_name(name: str, section: str | None) -> str:
     return f"{section}.{name}" if section else name
 
 
-def check_types(obj, section: str | None = None) -> None:
+def check_types(obj, section: str | None = None, deep: bool = False) -> None:
     """Every field of the dataclass ``obj`` holds the type of its default (an int where an int
     belongs, not "500"; a float may be given as an int; a field whose default is None may be
-    None or an int). Fields with other defaults (tuples, nested settings) are checked by their
-    owners."""
+    None or an int); a seed is never negative. With ``deep`` (settings read from a file) also
+    tuples (as many numbers or names as the default has) and lists of text. Nested settings are
+    checked by their own call."""
     for f in dataclasses.fields(obj):
-        default = f.default if f.default is not dataclasses.MISSING else None
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if deep and f.default_factory is not dataclasses.MISSING else None)
         value = getattr(obj, f.name)
+        if f.name == "seed" and isinstance(value, int) and not isinstance(value, bool) and not 0 <= value < 2 ** 32:
+            raise InputError(f"{setting_name(f.name, section)} = {value!r}: must be within 0..{2 ** 32 - 1}")
+        if deep and isinstance(default, (tuple, list)) and not dataclasses.is_dataclass(default):
+            _check_sequence(f.name, section, value, default)
+            continue
         expected = _expected(default, str(f.type))
         if expected is None or (value is None and default is None):
             continue
@@ -37,6 +44,28 @@ def check_types(obj, section: str | None = None) -> None:
         if not ok:
             kind = {int: "an integer", float: "a number", bool: "true or false", str: "text"}[expected[-1]]
             raise InputError(f"{setting_name(f.name, section)} = {value!r}: must be {kind}")
+
+
+def _check_sequence(name: str, section: str | None, value, default) -> None:
+    """A tuple setting holds as many items as its default (any count for a variable-length one,
+    ``tuple[float, ...]``), each of the default items' type; a list of text holds text."""
+    if not isinstance(value, (tuple, list)):
+        raise InputError(f"{setting_name(name, section)} = {value!r}: must be a list")
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in default)
+    if isinstance(default, tuple) and default and len(value) != len(default) and len(set(map(type, default))) == 1 \
+            and not (len(default) > 2 and numbers):
+        raise InputError(f"{setting_name(name, section)} = {value!r}: must be {len(default)} "
+                         f"{'numbers' if numbers else 'items'}")
+    for item in value:
+        if numbers and default:
+            ok = isinstance(item, (int, float)) and not isinstance(item, bool) and math.isfinite(item)
+            kind = "numbers"
+        elif default and all(isinstance(v, str) for v in default):
+            ok, kind = isinstance(item, str), "text"
+        else:
+            ok, kind = True, ""
+        if not ok:
+            raise InputError(f"{setting_name(name, section)} = {value!r}: its items must be {kind}")
 
 
 def _expected(default, annotation: str) -> tuple | None:

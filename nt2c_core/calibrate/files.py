@@ -25,7 +25,7 @@ def apply_calibration(config: SimulationConfig, path: str | os.PathLike) -> Simu
     ``calibration``: no refit)."""
     try:
         calibrated = SimulationConfig.from_dict(json.loads(Path(path).read_text())["simulation"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise InputError(f"{path}: not a calibration file from 'nt2c calibrate' ({exc})") from exc
     return replace(config, acquisition=calibrated.acquisition, defocus_um=calibrated.defocus_um,
                    astigmatism_um=calibrated.astigmatism_um, ice_thickness=calibrated.ice_thickness)

@@ -7,6 +7,7 @@ import logging
 import math
 
 from ..settings import SimulationConfig
+from ..errors import InputError
 from . import add_settings_argument, register, settings_or_options
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,12 @@ def run(args: argparse.Namespace) -> int:
         args.dose = 40.0
     base = settings_or_options(args, SimulationConfig, lambda a: SimulationConfig(
         acquisition_from(a), defocus_um=tuple(a.defocus), ice_thickness=a.ice_thickness))
+    base.acquisition.validate()  # a pixel size of 0 or a NaN dose is refused before any micrograph is read
     known = None
     if args.known_defocus:
         u, v, angle = args.known_defocus
+        if not all(math.isfinite(x) for x in (u, v, angle)) or not (-5 <= u <= 20 and -5 <= v <= 20):
+            raise InputError(f"--known-defocus = {u} {v} {angle}: need finite values, U and V within -5..20 µm")
         known = (u * 1e4, v * 1e4, math.radians(angle))
     from ..calibrate import calibrate_files
     from ..pipeline import raw_files

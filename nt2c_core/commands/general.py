@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     d = GeneralRecipe()
     recipe = replace(d, configs=args.configs, per_config=args.per_config, seed=args.seed,
-                     train=replace(d.train, steps=args.steps, width=args.width))
+                     train=replace(d.train, steps=args.steps, width=args.width)).validate()
     result = train_general_model(recipe, args.work, device=str(resolve_device(args.device)))
     log.info(f"general model: {result.model_path} (validation PSNR {result.val_psnr:.2f} dB, raw "
           f"{result.raw_val_psnr:.2f} dB)")

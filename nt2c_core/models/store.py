@@ -129,6 +129,16 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     if kind is not None and metadata.get("kind", "denoiser") != kind:
         raise ModelFileError(f"{path}: is a {metadata.get('kind', 'denoiser')!r} model, expected a {kind!r} model")
     try:
+        with torch.device("meta"):  # shapes only: a crafted size allocates nothing before it is refused
+            shapes = {k: tuple(v.shape) for k, v in build_network(metadata["architecture"]).state_dict().items()}
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ModelFileError(f"{path}: its architecture {metadata['architecture']} cannot be built ({exc})") from None
+    stored = {k: tuple(v.shape) for k, v in payload["state_dict"].items() if hasattr(v, "shape")}
+    if shapes != stored:
+        wrong = sorted(set(shapes) ^ set(stored)) or [k for k in shapes if shapes[k] != stored.get(k)]
+        raise ModelFileError(f"{path}: weights do not fit the architecture it declares "
+                             f"{metadata['architecture']} (first difference: {wrong[0]})")
+    try:
         network = build_network(metadata["architecture"])
     except (TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: its architecture {metadata['architecture']} cannot be built ({exc})") from None

@@ -343,14 +343,16 @@ def restore_particles(inputs: Sequence[str | os.PathLike], output: str | os.Path
     inputs = [Path(p) for p in inputs]
     if not inputs:
         raise InputError("no particle stack or STAR file given")
-    restorer = Restorer(model, overrides, post, device)
-    out_dir = ensure_writable_dir(output)
-    warnings: list[str] = []
     stars = [p for p in inputs if p.suffix.lower() == ".star"]
     if stars and len(inputs) > 1:
         raise InputError("give either one STAR file or MRC stacks, not both")
+    table = ParticleTable.read(stars[0]) if stars else None
+    if table is not None:
+        table.check_images()  # before any output is made
+    restorer = Restorer(model, overrides, post, device)
+    out_dir = ensure_writable_dir(output)
+    warnings: list[str] = []
     if stars:
-        table = ParticleTable.read(stars[0])
         refs = table.image_refs()
         stacks = sorted({s for _, s in refs}, key=[s for _, s in refs].index)
         paths = [table.resolve(s) for s in stacks]

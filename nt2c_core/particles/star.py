@@ -55,10 +55,15 @@ class ParticleTable:
         except Exception as exc:
             raise InputError(f"{path}: not a readable STAR file ({exc})") from None
         tables = {k: v for k, v in blocks.items() if hasattr(v, "columns")}
-        name = "particles" if "particles" in tables else next((k for k, v in tables.items()
-                                                                if "rlnImageName" in v.columns), None)
+        named = [k for k, v in tables.items() if "rlnImageName" in v.columns]
+        name = "particles" if "particles" in named else next(iter(named), None)
         if name is None:
+            empty = [k for k, v in tables.items() if k != "optics" and len(v.columns) and not len(v)]
+            if empty:
+                raise InputError(f"{path}: no particles (the table {empty[0]!r} has no rows)")
             raise InputError(f"{path}: no particle table with rlnImageName (blocks: {', '.join(blocks) or 'none'})")
+        if not len(tables[name]):
+            raise InputError(f"{path}: no particles (the table {name!r} has no rows)")
         optics = tables.get("optics")
         others = {k: v for k, v in blocks.items() if k not in (name, "optics")}
         return cls(tables[name].copy(), None if optics is None else optics.copy(), others, path.parent, path)
@@ -150,27 +155,49 @@ class ParticleTable:
     def images(self) -> tuple[np.ndarray, float]:
         """Every particle's image (N, box, box), in table order, each stack read once; and the
         first stack's pixel size [Å]. InputError naming the STAR file for an index past a stack's end."""
+        self.check_images()
         cache: dict[str, tuple[np.ndarray, float]] = {}
         out = []
         for index, stack in self.image_refs():
             if stack not in cache:
                 cache[stack] = read_stack(self.resolve(stack))
-            if index >= len(cache[stack][0]):
-                raise InputError(f"{self.path}: refers to image {index + 1} of {stack}, which holds {len(cache[stack][0])}")
             out.append(cache[stack][0][index])
         return np.stack(out), next(iter(cache.values()))[1]
+
+    def check_images(self) -> None:
+        """Every ``rlnImageName`` names an image its stack holds (1-based: 1..N), checked from the
+        stacks' headers before any image is read or any output made; InputError naming the STAR
+        file, the row and the stack otherwise."""
+        from ..io import check_mrc_header
+
+        counts: dict[str, int] = {}
+        for row, (index, stack) in enumerate(self.image_refs(), start=1):
+            if stack not in counts:
+                path = self.resolve(stack)
+                if not path.is_file():
+                    raise InputError(f"{self.path}: row {row} names the stack {stack}, which is not found "
+                                     f"(looked in {self.folder} and the current folder)")
+                counts[stack] = check_mrc_header(path)[0][0]
+            if index >= counts[stack]:
+                raise InputError(f"{self.path}: row {row} refers to image {index + 1} of {stack}, which holds "
+                                 f"{counts[stack]}")
+
     def image_refs(self) -> list[tuple[int, str]]:
-        """(index from 0, stack path as written) of every particle."""
+        """(index from 0, stack path as written) of every particle; InputError for an index that
+        is not a positive integer (RELION's indices start at 1: ``0@`` or ``-3@`` name no image)."""
         refs = []
-        for name in self.particles["rlnImageName"].astype(str):
+        for row, name in enumerate(self.particles["rlnImageName"].astype(str), start=1):
             index, sep, stack = name.partition("@")
             if not sep:
                 refs.append((0, name))
                 continue
             try:
-                refs.append((int(index) - 1, stack))
+                number = int(index)
             except ValueError:
-                raise InputError(f"{self.path}: image name {name!r} is not INDEX@STACK") from None
+                raise InputError(f"{self.path}: row {row}: image name {name!r} is not INDEX@STACK") from None
+            if number < 1:
+                raise InputError(f"{self.path}: row {row}: image name {name!r}: image indices start at 1")
+            refs.append((number - 1, stack))
         return refs
 
     def resolve(self, stack: str) -> Path:

@@ -63,6 +63,20 @@ def noiseless_image(intensity: torch.Tensor, acq: Acquisition) -> torch.Tensor:
     return torch.fft.irfft2(filtered, s=(height, width)) * (acq.dose * acq.pixel_size ** 2)
 
 
+OVERFILL = 2  # asking for more than this many times what fits is refused (placement tries grow with the count)
+
+
+def max_particles(width: int, height: int, radius_px: float) -> int:
+    """The most non-overlapping particles of ``radius_px`` [px] that fit in ``width`` x ``height``
+    px at least a radius from the edges: hexagonal packing, the densest there is (random placement
+    stops near 55 % of it, and the simulator warns and records how many it placed)."""
+    d = 2.0 * radius_px
+    inner_w, inner_h = width - d, height - d
+    if inner_w < 0 or inner_h < 0:
+        return 0
+    return int((inner_w / d + 1) * (inner_h / (d * math.sqrt(3) / 2) + 1)) + 1
+
+
 @dataclass
 class SimulatedMicrograph:
     """One simulated micrograph: ``clean`` and ``noisy`` in e/px (float32, H x W) and its particles."""
@@ -117,12 +131,19 @@ class MicrographSimulator:
         self.aggregate_kinds = set(range(len(structures)) if aggregate_kinds is None else aggregate_kinds)
         self.carbon = carbon
         acq = config.acquisition
-        self.projectors = projectors_for(structures, acq, self.device)
         self.radius_px = max(s.radius for s in structures) / acq.pixel_size
         width, height = config.size
         if min(width, height) < 2 * self.radius_px:
             raise InputError(f"micrograph size {width} x {height} px is too small for one particle "
                              f"of diameter {2 * self.radius_px:.0f} px at {acq.pixel_size} Å/px")
+        most = max_particles(width, height, self.radius_px)
+        if config.particles_per_micrograph() > OVERFILL * most:  # up to that: placed as they fit, with a warning
+            flag = "--particles" if config.concentration is None else "--concentration"
+            asked = config.particles if config.concentration is None else config.concentration
+            raise InputError(f"{flag} = {asked:g}: asks for {config.particles_per_micrograph()} particles per "
+                             f"micrograph, but at most about {most} of diameter {2 * self.radius_px:.0f} px fit in "
+                             f"{width} x {height} px without overlapping; ask for at most {OVERFILL * most}")
+        self.projectors = projectors_for(structures, acq, self.device)
         self.libraries = [self._library(i) for i in range(len(structures))] if config.library_size else None
 
     def _library(self, index: int) -> tuple[np.ndarray, torch.Tensor]:

@@ -41,6 +41,9 @@ class Structure:
         return 0.0 if self.explicit_hydrogens else IMPLICIT_HYDROGENS.get(element, 0.0)
 
 
+MAX_COORDINATE = 1e5  # Å: |x|, |y|, |z| of a real model stay far below (PDB format holds at most 9999.999)
+
+
 def load_structure(path: str | os.PathLike, assembly: bool = True) -> Structure:
     """Read an atomic model; build its first biological assembly when it defines one.
 
@@ -66,6 +69,12 @@ def load_structure(path: str | os.PathLike, assembly: bool = True) -> Structure:
     coords = _coords_by_element(model)
     if not coords:
         raise InputError(f"{path}: no atoms found in the structure")
+    for element, xyz in coords.items():
+        bad = ~np.isfinite(xyz).all(1)
+        if bad.any() or np.abs(xyz).max() > MAX_COORDINATE:
+            what = f"{int(bad.sum())} {element} atoms have NaN or infinite coordinates" if bad.any() else \
+                f"{element} atoms have coordinates beyond {MAX_COORDINATE:g} Å"
+            raise InputError(f"{path}: {what}; fix the model")
     centre = np.concatenate(list(coords.values())).mean(0)
     coords = {el: (xyz - centre).astype(np.float32) for el, xyz in coords.items()}
     name = path.name.split(".")[0]
