@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean scipion-check
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ $(EXT_STAMP):
 bench: $(STAMP) $(EXT_STAMP)
 	cd benchmarks && ../$(PY) bench_simulate.py && ../$(PY) bench_denoise.py && ../$(PY) bench_compare.py \
 		&& ../$(PY) bench_real_picked.py && ../$(PY) bench_noise_model.py && ../$(PY) bench_ice_gradient.py && ../$(PY) bench_tomo.py && ../$(PY) bench_particles.py
+
+# make scipion-check: Scipion as a facility gets it (scipion-installer, installp --devel, the template
+# chooser's code, the scheduler, uninstallp); Scipion is cached in .scipion-check/ (about 5 min the first time).
+scipion-check:
+	TORCH="$(TORCH)" bash scripts/scipion_check.sh
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info

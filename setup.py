@@ -4,6 +4,31 @@ import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.egg_info import egg_info
+
+PLUGIN = "nt2c_scipion"
+
+
+class PluginFirstEggInfo(egg_info):
+    """egg_info that lists the Scipion plugin first. Scipion's plugin manager (scipion-app's
+    PluginInfo.getDirName) takes the plugin's module from the first line of top_level.txt (an
+    editable install) or from the first __init__.py among the distribution's files (SOURCES.txt
+    when the checkout's own egg-info is found, e.g. running scipion3 from the checkout), and
+    setuptools sorts both, so nt2c_core would come first (KeyError 'nt2c_core')."""
+
+    def run(self):
+        super().run()
+        folder = Path(self.egg_info)
+        top = folder / "top_level.txt"
+        if top.exists():
+            names = [n for n in top.read_text().split() if n]
+            if PLUGIN in names:
+                top.write_text("\n".join([PLUGIN] + [n for n in names if n != PLUGIN]) + "\n")
+        sources = folder / "SOURCES.txt"
+        if sources.exists():
+            lines = [line for line in sources.read_text().splitlines() if line]
+            first = [line for line in lines if line.startswith(PLUGIN + "/")]
+            sources.write_text("\n".join(first + [line for line in lines if line not in first]) + "\n")
 
 HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "nt2c_core" / "__init__.py").read_text()).group(1)
@@ -43,5 +68,6 @@ setup(
         "console_scripts": ["nt2c = nt2c_core.cli:main"],
         "pyworkflow.plugin": ["nt2c_scipion = nt2c_scipion"],
     },
+    cmdclass={"egg_info": PluginFirstEggInfo},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Bio-Informatics"],
 )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyworkflow.protocol.params as params
 from pwem.objects import SetOfMicrographs
-from pyworkflow.object import Set
+from pyworkflow.object import Set, String
 from pyworkflow.protocol import STEPS_PARALLEL, ProtStreamingBase
 
 from nt2c_core.settings import PIXEL_RANGE_SLACK
@@ -56,11 +56,11 @@ class ProtNT2CDenoise(ProtNT2CBase, ProtStreamingBase):
         form.addSection("Input")
         form.addParam("inputMicrographs", params.PointerParam, pointerClass="SetOfMicrographs", important=True,
                       label="Micrographs", help="Motion-corrected micrographs (any size); streaming input is fine.")
-        form.addParam("useGeneralModel", params.BooleanParam, default=False,
+        form.addParam("useGeneralModel", params.BooleanParam, default=True,
                       label="Use the shipped general model?",
-                      help="A denoiser trained on simulation across acquisitions (pixel sizes 0.6-2 Å, doses "
-                           "20-60 e/Å², three detectors), shipped with the plugin: no training needed. A model "
-                           "trained on your data with the NT2C protocols does better.")
+                      help="Yes (default): a denoiser trained on simulation across acquisitions (pixel sizes "
+                           "0.6-2 Å, doses 20-60 e/Å², three detectors), shipped with the plugin: no training "
+                           "needed. No: a model trained on your data with the NT2C protocols, which does better.")
         form.addParam("inputModel", params.PointerParam, pointerClass="NT2CModel", important=True,
                       condition="not useGeneralModel", allowsNull=True,
                       label="NT2C denoising model",
@@ -75,6 +75,8 @@ class ProtNT2CDenoise(ProtNT2CBase, ProtStreamingBase):
                       label="Tile size (px)", help="Micrographs are denoised in overlapping tiles of this "
                                                    "size (a multiple of 32); smaller uses less memory.")
         self._defineGpuParams(form)
+        # 3 Scipion threads: the main process and the streaming step generator hold one each, so 2 gives
+        # no worker until the input closes (measured: nothing denoised while a stream grows)
         form.addParallelSection(threads=3, mpi=0)
         # pyworkflow's streaming form (sleep 10 s), not pwem EMProtocol's, which the MRO would pick:
         # that one adds a batch size this protocol ignores and sleeps 0 s (re-reading the input
@@ -111,8 +113,10 @@ class ProtNT2CDenoise(ProtNT2CBase, ProtStreamingBase):
             if self._inProcess():
                 self._denoiseHere(file_name, out, factor, obj_id)
             else:
+                start = time.time()
                 self._denoiseIsolated(file_name, out, factor)
-        except NT2CError as exc:
+                self._logDone(obj_id, file_name, time.time() - start)
+        except (NT2CError, OSError) as exc:  # a bad or unreadable micrograph: named, the others go on
             self._recordFailure(obj_id, file_name, exc)
             return
         except Exception as exc:  # isolated: nt2c exited non-zero (exit 2 = bad input; its log is above)
@@ -126,9 +130,20 @@ class ProtNT2CDenoise(ProtNT2CBase, ProtStreamingBase):
     def _denoiseHere(self, file_name, out, factor, obj_id):
         from nt2c_core.denoise import denoise_file
 
-        _, warning = denoise_file(self._denoiser(), file_name, out, factor)
+        denoiser = self._denoiser()
+        start = time.time()
+        _, warning = denoise_file(denoiser, file_name, out, factor)
         if warning:
             self.info(f"Micrograph {obj_id} ({file_name}): {warning}")
+        self._logDone(obj_id, file_name, time.time() - start)
+
+    def _logDone(self, obj_id, file_name, seconds):
+        """One line per micrograph: which, how long, how many so far (no carriage returns)."""
+        with self._lock:
+            self._finished = getattr(self, "_finished", 0) + 1
+            count = self._finished
+        self.info(f"NT2C denoise: micrograph {obj_id} ({os.path.basename(file_name)}) denoised in {seconds:.1f} s "
+                  f"({count} this run)")
 
     def _denoiseIsolated(self, file_name, out, factor):
         """The same stage through the dedicated environment's ``nt2c denoise``, which names its
@@ -176,8 +191,13 @@ class ProtNT2CDenoise(ProtNT2CBase, ProtStreamingBase):
         device = self._device()
         with self._denoiserLock:
             if device not in self._denoisers:
+                import torch
+
                 tiles = TileSettings(tile=self.tileSize.get(), margin=TILE_MARGIN, batch=1)
                 self._denoisers[device] = Denoiser.from_file(self._modelPath(), device, tiles)
+                gpu = f" ({torch.cuda.get_device_name(torch.device(device))})" if device.startswith("cuda") else ""
+                self.info(f"NT2C denoise: {self._modelText()}; device {device}{gpu}; torch threads "
+                          f"{torch.get_num_threads()}; tiles {tiles.tile} px")
             return self._denoisers[device]
 
     def _modelPath(self) -> str:
@@ -206,6 +226,21 @@ class ProtNT2CDenoise(ProtNT2CBase, ProtStreamingBase):
         self._updateOutputSet(OUTPUT_MICROGRAPHS, out_set, Set.STREAM_OPEN)
         if first:
             self._defineSourceRelation(self.inputMicrographs, out_set)
+            self.denoisingModel = String(self._modelText())  # named in the summary and kept with the run
+            self._store(self.denoisingModel)
+
+    def _modelText(self) -> str:
+        """The model used, for the summary and the run: which one, its file and its weight hash."""
+        import hashlib
+
+        path = self._modelPath()
+        try:
+            with open(path, "rb") as fh:
+                digest = f", file sha256 {hashlib.sha256(fh.read()).hexdigest()[:12]}"
+        except OSError:
+            digest = " (missing)"
+        which = "shipped general model" if self.useGeneralModel.get() else "model"
+        return f"{which} {path}{digest}"
 
     def _failures(self) -> list:
         path = self._getExtraPath("failed.txt")
@@ -254,6 +289,8 @@ class ProtNT2CDenoise(ProtNT2CBase, ProtStreamingBase):
         out_set = getattr(self, OUTPUT_MICROGRAPHS, None)
         lines = [f"Denoised {out_set.getSize() if out_set is not None else 0} micrographs"
                  f" (binning x{self._binFactor()})."]
+        used = getattr(self, "denoisingModel", None)
+        lines.append(f"Model: {used.get() if used is not None and used.get() else self._modelText()}.")
         lines += [f"Not denoised: micrograph {i} ({f}): {why}" for i, f, why in self._failures()]
         return lines
 

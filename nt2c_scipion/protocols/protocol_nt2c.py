@@ -79,8 +79,6 @@ class ProtNT2C(ProtNT2CSimulationBase):
         form.addParam("fineConsistencyReference", params.EnumParam, choices=list(CONSISTENCY_REFERENCES), default=0,
                       expertLevel=params.LEVEL_ADVANCED, label="Fine: data-consistency band",
                       help=CONSISTENCY_BAND_HELP)
-        form.addParam("ganIterations", params.IntParam, default=GAN.iterations, label="Noise GAN iterations",
-                      help="Generator steps of the WGAN-GP noise model.")
         form.addParam("width", params.IntParam, default=COARSE.architecture["width"], expertLevel=params.LEVEL_ADVANCED,
                       label="U-Net width", help="48 as in the paper; 24 is ~3x faster on CPU (ignored when the "
                                                  "coarse model starts from the general model, whose width it keeps).")
@@ -127,6 +125,10 @@ class ProtNT2C(ProtNT2CSimulationBase):
                            "fields (default, no GAN stage), or the paper's WGAN-GP trained on the noise patches. On "
                            "real ribosome micrographs the GAN's 128 px fields carried 20-25 % less noise power at "
                            "the particle's frequencies than the real patches, and its fine model hardly denoised.")
+        # after noiseModel: pyworkflow binds a condition's names to the parameters defined before it
+        form.addParam("ganIterations", params.IntParam, default=GAN.iterations, label="Noise GAN iterations",
+                      condition=f"noiseModel == {NOISE_MODELS.index('gan')}",
+                      help="Generator steps of the WGAN-GP noise model (only with the GAN noise model).")
         form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Random seed",
                       help="The same seed and inputs give the same models.")
         self._defineGpuParams(form)

@@ -351,3 +351,38 @@ class TestIsolatedRoute(BaseTest):
         expected = Denoiser.from_file(one._getExtraPath("work", "coarse", "model.pt")).denoise(raw)
         self.assertTrue(np.allclose(coarse_crop, expected, atol=1e-4 * float(expected.std())))
         self.assertEqual(len(found.origins), len(found.all_origins))  # threshold -0.99 keeps every tile
+
+
+class TestPluginManagerLookup(unittest.TestCase):
+    """The fast half of `make scipion-check` (which runs `scipion3 installp -p CHECKOUT --devel` and
+    `uninstallp` for real): scipion-app's own plugin manager finds this installed distribution's
+    plugin module. It takes the first line of top_level.txt in an editable install (setuptools
+    sorts the names, which put nt2c_core first: KeyError 'nt2c_core'), and checks for
+    site-packages/scipion_em_nt2c* when the checkout has a pyproject.toml (else scipion-em-nt2c*,
+    which pip no longer writes)."""
+
+    def test_scipion_app_finds_the_plugin_module_of_the_distribution(self):
+        try:
+            import scipion.install.plugin_funcs  # noqa: F401
+        except ImportError:
+            self.skipTest("scipion-app (the test extra) is not installed")
+        # as Scipion runs: away from the checkout, and in it (where the checkout's own *.egg-info, whose
+        # SOURCES.txt lists its files, is the distribution found first)
+        code = ("import importlib.metadata as m, json\n"
+                "from scipion.install.plugin_funcs import PluginInfo\n"
+                "d = m.distribution('scipion-em-nt2c')\n"
+                "p = PluginInfo(pipName='scipion-em-nt2c', name='scipion-em-nt2c', remote=False)\n"
+                "print(json.dumps([(d.read_text('top_level.txt') or '').split(), p.getDirName(), p.getPipVersion(), "
+                "d.version, str(d.locate_file(''))]))\n")
+        import json
+
+        checkout = Path(__file__).resolve().parents[2]
+        self.assertTrue((checkout / "pyproject.toml").is_file())
+        for cwd in ("/", str(checkout)):
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=120)
+            self.assertEqual(done.returncode, 0, done.stderr[-2000:])
+            top, dirname, version, dist_version, site = json.loads(done.stdout.strip().splitlines()[-1])
+            self.assertEqual((top[0], dirname), ("nt2c_scipion", "nt2c_scipion"), f"from {cwd}")
+            self.assertEqual(version, dist_version)
+            if cwd == "/":
+                self.assertTrue(list(Path(site).glob("scipion_em_nt2c*")), f"{site}: no scipion_em_nt2c*")

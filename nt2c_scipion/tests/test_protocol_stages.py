@@ -133,7 +133,7 @@ class TestNT2CStages(BaseTest):
                          ("patches", "fine", "none"))
         self.assertEqual(read_mrc(meta["noise_source"], allow_stack=True)[0].shape[0], patches.getSize())
 
-        den = self.newProtocol(ProtNT2CDenoise, numberOfThreads=2)  # the streaming generator holds one thread
+        den = self.newProtocol(ProtNT2CDenoise, numberOfThreads=2, useGeneralModel=False)  # the generator holds a thread
         _link(den, "inputMicrographs", imp, "outputMicrographs")
         _link(den, "inputModel", fine, "outputModel")
         den = self.launchProtocol(den)

@@ -92,7 +92,8 @@ class TestNT2CDenoise(BaseTest):
         return self.launchProtocol(prot)
 
     def _denoise(self, mics_prot, model_prot, **kwargs):
-        prot = self.newProtocol(ProtNT2CDenoise, numberOfThreads=3, streamingSleepOnWait=1, **kwargs)
+        prot = self.newProtocol(ProtNT2CDenoise, numberOfThreads=3, streamingSleepOnWait=1, useGeneralModel=False,
+                                **kwargs)
         prot.inputMicrographs.set(mics_prot)
         prot.inputMicrographs.setExtended("outputMicrographs")
         prot.inputModel.set(model_prot)
@@ -226,6 +227,7 @@ class TestNT2CDenoise(BaseTest):
             den = self.newProtocol(ProtNT2CDenoise)
             den.inputMicrographs.set(mics)
             den.inputModel.set(model)
+            den.useGeneralModel.set(False)
             den.inputModel.setExtended("outputModel")
             errors = den.validate()
             self.assertTrue(any(message in e for e in errors), f"{label}: {errors}")
@@ -240,10 +242,13 @@ class TestNT2CDenoise(BaseTest):
         model = self._import_model()
         den = self.newProtocol(ProtNT2CDenoise)  # the form's defaults: 3 threads, 10 s sleep, no batch size
         self.assertEqual(den.streamingSleepOnWait.get(), 10)
+        self.assertEqual(den.numberOfThreads.get(), 3)  # main + step generator + one worker
+        self.assertTrue(den.useGeneralModel.get())  # the shipped model preselected
         self.assertFalse(den.hasAttribute("streamingBatchSize"))
         den.inputMicrographs.set(imp)
         den.inputMicrographs.setExtended("outputMicrographs")
         den.inputModel.set(model)
+        den.useGeneralModel.set(False)
         den.inputModel.setExtended("outputModel")
         self._wait_for_output(imp)
         self.proj.launchProtocol(den, wait=False)
@@ -369,13 +374,12 @@ class TestNT2CDenoise(BaseTest):
         template.replaceEnvVariables()  # as scipion-app's kickoff does first: the template holds no %(VAR)s
         template.parseContent()
         template.setParamValue("filesPath", str(self.sim / "noisy"))
-        template.setParamValue("modelFile", self.model_path)
         template.setParamValue("samplingRate", "2.0")
         template.setParamValue("streamingSleepOnWait", "1")
         protocols = self.proj.loadProtocols(template.createTemplateFile())
-        runs = sorted(self.proj.getRuns(refresh=True), key=lambda p: p.getObjId())[-3:]
+        runs = sorted(self.proj.getRuns(refresh=True), key=lambda p: p.getObjId())[-2:]
         classes = [p.getClassName() for p in runs]
-        self.assertEqual(classes, ["ProtImportMicrographs", "ProtNT2CImportModel", "ProtNT2CDenoise"])
+        self.assertEqual(classes, ["ProtImportMicrographs", "ProtNT2CDenoise"])  # the shipped general model
         for prot in runs:
             self.launchProtocol(prot)
         den = self.proj.getProtocol(runs[-1].getObjId())
@@ -404,6 +408,7 @@ class TestNT2CRealMicrograph(BaseTest):
         den.inputMicrographs.set(imp)
         den.inputMicrographs.setExtended("outputMicrographs")
         den.inputModel.set(model)
+        den.useGeneralModel.set(False)
         den.inputModel.setExtended("outputModel")
         self.assertTrue(any("trained at 2.000" in w for w in den._warnings()))
         den = self.launchProtocol(den)
