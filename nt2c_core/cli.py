@@ -10,6 +10,8 @@ import sys
 from typing import Sequence
 
 from .errors import NT2CError, is_out_of_memory
+from .logs import OutputFault
+from .validation import SEED_LIMIT
 
 
 class Terminated(BaseException):
@@ -91,8 +93,6 @@ def _usable_streams() -> None:
 
 def _os_error_text(exc: OSError) -> str:
     """An OSError as 'FILE: reason' (the file first, as every other message names it)."""
-    from .logs import OutputFault
-
     if isinstance(exc, OutputFault):
         return f"{exc.target}: could not be written ({exc.strerror})"
     where = exc.filename if exc.filename is not None else "a file"
@@ -103,8 +103,8 @@ def _check_values(args: argparse.Namespace) -> str | None:
     """Checks shared by every command: threads and seeds are never negative."""
     if getattr(args, "threads", 0) is not None and getattr(args, "threads", 0) < 0:
         return f"--threads = {args.threads}: must be 0 (torch's default) or more"
-    if getattr(args, "seed", None) is not None and not 0 <= args.seed < 2 ** 32:
-        return f"--seed = {args.seed}: must be within 0..{2 ** 32 - 1}"
+    if getattr(args, "seed", None) is not None and not 0 <= args.seed < SEED_LIMIT:
+        return f"--seed = {args.seed}: must be within 0..{SEED_LIMIT - 1}"
     return None
 
 
@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as exc:
             if isinstance(exc, BrokenPipeError):
                 raise
-            raise _StdoutFault(exc) from exc
+            raise OutputFault("standard output", exc) from exc
         return rc
     except NT2CError as exc:
         print(f"nt2c {args.command}: error: {exc}", file=sys.stderr)
@@ -155,12 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except OSError as exc:  # a file system fault the stage did not name itself: unreadable, loop, full
-        if isinstance(exc, _StdoutFault) or getattr(exc, "target", None) == "standard output" or (
-                exc.filename is None and exc.errno in (errno.ENOSPC, errno.EIO, errno.EBADF) and not _stdout_is_tty()):
+        if not isinstance(exc, OutputFault) and exc.filename is None and not _stdout_is_tty() \
+                and exc.errno in (errno.ENOSPC, errno.EIO, errno.EBADF):
+            exc = OutputFault("standard output", exc)  # a print's own flush into a full or closed stdout
+        if getattr(exc, "target", None) == "standard output":
             _drop_stdout()
-            print(f"nt2c {args.command}: error: standard output: could not be written "
-                  f"({exc.strerror or exc})", file=sys.stderr)
-            return 2
         print(f"nt2c {args.command}: error: {_os_error_text(exc)}", file=sys.stderr)
         return 2
     except RuntimeError as exc:
@@ -183,13 +182,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-
-
-class _StdoutFault(OSError):
-    """stdout could not take the command's output (a full device, an I/O error)."""
-
-    def __init__(self, cause: OSError):
-        super().__init__(cause.errno, cause.strerror or str(cause))
 
 
 def _stdout_is_tty() -> bool:

@@ -32,7 +32,7 @@ from . import __version__
 from .calibrate import calibrate_files
 from .denoise import Denoiser, denoise_files
 from .errors import InputError
-from .io import ensure_writable_dir, read_mrc, write_json
+from .io import ensure_writable_dir, read_json, read_mrc, write_json
 from .layout import WorkLayout
 from .noise.extract import too_few_message
 from .pairs import film_names, load_pairs
@@ -91,14 +91,16 @@ def check_inputs(config: PipelineConfig, full: bool = True) -> list[Path]:
 def _check_inputs_outside_work(config: PipelineConfig, files: list[Path], work: Path) -> None:
     """No input of the run (raw micrographs, structures, a coarse_init model, a calibration) lies
     where the run writes: the work folder itself (as a file), a stage folder or its records."""
-    written = [work / name for name in STAGES] + [work / "config.json", work / "pipeline.json"]
+    layout = WorkLayout(work)
+    root = Path(os.path.realpath(work))
+    written = [Path(os.path.realpath(p)) for p in
+               [*(layout.stage(name) for name in STAGES), work / "config.json", work / "pipeline.json"]]
     inputs = [*files, *(Path(s) for s in config.structures)]
     inputs += [Path(p) for p in (config.coarse_init, config.calibration) if p and p not in ("general", "none")]
     for path in inputs:
         real = Path(os.path.realpath(path))
         for place in written:
-            place = Path(os.path.realpath(place))
-            if real == place or place in real.parents or real == Path(os.path.realpath(work)):
+            if real == place or place in real.parents or real == root:
                 raise InputError(f"--work {work}: the run would write over its input {path}; choose another "
                                  "work folder")
 
@@ -188,12 +190,12 @@ def _done_record(done: Path) -> dict | None:
     if not done.exists():
         return None
     try:
-        record = json.loads(done.read_text())
+        record = read_json(done, "stage record")
         if isinstance(record, dict):
             return record
         problem = "not a JSON object"
-    except (OSError, ValueError, RecursionError) as exc:
-        problem = str(getattr(exc, "strerror", None) or exc)[:120]
+    except InputError as exc:
+        problem = str(exc).replace(f"{done}: ", "")[:120]
     damaged = done.with_name(done.name + ".damaged")
     os.replace(done, damaged)
     log.warning(f"[{done.parent.name}] {done} is damaged ({problem}): kept as {damaged.name}; the stage is redone")

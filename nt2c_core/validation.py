@@ -13,6 +13,9 @@ from typing import Callable
 from .errors import InputError
 
 
+SEED_LIMIT = 2 ** 32  # numpy's seeds: 0 .. 2**32 - 1 (the command line and settings files alike)
+
+
 def setting_name(name: str, section: str | None) -> str:
     """``--name-with-dashes`` (command line) or ``section.name`` (config file; '' = top level)."""
     if section is None:
@@ -30,8 +33,8 @@ def check_types(obj, section: str | None = None, deep: bool = False) -> None:
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if deep and f.default_factory is not dataclasses.MISSING else None)
         value = getattr(obj, f.name)
-        if f.name == "seed" and isinstance(value, int) and not isinstance(value, bool) and not 0 <= value < 2 ** 32:
-            raise InputError(f"{setting_name(f.name, section)} = {value!r}: must be within 0..{2 ** 32 - 1}")
+        if f.name == "seed" and isinstance(value, int) and not isinstance(value, bool) and not 0 <= value < SEED_LIMIT:
+            raise InputError(f"{setting_name(f.name, section)} = {value!r}: must be within 0..{SEED_LIMIT - 1}")
         if deep and isinstance(default, (tuple, list)) and not dataclasses.is_dataclass(default):
             _check_sequence(f.name, section, value, default)
             continue

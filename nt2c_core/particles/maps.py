@@ -187,10 +187,12 @@ def reconstruct_star(star: str | os.PathLike, output: str | os.PathLike, referen
     from ..io import atomic_write, read_mrc_volume, write_mrc
     from .star import ParticleTable
 
+    from ..settings import PARTICLE_CONTRAST
+
+    if contrast not in PARTICLE_CONTRAST:
+        raise InputError(f"--contrast = {contrast!r}: must be one of {', '.join(PARTICLE_CONTRAST)}")
     table = ParticleTable.read(star)
     images, _ = table.images()
-    if contrast not in ("white", "dark"):
-        raise InputError(f"--contrast = {contrast!r}: must be white or dark")
     if contrast == "white":  # reconstruct() models physical contrast (dark particles)
         images = -images
     acq = table.acquisition()

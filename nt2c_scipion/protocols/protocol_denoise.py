@@ -289,8 +289,9 @@ class ProtNT2CDenoise(ProtNT2CBase, ProtStreamingBase):
         out_set = getattr(self, OUTPUT_MICROGRAPHS, None)
         lines = [f"Denoised {out_set.getSize() if out_set is not None else 0} micrographs"
                  f" (binning x{self._binFactor()})."]
+        # the run stores the model with its hash; before it, the path only (no hashing on every GUI refresh)
         used = getattr(self, "denoisingModel", None)
-        lines.append(f"Model: {used.get() if used is not None and used.get() else self._modelText()}.")
+        lines.append(f"Model: {used.get() if used is not None and used.get() else self._modelPath()}.")
         lines += [f"Not denoised: micrograph {i} ({f}): {why}" for i, f, why in self._failures()]
         return lines
 

@@ -14,21 +14,12 @@ import numpy as np
 import pytest
 
 from nt2c_core.cli import main
+from test_reliability import cli  # ``nt2c ARGV`` in-process: (exit code, stdout, stderr)
 from nt2c_core.data import APOFERRITIN
 from nt2c_core.general import GENERAL_MODEL
 from nt2c_core.io import write_mrc
 
 NT2C = [sys.executable, "-m", "nt2c_core.cli"]
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    """``nt2c ARGV`` in-process: (exit code, stdout, stderr). A traceback fails the test."""
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse
-        rc = exc.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def refused(capsys, match: str, *argv) -> str:
