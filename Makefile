@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 
-.PHONY: demo test bench clean scipion-check
+.PHONY: demo test lint bench clean scipion-check
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest --durations=15 tests nt2c_scipion/tests
+
+# make lint: ruff's lint (pycodestyle, pyflakes, import order) and format check (pyproject.toml); CI runs it
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # make bench: its own virtualenv for the baselines (CPU torch, Topaz without torchvision, BM3D),
 # never in the package's dependencies; then speed/memory benches and the side-by-side comparison.
@@ -39,7 +44,8 @@ $(EXT_STAMP):
 
 bench: $(STAMP) $(EXT_STAMP)
 	cd benchmarks && ../$(PY) bench_simulate.py && ../$(PY) bench_denoise.py && ../$(PY) bench_compare.py \
-		&& ../$(PY) bench_real_picked.py && ../$(PY) bench_noise_model.py && ../$(PY) bench_ice_gradient.py && ../$(PY) bench_tomo.py && ../$(PY) bench_particles.py
+		&& ../$(PY) bench_real_picked.py && ../$(PY) bench_noise_model.py && ../$(PY) bench_ice_gradient.py && ../$(PY) bench_tomo.py && ../$(PY) bench_particles.py \
+		&& ../$(PY) bench_downstream.py
 
 # make scipion-check: Scipion as a facility gets it (scipion-installer, installp --devel, the template
 # chooser's code, the scheduler, uninstallp); Scipion is cached in .scipion-check/ (about 5 min the first time).

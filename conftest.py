@@ -11,7 +11,8 @@ for _name in ("home", "user", "tests"):
     (_ROOT / _name).mkdir(exist_ok=True)
 (_ROOT / "home" / "config").mkdir(exist_ok=True)
 (_ROOT / "home" / "config" / "hosts.conf").write_text(
-    "[localhost]\nPARALLEL_COMMAND = mpirun -np %_(JOB_NODES)d --map-by node %_(COMMAND)s\n")
+    "[localhost]\nPARALLEL_COMMAND = mpirun -np %_(JOB_NODES)d --map-by node %_(COMMAND)s\n"
+)
 os.environ.setdefault("SCIPION_HOME", str(_ROOT / "home"))
 os.environ.setdefault("SCIPION_USER_DATA", str(_ROOT / "user"))
 os.environ.setdefault("SCIPION_TESTS", str(_ROOT / "tests"))

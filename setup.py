@@ -30,6 +30,7 @@ class PluginFirstEggInfo(egg_info):
             first = [line for line in lines if line.startswith(PLUGIN + "/")]
             sources.write_text("\n".join(first + [line for line in lines if line not in first]) + "\n")
 
+
 HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "nt2c_core" / "__init__.py").read_text()).group(1)
 
@@ -38,8 +39,18 @@ SCIPION_REQUIRES = ["scipion-pyworkflow>=3.11.1", "scipion-em>=3.10.0"]
 # nt2c_core's requirements: also what 'scipion3 installb nt2c' installs in the dedicated environment
 # (torch there from the NT2C_TORCH variable). Any torch >= 2.1 works; install the build for your
 # machine (CPU or CUDA) first.
-CORE_REQUIRES = ["torch>=2.1", "mrcfile", "numpy", "scikit-image", "gemmi>=0.6", "scipy", "starfile>=0.5", "pandas",
-                 "tqdm", "matplotlib"]
+CORE_REQUIRES = [
+    "torch>=2.1",
+    "mrcfile",
+    "numpy",
+    "scikit-image",
+    "gemmi>=0.6",
+    "scipy",
+    "starfile>=0.5",
+    "pandas",
+    "tqdm",
+    "matplotlib",
+]
 
 setup(
     name="scipion-em-nt2c",
@@ -60,10 +71,12 @@ setup(
     install_requires=SCIPION_REQUIRES + [f'{req}; python_version >= "3.10"' for req in CORE_REQUIRES],
     # test: scipion-em-relion so the facility template's RELION protocol classes resolve in its test;
     #       scipion-app for Scipion's installer (the isolated route's test); vermin checks that the
-    #       plugin's import-time code runs on Python 3.8
+    #       plugin's import-time code runs on Python 3.8; ruff (pinned: its format is the style) lints in .ci/run
     # tomo: Scipion's tomography objects, for the NMSG tomogram protocol (registered only when present)
-    extras_require={"test": ["pytest", "scipion-em-relion", "scipion-app", "vermin"],
-                    "tomo": ["scipion-em-tomo>=3.0"]},
+    extras_require={
+        "test": ["pytest", "scipion-em-relion", "scipion-app", "vermin", "ruff==0.17.6"],
+        "tomo": ["scipion-em-tomo>=3.0"],
+    },
     entry_points={
         "console_scripts": ["nt2c = nt2c_core.cli:main"],
         "pyworkflow.plugin": ["nt2c_scipion = nt2c_scipion"],

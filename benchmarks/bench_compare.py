@@ -86,8 +86,14 @@ def make_test_set(work: Path) -> tuple[Path, dict]:
             for defocus in DEFOCI:
                 cond = f"{name}_dose{dose:g}_df{defocus:g}"
                 acq = type(ACQUISITION)(**{**ACQUISITION.to_dict(), "dose": dose})
-                cfg = SimulationConfig(acq, size=(512, 512), particles=8, defocus_um=(defocus, defocus), count=2,
-                                       seed=1000 + 10 * k + int(dose) + int(defocus * 10))
+                cfg = SimulationConfig(
+                    acq,
+                    size=(512, 512),
+                    particles=8,
+                    defocus_um=(defocus, defocus),
+                    count=2,
+                    seed=1000 + 10 * k + int(dose) + int(defocus * 10),
+                )
                 folder = work / "conditions" / cond
                 if not (folder / "experimental.json").exists():
                     make_experimental_dataset([structure], cfg, folder, progress=False)
@@ -99,7 +105,9 @@ def make_test_set(work: Path) -> tuple[Path, dict]:
                     write_mrc(flat / "truth" / f"{key}.mrc", read_mrc(folder / "truth" / path.name)[0], acq.pixel_size)
                     stars = read_star(folder / "coords" / f"{path.stem}.star")
                     (flat / "coords").mkdir(parents=True, exist_ok=True)
-                    np.save(flat / "coords" / f"{key}.npy", np.stack([stars["rlnCoordinateX"], stars["rlnCoordinateY"]], 1))
+                    np.save(
+                        flat / "coords" / f"{key}.npy", np.stack([stars["rlnCoordinateX"], stars["rlnCoordinateY"]], 1)
+                    )
                     write_mrc(flat / "raw" / f"{key}.mrc", read_mrc(path)[0], acq.pixel_size)
     return flat, radii
 
@@ -136,11 +144,10 @@ def make_regions(image: np.ndarray, count: int = 40, box: int = 24, radius: floa
     blob (``nt2c_core.metrics.regions_from_coordinates``)."""
     from scipy.ndimage import gaussian_filter
 
-    from nt2c_core.metrics import regions_from_coordinates
     from nt2c_core.evaluation.picking import pick_blobs
+    from nt2c_core.metrics import regions_from_coordinates
 
-    picks = pick_blobs(gaussian_filter(image.astype(np.float64), 2.0), radius, threshold=PICK_THRESHOLD,
-                       edge_px=box)
+    picks = pick_blobs(gaussian_filter(image.astype(np.float64), 2.0), radius, threshold=PICK_THRESHOLD, edge_px=box)
     return regions_from_coordinates(image.shape, picks, box, radius, limit=count)
 
 
@@ -159,12 +166,14 @@ def internal_method(name: str, work: Path, sigma: float | None = None):
     if name == "raw":
         return lambda x: x
     if name == "lowpass2x":
+
         def lowpass(x):
             small = bin_image(x, 2)
             big = zoom(small, 2, order=1)
             out = np.zeros_like(x)
-            out[:big.shape[0], :big.shape[1]] = big[:x.shape[0], :x.shape[1]]
+            out[: big.shape[0], : big.shape[1]] = big[: x.shape[0], : x.shape[1]]
             return out
+
         return lowpass
     if name == "gaussian":
         return lambda x: gaussian_filter(x.astype(np.float64), sigma).astype(np.float32)
@@ -209,7 +218,9 @@ def best_gaussian_sigma(validation: Path) -> float:
     from nt2c_core.io import read_mrc
     from nt2c_core.metrics import psnr
 
-    pairs = [(read_mrc(p)[0], read_mrc(validation / "truth" / p.name)[0]) for p in sorted((validation / "raw").glob("*.mrc"))]
+    pairs = [
+        (read_mrc(p)[0], read_mrc(validation / "truth" / p.name)[0]) for p in sorted((validation / "raw").glob("*.mrc"))
+    ]
     scores = {s: np.mean([psnr(gaussian_filter(x.astype(np.float64), s), y) for x, y in pairs]) for s in GAUSS_SIGMAS}
     return float(max(scores, key=scores.get))
 
@@ -218,9 +229,9 @@ def best_gaussian_sigma(validation: Path) -> float:
 
 
 def score_test(method_dir: Path, test: Path, radii: dict) -> dict:
+    from nt2c_core.evaluation.picking import pick_blobs
     from nt2c_core.io import read_mrc
     from nt2c_core.metrics import frc, psnr, ssim
-    from nt2c_core.evaluation.picking import pick_blobs
 
     rows = {}
     for path in sorted((test / "raw").glob("*.mrc")):
@@ -230,9 +241,14 @@ def score_test(method_dir: Path, test: Path, radii: dict) -> dict:
         radius = radii[path.stem]
         picks = pick_blobs(pred, radius, threshold=PICK_THRESHOLD)
         pick = score_picks(picks, np.load(test / "coords" / f"{path.stem}.npy"), 0.5 * radius)
-        rows[path.stem] = {"psnr_db": psnr(pred, truth), "ssim": ssim(pred, truth),
-                           "frc_0.5_A": curve.resolution(0.5), "frc_0.143_A": curve.resolution(0.143),
-                           "frc_curve": [curve.frequency.tolist(), curve.correlation.tolist()], **pick.to_dict()}
+        rows[path.stem] = {
+            "psnr_db": psnr(pred, truth),
+            "ssim": ssim(pred, truth),
+            "frc_0.5_A": curve.resolution(0.5),
+            "frc_0.143_A": curve.resolution(0.143),
+            "frc_curve": [curve.frequency.tolist(), curve.correlation.tolist()],
+            **pick.to_dict(),
+        }
     return rows
 
 
@@ -248,8 +264,11 @@ def summarize(rows: dict) -> dict:
     for key in ("psnr_db", "ssim", "frc_0.5_A", "frc_0.143_A", "precision", "recall", "f1"):
         values = np.array([r[key] for r in rows.values()], float)
         finite = values[np.isfinite(values)]
-        out[key] = {"mean": float(finite.mean()) if len(finite) else None,
-                    "std": float(finite.std()) if len(finite) else None, "n": int(len(finite))}
+        out[key] = {
+            "mean": float(finite.mean()) if len(finite) else None,
+            "std": float(finite.std()) if len(finite) else None,
+            "n": int(len(finite)),
+        }
     by_condition: dict[str, list] = {}
     for name, r in rows.items():
         by_condition.setdefault(name.split("__")[0], []).append(r["psnr_db"])
@@ -286,8 +305,16 @@ def cost_worker(method: str, path: str, repeats: int, work: Path, sigma: float) 
         t = time.perf_counter()
         fn(image)
         times.append(time.perf_counter() - t)
-    print(json.dumps({"seconds_median": statistics.median(times), "seconds_all": times, "repeats": repeats,
-                      "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}))
+    print(
+        json.dumps(
+            {
+                "seconds_median": statistics.median(times),
+                "seconds_all": times,
+                "repeats": repeats,
+                "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+            }
+        )
+    )
 
 
 def measure_cost(real: Path, work: Path, sigma: float, repeats: int, python: str | None) -> dict:
@@ -297,27 +324,59 @@ def measure_cost(real: Path, work: Path, sigma: float, repeats: int, python: str
     for method in COST_METHODS:
         if method.startswith("nt2c") and internal_method(method, work) is None:
             continue
-        cmd = [sys.executable, __file__, "--cost-worker", method, "--input", str(real), "--repeats", str(repeats),
-               "--work", str(work), "--sigma", str(sigma)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--cost-worker",
+            method,
+            "--input",
+            str(real),
+            "--repeats",
+            str(repeats),
+            "--work",
+            str(work),
+            "--sigma",
+            str(sigma),
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True)
-        out[method] = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {
-            "error": done.stderr[-500:]}
+        out[method] = (
+            json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {"error": done.stderr[-500:]}
+        )
         print(f"[cost] {method}: {out[method]}", flush=True)
     if python:
         cost_dir = work / "cost"
-        topaz = run_external("topaz", [real], cost_dir / "topaz", python,
-                             ["--patch-size", str(TOPAZ["patch_size"]), "--padding", str(TOPAZ["padding"]),
-                              "--repeats", str(max(1, repeats // 3))])
-        out["topaz"] = {"seconds_median": topaz["seconds"][real.name], "repeats": topaz["repeats"],
-                        "peak_rss_gb": topaz["peak_rss_gb"], "settings": topaz["settings"]}
+        topaz = run_external(
+            "topaz",
+            [real],
+            cost_dir / "topaz",
+            python,
+            [
+                "--patch-size",
+                str(TOPAZ["patch_size"]),
+                "--padding",
+                str(TOPAZ["padding"]),
+                "--repeats",
+                str(max(1, repeats // 3)),
+            ],
+        )
+        out["topaz"] = {
+            "seconds_median": topaz["seconds"][real.name],
+            "repeats": topaz["repeats"],
+            "peak_rss_gb": topaz["peak_rss_gb"],
+            "settings": topaz["settings"],
+        }
         crop = cost_dir / "crop1024.mrc"
         image, pixel = read_mrc(real)
         write_mrc(crop, image[:1024, :1024], pixel)
         sig = cost_dir / "crop_sigma.json"
         sig.write_text(json.dumps(noise_sigmas([crop])))
         bm = run_external("bm3d", [crop], cost_dir / "bm3d", python, ["--sigmas", str(sig)])
-        out["bm3d"] = {"seconds_median": 16 * bm["seconds"][crop.name], "peak_rss_gb": bm["peak_rss_gb"],
-                       "note": "timed on a 1024^2 crop, x16", "repeats": 1}
+        out["bm3d"] = {
+            "seconds_median": 16 * bm["seconds"][crop.name],
+            "peak_rss_gb": bm["peak_rss_gb"],
+            "note": "timed on a 1024^2 crop, x16",
+            "repeats": 1,
+        }
         print(f"[cost] topaz: {out['topaz']}\n[cost] bm3d: {out['bm3d']}", flush=True)
     for same in ("nt2c_coarse", "nt2c_general"):  # the same U-Net (width 24) as the fine model
         if "nt2c_fine" in out:
@@ -366,9 +425,28 @@ def _topaz_pick(python: str, files: list[Path], folder: Path, radius_px: float) 
     pre.mkdir(parents=True, exist_ok=True)
     scale = str(TOPAZ_PICK_SCALE)
     _run([python, "-m", "topaz.commands.preprocess", "-s", scale, "-d", "-1", "-o", str(pre), *map(str, files)])
-    _run([python, "-m", "topaz.commands.extract", "-m", "resnet16", "-r", str(max(1, round(radius_px / TOPAZ_PICK_SCALE))),
-          "-p", "512", "-d", "-1", "-x", scale, "-t", "-6", "-o", str(folder / "picks.txt"),
-          *sorted(map(str, pre.glob("*.mrc")))])
+    _run(
+        [
+            python,
+            "-m",
+            "topaz.commands.extract",
+            "-m",
+            "resnet16",
+            "-r",
+            str(max(1, round(radius_px / TOPAZ_PICK_SCALE))),
+            "-p",
+            "512",
+            "-d",
+            "-1",
+            "-x",
+            scale,
+            "-t",
+            "-6",
+            "-o",
+            str(folder / "picks.txt"),
+            *sorted(map(str, pre.glob("*.mrc"))),
+        ]
+    )
 
 
 def _run(cmd: list[str]) -> None:
@@ -394,17 +472,35 @@ def batch_throughput(real: Path, work: Path, count: int = 20, threads: int = 2) 
             link.symlink_to(real.resolve())
         files.append(str(link))
     nt2c = str(Path(sys.executable).parent / "nt2c")
-    cmd = [nt2c, "denoise", *files, "--model", str(WorkLayout(work / "demo" / "work").model("fine")), "-o",
-           str(folder / "out"), "--overwrite", "--threads", str(threads)]
-    wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
-               "rc = subprocess.run(sys.argv[1:], capture_output=True).returncode; "
-               "print(rc, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6)")
+    cmd = [
+        nt2c,
+        "denoise",
+        *files,
+        "--model",
+        str(WorkLayout(work / "demo" / "work").model("fine")),
+        "-o",
+        str(folder / "out"),
+        "--overwrite",
+        "--threads",
+        str(threads),
+    ]
+    wrapper = (
+        "import resource, subprocess, sys, time; t = time.perf_counter(); "
+        "rc = subprocess.run(sys.argv[1:], capture_output=True).returncode; "
+        "print(rc, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6)"
+    )
     done = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True)
     rc, seconds, rss = done.stdout.split()
     if rc != "0":
         return {"error": f"nt2c denoise exited {rc}"}
-    return {"micrographs": count, "seconds": float(seconds), "per_minute": 60 * count / float(seconds),
-            "peak_rss_gb": float(rss), "model": "nt2c_fine (width 24)", "threads": threads}
+    return {
+        "micrographs": count,
+        "seconds": float(seconds),
+        "per_minute": 60 * count / float(seconds),
+        "peak_rss_gb": float(rss),
+        "model": "nt2c_fine (width 24)",
+        "threads": threads,
+    }
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -418,8 +514,11 @@ def write_report(result: dict, stem: Path) -> None:
 
 
 def markdown_table(result: dict) -> str:
-    lines = ["| method | PSNR dB (held-out) | SSIM | FRC 0.143 (Å) | picking F1 | real eq.5 SNR dB | s / 4096² | peak RSS GB |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | PSNR dB (held-out) | SSIM | FRC 0.143 (Å) | picking F1 "
+        "| real eq.5 SNR dB | s / 4096² | peak RSS GB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for method, data in result["methods"].items():
         if "error" in data:
             lines.append(f"| {method} | failed: {data['error'][:60]} | | | | | | |")
@@ -431,24 +530,32 @@ def markdown_table(result: dict) -> str:
         mark = "*" if cost.get("note", "").startswith("timed on") else ("†" if "note" in cost else "")
         secs = f"{cost['seconds_median']:.1f}{mark}" if "seconds_median" in cost else "-"
         rss = f"{cost['peak_rss_gb']:.2f}" if "peak_rss_gb" in cost else "-"
-        lines.append(f"| {method} | {s['psnr_db']['mean']:.2f} ± {s['psnr_db']['std']:.2f} | {s['ssim']['mean']:.3f} | "
-                     f"{_fmt(s['frc_0.143_A']['mean'])} | {s['f1']['mean']:.2f} | {real_text} | {secs} | {rss} |")
+        lines.append(
+            f"| {method} | {s['psnr_db']['mean']:.2f} ± {s['psnr_db']['std']:.2f} | {s['ssim']['mean']:.3f} | "
+            f"{_fmt(s['frc_0.143_A']['mean'])} | {s['f1']['mean']:.2f} | {real_text} | {secs} | {rss} |"
+        )
     lines.append("")
-    lines.append("Held-out: spliceosome 3jb9 and horse apoferritin 4v1w, doses 20/50 e/Å², defoci 1.0/2.5 µm, 2 "
-                 "micrographs each (16), 512² at 2 Å/px. Real: eq. 5 SNR on the 3x-binned real micrograph. Cost: the "
-                 "real 4096² micrograph on this CPU; * BM3D timed on 1024² and scaled x16; † same network as "
-                 "nt2c_fine, not timed separately.")
+    lines.append(
+        "Held-out: spliceosome 3jb9 and horse apoferritin 4v1w, doses 20/50 e/Å², defoci 1.0/2.5 µm, 2 "
+        "micrographs each (16), 512² at 2 Å/px. Real: eq. 5 SNR on the 3x-binned real micrograph. Cost: the "
+        "real 4096² micrograph on this CPU; * BM3D timed on 1024² and scaled x16; † same network as "
+        "nt2c_fine, not timed separately."
+    )
     picking = result.get("topaz_resnet16_picking", {})
     if picking and "error" not in picking:
         lines.append("")
-        lines.append("Topaz resnet16 picker (its preprocessing, LLR >= 0), F1 by input: "
-                     + ", ".join(f"{m} {v['f1']:.2f}" for m, v in picking.items()))
+        lines.append(
+            "Topaz resnet16 picker (its preprocessing, LLR >= 0), F1 by input: "
+            + ", ".join(f"{m} {v['f1']:.2f}" for m, v in picking.items())
+        )
     batch = result.get("batch_throughput", {})
     if "per_minute" in batch:
         lines.append("")
-        lines.append(f"Batch: nt2c denoise on {batch['micrographs']} x 4096² in {batch['seconds']:.0f} s "
-                     f"({batch['per_minute']:.2f} micrographs/min, peak RSS {batch['peak_rss_gb']:.2f} GB, "
-                     f"{batch['threads']} threads).")
+        lines.append(
+            f"Batch: nt2c denoise on {batch['micrographs']} x 4096² in {batch['seconds']:.0f} s "
+            f"({batch['per_minute']:.2f} micrographs/min, peak RSS {batch['peak_rss_gb']:.2f} GB, "
+            f"{batch['threads']} threads)."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -513,7 +620,7 @@ def before_after(work: Path, methods: list[str], real: Path, out: Path) -> None:
         image = read_mrc(work / "out" / m / "real" / real.name)[0].astype(np.float64)
         image = (image - image.mean()) / image.std()
         h, w = image.shape
-        ax.imshow(image[h // 2 - 200:h // 2 + 200, w // 2 - 200:w // 2 + 200], cmap="gray", vmin=-3, vmax=3)
+        ax.imshow(image[h // 2 - 200 : h // 2 + 200, w // 2 - 200 : w // 2 + 200], cmap="gray", vmin=-3, vmax=3)
         ax.set_title(m, fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=60)
@@ -527,12 +634,20 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", default=str(HERE / "work"), help="work folder (demo models, data, outputs)")
     p.add_argument("--real", nargs="*", default=[], help="more real micrographs (2/3 Å/px x 3 binning assumed)")
-    p.add_argument("--external-python", default=str(HERE / ".venv-external" / "bin" / "python"),
-                   help="Python of the virtualenv holding Topaz and BM3D ('' to skip them)")
+    p.add_argument(
+        "--external-python",
+        default=str(HERE / ".venv-external" / "bin" / "python"),
+        help="Python of the virtualenv holding Topaz and BM3D ('' to skip them)",
+    )
     p.add_argument("--repeats", type=int, default=3, help="timed runs per method for the cost (median)")
     p.add_argument("--make-regions", action="store_true", help="(re)write the eq. 5 regions of the real micrographs")
-    p.add_argument("--methods", nargs="+", default=list(INTERNAL + EXTERNAL), choices=INTERNAL + EXTERNAL,
-                   help="methods to run (outputs of earlier runs in the work folder are reused)")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(INTERNAL + EXTERNAL),
+        choices=INTERNAL + EXTERNAL,
+        help="methods to run (outputs of earlier runs in the work folder are reused)",
+    )
     p.add_argument("--no-cost", action="store_true", help="skip the speed/memory measurements")
     p.add_argument("--no-picking", action="store_true", help="skip Topaz's resnet16 picker")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for every method")
@@ -556,10 +671,10 @@ def main() -> int:
     if python is None:
         print("[bench] no Topaz/BM3D virtualenv: those methods are reported as not run (make bench builds it)")
     t0 = time.time()
+    import torch
+
     from nt2c_core.demo import run_demo
     from nt2c_core.io import read_mrc
-
-    import torch
 
     torch.set_num_threads(args.threads)
     needs_demo = any(m in ("nt2c_coarse", "nt2c_fine") for m in args.methods)
@@ -575,14 +690,28 @@ def main() -> int:
         if args.make_regions or not target.exists():
             pairs = make_regions(read_mrc(r)[0])
             REGIONS.mkdir(exist_ok=True)
-            target.write_text(json.dumps({"rule": make_regions.__doc__.split("\n\n")[0].strip(), "source": r.name,
-                                          "pairs": pairs}, indent=0))
+            target.write_text(
+                json.dumps(
+                    {"rule": make_regions.__doc__.split("\n\n")[0].strip(), "source": r.name, "pairs": pairs}, indent=0
+                )
+            )
     test_inputs = sorted((test / "raw").glob("*.mrc"))
-    result = {"created": datetime.datetime.now().isoformat(timespec="seconds"), "machine": _machine(),
-              "settings": {"held_out": HELD_OUT, "doses": DOSES, "defoci_um": DEFOCI, "gaussian_sigma_px": sigma,
-                           "topaz": TOPAZ, "pick_threshold": PICK_THRESHOLD, "pick_distance": "0.5 x radius",
-                           "real_binning": REAL_BIN, "normalization": "least-squares scale/offset to truth"},
-              "methods": {}}
+    result = {
+        "created": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "settings": {
+            "held_out": HELD_OUT,
+            "doses": DOSES,
+            "defoci_um": DEFOCI,
+            "gaussian_sigma_px": sigma,
+            "topaz": TOPAZ,
+            "pick_threshold": PICK_THRESHOLD,
+            "pick_distance": "0.5 x radius",
+            "real_binning": REAL_BIN,
+            "normalization": "least-squares scale/offset to truth",
+        },
+        "methods": {},
+    }
     for method in args.methods:
         print(f"[bench] {method}", flush=True)
         out = work / "out" / method
@@ -599,8 +728,11 @@ def main() -> int:
             elif python is None:
                 raise RuntimeError("external virtualenv not built")
             else:
-                extra = (["--patch-size", str(TOPAZ["patch_size"]), "--padding", str(TOPAZ["padding"])]
-                         if method == "topaz" else [])
+                extra = (
+                    ["--patch-size", str(TOPAZ["patch_size"]), "--padding", str(TOPAZ["padding"])]
+                    if method == "topaz"
+                    else []
+                )
                 if method == "bm3d":
                     sig = work / "sigmas.json"
                     sig.write_text(json.dumps(noise_sigmas(test_inputs + reals)))
@@ -612,18 +744,26 @@ def main() -> int:
                 marker.write_text(json.dumps(seconds))
             rows = score_test(out / "test", test, radii)
             curve = mean_frc(rows)
-            result["methods"][method] = {"test": summarize(rows), "frc_mean_curve": curve, "per_micrograph": rows,
-                                         "real_snr_db": real_snr(out / "real", reals),
-                                         "seconds_per_512px_mic": float(np.median(list(seconds.values())))}
+            result["methods"][method] = {
+                "test": summarize(rows),
+                "frc_mean_curve": curve,
+                "per_micrograph": rows,
+                "real_snr_db": real_snr(out / "real", reals),
+                "seconds_per_512px_mic": float(np.median(list(seconds.values()))),
+            }
             s = result["methods"][method]["test"]
-            print(f"[bench] {method}: PSNR {s['psnr_db']['mean']:.2f} dB, F1 {s['f1']['mean']:.2f}, real SNR "
-                  f"{result['methods'][method]['real_snr_db']}", flush=True)
+            print(
+                f"[bench] {method}: PSNR {s['psnr_db']['mean']:.2f} dB, F1 {s['f1']['mean']:.2f}, real SNR "
+                f"{result['methods'][method]['real_snr_db']}",
+                flush=True,
+            )
         except Exception as exc:  # a failing method is reported; the others go on
             result["methods"][method] = {"error": f"{type(exc).__name__}: {exc}"}
             print(f"[bench] {method} FAILED: {exc}", flush=True)
     if reals and not args.no_cost:
-        result["cost"] = measure_cost(REAL_DEFAULT if REAL_DEFAULT.exists() else Path(args.real[0]), work, sigma,
-                                      args.repeats, python)
+        result["cost"] = measure_cost(
+            REAL_DEFAULT if REAL_DEFAULT.exists() else Path(args.real[0]), work, sigma, args.repeats, python
+        )
     result["cost"] = result.get("cost", {})
     if python and not args.no_picking:
         try:
@@ -631,8 +771,9 @@ def main() -> int:
         except Exception as exc:  # reported, the rest goes on
             result["topaz_resnet16_picking"] = {"error": f"{type(exc).__name__}: {exc}"}
     if reals and not args.no_cost:
-        result["batch_throughput"] = batch_throughput(REAL_DEFAULT if REAL_DEFAULT.exists() else Path(args.real[0]),
-                                                      work, threads=args.threads)
+        result["batch_throughput"] = batch_throughput(
+            REAL_DEFAULT if REAL_DEFAULT.exists() else Path(args.real[0]), work, threads=args.threads
+        )
         print(f"[bench] batch: {result['batch_throughput']}", flush=True)
     result["training_cost_s"] = training_cost(work / "demo" / "work")
     result["gpu"] = "none on this machine: GPU throughput not measured"
@@ -653,9 +794,14 @@ def _machine() -> dict:
 
     import torch
 
-    return {"host": socket.gethostname(), "cpus": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "numpy": np.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return {
+        "host": socket.gethostname(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 if __name__ == "__main__":

@@ -56,9 +56,19 @@ def run_case(name: str, device: str, repeats: int, precision: str) -> dict:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
-    return {"case": name, "width": width, "tile": tile, "margin": margin, "device": device, "precision": precision,
-            "input": source, "shape": list(image.shape), "seconds_median": round(statistics.median(times), 2),
-            "seconds_all": [round(t, 2) for t in times], "peak_rss_gb": round(peak_rss_gb(), 3)}
+    return {
+        "case": name,
+        "width": width,
+        "tile": tile,
+        "margin": margin,
+        "device": device,
+        "precision": precision,
+        "input": source,
+        "shape": list(image.shape),
+        "seconds_median": round(statistics.median(times), 2),
+        "seconds_all": [round(t, 2) for t in times],
+        "peak_rss_gb": round(peak_rss_gb(), 3),
+    }
 
 
 def main() -> None:
@@ -73,8 +83,22 @@ def main() -> None:
         return
     results = []
     for name in CASES:
-        out = subprocess.run([sys.executable, __file__, "--case", name, "--device", args.device, "--repeats",
-                              str(args.repeats), "--precision", args.precision], capture_output=True, text=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--case",
+                name,
+                "--device",
+                args.device,
+                "--repeats",
+                str(args.repeats),
+                "--precision",
+                args.precision,
+            ],
+            capture_output=True,
+            text=True,
+        )
         if out.returncode:
             results.append({"case": name, "error": out.stderr[-2000:]})
         else:

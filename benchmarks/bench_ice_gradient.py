@@ -38,8 +38,12 @@ from nt2c_core.simulate.experimental import ExperimentalNoise  # noqa: E402
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gradient", type=float, default=0.3,
-                        help="relative ice-thickness change from the centre to the edge (0.3 = +-30 %%)")
+    parser.add_argument(
+        "--gradient",
+        type=float,
+        default=0.3,
+        help="relative ice-thickness change from the centre to the edge (0.3 = +-30 %%)",
+    )
     parser.add_argument("--quick", action="store_true", help="the demo's tiny budgets (checks the script)")
     parser.add_argument("--work", default=str(HERE / "work" / "ice_gradient"), help="work folder (resumable)")
     args = parser.parse_args(argv)
@@ -53,17 +57,28 @@ def main(argv=None) -> int:
     print("method     PSNR (dB)  SSIM   particle-band PSNR (dB)")
     for name, row in metrics.items():
         print(f"{name:<10} {row['psnr_db']:9.2f}  {row['ssim']:.3f}  {row['band_psnr_db']:9.2f}")
-    result = {"quick": args.quick, "ice_gradient": args.gradient, "noise_patches": report["noise_patches"],
-              "per_micrograph": summary.get("per_micrograph"), "free_fraction": summary.get("free_fraction"),
-              "patch_px": summary.get("patch"), "band_power_ratio": summary.get("band_power_ratio"),
-              "metrics": metrics, "chosen_model": report["chosen_model"],
-              "fine_minus_coarse_psnr_db": report["fine_minus_coarse_psnr_db"],
-              "fine_minus_coarse_band_psnr_db": (metrics["fine"]["band_psnr_db"] - metrics["coarse"]["band_psnr_db"]
-                                                 if "fine" in metrics else None),
-              "stage_seconds": stage_seconds(out / "work"), "this_call_s": round(seconds, 1)}
+    result = {
+        "quick": args.quick,
+        "ice_gradient": args.gradient,
+        "noise_patches": report["noise_patches"],
+        "per_micrograph": summary.get("per_micrograph"),
+        "free_fraction": summary.get("free_fraction"),
+        "patch_px": summary.get("patch"),
+        "band_power_ratio": summary.get("band_power_ratio"),
+        "metrics": metrics,
+        "chosen_model": report["chosen_model"],
+        "fine_minus_coarse_psnr_db": report["fine_minus_coarse_psnr_db"],
+        "fine_minus_coarse_band_psnr_db": (
+            metrics["fine"]["band_psnr_db"] - metrics["coarse"]["band_psnr_db"] if "fine" in metrics else None
+        ),
+        "stage_seconds": stage_seconds(out / "work"),
+        "this_call_s": round(seconds, 1),
+    }
     if result["fine_minus_coarse_psnr_db"] is not None:
-        print(f"fine - coarse: {result['fine_minus_coarse_psnr_db']:+.2f} dB (particle band "
-              f"{result['fine_minus_coarse_band_psnr_db']:+.2f} dB); chosen: {result['chosen_model']}")
+        print(
+            f"fine - coarse: {result['fine_minus_coarse_psnr_db']:+.2f} dB (particle band "
+            f"{result['fine_minus_coarse_band_psnr_db']:+.2f} dB); chosen: {result['chosen_model']}"
+        )
     save("ice-gradient" + ("-quick" if args.quick else ""), result)
     return 0
 

@@ -54,15 +54,24 @@ def oracle_patches(out: Path, quick: bool) -> dict[int, Path]:
     experimental, _ = demo_config(out, quick, "cpu")
     folder = out / "oracle"
     if not (folder / "noise" / "experimental.json").exists():
-        make_experimental_dataset([PROTEASOME], dataclasses.replace(
-            experimental, particles=0, count=2 if quick else ORACLE_MICROGRAPHS, seed=555), folder / "noise",
-            ExperimentalNoise(), progress=False)
+        make_experimental_dataset(
+            [PROTEASOME],
+            dataclasses.replace(experimental, particles=0, count=2 if quick else ORACLE_MICROGRAPHS, seed=555),
+            folder / "noise",
+            ExperimentalNoise(),
+            progress=False,
+        )
     std = float(np.mean([read_mrc(p)[0].std() for p in list_mrcs(out / "experimental" / "raw")]))
     images = [read_mrc(path)[0].astype(np.float64) for path in list_mrcs(folder / "noise" / "raw")]
     images = [standardize(image, float(image.mean()), std) for image in images]
-    return {size: write_mrc(folder / f"exact_noise_{size}.mrcs",
-                            np.concatenate([grid_tiles(image, size, limit=image.size) for image in images]),
-                            experimental.acquisition.pixel_size) for size in (128, 32)}
+    return {
+        size: write_mrc(
+            folder / f"exact_noise_{size}.mrcs",
+            np.concatenate([grid_tiles(image, size, limit=image.size) for image in images]),
+            experimental.acquisition.pixel_size,
+        )
+        for size in (128, 32)
+    }
 
 
 def oracle_rows(out: Path, quick: bool) -> dict[str, dict]:
@@ -79,18 +88,32 @@ def oracle_rows(out: Path, quick: bool) -> dict[str, dict]:
     raws = list_mrcs(out / "experimental" / "raw")
     rows = {}
     for size, stack in oracle_patches(out, quick).items():
-        for weight in ((0.0, config.fine.consistency) if size == 128 else (0.0,)):
+        for weight in (0.0, config.fine.consistency) if size == 128 else (0.0,):
             model = out / "oracle" / f"fine_exact{size}_consistency{weight:g}.pt"
             if not model.is_file():
-                train_fine(layout.pairs, layout.model("coarse"), stack, model,
-                           dataclasses.replace(config.fine, consistency=weight), "cpu", config.noise_level,
-                           progress=False, micrographs=raws)
+                train_fine(
+                    layout.pairs,
+                    layout.model("coarse"),
+                    stack,
+                    model,
+                    dataclasses.replace(config.fine, consistency=weight),
+                    "cpu",
+                    config.noise_level,
+                    progress=False,
+                    micrographs=raws,
+                )
             denoiser = Denoiser.from_file(model, "cpu", config.tiles)
-            scores = [(psnr(d, t), ssim(d, t)) for d, t in
-                      ((denoiser.denoise(read_mrc(p)[0]), read_mrc(out / "experimental" / "truth" / p.name)[0])
-                       for p in raws)]
+            scores = [
+                (psnr(d, t), ssim(d, t))
+                for d, t in (
+                    (denoiser.denoise(read_mrc(p)[0]), read_mrc(out / "experimental" / "truth" / p.name)[0])
+                    for p in raws
+                )
+            ]
             rows[f"fine (exact noise, {size} px, consistency {weight:g})"] = {
-                "psnr_db": float(np.mean([a for a, _ in scores])), "ssim": float(np.mean([b for _, b in scores]))}
+                "psnr_db": float(np.mean([a for a, _ in scores])),
+                "ssim": float(np.mean([b for _, b in scores])),
+            }
     return rows
 
 
@@ -114,27 +137,41 @@ def main(argv=None) -> int:
     gan_seconds = time.time() - start
     run_pipeline(dataclasses.replace(config, fine=dataclasses.replace(config.fine, consistency=0.0)), plain_work)
     radius = particle_radius_px(config)
-    patches = score_against_truth(out / "experimental", out / "work", config.tiles, "cpu", out / "report_patches",
-                                  radius)
+    patches = score_against_truth(
+        out / "experimental", out / "work", config.tiles, "cpu", out / "report_patches", radius
+    )
     gan = score_against_truth(out / "experimental", gan_work, config.tiles, "cpu", out / "report_gan", radius)
-    plain = score_against_truth(out / "experimental", plain_work, config.tiles, "cpu", out / "report_no_consistency",
-                                radius)
-    rows = {**{k: patches[k] for k in ("raw", "gaussian", "general", "coarse")},
-            "fine (real patches)": patches["fine"], "fine (GAN noise)": gan["fine"],
-            "fine (real patches, no consistency)": plain["fine"], **oracle_rows(out, args.quick)}
+    plain = score_against_truth(
+        out / "experimental", plain_work, config.tiles, "cpu", out / "report_no_consistency", radius
+    )
+    rows = {
+        **{k: patches[k] for k in ("raw", "gaussian", "general", "coarse")},
+        "fine (real patches)": patches["fine"],
+        "fine (GAN noise)": gan["fine"],
+        "fine (real patches, no consistency)": plain["fine"],
+        **oracle_rows(out, args.quick),
+    }
     print("\nmethod                                        PSNR (dB)  SSIM")
     for name, row in rows.items():
         print(f"{name:<45} {row['psnr_db']:9.2f}  {row['ssim']:.3f}")
-    result = {"quick": args.quick, "metrics": rows,
-              "fine_gan_minus_coarse_db": gan["fine"]["psnr_db"] - patches["coarse"]["psnr_db"],
-              "fine_patches_minus_coarse_db": patches["fine"]["psnr_db"] - patches["coarse"]["psnr_db"],
-              "fine_gan_minus_fine_patches_db": gan["fine"]["psnr_db"] - patches["fine"]["psnr_db"],
-              "consistency_gain_db": patches["fine"]["psnr_db"] - plain["fine"]["psnr_db"],
-              "exact_noise_minus_coarse_db": max(row["psnr_db"] for name, row in rows.items() if "exact" in name)
-              - patches["coarse"]["psnr_db"],
-              "seconds": {"demo_with_patches": round(demo_seconds, 1), "gan_and_fine": round(gan_seconds, 1)}}
-    for key in ("fine_gan_minus_coarse_db", "fine_patches_minus_coarse_db", "fine_gan_minus_fine_patches_db",
-                "consistency_gain_db", "exact_noise_minus_coarse_db"):
+    result = {
+        "quick": args.quick,
+        "metrics": rows,
+        "fine_gan_minus_coarse_db": gan["fine"]["psnr_db"] - patches["coarse"]["psnr_db"],
+        "fine_patches_minus_coarse_db": patches["fine"]["psnr_db"] - patches["coarse"]["psnr_db"],
+        "fine_gan_minus_fine_patches_db": gan["fine"]["psnr_db"] - patches["fine"]["psnr_db"],
+        "consistency_gain_db": patches["fine"]["psnr_db"] - plain["fine"]["psnr_db"],
+        "exact_noise_minus_coarse_db": max(row["psnr_db"] for name, row in rows.items() if "exact" in name)
+        - patches["coarse"]["psnr_db"],
+        "seconds": {"demo_with_patches": round(demo_seconds, 1), "gan_and_fine": round(gan_seconds, 1)},
+    }
+    for key in (
+        "fine_gan_minus_coarse_db",
+        "fine_patches_minus_coarse_db",
+        "fine_gan_minus_fine_patches_db",
+        "consistency_gain_db",
+        "exact_noise_minus_coarse_db",
+    ):
         print(f"{key}: {result[key]:+.2f}")
     save("noise-model" + ("-quick" if args.quick else ""), result)
     return 0

@@ -88,14 +88,17 @@ def train_unet(noisy: np.ndarray, clean: np.ndarray, steps: int, batch: int, see
     def loss(network, a, b):
         return {"loss": torch.nn.functional.mse_loss(network(a).float(), b)}
 
-    return fit({"name": "unet", "width": 24, "first_kernel": 11}, make, loss, loop, None, "cpu", False, desc="unet").network
+    return fit(
+        {"name": "unet", "width": 24, "first_kernel": 11}, make, loss, loop, None, "cpu", False, desc="unet"
+    ).network
 
 
 @torch.inference_mode()
 def apply_unet(network, noisy: np.ndarray) -> np.ndarray:
     y = NormalizedStack.of(noisy)
-    out = np.concatenate([network(torch.from_numpy(y.data[i:i + 64])[:, None])[:, 0].numpy()
-                          for i in range(0, len(y.data), 64)])
+    out = np.concatenate(
+        [network(torch.from_numpy(y.data[i : i + 64])[:, None])[:, 0].numpy() for i in range(0, len(y.data), 64)]
+    )
     return y.restore(out, 1.0)
 
 
@@ -104,8 +107,11 @@ def map_scores(volume: np.ndarray, maps: dict[str, np.ndarray]) -> dict:
     out = {}
     for name, ref in maps.items():
         curve = fsc(volume * mask, ref * mask, PIXEL)
-        out[name] = {"fsc_0143_A": round(curve.resolution(0.143), 2), "fsc_05_A": round(curve.resolution(0.5), 2),
-                     "fsc_mean": round(float(curve.correlation.mean()), 3)}
+        out[name] = {
+            "fsc_0143_A": round(curve.resolution(0.143), 2),
+            "fsc_05_A": round(curve.resolution(0.5), 2),
+            "fsc_mean": round(float(curve.correlation.mean()), 3),
+        }
     return out
 
 
@@ -115,9 +121,13 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=2000, help="diffusion U-Net training steps (post-processing: 1/4)")
     p.add_argument("--train", type=int, default=2000, help="training particles per dose")
     p.add_argument("--test", type=int, default=600, help="held-out particles per dose (all reconstructed)")
-    p.add_argument("--reconstruct", type=int, default=0,
-                   help="particles per reconstruction (default: all held-out particles); fewer put the map in a "
-                        "noise-limited regime where FSC 0.143 separates methods")
+    p.add_argument(
+        "--reconstruct",
+        type=int,
+        default=0,
+        help="particles per reconstruction (default: all held-out particles); fewer put the map in a "
+        "noise-limited regime where FSC 0.143 separates methods",
+    )
     p.add_argument("--tag", default="", help="suffix of the result file (no figure is written with a tag)")
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--only-real", action="store_true", help="only part 4, with the restorer a full run saved")
@@ -140,13 +150,18 @@ def main(argv=None) -> int:
     work = HERE / "work" / "particles"
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    sets = [simulate_particles(models, ParticleSimulationConfig(acquisition(d), box=BOX, count=args.train, seed=100 + i),
-                               progress=False) for i, d in enumerate(DOSES)]
+    sets = [
+        simulate_particles(
+            models, ParticleSimulationConfig(acquisition(d), box=BOX, count=args.train, seed=100 + i), progress=False
+        )
+        for i, d in enumerate(DOSES)
+    ]
     noisy = np.concatenate([s.noisy for s in sets])
     clean = np.concatenate([s.clean for s in sets])
     print(f"training pairs: {len(noisy)} ({', '.join(m.name for m in models)}), {time.time() - t0:.0f} s", flush=True)
-    config = dataclasses.replace(RESTORER, steps=args.steps, refine_steps=max(args.steps // 4, 1),
-                                 checkpoint_every=max(args.steps // 4, 1))
+    config = dataclasses.replace(
+        RESTORER, steps=args.steps, refine_steps=max(args.steps // 4, 1), checkpoint_every=max(args.steps // 4, 1)
+    )
     t0 = time.time()
     result = train_restorer(noisy, clean, config, work / f"sr3_{args.steps}", progress=False)
     sr3_seconds = time.time() - t0
@@ -166,12 +181,18 @@ def main(argv=None) -> int:
     maps.update({m.name: density_map(m, BOX, PIXEL, B_FACTOR) for m in models})
     results, shown = {}, {}
     for i, dose in enumerate(DOSES):
-        test = simulate_particles([ribosome], ParticleSimulationConfig(acquisition(dose), box=BOX, count=args.test,
-                                                                        seed=200 + i), progress=False)
+        test = simulate_particles(
+            [ribosome],
+            ParticleSimulationConfig(acquisition(dose), box=BOX, count=args.test, seed=200 + i),
+            progress=False,
+        )
         snr = float(test.clean.var() / (test.noisy - test.clean).var())
         k = min(200, len(test.noisy))
         sigmas = (0.75, 1.0, 1.5, 2.0, 3.0)
-        best = max(sigmas, key=lambda s: np.mean([psnr(gaussian_filter(a, s), b) for a, b in zip(test.noisy[:k], test.clean[:k])]))
+        best = max(
+            sigmas,
+            key=lambda s: np.mean([psnr(gaussian_filter(a, s), b) for a, b in zip(test.noisy[:k], test.clean[:k])]),
+        )
         t0 = time.time()
         sr3_raw = restore_images(result.network, test.noisy, result.signal_scale, config, post=False, progress=False)
         sr3_post = restore_images(result.network, test.noisy, result.signal_scale, config, post=True, progress=False)
@@ -188,25 +209,43 @@ def main(argv=None) -> int:
         for name, images in methods.items():
             n = args.reconstruct or len(images)
             volume = reconstruct(images[:n], test.rotations[:n], acquisition(dose), test.defocus[:n], test.shifts[:n])
-            rows[name] = {"psnr_db": round(float(np.mean([psnr(a, b) for a, b in zip(images[:k], test.clean[:k])])), 2),
-                          "ssim": round(float(np.mean([ssim(a, b) for a, b in zip(images[:k], test.clean[:k])])), 3),
-                          "maps": map_scores(volume, maps)}
-            print(f"dose {dose} (SNR {snr:.3f}) {name}: PSNR {rows[name]['psnr_db']} dB, SSIM {rows[name]['ssim']}, "
-                  f"FSC vs truth 0.143/0.5: {rows[name]['maps']['4v5d (held out)']['fsc_0143_A']} / "
-                  f"{rows[name]['maps']['4v5d (held out)']['fsc_05_A']} Å; mean FSC vs training maps "
-                  + ", ".join(f"{m} {v['fsc_mean']}" for m, v in rows[name]["maps"].items() if m != "4v5d (held out)"),
-                  flush=True)
+            rows[name] = {
+                "psnr_db": round(float(np.mean([psnr(a, b) for a, b in zip(images[:k], test.clean[:k])])), 2),
+                "ssim": round(float(np.mean([ssim(a, b) for a, b in zip(images[:k], test.clean[:k])])), 3),
+                "maps": map_scores(volume, maps),
+            }
+            print(
+                f"dose {dose} (SNR {snr:.3f}) {name}: PSNR {rows[name]['psnr_db']} dB, SSIM {rows[name]['ssim']}, "
+                f"FSC vs truth 0.143/0.5: {rows[name]['maps']['4v5d (held out)']['fsc_0143_A']} / "
+                f"{rows[name]['maps']['4v5d (held out)']['fsc_05_A']} Å; mean FSC vs training maps "
+                + ", ".join(f"{m} {v['fsc_mean']}" for m, v in rows[name]["maps"].items() if m != "4v5d (held out)"),
+                flush=True,
+            )
             if i == len(DOSES) - 1:
                 shown[name] = (images[:6], volume)
-        results[f"dose_{dose}"] = {"snr": round(snr, 4), "particles": args.test,
-                                   "reconstructed": args.reconstruct or args.test, "sr3_restore_seconds": round(sr3_time, 1),
-                                   "methods": rows}
+        results[f"dose_{dose}"] = {
+            "snr": round(snr, 4),
+            "particles": args.test,
+            "reconstructed": args.reconstruct or args.test,
+            "sr3_restore_seconds": round(sr3_time, 1),
+            "methods": rows,
+        }
         if i == len(DOSES) - 1:
             shown["truth"] = (test.clean[:6], maps["4v5d (held out)"])
-    payload = {"settings": {"pixel_size": PIXEL, "box": BOX, "b_factor": B_FACTOR, "doses": DOSES,
-                            "train_structures": [m.name for m in models], "held_out": ribosome.name,
-                            "train_particles": len(noisy), "restorer": dataclasses.asdict(config)},
-               "training_seconds": {"sr3": round(sr3_seconds, 1), "unet": round(unet_seconds, 1)}, "results": results}
+    payload = {
+        "settings": {
+            "pixel_size": PIXEL,
+            "box": BOX,
+            "b_factor": B_FACTOR,
+            "doses": DOSES,
+            "train_structures": [m.name for m in models],
+            "held_out": ribosome.name,
+            "train_particles": len(noisy),
+            "restorer": dataclasses.asdict(config),
+        },
+        "training_seconds": {"sr3": round(sr3_seconds, 1), "unet": round(unet_seconds, 1)},
+        "results": results,
+    }
     if not args.skip_speed:
         payload["speed"] = speed(model_path, work, 100 if args.quick else 1000)
     payload["real"] = real(model_path, work)
@@ -221,20 +260,43 @@ def speed(model: Path, work: Path, count: int) -> dict:
     particles of 64² upsampled 2x: the time does not depend on the content)."""
     stack = work / f"speed_{count}x128.mrcs"
     if not stack.exists():
-        sim = simulate_particles([load_structure(HELD_OUT)], ParticleSimulationConfig(acquisition(DOSES[0]), box=BOX,
-                                 count=min(count, 200), seed=300), progress=False)
+        sim = simulate_particles(
+            [load_structure(HELD_OUT)],
+            ParticleSimulationConfig(acquisition(DOSES[0]), box=BOX, count=min(count, 200), seed=300),
+            progress=False,
+        )
         big = np.stack([zoom(a, 2, order=1) for a in sim.noisy])
         write_mrc(stack, np.resize(big, (count, 128, 128)).astype(np.float32), PIXEL)
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.time()
-    subprocess.run([str(ROOT / ".venv" / "bin" / "nt2c"), "-q", "restore-particles", str(stack), "-o",
-                    str(work / "speed_out"), "--model", str(model), "--device", "cpu"], check=True)
+    subprocess.run(
+        [
+            str(ROOT / ".venv" / "bin" / "nt2c"),
+            "-q",
+            "restore-particles",
+            str(stack),
+            "-o",
+            str(work / "speed_out"),
+            "--model",
+            str(model),
+            "--device",
+            "cpu",
+        ],
+        check=True,
+    )
     seconds = time.time() - t0
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     out = read_mrc(work / "speed_out" / stack.with_suffix("").name.__add__("_restored.mrcs"), allow_stack=True)[0]
     print(f"speed: {count} particles of 128² in {seconds:.0f} s, peak RSS {max(rss, before) / 1e6:.2f} GB", flush=True)
-    return {"particles": count, "box": 128, "seconds": round(seconds, 1), "peak_rss_gb": round(max(rss, before) / 1e6, 2),
-            "sample_steps": RESTORER.sample_steps, "samples": RESTORER.samples, "finite": bool(np.isfinite(out).all())}
+    return {
+        "particles": count,
+        "box": 128,
+        "seconds": round(seconds, 1),
+        "peak_rss_gb": round(max(rss, before) / 1e6, 2),
+        "sample_steps": RESTORER.sample_steps,
+        "samples": RESTORER.samples,
+        "finite": bool(np.isfinite(out).all()),
+    }
 
 
 def real(model: Path, work: Path) -> dict:
@@ -254,26 +316,40 @@ def real(model: Path, work: Path) -> dict:
         picks = np.loadtxt(data / "picks_derived" / f"{png.stem}.star", skiprows=7, usecols=(1, 2), ndmin=2)
         for x, y in np.rint(picks).astype(int):
             if box // 2 <= x < image.shape[1] - box // 2 and box // 2 <= y < image.shape[0] - box // 2:
-                raws.append(image[y - box // 2:y + box // 2, x - box // 2:x + box // 2])
+                raws.append(image[y - box // 2 : y + box // 2, x - box // 2 : x + box // 2])
     raws = np.stack(raws)
     restorer = Restorer(model, post=True)
     t0 = time.time()
-    methods = {"raw": raws, "Gaussian 1 px": np.stack([gaussian_filter(a, 1.0) for a in raws]),
-               "general U-Net (shipped)": np.stack([Denoiser.from_file(GENERAL_MODEL).denoise(a) for a in raws]),
-               "SR3 + post-processing": restorer.restore(raws, progress=False)}
+    methods = {
+        "raw": raws,
+        "Gaussian 1 px": np.stack([gaussian_filter(a, 1.0) for a in raws]),
+        "general U-Net (shipped)": np.stack([Denoiser.from_file(GENERAL_MODEL).denoise(a) for a in raws]),
+        "SR3 + post-processing": restorer.restore(raws, progress=False),
+    }
     seconds = time.time() - t0
     sigma = radius / 3
     low = np.stack([gaussian_filter(a, sigma) for a in raws])
     mean_raw = raws.mean(0)
-    out = {"particles": len(raws), "pixel_size": pixel, "model_pixel_size": PIXEL, "seconds": round(seconds, 1),
-           "lowpass_sigma_px": round(sigma, 2), "methods": {}}
+    out = {
+        "particles": len(raws),
+        "pixel_size": pixel,
+        "model_pixel_size": PIXEL,
+        "seconds": round(seconds, 1),
+        "lowpass_sigma_px": round(sigma, 2),
+        "methods": {},
+    }
     for name, images in methods.items():
         agree = [float(np.corrcoef(gaussian_filter(a, sigma).ravel(), b.ravel())[0, 1]) for a, b in zip(images, low)]
         average = float(np.corrcoef(images.mean(0).ravel(), mean_raw.ravel())[0, 1])
-        out["methods"][name] = {"lowpass_agreement": round(float(np.mean(agree)), 4),
-                                "average_agreement": round(average, 4)}
-        print(f"real particles ({len(raws)}), {name}: low-pass agreement {np.mean(agree):.4f}, "
-              f"average agreement {average:.4f}", flush=True)
+        out["methods"][name] = {
+            "lowpass_agreement": round(float(np.mean(agree)), 4),
+            "average_agreement": round(average, 4),
+        }
+        print(
+            f"real particles ({len(raws)}), {name}: low-pass agreement {np.mean(agree):.4f}, "
+            f"average agreement {average:.4f}",
+            flush=True,
+        )
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(2.0 * len(methods), 8))

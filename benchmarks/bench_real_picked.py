@@ -78,19 +78,40 @@ def pipeline_config(files: list[Path], quick: bool):
     steps = lambda n: max(int(n * scale), 10)  # noqa: E731
     acquisition = Acquisition(voltage_kv=300, cs_mm=2.0, pixel_size=PIXEL, dose=20.0, detector="K2")
     return PipelineConfig(
-        raw=[str(p) for p in files], structures=[str(STRUCTURE)],
-        simulation=SimulationConfig(acquisition, defocus_um=(1.0, 3.5), size=(512, 512), particles=20,
-                                    count=16 if quick else 48, library_size=100, seed=0,
-                                    carbon_fraction=TRAINING_CARBON_FRACTION),
-        coarse=replace(COARSE_TRANSFER, steps=steps(800), batch_size=8, crop=128, width=24, val_every=steps(200),
-                       checkpoint_every=steps(200)),
-        gan=GANConfig(iterations=steps(800), batch_size=16, width=16, log_every=steps(100), checkpoint_every=steps(200)),
-        fine=replace(FINE, steps=steps(500), batch_size=8, crop=128, width=24, val_every=steps(100),
-                     checkpoint_every=steps(100)),
-        device="cpu")
+        raw=[str(p) for p in files],
+        structures=[str(STRUCTURE)],
+        simulation=SimulationConfig(
+            acquisition,
+            defocus_um=(1.0, 3.5),
+            size=(512, 512),
+            particles=20,
+            count=16 if quick else 48,
+            library_size=100,
+            seed=0,
+            carbon_fraction=TRAINING_CARBON_FRACTION,
+        ),
+        coarse=replace(
+            COARSE_TRANSFER,
+            steps=steps(800),
+            batch_size=8,
+            crop=128,
+            width=24,
+            val_every=steps(200),
+            checkpoint_every=steps(200),
+        ),
+        gan=GANConfig(
+            iterations=steps(800), batch_size=16, width=16, log_every=steps(100), checkpoint_every=steps(200)
+        ),
+        fine=replace(
+            FINE, steps=steps(500), batch_size=8, crop=128, width=24, val_every=steps(100), checkpoint_every=steps(100)
+        ),
+        device="cpu",
+    )
 
 
-def run_nt2c(files: list[Path], quick: bool, reuse: bool, tag: str = "", changes: dict | None = None) -> tuple[Path, dict]:
+def run_nt2c(
+    files: list[Path], quick: bool, reuse: bool, tag: str = "", changes: dict | None = None
+) -> tuple[Path, dict]:
     """The full ``nt2c run`` through the CLI (as a user runs it), timed per stage; ``changes``:
     top-level pipeline settings of a variant (its run and outputs go under ``tag``)."""
     work = WORK / f"nt2c{tag}"
@@ -109,8 +130,12 @@ def run_nt2c(files: list[Path], quick: bool, reuse: bool, tag: str = "", changes
         section[last] = value
     config.write_text(json.dumps(settings, indent=2))
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "nt2c_core.cli", "run", str(config), "--work", str(work)],
-                          cwd=HERE.parent, text=True, capture_output=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "nt2c_core.cli", "run", str(config), "--work", str(work)],
+        cwd=HERE.parent,
+        text=True,
+        capture_output=True,
+    )
     (WORK / f"nt2c{tag}_run.log").write_text(done.stdout + done.stderr)
     if done.returncode:
         raise RuntimeError(f"nt2c run failed:\n{done.stderr[-2000:]}")
@@ -141,8 +166,18 @@ def topaz(files: list[Path], out: Path) -> dict[str, np.ndarray] | None:
         return None
     folder = out / "topaz"
     if not all((folder / p.name).exists() for p in files):
-        cmd = [str(EXT_PYTHON), str(HERE / "external_runner.py"), "topaz", *map(str, files), "-o", str(folder),
-               "--patch-size", "1024", "--padding", "500"]
+        cmd = [
+            str(EXT_PYTHON),
+            str(HERE / "external_runner.py"),
+            "topaz",
+            *map(str, files),
+            "-o",
+            str(folder),
+            "--patch-size",
+            "1024",
+            "--padding",
+            "500",
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
             print(f"Topaz failed: {done.stderr[-600:]}")
@@ -169,8 +204,12 @@ def average_precision(image: np.ndarray, truth: np.ndarray, radius: float = RADI
     return float(np.sum(precisions) / len(truth)) if len(truth) else 0.0
 
 
-def measure(images: dict[str, np.ndarray], raw: dict[str, np.ndarray], picks: dict[str, np.ndarray],
-            noise_patches: np.ndarray | None) -> dict:
+def measure(
+    images: dict[str, np.ndarray],
+    raw: dict[str, np.ndarray],
+    picks: dict[str, np.ndarray],
+    noise_patches: np.ndarray | None,
+) -> dict:
     """eq. 5 SNR, DoG AP, low-pass agreement, and the residual raw - output checks of
     ``nt2c_core.selection.residual_checks`` (against the run's real noise patches)."""
     from nt2c_core.metrics import regions_from_coordinates, snr_eq5
@@ -185,11 +224,15 @@ def measure(images: dict[str, np.ndarray], raw: dict[str, np.ndarray], picks: di
         c, e = residual_checks(raw[name], image, RADIUS, noise_patches)
         corr.append(c)
         excess += [e] if e is not None else []
-    return {"eq5_snr_db": round(float(np.mean(snr)), 2), "picking_ap": round(float(np.mean(ap)), 3),
-            "lowpass_agreement": round(float(np.mean(agree)), 4),
-            "residual_correlation": round(float(np.mean(corr)), 3),
-            "residual_band_excess": round(float(np.mean(excess)), 3) if excess else None, "micrographs": len(images),
-            "picking_ap_per_micrograph": [round(float(a), 4) for a in ap]}
+    return {
+        "eq5_snr_db": round(float(np.mean(snr)), 2),
+        "picking_ap": round(float(np.mean(ap)), 3),
+        "lowpass_agreement": round(float(np.mean(agree)), 4),
+        "residual_correlation": round(float(np.mean(corr)), 3),
+        "residual_band_excess": round(float(np.mean(excess)), 3) if excess else None,
+        "micrographs": len(images),
+        "picking_ap_per_micrograph": [round(float(a), 4) for a in ap],
+    }
 
 
 def paired_ap(table: dict, method: str, baseline: str, resamples: int = 10000, seed: int = 0) -> dict:
@@ -201,8 +244,14 @@ def paired_ap(table: dict, method: str, baseline: str, resamples: int = 10000, s
     rng = np.random.default_rng(seed)
     means = diff[rng.integers(len(diff), size=(resamples, len(diff)))].mean(1)
     lo, hi = np.percentile(means, [2.5, 97.5])
-    return {"method": method, "baseline": baseline, "mean": round(float(diff.mean()), 4),
-            "ci95": [round(float(lo), 4), round(float(hi), 4)], "ahead": int((diff > 0).sum()), "of": len(diff)}
+    return {
+        "method": method,
+        "baseline": baseline,
+        "mean": round(float(diff.mean()), 4),
+        "ci95": [round(float(lo), 4), round(float(hi), 4)],
+        "ahead": int((diff > 0).sum()),
+        "of": len(diff),
+    }
 
 
 def main() -> int:
@@ -210,9 +259,13 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="tenth of the training budgets (plumbing check)")
     p.add_argument("--reuse", action="store_true", help="reuse an earlier nt2c run and outputs in the work folder")
     p.add_argument("--tag", default="", help="name of a variant: its own run folder and result file")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
-                   help="pipeline setting of the variant, e.g. mix_shipped=true or simulation.carbon_fraction=0.25 "
-                   "(repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="pipeline setting of the variant, e.g. mix_shipped=true or simulation.carbon_fraction=0.25 (repeatable)",
+    )
     args = p.parse_args()
     changes = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
     tag = f"-{args.tag}" if args.tag else ""
@@ -235,8 +288,11 @@ def main() -> int:
     if topaz_images is not None:
         methods["topaz_general"] = topaz_images
     layout = WorkLayout(work)
-    for name, model in (("general", general_model_path()), ("nt2c_coarse", layout.model("coarse")),
-                        ("nt2c_fine", layout.model("fine"))):
+    for name, model in (
+        ("general", general_model_path()),
+        ("nt2c_coarse", layout.model("coarse")),
+        ("nt2c_fine", layout.model("fine")),
+    ):
         if Path(model).is_file():
             folder = name if name == "general" else name + tag  # a variant's own models, own outputs
             methods[name] = denoise_all(folder, Denoiser.from_file(model).denoise, files, out)
@@ -248,12 +304,20 @@ def main() -> int:
     noise = run["stages"]["noise"]
     ours = [m for m in table if m.startswith("nt2c_")]
     comparisons = [paired_ap(table, m, b) for m in ours for b in ("raw", "topaz_general", "general") if b in table]
-    result = {"data": "EMPIAR-10028 (10 micrographs, 865 expert picks), 4v5d structure",
-              "quick": args.quick, "variant": changes, "wall_s": run["wall_s"], "stage_seconds": stage_seconds(work),
-              "noise_patches": {k: noise.get(k) for k in ("patches", "patch", "rule", "free_fraction",
-                                                           "band_power_ratio", "insufficient")},
-              "selection": run["stages"]["denoised"].get("selection", {}), "methods": table,
-              "ap_differences": comparisons, "machine": machine()}
+    result = {
+        "data": "EMPIAR-10028 (10 micrographs, 865 expert picks), 4v5d structure",
+        "quick": args.quick,
+        "variant": changes,
+        "wall_s": run["wall_s"],
+        "stage_seconds": stage_seconds(work),
+        "noise_patches": {
+            k: noise.get(k) for k in ("patches", "patch", "rule", "free_fraction", "band_power_ratio", "insufficient")
+        },
+        "selection": run["stages"]["denoised"].get("selection", {}),
+        "methods": table,
+        "ap_differences": comparisons,
+        "machine": machine(),
+    }
     print(json.dumps({k: v for k, v in result.items() if k not in ("machine",)}, indent=2))
     path = save("real-picked" + tag, result)
     (RESULTS / (path.stem + ".md")).write_text(markdown(result))
@@ -261,19 +325,33 @@ def main() -> int:
 
 
 def markdown(result: dict) -> str:
-    lines = ["| method | eq. 5 SNR (dB) | DoG picking AP | low-pass agreement | residual correlation "
-             "| residual band excess |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| method | eq. 5 SNR (dB) | DoG picking AP | low-pass agreement | residual correlation "
+        "| residual band excess |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, row in result["methods"].items():
         excess = "-" if row["residual_band_excess"] is None else f"{row['residual_band_excess']:.2f}"
-        lines.append(f"| {name} | {row['eq5_snr_db']:.2f} | {row['picking_ap']:.3f} | {row['lowpass_agreement']:.4f} "
-                     f"| {row['residual_correlation']:.3f} | {excess} |")
+        lines.append(
+            f"| {name} | {row['eq5_snr_db']:.2f} | {row['picking_ap']:.3f} | {row['lowpass_agreement']:.4f} "
+            f"| {row['residual_correlation']:.3f} | {excess} |"
+        )
     noise = result["noise_patches"]
-    lines += ["", f"Noise patches: {noise['patches']} of {noise['patch']} px ({noise['rule']} rule); "
-              f"band-power ratio {noise['band_power_ratio']}.", f"Stage seconds: {result['stage_seconds']}.",
-              f"Model choice: {result['selection'].get('reason', '-')}", "",
-              "Picking AP differences, paired by micrograph (mean, 95 % bootstrap interval, micrographs ahead):", ""]
-    lines += [f"- {c['method']} - {c['baseline']}: {c['mean']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}], "
-              f"ahead on {c['ahead']} of {c['of']}" for c in result.get("ap_differences", [])]
+    lines += [
+        "",
+        f"Noise patches: {noise['patches']} of {noise['patch']} px ({noise['rule']} rule); "
+        f"band-power ratio {noise['band_power_ratio']}.",
+        f"Stage seconds: {result['stage_seconds']}.",
+        f"Model choice: {result['selection'].get('reason', '-')}",
+        "",
+        "Picking AP differences, paired by micrograph (mean, 95 % bootstrap interval, micrographs ahead):",
+        "",
+    ]
+    lines += [
+        f"- {c['method']} - {c['baseline']}: {c['mean']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}], "
+        f"ahead on {c['ahead']} of {c['of']}"
+        for c in result.get("ap_differences", [])
+    ]
     return "\n".join(lines) + "\n"
 
 

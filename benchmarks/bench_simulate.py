@@ -32,8 +32,13 @@ def run_case(name: str, device: str) -> dict:
 
     case = CASES[name]
     structure = load_structure(PROTEASOME)
-    cfg = SimulationConfig(Acquisition(pixel_size=case["pixel_size"]), size=case["size"],
-                           particles=case["particles"], library_size=case["library"], seed=1)
+    cfg = SimulationConfig(
+        Acquisition(pixel_size=case["pixel_size"]),
+        size=case["size"],
+        particles=case["particles"],
+        library_size=case["library"],
+        seed=1,
+    )
     t0 = time.perf_counter()
     sim = MicrographSimulator([structure], cfg, device)
     setup = time.perf_counter() - t0
@@ -47,9 +52,17 @@ def run_case(name: str, device: str) -> dict:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
         placed += len(mic.particles)
-    return {"case": name, **case, "device": device, "atoms": structure.n_atoms, "setup_s": round(setup, 3),
-            "per_micrograph_s": round(statistics.median(times), 3), "all_s": [round(t, 3) for t in times],
-            "particles_placed": placed, "peak_rss_gb": round(peak_rss_gb(), 3)}
+    return {
+        "case": name,
+        **case,
+        "device": device,
+        "atoms": structure.n_atoms,
+        "setup_s": round(setup, 3),
+        "per_micrograph_s": round(statistics.median(times), 3),
+        "all_s": [round(t, 3) for t in times],
+        "particles_placed": placed,
+        "peak_rss_gb": round(peak_rss_gb(), 3),
+    }
 
 
 def main() -> None:
@@ -62,13 +75,23 @@ def main() -> None:
         return
     results = []
     for name in CASES:
-        out = subprocess.run([sys.executable, __file__, "--case", name, "--device", args.device],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--case", name, "--device", args.device],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(json.dumps(results[-1]))
     direct, library = results[1]["per_micrograph_s"], results[2]["per_micrograph_s"]
-    save("simulate", {"results": results, "library_speedup_vs_direct_512": round(direct / library, 2),
-                      "targets": {"field_4096_400_s": 10.0, "field_4096_400_rss_gb": 4.0}})
+    save(
+        "simulate",
+        {
+            "results": results,
+            "library_speedup_vs_direct_512": round(direct / library, 2),
+            "targets": {"field_4096_400_s": 10.0, "field_4096_400_rss_gb": 4.0},
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -55,15 +55,22 @@ from nt2c_core.tomo.noise import noise_cubes  # noqa: E402
 from nt2c_core.tomo.simulate import simulate_tomogram_files  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
-STRUCTURES = [SHARED / "structures" / "4v5d_Tth_70S_ribosome.cif.gz", SHARED / "structures" / "3jb9_Spombe_spliceosome.cif.gz"]
+STRUCTURES = [
+    SHARED / "structures" / "4v5d_Tth_70S_ribosome.cif.gz",
+    SHARED / "structures" / "3jb9_Spombe_spliceosome.cif.gz",
+]
 EXT_PY = HERE / ".venv-external" / "bin" / "python"
 DOCS = ROOT / "docs"
 
 
 def scores(full: np.ndarray, even: np.ndarray, odd: np.ndarray, clean: np.ndarray, voxel: float) -> dict:
     curve = fsc(even, odd, voxel)
-    return {"psnr_db": round(psnr(full, clean), 3), "ssim": round(ssim(full, clean), 4),
-            "eo_fsc_0.5_A": round(curve.resolution(0.5), 1), "eo_fsc_0.143_A": round(curve.resolution(0.143), 1)}
+    return {
+        "psnr_db": round(psnr(full, clean), 3),
+        "ssim": round(ssim(full, clean), 4),
+        "eo_fsc_0.5_A": round(curve.resolution(0.5), 1),
+        "eo_fsc_0.143_A": round(curve.resolution(0.143), 1),
+    }
 
 
 def noise_sigma(volume: np.ndarray) -> float:
@@ -88,7 +95,9 @@ def external(method: str, files: list[Path], out: Path, sigmas: dict | None = No
         cmd += ["--sigmas", str(out / "sigmas.json")]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        print(f"  {method}: failed ({done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode})")
+        print(
+            f"  {method}: failed ({done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode})"
+        )
         return None
     return {f.name: read_mrc_volume(out / f.name)[0] for f in files}
 
@@ -115,8 +124,14 @@ CASES = {"dose60": Case(60.0, 12, 11), "dose30": Case(30.0, 12, 11), "dense60": 
 def simulated_case(name: str, case: Case, args, work: Path) -> tuple[dict, dict]:
     size, thickness = ((96, 96), 64) if args.quick else ((160, 160), 64)
     particles = case.count(args.quick)
-    cfg = TomoSimulationConfig(acquisition=Acquisition(pixel_size=8.0, dose=case.dose, b_factor=60.0, detector="ideal"),
-                               size=size, thickness=thickness, ice_thickness=400.0, particles=particles, seed=case.seed)
+    cfg = TomoSimulationConfig(
+        acquisition=Acquisition(pixel_size=8.0, dose=case.dose, b_factor=60.0, detector="ideal"),
+        size=size,
+        thickness=thickness,
+        ice_thickness=400.0,
+        particles=particles,
+        seed=case.seed,
+    )
     folder = work / name
     if not (folder / "params.json").exists():
         structures = [s for s in STRUCTURES if s.exists()] + ([APOFERRITIN] if case.apoferritin else [])
@@ -127,7 +142,9 @@ def simulated_case(name: str, case: Case, args, work: Path) -> tuple[dict, dict]
     rows, shown = {}, {"raw": noisy, "truth (noiseless WBP)": clean}
     rows["raw"] = scores(noisy, even, odd, clean, voxel)
     best = max((0.5, 0.75, 1.0, 1.5, 2.0, 3.0), key=lambda s: psnr(gaussian_filter(noisy, s), clean))
-    rows[f"Gaussian (best sigma {best} px)"] = scores(*(gaussian_filter(v, best) for v in (noisy, even, odd)), clean, voxel)
+    rows[f"Gaussian (best sigma {best} px)"] = scores(
+        *(gaussian_filter(v, best) for v in (noisy, even, odd)), clean, voxel
+    )
     shown["Gaussian"] = gaussian_filter(noisy, best)
     files = [folder / f"{k}.mrc" for k in ("noisy", "even", "odd")]
     bm4d = external("bm4d", files, folder / "bm4d", {f.name: noise_sigma(read_mrc_volume(f)[0]) for f in files})
@@ -143,16 +160,25 @@ def simulated_case(name: str, case: Case, args, work: Path) -> tuple[dict, dict]
     t0 = time.time()
     n2n = train_even_odd(even, odd, config, work=folder / "n2n", progress=False)
     de, do = denoise_halves(n2n.network, even, odd, config)
-    rows["noise2noise even/odd (3-D U-Net)"] = {**scores((de + do) / 2, de, do, clean, voxel),
-                                                "seconds": round(time.time() - t0, 1)}
+    rows["noise2noise even/odd (3-D U-Net)"] = {
+        **scores((de + do) / 2, de, do, clean, voxel),
+        "seconds": round(time.time() - t0, 1),
+    }
     shown["noise2noise e/o"] = (de + do) / 2
-    variants = {"NMSG, r2r pairs, 3-D patch noise (default)": {},
-                "NMSG, residual U-Net (the authors'; the default until 2026-12-02)": {"residual": True},
-                "NMSG, noise power not capped (the default until 2026-12-02)": {"noise_cap": False},
-                "NMSG, the earlier default (alpha 0.5, no flips, f(volume) alone, residual)":
-                    {"alpha": 0.5, "flips": False, "infer_flips": False, "infer_draws": 0, "residual": True},
-                "NMSG, the authors' pairs and loss, 3-D patch noise": {"pairing": "nmsg", "smooth": 0.05, "guide": 0.5},
-                "NMSG, r2r pairs, 2-D GAN noise (authors' noise model)": {"noise_model": "gan2d"}}
+    variants = {
+        "NMSG, r2r pairs, 3-D patch noise (default)": {},
+        "NMSG, residual U-Net (the authors'; the default until 2026-12-02)": {"residual": True},
+        "NMSG, noise power not capped (the default until 2026-12-02)": {"noise_cap": False},
+        "NMSG, the earlier default (alpha 0.5, no flips, f(volume) alone, residual)": {
+            "alpha": 0.5,
+            "flips": False,
+            "infer_flips": False,
+            "infer_draws": 0,
+            "residual": True,
+        },
+        "NMSG, the authors' pairs and loss, 3-D patch noise": {"pairing": "nmsg", "smooth": 0.05, "guide": 0.5},
+        "NMSG, r2r pairs, 2-D GAN noise (authors' noise model)": {"noise_model": "gan2d"},
+    }
     for label, changes in variants.items():
         if args.only_default and changes:
             continue
@@ -175,22 +201,46 @@ def simulated_case(name: str, case: Case, args, work: Path) -> tuple[dict, dict]
 def speed(args, work: Path) -> dict:
     """``nt2c denoise-tomo`` with defaults on a 512 x 512 x 128 tomogram (quick: 128 x 128 x 64)."""
     side, depth, particles = (128, 64, 6) if args.quick else (512, 128, 40)
-    cfg = TomoSimulationConfig(acquisition=Acquisition(pixel_size=8.0, dose=60.0, b_factor=60.0, detector="ideal"),
-                               size=(side, side), thickness=depth, ice_thickness=600.0, particles=particles, seed=5)
+    cfg = TomoSimulationConfig(
+        acquisition=Acquisition(pixel_size=8.0, dose=60.0, b_factor=60.0, detector="ideal"),
+        size=(side, side),
+        thickness=depth,
+        ice_thickness=600.0,
+        particles=particles,
+        seed=5,
+    )
     folder = work / f"speed_{side}x{side}x{depth}"
     if not (folder / "params.json").exists():  # the shipped apoferritin: quick to simulate; speed does not depend on it
         simulate_tomogram_files([APOFERRITIN], cfg, folder, progress=False)
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.time()
     out = folder / "denoised.mrc"
-    subprocess.run([str(ROOT / ".venv" / "bin" / "nt2c"), "-q", "denoise-tomo", str(folder / "noisy.mrc"), "-o", str(out),
-                    "--device", "cpu", "--work", str(folder / f"work_{time.time_ns()}")], check=True)
+    subprocess.run(
+        [
+            str(ROOT / ".venv" / "bin" / "nt2c"),
+            "-q",
+            "denoise-tomo",
+            str(folder / "noisy.mrc"),
+            "-o",
+            str(out),
+            "--device",
+            "cpu",
+            "--work",
+            str(folder / f"work_{time.time_ns()}"),
+        ],
+        check=True,
+    )
     seconds = time.time() - t0
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     clean, noisy = read_mrc_volume(folder / "clean.mrc")[0], read_mrc_volume(folder / "noisy.mrc")[0]
-    return {"shape_xyz": [side, side, depth], "seconds": round(seconds, 1),
-            "peak_rss_gb": round(max(rss, before) / 1e6, 2), "defaults": dataclasses.asdict(NMSG),
-            "psnr_raw_db": round(psnr(noisy, clean), 2), "psnr_nmsg_db": round(psnr(read_mrc_volume(out)[0], clean), 2)}
+    return {
+        "shape_xyz": [side, side, depth],
+        "seconds": round(seconds, 1),
+        "peak_rss_gb": round(max(rss, before) / 1e6, 2),
+        "defaults": dataclasses.asdict(NMSG),
+        "psnr_raw_db": round(psnr(noisy, clean), 2),
+        "psnr_nmsg_db": round(psnr(read_mrc_volume(out)[0], clean), 2),
+    }
 
 
 def real(args, work: Path) -> dict:
@@ -208,8 +258,12 @@ def real(args, work: Path) -> dict:
         t0 = time.time()
         result = train_nmsg(volume, config, work=work / "real" / f"{tif.stem}_work", progress=False)
         den = denoise_with(result.network, volume, config=config)
-        out[tif.name] = {"shape_zyx": list(volume.shape), "seconds": round(time.time() - t0, 1),
-                         "raw_std": float(volume.std()), "denoised_std": float(den.std())}
+        out[tif.name] = {
+            "shape_zyx": list(volume.shape),
+            "seconds": round(time.time() - t0, 1),
+            "raw_std": float(volume.std()),
+            "denoised_std": float(den.std()),
+        }
         shown.append((tif.stem, volume, den))
     from matplotlib.figure import Figure
 
@@ -243,13 +297,19 @@ def budget_scan(steps: list[int], work: Path, nmsg_only: bool = False) -> dict:
             t0 = time.time()
             n2n = train_even_odd(vols["even"], vols["odd"], config, work=folder / f"budget_n2n_{n}", progress=False)
             de, do = denoise_halves(n2n.network, vols["even"], vols["odd"], config)
-            rows[f"noise2noise even/odd, {n} steps"] = {**scores((de + do) / 2, de, do, vols["clean"], voxel),
-                                                        "seconds": round(time.time() - t0, 1)}
+            rows[f"noise2noise even/odd, {n} steps"] = {
+                **scores((de + do) / 2, de, do, vols["clean"], voxel),
+                "seconds": round(time.time() - t0, 1),
+            }
         t0 = time.time()
-        result = train_nmsg(vols["noisy"], config, vols["oversmoothed"], work=folder / f"budget_nmsg_{n}", progress=False)
+        result = train_nmsg(
+            vols["noisy"], config, vols["oversmoothed"], work=folder / f"budget_nmsg_{n}", progress=False
+        )
         den = lambda v: denoise_with(result.network, v, config=config, synthesizer=None)  # noqa: E731
-        rows[f"NMSG default, {n} steps"] = {**scores(den(vols["noisy"]), den(vols["even"]), den(vols["odd"]),
-                                                     vols["clean"], voxel), "seconds": round(time.time() - t0, 1)}
+        rows[f"NMSG default, {n} steps"] = {
+            **scores(den(vols["noisy"]), den(vols["even"]), den(vols["odd"]), vols["clean"], voxel),
+            "seconds": round(time.time() - t0, 1),
+        }
         for label in [k for k in rows if k.endswith(f", {n} steps")]:
             print(f"  {label}: {rows[label]}", flush=True)
     return rows
@@ -262,14 +322,23 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-speed", action="store_true", help="skip the 512 x 512 x 128 timing")
     parser.add_argument("--steps", type=int, default=NMSG.steps, help="training steps of every learned method")
     parser.add_argument("--real-steps", type=int, default=NMSG.steps, help="training steps on the real crops")
-    parser.add_argument("--cases", default=",".join(CASES),
-                        help=f"simulated tomograms to run, of {', '.join(CASES)} (dense60: 36 particles placed)")
+    parser.add_argument(
+        "--cases",
+        default=",".join(CASES),
+        help=f"simulated tomograms to run, of {', '.join(CASES)} (dense60: 36 particles placed)",
+    )
     parser.add_argument("--only-default", action="store_true", help="NMSG with its defaults only (no variants)")
-    parser.add_argument("--budget-scan", metavar="N,N,...",
-                        help="only train NMSG and noise2noise for these step counts on the dose-60 tomogram")
+    parser.add_argument(
+        "--budget-scan",
+        metavar="N,N,...",
+        help="only train NMSG and noise2noise for these step counts on the dose-60 tomogram",
+    )
     parser.add_argument("--nmsg-only", action="store_true", help="with --budget-scan: NMSG only")
-    parser.add_argument("--speed-only", action="store_true",
-                        help="only the 512 x 512 x 128 speed/memory run (results/<date>-tomo-speed-<host>.json)")
+    parser.add_argument(
+        "--speed-only",
+        action="store_true",
+        help="only the 512 x 512 x 128 speed/memory run (results/<date>-tomo-speed-<host>.json)",
+    )
     args = parser.parse_args(argv)
     if not all(s.exists() for s in STRUCTURES):
         print(f"bench_tomo: shared structures missing under {SHARED}; nothing to do")
@@ -277,8 +346,10 @@ def main(argv=None) -> int:
     work = Path(args.work) / ("quick" if args.quick else "full")
     if args.budget_scan:
         steps = [int(n) for n in args.budget_scan.split(",")]
-        save("tomo-budget" + ("-nmsg" if args.nmsg_only else ""),
-             {"steps": steps, "dose60": budget_scan(steps, work, args.nmsg_only)})
+        save(
+            "tomo-budget" + ("-nmsg" if args.nmsg_only else ""),
+            {"steps": steps, "dose60": budget_scan(steps, work, args.nmsg_only)},
+        )
         return 0
     if args.speed_only:
         measured = speed(args, work)
@@ -298,11 +369,14 @@ def main(argv=None) -> int:
         result["simulated"][name] = rows
         print(f"{'method':<36} {'PSNR dB':>8} {'SSIM':>6} {'e/o FSC 0.5 Å':>14} {'0.143 Å':>8} {'s':>7}")
         for label, r in rows.items():
-            print(f"{label:<36} {r['psnr_db']:8.2f} {r['ssim']:6.3f} {r['eo_fsc_0.5_A']:14.1f} "
-                  f"{r['eo_fsc_0.143_A']:8.1f} {r.get('seconds', float('nan')):7.1f}")
+            print(
+                f"{label:<36} {r['psnr_db']:8.2f} {r['ssim']:6.3f} {r['eo_fsc_0.5_A']:14.1f} "
+                f"{r['eo_fsc_0.143_A']:8.1f} {r.get('seconds', float('nan')):7.1f}"
+            )
         if name == "dose60" and not args.quick:
-            slices_figure(list(shown.values()), list(shown), "simulated tomogram (ribosome + spliceosome), "
-                          "60 e/Å²").savefig(DOCS / "tomo_simulated.png", dpi=70)
+            slices_figure(
+                list(shown.values()), list(shown), "simulated tomogram (ribosome + spliceosome), 60 e/Å²"
+            ).savefig(DOCS / "tomo_simulated.png", dpi=70)
     if not args.skip_speed:
         result["speed"] = speed(args, work)
         print(f"\nspeed: {result['speed']}")

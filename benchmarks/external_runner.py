@@ -36,12 +36,19 @@ def topaz_method(args):
         return denoise_image(image, [model], patch_size=args.patch_size, padding=args.padding, use_cuda=False)
 
     import topaz
-    return run, {"model": args.model, "patch_size": args.patch_size, "padding": args.padding,
-                 "topaz": getattr(topaz, "__version__", "0.3.20"), "torch": torch.__version__}
+
+    return run, {
+        "model": args.model,
+        "patch_size": args.patch_size,
+        "padding": args.padding,
+        "topaz": getattr(topaz, "__version__", "0.3.20"),
+        "torch": torch.__version__,
+    }
 
 
 def block_matching(module: str):
     """BM3D (images) or BM4D (volumes) on z-scored data with the caller's per-file noise sigma."""
+
     def method(args):
         from importlib import import_module
         from importlib.metadata import version
@@ -68,12 +75,21 @@ def topaz3d_method(args):
     def run(volume, name):
         return model.denoise(volume, patch_size=args.patch_size, padding=args.padding, batch_size=1, verbose=False)
 
-    return run, {"model": args.model, "patch_size": args.patch_size, "padding": args.padding,
-                 "topaz": "0.3.20", "torch": torch.__version__}
+    return run, {
+        "model": args.model,
+        "patch_size": args.patch_size,
+        "padding": args.padding,
+        "topaz": "0.3.20",
+        "torch": torch.__version__,
+    }
 
 
-METHODS = {"topaz": topaz_method, "bm3d": block_matching("bm3d"), "topaz3d": topaz3d_method,
-           "bm4d": block_matching("bm4d")}
+METHODS = {
+    "topaz": topaz_method,
+    "bm3d": block_matching("bm3d"),
+    "topaz3d": topaz3d_method,
+    "bm4d": block_matching("bm4d"),
+}
 
 
 def main() -> int:
@@ -107,8 +123,14 @@ def main() -> int:
         with mrcfile.new(out / path.name, overwrite=True) as mrc:
             mrc.set_data(np.asarray(result, np.float32))
             mrc.voxel_size = voxel
-    report = {"method": args.method, "settings": settings, "repeats": args.repeats, "threads": args.threads,
-              "seconds": seconds, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
+    report = {
+        "method": args.method,
+        "settings": settings,
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "seconds": seconds,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+    }
     (out / "run.json").write_text(json.dumps(report, indent=2))
     return 0
 

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 
 from .errors import InputError
 
+DETECTORS = ("K3", "K2", "Falcon4", "ideal")  # detector models of nt2c_core.simulate.detector (first = default)
+
 ELECTRON_REST_ENERGY_EV = 510998.95  # m0 c^2 [eV]
 
 
@@ -35,7 +37,7 @@ class Acquisition:
     amplitude_contrast: fraction (0-1); pixel_size: [Å/px]; phase_shift_deg: phase-plate shift [deg];
     dose: total exposure [e/Å^2]; b_factor: image B-factor [Å^2] applied to every atom;
     focal_spread: temporal-coherence defocus spread [Å]; illumination_mrad: beam convergence
-    half-angle [mrad]; detector: name in :data:`nt2c_core.settings.DETECTORS`;
+    half-angle [mrad]; detector: name in :data:`DETECTORS`;
     image_filter: beta of a Gaussian fall-off exp(-beta f^2) (f in cycles/px) of the recorded
     image's amplitude, signal and noise alike: the low-pass that detector electronics or
     software binning leave in real micrographs (``nt2c calibrate`` measures it); 0 = none.
@@ -55,8 +57,6 @@ class Acquisition:
 
     def validate(self) -> "Acquisition":
         """Raise :class:`InputError` naming the first parameter outside its physical range."""
-        from .settings import DETECTORS
-
         _check_range("voltage (kV, --voltage)", self.voltage_kv, 20.0, 1000.0)
         _check_range("Cs (mm, --cs)", self.cs_mm, 0.0, 10.0)
         _check_range("amplitude contrast (--amplitude-contrast)", self.amplitude_contrast, 0.0, 0.5)

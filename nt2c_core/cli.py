@@ -22,6 +22,7 @@ class Terminated(BaseException):
 def _on_sigterm(signum, frame):
     raise Terminated()
 
+
 OVERVIEW = """\
 commands by stage:
   NT2C step by step   simulate -> train -> extract-noise -> train-noise-gan -> train-fine -> denoise
@@ -36,22 +37,54 @@ commands by stage:
 'nt2c COMMAND --help' gives each command's settings with units and defaults. Messages go to
 stdout; progress is a bar on a terminal and plain lines otherwise (Scipion logs, queues)."""
 
-ORDER = ("simulate", "train", "extract-noise", "train-noise-gan", "train-fine", "denoise", "run", "demo",
-         "calibrate", "train-general", "evaluate", "reweight",
-         "simulate-tomo", "denoise-tomo", "simulate-particles", "train-restorer", "restore-particles",
-         "reconstruct", "model-info")
+ORDER = (
+    "simulate",
+    "train",
+    "extract-noise",
+    "train-noise-gan",
+    "train-fine",
+    "denoise",
+    "run",
+    "demo",
+    "calibrate",
+    "train-general",
+    "evaluate",
+    "reweight",
+    "simulate-tomo",
+    "denoise-tomo",
+    "simulate-particles",
+    "train-restorer",
+    "restore-particles",
+    "reconstruct",
+    "model-info",
+)
 
 
 def _logging_options() -> argparse.ArgumentParser:
     """--quiet / --verbose / --log-file, accepted before or after the command name."""
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_mutually_exclusive_group()
-    group.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity",
-                       default=argparse.SUPPRESS, help="warnings and errors only")
-    group.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity",
-                       default=argparse.SUPPRESS, help="also debugging details")
-    common.add_argument("--log-file", metavar="FILE", default=argparse.SUPPRESS,
-                        help="also append every message, time-stamped, to FILE")
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_const",
+        const=-1,
+        dest="verbosity",
+        default=argparse.SUPPRESS,
+        help="warnings and errors only",
+    )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="store_const",
+        const=1,
+        dest="verbosity",
+        default=argparse.SUPPRESS,
+        help="also debugging details",
+    )
+    common.add_argument(
+        "--log-file", metavar="FILE", default=argparse.SUPPRESS, help="also append every message, time-stamped, to FILE"
+    )
     return common
 
 
@@ -63,15 +96,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands = register_all()
     common = _logging_options()
-    parser = argparse.ArgumentParser(prog="nt2c", description="Noise-Transfer2Clean cryo-EM denoising.",
-                                     epilog=OVERVIEW, parents=[common],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="nt2c",
+        description="Noise-Transfer2Clean cryo-EM denoising.",
+        epilog=OVERVIEW,
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"nt2c {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in sorted(commands, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER)):
         add_args, run, help_text = commands[name]
-        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common],
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            parents=[common],
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
         add_args(p)
         p.set_defaults(_run=run)
     return parser
@@ -126,8 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         configure(getattr(args, "verbosity", 0), getattr(args, "log_file", None))
     except OSError as exc:
-        print(f"nt2c {args.command}: error: --log-file {exc.filename or args.log_file}: {exc.strerror}",
-              file=sys.stderr)
+        print(
+            f"nt2c {args.command}: error: --log-file {exc.filename or args.log_file}: {exc.strerror}", file=sys.stderr
+        )
         return 2
     previous = _install_sigterm()
     try:
@@ -143,20 +186,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nt2c {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except MemoryError:
-        print(f"nt2c {args.command}: error: not enough memory for this run (use smaller sizes, tiles or batches); "
-              "nothing half-written was left", file=sys.stderr)
+        print(
+            f"nt2c {args.command}: error: not enough memory for this run (use smaller sizes, tiles or batches); "
+            "nothing half-written was left",
+            file=sys.stderr,
+        )
         return 2
     except RecursionError:
-        print(f"nt2c {args.command}: error: an input is nested too deeply to read (a crafted JSON or STAR file?)",
-              file=sys.stderr)
+        print(
+            f"nt2c {args.command}: error: an input is nested too deeply to read (a crafted JSON or STAR file?)",
+            file=sys.stderr,
+        )
         return 2
     except BrokenPipeError:  # output piped into a command that stopped reading (e.g. head)
         _drop_stdout()
         sys.stderr.close()
         return 0
     except OSError as exc:  # a file system fault the stage did not name itself: unreadable, loop, full
-        if not isinstance(exc, OutputFault) and exc.filename is None and not _stdout_is_tty() \
-                and exc.errno in (errno.ENOSPC, errno.EIO, errno.EBADF):
+        if (
+            not isinstance(exc, OutputFault)
+            and exc.filename is None
+            and not _stdout_is_tty()
+            and exc.errno in (errno.ENOSPC, errno.EIO, errno.EBADF)
+        ):
             exc = OutputFault("standard output", exc)  # a print's own flush into a full or closed stdout
         if getattr(exc, "target", None) == "standard output":
             _drop_stdout()
@@ -165,12 +217,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as exc:
         text = str(exc)
         if "Symlink loop" in text:
-            print(f"nt2c {args.command}: error: {text.replace('Symlink loop from ', '').strip(chr(39))}: "
-                  "a symbolic link loop", file=sys.stderr)
+            print(
+                f"nt2c {args.command}: error: {text.replace('Symlink loop from ', '').strip(chr(39))}: "
+                "a symbolic link loop",
+                file=sys.stderr,
+            )
             return 2
         if is_out_of_memory(exc):
-            print(f"nt2c {args.command}: error: not enough memory for this run (use smaller sizes, tiles or "
-                  "batches); nothing half-written was left", file=sys.stderr)
+            print(
+                f"nt2c {args.command}: error: not enough memory for this run (use smaller sizes, tiles or "
+                "batches); nothing half-written was left",
+                file=sys.stderr,
+            )
             return 2
         raise
     except KeyboardInterrupt:

@@ -87,8 +87,16 @@ class RealConsistency:
     output of each micrograph in the same units (the band's other side), None = equal to the
     micrographs."""
 
-    def __init__(self, micrographs: Sequence[np.ndarray], radius_px: float, weight: float, batch: int = 4,
-                 crop: int = 128, seed: int = 0, references: Sequence[np.ndarray] | None = None):
+    def __init__(
+        self,
+        micrographs: Sequence[np.ndarray],
+        radius_px: float,
+        weight: float,
+        batch: int = 4,
+        crop: int = 128,
+        seed: int = 0,
+        references: Sequence[np.ndarray] | None = None,
+    ):
         small = [m.shape for m in micrographs if min(m.shape) < crop]
         if not micrographs or small:
             raise InputError(f"data consistency: need real micrographs of at least {crop} px (got {small or 'none'})")
@@ -101,9 +109,18 @@ class RealConsistency:
         self.weight, self.batch, self.crop, self.seed = float(weight), int(batch), int(crop), int(seed)
 
     @classmethod
-    def from_files(cls, paths: Sequence[str | os.PathLike], pixel_size: float, radius_px: float, weight: float,
-                   batch: int | None = None, crop: int | None = None, seed: int = 0,
-                   reference: str | os.PathLike | None = None, device: str = "cpu") -> "RealConsistency":
+    def from_files(
+        cls,
+        paths: Sequence[str | os.PathLike],
+        pixel_size: float,
+        radius_px: float,
+        weight: float,
+        batch: int | None = None,
+        crop: int | None = None,
+        seed: int = 0,
+        reference: str | os.PathLike | None = None,
+        device: str = "cpu",
+    ) -> "RealConsistency":
         """Up to :data:`MAX_MICROGRAPHS` of ``paths`` (spread evenly), read and standardized;
         each must have the training pairs' ``pixel_size`` [Å/px] (InputError naming the file).
         ``crop`` None: :func:`crop_for` the radius, at most the smallest micrograph's side;
@@ -120,8 +137,10 @@ class RealConsistency:
         for path in chosen:
             image, pixel = read_mrc(path)
             if pixel > 0 and abs(pixel / pixel_size - 1) > PIXEL_MATCH:
-                raise InputError(f"{path}: pixel size {pixel:g} Å differs from the training pairs' {pixel_size:g} Å; "
-                                 "simulate the pairs at the micrographs' pixel size")
+                raise InputError(
+                    f"{path}: pixel size {pixel:g} Å differs from the training pairs' {pixel_size:g} Å; "
+                    "simulate the pairs at the micrographs' pixel size"
+                )
             images.append(standardize(image, *stats(image)))
         references = None
         if reference is not None:
@@ -133,8 +152,10 @@ class RealConsistency:
             crop = max(32, min(crop_for(radius_px), min(min(m.shape) for m in images) // 32 * 32))
         term = cls(images, radius_px, weight, batch_for(crop) if batch is None else batch, crop, seed, references)
         band = f"between them and {Path(reference).name}'s output" if reference is not None else "equal to them"
-        log.info(f"data consistency with {len(images)} real micrograph(s) ({band}), weight {weight:g}, "
-                 f"low-pass sigma {term.sigma:.1f} px, {term.batch} crop(s) of {crop} px per step")
+        log.info(
+            f"data consistency with {len(images)} real micrograph(s) ({band}), weight {weight:g}, "
+            f"low-pass sigma {term.sigma:.1f} px, {term.batch} crop(s) of {crop} px per step"
+        )
         return term
 
     def crops(self, step: int) -> np.ndarray:
@@ -151,7 +172,7 @@ class RealConsistency:
             x0 = int(rng.integers(self.micrographs[index].shape[1] - self.crop + 1))
             turns, flip = int(rng.integers(4)), bool(rng.integers(2))
             for stack, images in zip(out, sources):
-                tile = np.rot90(images[index][y0:y0 + self.crop, x0:x0 + self.crop], turns)
+                tile = np.rot90(images[index][y0 : y0 + self.crop, x0 : x0 + self.crop], turns)
                 stack.append(tile[:, ::-1] if flip else tile)
         return [np.stack(stack)[:, None].copy() for stack in out]
 

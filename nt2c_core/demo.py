@@ -40,36 +40,73 @@ from .training import TrainConfig
 
 log = logging.getLogger(__name__)
 
-ACQUISITION = Acquisition(voltage_kv=300, cs_mm=2.7, amplitude_contrast=0.07, pixel_size=2.0, dose=40.0,
-                          detector="K3")
+ACQUISITION = Acquisition(voltage_kv=300, cs_mm=2.7, amplitude_contrast=0.07, pixel_size=2.0, dose=40.0, detector="K3")
 GAUSS_SIGMAS = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
 
 
 def demo_config(out: Path, quick: bool, device: str) -> tuple[SimulationConfig, PipelineConfig]:
     """The experimental data set and the pipeline settings of the demo (``quick``: seconds)."""
     scale = 0.1 if quick else 1.0
-    experimental = SimulationConfig(ACQUISITION, size=(512, 512), particles=10, defocus_um=(1.2, 2.8),
-                                    count=2 if quick else 6, seed=99)
-    simulation = SimulationConfig(ACQUISITION, size=(256, 256), particles=10, defocus_um=(1.0, 3.0),
-                                  count=6 if quick else 32, library_size=200, seed=0,
-                                  carbon_fraction=TRAINING_CARBON_FRACTION)
+    experimental = SimulationConfig(
+        ACQUISITION, size=(512, 512), particles=10, defocus_um=(1.2, 2.8), count=2 if quick else 6, seed=99
+    )
+    simulation = SimulationConfig(
+        ACQUISITION,
+        size=(256, 256),
+        particles=10,
+        defocus_um=(1.0, 3.0),
+        count=6 if quick else 32,
+        library_size=200,
+        seed=0,
+        carbon_fraction=TRAINING_CARBON_FRACTION,
+    )
     steps = max(int(500 * scale), 10)
     pipeline = PipelineConfig(
-        raw=[str(out / "experimental" / "raw" / "*.mrc")], structures=[str(PROTEASOME)], simulation=simulation,
+        raw=[str(out / "experimental" / "raw" / "*.mrc")],
+        structures=[str(PROTEASOME)],
+        simulation=simulation,
         # from the general model (coarse_init): a quarter of the 2e-3 this budget takes from scratch (COARSE_TRANSFER)
-        coarse=TrainConfig(steps=steps, batch_size=8, crop=128, width=24, lr=5e-4, val_every=max(steps // 5, 1),
-                           checkpoint_every=max(steps // 5, 1), val_fraction=0.1),
+        coarse=TrainConfig(
+            steps=steps,
+            batch_size=8,
+            crop=128,
+            width=24,
+            lr=5e-4,
+            val_every=max(steps // 5, 1),
+            checkpoint_every=max(steps // 5, 1),
+            val_fraction=0.1,
+        ),
         extraction=ExtractionSettings(),  # the default mask rule; the diameter comes from the structure
-        gan=GANConfig(iterations=max(int(1000 * scale), 4), batch_size=16, latent=32, width=8, lr=2e-4,
-                      log_every=max(int(50 * scale), 1), checkpoint_every=100),
-        fine=replace(FINE, steps=max(int(400 * scale), 10), batch_size=8, crop=128, width=24, lr=5e-4,
-                     val_every=max(int(80 * scale), 1), checkpoint_every=max(int(80 * scale), 1), val_fraction=0.1),
-        tiles=TileSettings(512, 128, 1), min_noise_patches=4 if quick else 16, device=device)
+        gan=GANConfig(
+            iterations=max(int(1000 * scale), 4),
+            batch_size=16,
+            latent=32,
+            width=8,
+            lr=2e-4,
+            log_every=max(int(50 * scale), 1),
+            checkpoint_every=100,
+        ),
+        fine=replace(
+            FINE,
+            steps=max(int(400 * scale), 10),
+            batch_size=8,
+            crop=128,
+            width=24,
+            lr=5e-4,
+            val_every=max(int(80 * scale), 1),
+            checkpoint_every=max(int(80 * scale), 1),
+            val_fraction=0.1,
+        ),
+        tiles=TileSettings(512, 128, 1),
+        min_noise_patches=4 if quick else 16,
+        device=device,
+    )
     return experimental, pipeline
 
 
-def run_demo(out_dir: str | os.PathLike, quick: bool = False, device: str = "cpu",
-             noise: ExperimentalNoise | None = None) -> dict:
+def run_demo(
+    out_dir: str | os.PathLike, quick: bool = False, device: str = "cpu", noise: ExperimentalNoise | None = None
+) -> dict:
     """Run the demo into ``out_dir`` and return the report. ``noise``: the extra noise processes of
     the "experimental" micrographs (default :class:`ExperimentalNoise`; e.g. an ice-thickness
     gradient for the uneven-background benchmark); used only when ``out_dir`` has none yet."""
@@ -82,24 +119,36 @@ def run_demo(out_dir: str | os.PathLike, quick: bool = False, device: str = "cpu
     summary = run_pipeline(pipeline, out / "work")
     log.info("[demo] scoring against the ground truth")
     work = out / "work"
-    scores = score_against_truth(out / "experimental", work, pipeline.tiles, device, out / "report",
-                                 particle_radius_px(pipeline))
+    scores = score_against_truth(
+        out / "experimental", work, pipeline.tiles, device, out / "report", particle_radius_px(pipeline)
+    )
     layout = WorkLayout(work)
-    figures = {"gan_samples.png": samples_png(layout.model("gan")), "coarse_loss.png": loss_png(layout.model("coarse")),
-               "fine_loss.png": loss_png(layout.model("fine")), "gan_loss.png": loss_png(layout.model("gan"))}
+    figures = {
+        "gan_samples.png": samples_png(layout.model("gan")),
+        "coarse_loss.png": loss_png(layout.model("coarse")),
+        "fine_loss.png": loss_png(layout.model("fine")),
+        "gan_loss.png": loss_png(layout.model("gan")),
+    }
     for name, path in figures.items():
         if path.exists():
             shutil.copyfile(path, out / "report" / name)
     overlays = sorted(layout.overlays.glob("*.png"))
     if overlays:
         shutil.copyfile(overlays[0], out / "report" / "noise_patches_overlay.png")
-    report = {"nt2c_version": __version__, "created": datetime.datetime.now().isoformat(timespec="seconds"),
-              "quick": quick, "acquisition": ACQUISITION.to_dict(), "experimental": experimental.to_dict(),
-              "experimental_noise": json.loads((out / "experimental" / "experimental.json").read_text())["noise"],
-              "noise_patches": summary["stages"]["noise"]["patches"], "metrics": scores,
-              "chosen_model": summary["stages"]["denoised"].get("chosen"),
-              "fine_minus_coarse_psnr_db": (scores["fine"]["psnr_db"] - scores["coarse"]["psnr_db"]
-                                            if "fine" in scores else None)}
+    report = {
+        "nt2c_version": __version__,
+        "created": datetime.datetime.now().isoformat(timespec="seconds"),
+        "quick": quick,
+        "acquisition": ACQUISITION.to_dict(),
+        "experimental": experimental.to_dict(),
+        "experimental_noise": json.loads((out / "experimental" / "experimental.json").read_text())["noise"],
+        "noise_patches": summary["stages"]["noise"]["patches"],
+        "metrics": scores,
+        "chosen_model": summary["stages"]["denoised"].get("chosen"),
+        "fine_minus_coarse_psnr_db": (
+            scores["fine"]["psnr_db"] - scores["coarse"]["psnr_db"] if "fine" in scores else None
+        ),
+    }
     write_json(out / "report" / "report.json", report)
     log.info(_table(scores))
     log.info(f"report: {out / 'report'}")
@@ -113,17 +162,24 @@ def particle_radius_px(pipeline: PipelineConfig) -> float:
     return extraction_settings(pipeline).particle_diameter / 2 / pipeline.simulation.acquisition.pixel_size
 
 
-def score_against_truth(exp_dir: Path, work: Path, tiles: TileSettings, device: str, report_dir: Path,
-                        radius_px: float) -> dict:
+def score_against_truth(
+    exp_dir: Path, work: Path, tiles: TileSettings, device: str, report_dir: Path, radius_px: float
+) -> dict:
     """PSNR/SSIM against the truth of raw, the best Gaussian, each model (general, coarse, fine)
     and the run's output (the model it chose), and the PSNR in the particle band
     (:func:`nt2c_core.metrics.band_psnr`, ``radius_px``: the particle radius [px])."""
     from .general import general_model_path
 
     layout = WorkLayout(work)
-    models = {name: Denoiser.from_file(path, device, tiles) for name, path in
-              (("general", general_model_path()), ("coarse", layout.model("coarse")),
-               ("fine", layout.model("fine"))) if Path(path).is_file()}
+    models = {
+        name: Denoiser.from_file(path, device, tiles)
+        for name, path in (
+            ("general", general_model_path()),
+            ("coarse", layout.model("coarse")),
+            ("fine", layout.model("fine")),
+        )
+        if Path(path).is_file()
+    }
     rows: dict[str, list] = {"raw": [], "gaussian": [], **{name: [] for name in models}, "chosen": []}
     per_sigma = {s: [] for s in GAUSS_SIGMAS}
     sample = None
@@ -142,13 +198,26 @@ def score_against_truth(exp_dir: Path, work: Path, tiles: TileSettings, device: 
     best = max(per_sigma, key=lambda s: np.mean([r[0] for r in per_sigma[s]]))
     rows["gaussian"] = per_sigma[best]
     name, truth, raw, gauss, coarse, fine = sample
-    panels(report_dir / "before_after.png",
-           [("ground truth", truth), ("raw ('experimental')", raw), (f"Gaussian, sigma {best} px", gauss[best]),
-            ("NT2C coarse", coarse), ("NT2C fine", fine)],
-           f"{name}: 20S proteasome, 2 Å/px, 40 e/Å², with stripes and correlated noise{_gradient_note(exp_dir)}")
-    return {m: {"psnr_db": float(np.mean([r[0] for r in v])), "ssim": float(np.mean([r[1] for r in v])),
-                "band_psnr_db": float(np.mean([r[2] for r in v])),
-                **({"sigma_px": best} if m == "gaussian" else {})} for m, v in rows.items()}
+    panels(
+        report_dir / "before_after.png",
+        [
+            ("ground truth", truth),
+            ("raw ('experimental')", raw),
+            (f"Gaussian, sigma {best} px", gauss[best]),
+            ("NT2C coarse", coarse),
+            ("NT2C fine", fine),
+        ],
+        f"{name}: 20S proteasome, 2 Å/px, 40 e/Å², with stripes and correlated noise{_gradient_note(exp_dir)}",
+    )
+    return {
+        m: {
+            "psnr_db": float(np.mean([r[0] for r in v])),
+            "ssim": float(np.mean([r[1] for r in v])),
+            "band_psnr_db": float(np.mean([r[2] for r in v])),
+            **({"sigma_px": best} if m == "gaussian" else {}),
+        }
+        for m, v in rows.items()
+    }
 
 
 def _gradient_note(exp_dir: Path) -> str:

@@ -25,6 +25,7 @@ from .errors import InputError, NT2CError, is_out_of_memory
 from .images import bin_image
 from .io import ensure_writable_dir, read_mrc, read_mrc_labels, write_mrc
 from .logs import progress as progress_bar
+from .logs import staged
 from .models.store import fingerprint, load_model
 from .normalization import restore, standardize, stats
 from .settings import PIXEL_RANGE_SLACK, SIZE_MULTIPLE, TileSettings
@@ -35,8 +36,14 @@ log = logging.getLogger(__name__)
 class Denoiser:
     """A loaded denoising model plus tiling settings; call :meth:`denoise` on float arrays."""
 
-    def __init__(self, network: nn.Module, metadata: dict | None = None, device: str | torch.device = "cpu",
-                 tiles: TileSettings | None = None, precision: str = "fp32"):
+    def __init__(
+        self,
+        network: nn.Module,
+        metadata: dict | None = None,
+        device: str | torch.device = "cpu",
+        tiles: TileSettings | None = None,
+        precision: str = "fp32",
+    ):
         self.device = torch.device(device)
         self.network = network.to(self.device, memory_format=torch.channels_last).eval()
         self.metadata = metadata or {}
@@ -48,8 +55,9 @@ class Denoiser:
         self.source: str | None = None  # the model file's name, when loaded from one
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, device="cpu", tiles: TileSettings | None = None,
-                  precision: str = "fp32") -> "Denoiser":
+    def from_file(
+        cls, path: str | os.PathLike, device="cpu", tiles: TileSettings | None = None, precision: str = "fp32"
+    ) -> "Denoiser":
         network, metadata = load_model(path, "cpu", kind="denoiser")
         denoiser = cls(network, metadata, device, tiles, precision)
         denoiser.source = Path(path).name
@@ -99,17 +107,20 @@ class Denoiser:
     def _tiled(self, x: np.ndarray) -> np.ndarray:
         t = self.tiles
         h, w = x.shape
-        (th, ys), (tw, xs) = _axis_tiles(h, t.tile, t.margin, self.multiple), _axis_tiles(w, t.tile, t.margin, self.multiple)
+        (th, ys), (tw, xs) = (
+            _axis_tiles(h, t.tile, t.margin, self.multiple),
+            _axis_tiles(w, t.tile, t.margin, self.multiple),
+        )
         acc = np.zeros_like(x)
         weight = np.zeros_like(x)
         boxes = [(y, x0) for y in ys for x0 in xs]
         for i in range(0, len(boxes), t.batch):
-            chunk = boxes[i:i + t.batch]
-            outs = self._forward(np.stack([x[y:y + th, x0:x0 + tw] for y, x0 in chunk]))
+            chunk = boxes[i : i + t.batch]
+            outs = self._forward(np.stack([x[y : y + th, x0 : x0 + tw] for y, x0 in chunk]))
             for (y, x0), out in zip(chunk, outs):
                 win = np.outer(_window(y, th, h, t.margin), _window(x0, tw, w, t.margin))
-                acc[y:y + th, x0:x0 + tw] += out * win
-                weight[y:y + th, x0:x0 + tw] += win
+                acc[y : y + th, x0 : x0 + tw] += out * win
+                weight[y : y + th, x0 : x0 + tw] += win
         return acc / weight
 
 
@@ -157,10 +168,10 @@ def _window(start: int, size: int, length: int, margin: int) -> np.ndarray:
     ramp = (np.arange(margin, dtype=np.float32) + 0.5) / margin
     if start > 0:
         w[:skip] = 0
-        w[skip:skip + margin] = ramp
+        w[skip : skip + margin] = ramp
     if start + size < length:
-        w[size - skip:] = 0
-        w[size - skip - margin:size - skip] = ramp[::-1]
+        w[size - skip :] = 0
+        w[size - skip - margin : size - skip] = ramp[::-1]
     return w
 
 
@@ -187,8 +198,10 @@ def output_paths(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike
     for src in (Path(p) for p in inputs):
         dst = out_dir / (src.stem + ".mrc")
         if dst in seen and seen[dst] != src:
-            raise InputError(f"{seen[dst]} and {src} have the same output name {dst.name}: denoise them into "
-                             "separate output folders (or rename one)")
+            raise InputError(
+                f"{seen[dst]} and {src} have the same output name {dst.name}: denoise them into "
+                "separate output folders (or rename one)"
+            )
         seen[dst] = src
         outputs[src] = dst
     return outputs
@@ -204,13 +217,22 @@ def model_label(denoiser: Denoiser) -> str:
     trained it (<= 80 characters; the weight hash is in :func:`provenance_label`)."""
     meta = denoiser.metadata
     arch = meta.get("architecture", {})
-    text = (f"model={denoiser.source or '?'} kind={meta.get('kind', 'denoiser')} "
-            f"arch={arch.get('name', '?')}{arch.get('width', '')} trained-by={meta.get('nt2c_version', '?')}")
+    text = (
+        f"model={denoiser.source or '?'} kind={meta.get('kind', 'denoiser')} "
+        f"arch={arch.get('name', '?')}{arch.get('width', '')} trained-by={meta.get('nt2c_version', '?')}"
+    )
     return text[:80]
 
 
-def denoise_files(denoiser: Denoiser, inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
-                  bin_factor: int = 1, overwrite: bool = False, progress: bool = True) -> DenoiseReport:
+@staged("denoise", device=lambda a: a["denoiser"].device)
+def denoise_files(
+    denoiser: Denoiser,
+    inputs: Iterable[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    bin_factor: int = 1,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> DenoiseReport:
     """Denoise MRC micrographs into ``out_dir`` (same file names, float32, pixel size x bin).
 
     Checked before any work: the output folder is writable and no two inputs share an output
@@ -258,8 +280,9 @@ def output_damage(path: Path) -> str | None:
     return None
 
 
-def denoise_file(denoiser: Denoiser, src: str | os.PathLike, dst: str | os.PathLike,
-                 bin_factor: int = 1) -> tuple[Path, str | None]:
+def denoise_file(
+    denoiser: Denoiser, src: str | os.PathLike, dst: str | os.PathLike, bin_factor: int = 1
+) -> tuple[Path, str | None]:
     """Denoise one MRC micrograph into ``dst`` (float32, pixel size x ``bin_factor``, the
     provenance label in its header), atomically: (output path, warning or None). Raises
     :class:`NT2CError` for a bad input, a result that is not finite, or too little memory;
@@ -274,24 +297,32 @@ def denoise_file(denoiser: Denoiser, src: str | os.PathLike, dst: str | os.PathL
     except (MemoryError, RuntimeError) as exc:  # torch reports a failed allocation as a RuntimeError
         if isinstance(exc, RuntimeError) and not is_out_of_memory(exc):
             raise
-        raise NT2CError(f"{src}: not enough memory to denoise it (tile {denoiser.tiles.tile} px, batch "
-                        f"{denoiser.tiles.batch}): use --low-memory or a smaller --tile") from None
+        raise NT2CError(
+            f"{src}: not enough memory to denoise it (tile {denoiser.tiles.tile} px, batch "
+            f"{denoiser.tiles.batch}): use --low-memory or a smaller --tile"
+        ) from None
     if not np.isfinite(result).all():
         raise NT2CError(f"{src}: the denoised image is not finite (NaN/Inf); nothing was written")
-    return write_mrc(dst, result, pixel * bin_factor, [provenance_label(denoiser, bin_factor), model_label(denoiser)]), warning
+    return write_mrc(
+        dst, result, pixel * bin_factor, [provenance_label(denoiser, bin_factor), model_label(denoiser)]
+    ), warning
 
 
 def _pixel_size_warning(pixel: float, trained: tuple[float, float] | None) -> str | None:
     """A warning when the header's pixel size is invalid or more than 25 % outside the pixel
     size (range) the model was trained for."""
     if pixel <= 0:
-        return (f"pixel size {pixel:g} Å in the MRC header is not valid; the output carries it too "
-                "(fix the header, e.g. with Scipion's import or 'alterheader')")
+        return (
+            f"pixel size {pixel:g} Å in the MRC header is not valid; the output carries it too "
+            "(fix the header, e.g. with Scipion's import or 'alterheader')"
+        )
     if trained is None:
         return None
     lo, hi = trained
     if PIXEL_RANGE_SLACK[0] * lo <= pixel <= PIXEL_RANGE_SLACK[1] * hi:
         return None
     what = f"the model's {lo:.3f} Å" if lo == hi else f"the model's training range {lo:.2f}-{hi:.2f} Å"
-    return (f"pixel size {pixel:.3f} Å is more than 25% outside {what}; results may be poor (halos, texture): "
-            "train a model at this pixel size, or bin the micrographs into the range")
+    return (
+        f"pixel size {pixel:.3f} Å is more than 25% outside {what}; results may be poor (halos, texture): "
+        "train a model at this pixel size, or bin the micrographs into the range"
+    )

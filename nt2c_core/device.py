@@ -53,3 +53,27 @@ def choose_device(use_gpu: bool, cuda_available: bool, step_gpus, protocol_gpus,
         if gpus:
             return f"cuda:{int(gpus[0])}"
     return "cuda"
+
+
+def available_cpus() -> int:
+    """The CPUs this process may use: its affinity mask, no more than a batch system's grant
+    (``SLURM_CPUS_PER_TASK``, ``NSLOTS``) where one is set."""
+    import os
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    for name in ("SLURM_CPUS_PER_TASK", "NSLOTS"):
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            cpus = min(cpus, int(value))
+    return max(1, cpus)
+
+
+def cpu_threads(requested: int = 0, workers: int = 1) -> int:
+    """Torch CPU threads for one of ``workers`` steps running at once: ``requested`` when > 0,
+    else the available CPUs (:func:`available_cpus`) shared among the workers, at least 1."""
+    if requested and requested > 0:
+        return int(requested)
+    return max(1, available_cpus() // max(1, workers))

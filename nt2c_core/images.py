@@ -13,7 +13,7 @@ def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
     h, w = image.shape
     ch, cw = min(h, size), min(w, size)
     y, x = (h - ch) // 2, (w - cw) // 2
-    return image[y:y + ch, x:x + cw]
+    return image[y : y + ch, x : x + cw]
 
 
 def bin_image(image: np.ndarray, factor: int) -> np.ndarray:

@@ -8,6 +8,7 @@ never leaves a half-written file that looks finished. Nothing here ever writes o
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -177,12 +178,16 @@ def check_mrc_header(path: str | os.PathLike) -> tuple[tuple[int, int, int], int
     if mode not in MRC_MODE_BYTES:
         raise InputError(f"{path}: unsupported MRC data mode {mode} (nt2c reads modes 0, 1, 2, 6 and 12)")
     if extended < 0 or 1024 + extended > size:
-        raise InputError(f"{path}: bad MRC header: its extended header of {extended} bytes is larger than "
-                         f"the whole file ({size} bytes)")
+        raise InputError(
+            f"{path}: bad MRC header: its extended header of {extended} bytes is larger than "
+            f"the whole file ({size} bytes)"
+        )
     expected = 1024 + extended + nx * ny * nz * MRC_MODE_BYTES[mode]
     if size < expected:
-        raise InputError(f"{path}: truncated MRC file: its header announces {nx} x {ny} x {nz} values "
-                         f"({expected} bytes in all) but the file has {size} bytes")
+        raise InputError(
+            f"{path}: truncated MRC file: its header announces {nx} x {ny} x {nz} values "
+            f"({expected} bytes in all) but the file has {size} bytes"
+        )
     return (nz, ny, nx), mode
 
 
@@ -195,14 +200,14 @@ def _parse_header(raw: bytes) -> np.ndarray:
         order = mrcfile.utils.byte_order_from_machine_stamp(bytes(little["machst"]))
     except ValueError:
         big = np.frombuffer(raw, dtype=dtype.newbyteorder(">"))[0]
-        fits = lambda h: 0 < int(h["nx"]) < 2 ** 20 and 0 < int(h["ny"]) < 2 ** 20  # noqa: E731
+        fits = lambda h: 0 < int(h["nx"]) < 2**20 and 0 < int(h["ny"]) < 2**20  # noqa: E731
         return big if fits(big) and not fits(little) else little
     return np.frombuffer(raw, dtype=dtype.newbyteorder(order))[0]
 
 
 def data_size_text(path: Path) -> str:
     (nz, ny, nx), mode = check_mrc_header(path)
-    return f"{nx} x {ny} x {nz} values, {nx * ny * nz * 4 / 2 ** 30:.1f} GiB as float32"
+    return f"{nx} x {ny} x {nz} values, {nx * ny * nz * 4 / 2**30:.1f} GiB as float32"
 
 
 def read_mrc_labels(path: str | os.PathLike) -> list[str]:
@@ -273,8 +278,7 @@ def _json_default(value):
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-def write_star(path: str | os.PathLike, block: str, columns: Sequence[str],
-               rows: Sequence[Sequence]) -> Path:
+def write_star(path: str | os.PathLike, block: str, columns: Sequence[str], rows: Sequence[Sequence]) -> Path:
     """Write one STAR data block with a loop (RELION column names without the leading ``_``),
     through ``starfile``: names with spaces are quoted, floats written with 6 decimals."""
     import pandas as pd
@@ -324,3 +328,12 @@ def _column(values) -> np.ndarray:
 def list_mrcs(folder: str | os.PathLike) -> list[Path]:
     """Sorted MRC files of a folder."""
     return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in MRC_SUFFIXES)
+
+
+def file_digest(path: str | os.PathLike, digits: int = 12) -> str:
+    """The first ``digits`` hex digits of a file's SHA-256 (which model file a log or output names)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:digits]

@@ -15,6 +15,7 @@ carriage-return redraws (which a log file shows as one huge line)::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -89,8 +90,11 @@ def configure(verbosity: int = 0, log_file: str | os.PathLike | None = None) -> 
         handler = _LogFile(log_file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
         # a first line now, so a log file that cannot be written (a full device) fails before any work
-        handler.emit(logging.makeLogRecord({"msg": "nt2c " + " ".join(sys.argv[1:]), "levelname": "INFO",
-                                            "levelno": logging.INFO}))
+        handler.emit(
+            logging.makeLogRecord(
+                {"msg": "nt2c " + " ".join(sys.argv[1:]), "levelname": "INFO", "levelno": logging.INFO}
+            )
+        )
         logger.addHandler(handler)
 
 
@@ -115,8 +119,15 @@ def _duration(seconds: float) -> str:
 class PlainProgress:
     """The part of tqdm's interface nt2c uses, as periodic log lines."""
 
-    def __init__(self, iterable=None, total: int | None = None, desc: str = "", initial: int = 0,
-                 unit: str = "it", disable: bool = False):
+    def __init__(
+        self,
+        iterable=None,
+        total: int | None = None,
+        desc: str = "",
+        initial: int = 0,
+        unit: str = "it",
+        disable: bool = False,
+    ):
         self.iterable = iterable
         self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
         self.desc, self.unit, self.disable = desc, unit, disable
@@ -166,11 +177,66 @@ class PlainProgress:
         pass
 
 
-def progress(iterable=None, total: int | None = None, desc: str = "", initial: int = 0, unit: str = "it",
-             disable: bool = False):
+def progress(
+    iterable=None, total: int | None = None, desc: str = "", initial: int = 0, unit: str = "it", disable: bool = False
+):
     """A tqdm bar when stderr is a terminal, else :class:`PlainProgress` (see the module doc)."""
     if not disable and sys.stderr.isatty():
         from tqdm import tqdm
 
         return tqdm(iterable, total=total, desc=desc, initial=initial, unit=unit)
     return PlainProgress(iterable, total, desc, initial, unit, disable)
+
+
+def describe_device(device) -> str:
+    """The device a stage computes on, as its log says it: ``cpu, 2 torch threads`` or
+    ``cuda:0 (NVIDIA H100 80GB HBM3), 2 torch threads`` (torch imported here, not by this module)."""
+    import torch
+
+    try:
+        dev = torch.device(str(device))
+    except RuntimeError:  # 'auto' before it is resolved
+        return f"{device}, {torch.get_num_threads()} torch threads"
+    name = str(dev)
+    if dev.type == "cuda" and torch.cuda.is_available():
+        name += f" ({torch.cuda.get_device_name(dev)})"
+    return f"{name}, {torch.get_num_threads()} torch threads"
+
+
+@contextlib.contextmanager
+def stage(name: str, device=None):
+    """``with stage("train-coarse", device):`` -- the lines every stage's log starts and ends with,
+    the same for the command line, ``nt2c run`` and a Scipion step (in-process or isolated)::
+
+        train-coarse: device cpu, 2 torch threads
+        ... progress lines with ETA ...
+        train-coarse: done in 3m12s
+
+    A stage that fails logs no "done" line (its error is the last line)."""
+    log = logging.getLogger(PACKAGE)
+    log.info(f"{name}: device {describe_device(device)}" if device is not None else f"{name}: started")
+    started = time.perf_counter()
+    yield
+    log.info(f"{name}: done in {_duration(time.perf_counter() - started)}")
+
+
+def staged(name: str, device=lambda arguments: arguments.get("device")):
+    """Decorator: run the function inside :func:`stage` ``name``, on the device its ``device``
+    argument names (or ``device(arguments)``, the bound arguments by name, for a stage handed a
+    loaded model)."""
+    import functools
+    import inspect
+
+    def wrap(func):
+        signature = inspect.signature(func)
+
+        @functools.wraps(func)
+        def run(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            with stage(name, device(bound.arguments)):
+                return func(*args, **kwargs)
+
+        return run
+
+    return wrap

@@ -41,7 +41,6 @@ def psnr(pred: np.ndarray, truth: np.ndarray, fit: bool = True) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(peak * peak / mse)
 
 
-
 def band_psnr(pred: np.ndarray, truth: np.ndarray, radius_px: float) -> float:
     """PSNR [dB] in the particle band and finer: both images less their Gaussian low-pass at
     sigma = the particle radius [px], then :func:`psnr`. It leaves out what is larger than a
@@ -100,7 +99,7 @@ def fsc(a: np.ndarray, b: np.ndarray, voxel_size: float = 1.0) -> FRC:
         raise ValueError(f"FSC needs volumes of one shape, got {a.shape} and {b.shape}")
     fa, fb = np.fft.rfftn(a - a.mean()), np.fft.rfftn(b - b.mean())
     axes = [np.fft.fftfreq(n) for n in a.shape[:-1]] + [np.fft.rfftfreq(a.shape[-1])]
-    k2 = sum(np.meshgrid(*[f ** 2 for f in axes], indexing="ij", sparse=True))
+    k2 = sum(np.meshgrid(*[f**2 for f in axes], indexing="ij", sparse=True))
     n = min(a.shape)
     shell = np.rint(np.sqrt(k2) * n).astype(int).ravel()
     # rfft keeps half of the spectrum: count the coefficients with a mirror image twice
@@ -123,7 +122,7 @@ def fsc(a: np.ndarray, b: np.ndarray, voxel_size: float = 1.0) -> FRC:
 def _centre_square(image: np.ndarray, n: int) -> np.ndarray:
     h, w = image.shape
     y0, x0 = (h - n) // 2, (w - n) // 2
-    return np.asarray(image[y0:y0 + n, x0:x0 + n], np.float64)
+    return np.asarray(image[y0 : y0 + n, x0 : x0 + n], np.float64)
 
 
 Box = tuple[int, int, int]  # (x centre, y centre, size) in px
@@ -143,11 +142,12 @@ def snr_eq5(image: np.ndarray, pairs: list[tuple[Box, Box]]) -> float:
 def _region(image: np.ndarray, box: Box) -> np.ndarray:
     x, y, size = box
     half = size // 2
-    return np.asarray(image[y - half:y - half + size, x - half:x - half + size], np.float64)
+    return np.asarray(image[y - half : y - half + size, x - half : x - half + size], np.float64)
 
 
-def regions_from_coordinates(shape: tuple[int, int], coords: np.ndarray, box: int, radius: float,
-                             limit: int | None = None) -> list[tuple[Box, Box]]:
+def regions_from_coordinates(
+    shape: tuple[int, int], coords: np.ndarray, box: int, radius: float, limit: int | None = None
+) -> list[tuple[Box, Box]]:
     """Region pairs: a ``box`` centred on each particle (x, y px) and, as its background, the
     nearest box on a box/4 grid that keeps clear of every particle disc of ``radius`` px (the
     paper: "background regions as close as possible to the corresponding signal region")."""
@@ -155,7 +155,7 @@ def regions_from_coordinates(shape: tuple[int, int], coords: np.ndarray, box: in
     half = box // 2
     coords = np.asarray(coords, np.float64).reshape(-1, 2)
     step = max(1, box // 4)
-    ys, xs = np.mgrid[half:h - half:step, half:w - half:step]
+    ys, xs = np.mgrid[half : h - half : step, half : w - half : step]
     cand = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64)
     clear = half * math.sqrt(2) + radius
     if len(coords):

@@ -38,15 +38,22 @@ class PairSet:
         when there are two or more; none when there is one)."""
         n_val = int(np.ceil(val_fraction * len(self))) if len(self) > 1 and val_fraction > 0 else 0
         cut = len(self) - n_val
-        part = lambda s: PairSet(self.noisy[s], self.clean[s], self.names[s], self.pixel_size,  # noqa: E731
-                                 self.provenance)
+
+        def part(s: slice) -> "PairSet":
+            return PairSet(self.noisy[s], self.clean[s], self.names[s], self.pixel_size, self.provenance)
+
         return part(slice(0, cut)), part(slice(cut, None))
 
     def without(self, names: set[str]) -> "PairSet":
         """The pairs whose names are not in ``names``."""
         keep = [i for i, n in enumerate(self.names) if n not in names]
-        return PairSet([self.noisy[i] for i in keep], [self.clean[i] for i in keep], [self.names[i] for i in keep],
-                       self.pixel_size, self.provenance)
+        return PairSet(
+            [self.noisy[i] for i in keep],
+            [self.clean[i] for i in keep],
+            [self.names[i] for i in keep],
+            self.pixel_size,
+            self.provenance,
+        )
 
     def sample(self, rng: np.random.Generator, batch: int, crop: int) -> tuple[np.ndarray, np.ndarray]:
         """A batch (batch, 1, crop, crop) of random crops with one of the 8 dihedral transforms,
@@ -58,13 +65,14 @@ class PairSet:
             y0, x0 = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
             k, flip = int(rng.integers(4)), bool(rng.integers(2))
             for src, dst in ((self.noisy[i], xs), (self.clean[i], ys)):
-                tile = np.rot90(src[y0:y0 + crop, x0:x0 + crop], k)
+                tile = np.rot90(src[y0 : y0 + crop, x0 : x0 + crop], k)
                 dst.append(tile[:, ::-1] if flip else tile)
         return np.stack(xs)[:, None].copy(), np.stack(ys)[:, None].copy()
 
 
-def pairs_from_arrays(noisy: list[np.ndarray], clean: list[np.ndarray], names: list[str] | None = None,
-                      pixel_size: float = 1.0) -> PairSet:
+def pairs_from_arrays(
+    noisy: list[np.ndarray], clean: list[np.ndarray], names: list[str] | None = None, pixel_size: float = 1.0
+) -> PairSet:
     """Standardize each pair with its noisy micrograph's mean and std."""
     if len(noisy) != len(clean) or not noisy:
         raise InputError("training pairs: need the same, non-zero number of noisy and clean images")
@@ -130,5 +138,8 @@ def provenance(folder: str | os.PathLike) -> dict:
         structures = [{"name": s.get("name"), "radius_A": s.get("radius_A")} for s in record.get("structures", [])]
     except AttributeError:
         return {}
-    return {"acquisition": config.get("acquisition"),
-            "simulation": {k: v for k, v in config.items() if k != "acquisition"}, "structures": structures}
+    return {
+        "acquisition": config.get("acquisition"),
+        "simulation": {k: v for k, v in config.items() if k != "acquisition"},
+        "structures": structures,
+    }

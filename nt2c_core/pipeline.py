@@ -77,8 +77,10 @@ def check_inputs(config: PipelineConfig, full: bool = True) -> list[Path]:
             continue
         _, pixel = read_mrc(path)
         if i == 0 and pixel > 0 and abs(pixel - sim_pixel) > PIXEL_MATCH * sim_pixel:
-            raise InputError(f"{path}: pixel size {pixel:.4f} Å differs from the simulation's {sim_pixel:.4f} Å; "
-                             "simulate at the data's pixel size (simulation.acquisition.pixel_size)")
+            raise InputError(
+                f"{path}: pixel size {pixel:.4f} Å differs from the simulation's {sim_pixel:.4f} Å; "
+                "simulate at the data's pixel size (simulation.acquisition.pixel_size)"
+            )
     if full:
         log.info(f"checked {len(files)} raw micrographs in {time.perf_counter() - started:.1f} s")
     for path in (Path(s) for s in config.structures):
@@ -93,20 +95,24 @@ def _check_inputs_outside_work(config: PipelineConfig, files: list[Path], work: 
     where the run writes: the work folder itself (as a file), a stage folder or its records."""
     layout = WorkLayout(work)
     root = Path(os.path.realpath(work))
-    written = [Path(os.path.realpath(p)) for p in
-               [*(layout.stage(name) for name in STAGES), work / "config.json", work / "pipeline.json"]]
+    written = [
+        Path(os.path.realpath(p))
+        for p in [*(layout.stage(name) for name in STAGES), work / "config.json", work / "pipeline.json"]
+    ]
     inputs = [*files, *(Path(s) for s in config.structures)]
     inputs += [Path(p) for p in (config.coarse_init, config.calibration) if p and p not in ("general", "none")]
     for path in inputs:
         real = Path(os.path.realpath(path))
         for place in written:
             if real == place or place in real.parents or real == root:
-                raise InputError(f"--work {work}: the run would write over its input {path}; choose another "
-                                 "work folder")
+                raise InputError(
+                    f"--work {work}: the run would write over its input {path}; choose another work folder"
+                )
 
 
-def run_pipeline(config: PipelineConfig, work_dir: str | os.PathLike, progress: bool = True,
-                 only: Sequence[str] | None = None) -> dict:
+def run_pipeline(
+    config: PipelineConfig, work_dir: str | os.PathLike, progress: bool = True, only: Sequence[str] | None = None
+) -> dict:
     """Run (or resume) every stage, or only the stages named in ``only`` (their inputs, the
     earlier stages' outputs, must be complete); returns the summary also written to
     ``work_dir/pipeline.json``. A stage whose ``DONE.json`` exists is skipped. A stage that runs
@@ -129,8 +135,10 @@ def run_pipeline(config: PipelineConfig, work_dir: str | os.PathLike, progress: 
         summary["stages"] = json.loads(summary_path.read_text()).get("stages", {})
     coarse_runs = (not only or "coarse" in only) and not stage_done(work, "coarse")
     if coarse_runs and config.coarse_init == "none" and config.coarse.lr == COARSE_TRANSFER.lr:  # said before any work
-        log.warning(f"[coarse] trains from scratch (coarse_init none) at coarse.lr {config.coarse.lr:g}, the rate for "
-                    f"starting from the general model; from scratch set coarse.lr to {COARSE.lr:g}")
+        log.warning(
+            f"[coarse] trains from scratch (coarse_init none) at coarse.lr {config.coarse.lr:g}, the rate for "
+            f"starting from the general model; from scratch set coarse.lr to {COARSE.lr:g}"
+        )
     for name in STAGES:
         if only and name not in only:
             continue
@@ -159,11 +167,14 @@ def stage_seconds(work_dir: str | os.PathLike) -> dict:
 
 # the config entries each stage's result depends on besides the earlier stages' outputs; a finished stage records
 # them in its DONE.json, and a rerun that skips it says which of them the config now changes
-STAGE_SETTINGS = {"simulate": ("structures", "simulation", "calibrate", "calibration", "mix_shipped", "density"),
-                  "coarse": ("coarse", "coarse_init"),
-                  "noise": ("raw", "extraction", "min_noise_patches", "few_patches"),
-                  "gan": ("gan", "noise_model"), "fine": ("fine", "noise_level", "noise_model"),
-                  "denoised": ("raw", "tiles", "choose_model")}
+STAGE_SETTINGS = {
+    "simulate": ("structures", "simulation", "calibrate", "calibration", "mix_shipped", "density"),
+    "coarse": ("coarse", "coarse_init"),
+    "noise": ("raw", "extraction", "min_noise_patches", "few_patches"),
+    "gan": ("gan", "noise_model"),
+    "fine": ("fine", "noise_level", "noise_model"),
+    "denoised": ("raw", "tiles", "choose_model"),
+}
 
 
 def stage_settings(name: str, config: PipelineConfig) -> dict:
@@ -210,23 +221,27 @@ def _run_stage(name: str, config: PipelineConfig, work: Path, files: list[Path],
     if record is not None:
         changed = changed_settings(record["settings"], stage_settings(name, config)) if "settings" in record else []
         if changed:
-            log.warning(f"[{name}] WARNING: already complete with other settings than the config now gives "
-                        f"({', '.join(changed)}), skipped: delete {folder} to redo it (and the later stages) with them")
+            log.warning(
+                f"[{name}] WARNING: already complete with other settings than the config now gives "
+                f"({', '.join(changed)}), skipped: delete {folder} to redo it (and the later stages) with them"
+            )
         else:
             log.info(f"[{name}] already complete, skipped")
         return record
-    missing = [s for s in STAGES[:STAGES.index(name)] if not stage_done(work, s)]
+    missing = [s for s in STAGES[: STAGES.index(name)] if not stage_done(work, s)]
     if missing:
         raise InputError(f"{work}: stage {name} needs stage {missing[0]} to be complete first")
     fresh = stale.exists()
     log.info(f"[{name}] running" + (f" (after {stale.read_text().strip()} changed)" if fresh else ""))
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    result = {**STAGE_FUNCTIONS[name](config, work, files, folder, fresh, progress),
-              "finished": datetime.datetime.now().isoformat(timespec="seconds"),
-              "seconds": round(time.perf_counter() - start, 1),  # this stage's wall time (a resumed one: this run's)
-              "settings": stage_settings(name, config)}
-    for later in STAGES[STAGES.index(name) + 1:]:
+    result = {
+        **STAGE_FUNCTIONS[name](config, work, files, folder, fresh, progress),
+        "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - start, 1),  # this stage's wall time (a resumed one: this run's)
+        "settings": stage_settings(name, config),
+    }
+    for later in STAGES[STAGES.index(name) + 1 :]:
         if layout.stage(later).exists():
             layout.done(later).unlink(missing_ok=True)
             if not layout.stale(later).exists():
@@ -242,19 +257,30 @@ def _stage_simulate(config, work, files, folder, fresh, progress) -> dict:
         from .calibrate import apply_calibration
 
         simulation = apply_calibration(simulation, config.calibration)
-        summary = {"calibration_reused": config.calibration, "defocus_um": list(simulation.defocus_um),
-                   "dose": simulation.acquisition.dose}
+        summary = {
+            "calibration_reused": config.calibration,
+            "defocus_um": list(simulation.defocus_um),
+            "dose": simulation.acquisition.dose,
+        }
     if config.calibrate:
         result = calibrate_files(files, simulation, folder / "calibration", config.structures)
         simulation = result.simulation
-        summary = {"calibrated": {"defocus_um": list(simulation.defocus_um), "dose": simulation.acquisition.dose,
-                                  "ice_thickness": simulation.ice_thickness, "notes": result.notes}}
+        summary = {
+            "calibrated": {
+                "defocus_um": list(simulation.defocus_um),
+                "dose": simulation.acquisition.dose,
+                "ice_thickness": simulation.ice_thickness,
+                "notes": result.notes,
+            }
+        }
     if config.density == "match":
         concentration = measured_concentration(config, files)
         simulation = dataclasses.replace(simulation, concentration=concentration)
         summary["particles_per_um2"] = round(concentration, 2)
-        log.info(f"[simulate] particle concentration of the raw micrographs: {concentration:.1f} /µm² "
-              f"({simulation.particles_per_micrograph()} per simulated micrograph)")
+        log.info(
+            f"[simulate] particle concentration of the raw micrographs: {concentration:.1f} /µm² "
+            f"({simulation.particles_per_micrograph()} per simulated micrograph)"
+        )
     structures = training_structures(config)
     pairs = simulate_dataset(structures, simulation, folder, progress=progress)
     return {"pairs": len(pairs.names), "structures": [Path(p).name for p in structures], **summary}
@@ -303,8 +329,15 @@ def coarse_init_model(config: PipelineConfig) -> Path | None:
 
 def _stage_coarse(config, work, files, folder, fresh, progress) -> dict:
     init, layout = coarse_init_model(config), WorkLayout(work)
-    result = train_coarse(layout.pairs, layout.model("coarse"), config.coarse, config.device, init=init,
-                          resume=not fresh, progress=progress)
+    result = train_coarse(
+        layout.pairs,
+        layout.model("coarse"),
+        config.coarse,
+        config.device,
+        init=init,
+        resume=not fresh,
+        progress=progress,
+    )
     return {**_trained(result), "init": str(init) if init else None}
 
 
@@ -326,8 +359,9 @@ def _stage_gan(config, work, files, folder, fresh, progress) -> dict:
         log.info("[gan] skipped: noise_model 'patches' samples the real noise patches directly")
         return {"skipped": "noise_model patches"}
     layout = WorkLayout(work)
-    model = train_noise_model(layout.noise_patches, layout.model("gan"), config.gan, config.device, resume=not fresh,
-                              progress=progress)
+    model = train_noise_model(
+        layout.noise_patches, layout.model("gan"), config.gan, config.device, resume=not fresh, progress=progress
+    )
     return {"model": str(model)}
 
 
@@ -338,8 +372,18 @@ def _stage_fine(config, work, files, folder, fresh, progress) -> dict:
         return {"skipped": why}
     layout = WorkLayout(work)
     noise = layout.noise_patches if config.noise_model == "patches" else layout.model("gan")
-    result = train_fine(layout.pairs, layout.model("coarse"), noise, layout.model("fine"), config.fine, config.device,
-                        config.noise_level, resume=not fresh, progress=progress, micrographs=files)
+    result = train_fine(
+        layout.pairs,
+        layout.model("coarse"),
+        noise,
+        layout.model("fine"),
+        config.fine,
+        config.device,
+        config.noise_level,
+        resume=not fresh,
+        progress=progress,
+        micrographs=files,
+    )
     return _trained(result)
 
 
@@ -388,14 +432,27 @@ def _select(config: PipelineConfig, work: Path, files: list[Path], candidates: d
     chosen, reason = choose_model(scores, noise=noise)
     table = score_table(scores, chosen)
     log.info(f"[denoised] model choice ({noise} noise in the held-out pairs and the erasure check):\n{table}\n{reason}")
-    selection = {"chosen": chosen, "reason": reason, "scores": as_dicts(scores), "table": table, "noise": noise,
-                 "held_out_micrographs": held_out.names, "real_micrographs": [n for n, _ in real]}
+    selection = {
+        "chosen": chosen,
+        "reason": reason,
+        "scores": as_dicts(scores),
+        "table": table,
+        "noise": noise,
+        "held_out_micrographs": held_out.names,
+        "real_micrographs": [n for n, _ in real],
+    }
     write_json(layout.selection, selection)
     return chosen, selection
 
 
-STAGE_FUNCTIONS = {"simulate": _stage_simulate, "coarse": _stage_coarse, "noise": _stage_noise,
-                   "gan": _stage_gan, "fine": _stage_fine, "denoised": _stage_denoised}
+STAGE_FUNCTIONS = {
+    "simulate": _stage_simulate,
+    "coarse": _stage_coarse,
+    "noise": _stage_noise,
+    "gan": _stage_gan,
+    "fine": _stage_fine,
+    "denoised": _stage_denoised,
+}
 
 
 def _trained(result) -> dict:
@@ -421,24 +478,51 @@ def _extract(files, coarse: Path, folder: Path, config: PipelineConfig, progress
     structure); the SSIM rule, as in the paper, on the coarse model's."""
     settings = extraction_settings(config)
     stop = config.few_patches == "stop"
-    report = extract_background(files, folder, settings, None if settings.rule == "mask" else coarse, config.device,
-                                config.tiles, config.min_noise_patches if stop else 0, progress, "extraction")
+    report = extract_background(
+        files,
+        folder,
+        settings,
+        None if settings.rule == "mask" else coarse,
+        config.device,
+        config.tiles,
+        config.min_noise_patches if stop else 0,
+        progress,
+        "extraction",
+    )
     insufficient = None
     if report.total < config.min_noise_patches:
-        insufficient = too_few_message(report.total, config.min_noise_patches, len(report.counts), settings,
-                                       report.patch, report.free_fraction, "extraction")
-        log.warning(f"[noise] WARNING: {insufficient}; going on without a noise model (the GAN and fine stages are "
-              "skipped, the best of the general and coarse models denoises)")
-    return {"patches": report.total, "insufficient": insufficient, "patch": report.patch, "rule": settings.rule,
-            "particle_diameter_A": settings.particle_diameter, "per_micrograph": report.counts,
-            "free_fraction": report.free_fraction, "band_power_ratio": report.band_power_ratio,
-            "without_background": report.without_background, "failed": report.failed}
+        insufficient = too_few_message(
+            report.total,
+            config.min_noise_patches,
+            len(report.counts),
+            settings,
+            report.patch,
+            report.free_fraction,
+            "extraction",
+        )
+        log.warning(
+            f"[noise] WARNING: {insufficient}; going on without a noise model (the GAN and fine stages are "
+            "skipped, the best of the general and coarse models denoises)"
+        )
+    return {
+        "patches": report.total,
+        "insufficient": insufficient,
+        "patch": report.patch,
+        "rule": settings.rule,
+        "particle_diameter_A": settings.particle_diameter,
+        "per_micrograph": report.counts,
+        "free_fraction": report.free_fraction,
+        "band_power_ratio": report.band_power_ratio,
+        "without_background": report.without_background,
+        "failed": report.failed,
+    }
 
 
 def _denoise(files, model: Path, folder: Path, config: PipelineConfig, progress: bool, stale: bool) -> dict:
     """Denoise every raw micrograph; keeps outputs of an interrupted run unless the model changed."""
-    report = denoise_files(Denoiser.from_file(model, config.device, config.tiles), files, folder,
-                           overwrite=stale, progress=progress)
+    report = denoise_files(
+        Denoiser.from_file(model, config.device, config.tiles), files, folder, overwrite=stale, progress=progress
+    )
     if report.failed:
         log.info(report.summary())
     return {"written": len(report.written) + len(report.skipped), "failed": report.failed}

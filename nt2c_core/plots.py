@@ -155,10 +155,16 @@ def plot_comparison(path: str | os.PathLike, before: dict, after: dict) -> Path:
     for ax, part in zip(axes, ("whole", "background")):
         k = np.asarray(before[part]["k"])
         ax.semilogy(k, before[part]["real"], "k", lw=1.2, label="real")
-        ax.semilogy(k, before[part]["simulated"], "C1", lw=0.8,
-                    label=f"simulated, given ({before[part]['log_distance']:.3f})")
-        ax.semilogy(k, after[part]["simulated"], "C0", lw=0.8,
-                    label=f"simulated, calibrated ({after[part]['log_distance']:.3f})")
+        ax.semilogy(
+            k, before[part]["simulated"], "C1", lw=0.8, label=f"simulated, given ({before[part]['log_distance']:.3f})"
+        )
+        ax.semilogy(
+            k,
+            after[part]["simulated"],
+            "C0",
+            lw=0.8,
+            label=f"simulated, calibrated ({after[part]['log_distance']:.3f})",
+        )
         ax.set_xlabel("spatial frequency [1/Å]")
         ax.set_ylabel("power (contrast²)")
         ax.set_title(f"{part}: mean |log10 ratio| in brackets")

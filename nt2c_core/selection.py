@@ -124,8 +124,9 @@ def _lowpassed_correlation(a: np.ndarray, b: np.ndarray, radius_px: float) -> fl
     return float((a * b).sum() / denominator) if denominator > 0 else 0.0
 
 
-def residual_checks(raw: np.ndarray, denoised: np.ndarray, radius_px: float,
-                    noise_patches: np.ndarray | None = None) -> tuple[float, float | None]:
+def residual_checks(
+    raw: np.ndarray, denoised: np.ndarray, radius_px: float, noise_patches: np.ndarray | None = None
+) -> tuple[float, float | None]:
     """(residual correlation, residual band excess) of one micrograph, as in the module doc.
     The correlation is taken after a Gaussian low-pass with sigma = radius / 3 [px]; the band
     excess compares ``noise_patches`` (N, p, p; pure background noise of the same micrographs)
@@ -150,7 +151,7 @@ def masked_psnr(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
     a, b = fit_scale_offset(pred, truth)
     err = float(np.mean((a * pred[mask] + b - truth[mask]) ** 2))
     peak = float(np.ptp(truth[mask]))
-    return 10 * np.log10(peak ** 2 / max(err, 1e-20))
+    return 10 * np.log10(peak**2 / max(err, 1e-20))
 
 
 def in_real_noise(noisy: np.ndarray, clean: np.ndarray, transfer, key: int) -> tuple[np.ndarray, np.ndarray]:
@@ -166,8 +167,9 @@ def in_real_noise(noisy: np.ndarray, clean: np.ndarray, transfer, key: int) -> t
     return new[0, 0], target[0, 0]
 
 
-def with_real_noise(held_out: PairSet, mixed: Sequence[MixedMicrograph], patches: np.ndarray,
-                    seed: int = 0) -> tuple[PairSet, list[MixedMicrograph]]:
+def with_real_noise(
+    held_out: PairSet, mixed: Sequence[MixedMicrograph], patches: np.ndarray, seed: int = 0
+) -> tuple[PairSet, list[MixedMicrograph]]:
     """The held-out pairs and the erasure check's micrographs with the run's real noise
     (``patches``: N x p x p real background patches, as the noise stage writes them) in place of
     the simulator's (:func:`in_real_noise`, one seeded field each). The models are to denoise the
@@ -186,8 +188,9 @@ def with_real_noise(held_out: PairSet, mixed: Sequence[MixedMicrograph], patches
 
     transfer = NoiseTransfer(PatchMosaic(patches), seed + 1, level="real")  # other draws than the fine training's
     pairs = [in_real_noise(x, y, transfer, i) for i, (x, y) in enumerate(zip(held_out.noisy, held_out.clean))]
-    held = PairSet([x for x, _ in pairs], [y for _, y in pairs], list(held_out.names), held_out.pixel_size,
-                   held_out.provenance)
+    held = PairSet(
+        [x for x, _ in pairs], [y for _, y in pairs], list(held_out.names), held_out.pixel_size, held_out.provenance
+    )
     out = []
     for i, m in enumerate(mixed):
         x, y = in_real_noise(m.noisy, m.clean, transfer, 10_000 + i)
@@ -195,8 +198,9 @@ def with_real_noise(held_out: PairSet, mixed: Sequence[MixedMicrograph], patches
     return held, out
 
 
-def mixed_structure_pairs(structures: Sequence[str], config, count: int = 2,
-                          seed: int = 10 ** 6) -> list[MixedMicrograph]:
+def mixed_structure_pairs(
+    structures: Sequence[str], config, count: int = 2, seed: int = 10**6
+) -> list[MixedMicrograph]:
     """The erasure check's micrographs, simulated with ``config``: ``count`` that mix the data set's
     structure(s) with a shipped structure not among them (the 20S proteasome, or apoferritin when
     the proteasome is the data set's, also under another file name), half the particles each, up
@@ -217,8 +221,14 @@ def mixed_structure_pairs(structures: Sequence[str], config, count: int = 2,
 
     names = {Path(p).name for p in structures}
     models = [load_structure(p) for p in structures]
-    other = next((s for s in (load_structure(p) for p in (PROTEASOME, APOFERRITIN) if p.name not in names)
-                  if not any(_same_molecule(s, m) for m in models)), None)
+    other = next(
+        (
+            s
+            for s in (load_structure(p) for p in (PROTEASOME, APOFERRITIN) if p.name not in names)
+            if not any(_same_molecule(s, m) for m in models)
+        ),
+        None,
+    )
     if other is None:
         return []
     diameter = 2 * max(s.radius for s in models + [other]) / config.acquisition.pixel_size
@@ -226,8 +236,16 @@ def mixed_structure_pairs(structures: Sequence[str], config, count: int = 2,
     while size <= diameter and size < MIXED_MAX_SIZE:  # not even one particle fits
         size = min(2 * size, MIXED_MAX_SIZE)
     while True:  # large particles at a fine pixel size: grow the field until unknown particles fit
-        field = replace(config, size=(size, size), count=count, library_size=0, seed=seed, concentration=None,
-                        particles=max(4, config.particles_per_micrograph()), carbon_fraction=0.0)
+        field = replace(
+            config,
+            size=(size, size),
+            count=count,
+            library_size=0,
+            seed=seed,
+            concentration=None,
+            particles=max(4, config.particles_per_micrograph()),
+            carbon_fraction=0.0,
+        )
         out, clustered = _mixed(models, other, field)
         if size >= MIXED_MAX_SIZE or (out and (clustered or size >= AGGREGATE_MAX_SIZE)):
             return out + _mixed(models, other, replace(field, seed=seed + 1, count=FILM_MICROGRAPHS), CarbonFilm())[0]
@@ -239,12 +257,15 @@ def _mixed(models: list, other, config, carbon=None) -> tuple[list[MixedMicrogra
     when given. Also returns whether any micrograph holds an aggregate."""
     from .simulate.micrograph import MicrographSimulator
 
-    sim = MicrographSimulator(models + [other], config, aggregate=AGGREGATE, aggregate_kinds=range(len(models)),
-                              carbon=carbon)
+    sim = MicrographSimulator(
+        models + [other], config, aggregate=AGGREGATE, aggregate_kinds=range(len(models)), carbon=carbon
+    )
     size = config.size[0]
     band = max(4.0, max(m.radius for m in models) / config.acquisition.pixel_size)
-    radius = {len(models): other.radius / config.acquisition.pixel_size,
-              **{k: m.radius / config.acquisition.pixel_size for k, m in enumerate(models)}}
+    radius = {
+        len(models): other.radius / config.acquisition.pixel_size,
+        **{k: m.radius / config.acquisition.pixel_size for k, m in enumerate(models)},
+    }
     yy, xx = np.mgrid[:size, :size]
     out, clustered = [], False
     for i in range(config.count):
@@ -263,13 +284,20 @@ def _mixed(models: list, other, config, carbon=None) -> tuple[list[MixedMicrogra
 def _same_molecule(a, b) -> bool:
     """The same atomic model under another file name (e.g. the shipped proteasome and a copy of
     3j9i): atom counts within 1 % and radii within 2 %."""
-    return abs(a.n_atoms - b.n_atoms) <= 0.01 * max(a.n_atoms, b.n_atoms) and \
-        abs(a.radius - b.radius) <= 0.02 * max(a.radius, b.radius)
+    return abs(a.n_atoms - b.n_atoms) <= 0.01 * max(a.n_atoms, b.n_atoms) and abs(a.radius - b.radius) <= 0.02 * max(
+        a.radius, b.radius
+    )
 
 
-def score_model(name: str, denoise, held_out: PairSet | None, real: Sequence[tuple[str, np.ndarray]],
-                radius_px: float, mixed: Sequence[MixedMicrograph] = (),
-                noise_patches: np.ndarray | None = None) -> ModelScore:
+def score_model(
+    name: str,
+    denoise,
+    held_out: PairSet | None,
+    real: Sequence[tuple[str, np.ndarray]],
+    radius_px: float,
+    mixed: Sequence[MixedMicrograph] = (),
+    noise_patches: np.ndarray | None = None,
+) -> ModelScore:
     """Score one denoiser (``denoise``: array -> array) on held-out pairs, real micrographs (with
     the run's ``noise_patches`` for the residual's band excess) and (``mixed``, from
     :func:`mixed_structure_pairs`) particles of a structure it never saw and a carbon edge."""
@@ -291,8 +319,16 @@ def score_model(name: str, denoise, held_out: PairSet | None, real: Sequence[tup
     unknown, edge = _mean(unknowns), _mean(edges)
     correlation = _mean([c for c, _ in residuals])
     excess = _mean([e for _, e in residuals if e is not None])
-    return ModelScore(name, _round(held, 3), _round(agreement, 4), per, _round(unknown, 3),
-                      _round(correlation, 3), _round(excess, 3), _round(edge, 3))
+    return ModelScore(
+        name,
+        _round(held, 3),
+        _round(agreement, 4),
+        per,
+        _round(unknown, 3),
+        _round(correlation, 3),
+        _round(excess, 3),
+        _round(edge, 3),
+    )
 
 
 def _mean(values: list) -> float | None:
@@ -303,29 +339,40 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def choose_model(scores: Sequence[ModelScore], reference: str = "general",
-                 tolerance: float = TOLERANCE, psnr_tolerance: float = PSNR_TOLERANCE,
-                 band_tolerance: float = BAND_TOLERANCE, margin: float = MARGIN,
-                 noise: str = "simulated") -> tuple[str, str]:
+def choose_model(
+    scores: Sequence[ModelScore],
+    reference: str = "general",
+    tolerance: float = TOLERANCE,
+    psnr_tolerance: float = PSNR_TOLERANCE,
+    band_tolerance: float = BAND_TOLERANCE,
+    margin: float = MARGIN,
+    noise: str = "simulated",
+) -> tuple[str, str]:
     """(chosen name, reason) by the rule in the module doc; ``noise`` names the noise of the
     held-out pairs and the erasure check ("simulated", or "real" after :func:`with_real_noise`)."""
     by_name = {s.name: s for s in scores}
     ref = by_name.get(reference)
     floor = None if ref is None or ref.lowpass_agreement is None else ref.lowpass_agreement - tolerance
-    unknown_floor = None if ref is None or ref.unknown_structure_psnr_db is None else \
-        ref.unknown_structure_psnr_db - psnr_tolerance
+    unknown_floor = (
+        None if ref is None or ref.unknown_structure_psnr_db is None else ref.unknown_structure_psnr_db - psnr_tolerance
+    )
     edge_floor = None if ref is None or ref.carbon_edge_psnr_db is None else ref.carbon_edge_psnr_db - psnr_tolerance
-    band_ceiling = None if ref is None or ref.residual_band_excess is None else \
-        max(1.0, ref.residual_band_excess) + band_tolerance
+    band_ceiling = (
+        None if ref is None or ref.residual_band_excess is None else max(1.0, ref.residual_band_excess) + band_tolerance
+    )
     band_floor = None if band_ceiling is None else ref.residual_band_excess - band_tolerance
 
     def keeps(s: ModelScore) -> bool:
         agrees = floor is None or (s.lowpass_agreement is not None and s.lowpass_agreement >= floor)
-        spares = unknown_floor is None or (s.unknown_structure_psnr_db is not None
-                                           and s.unknown_structure_psnr_db >= unknown_floor)
+        spares = unknown_floor is None or (
+            s.unknown_structure_psnr_db is not None and s.unknown_structure_psnr_db >= unknown_floor
+        )
         spares &= edge_floor is None or (s.carbon_edge_psnr_db is not None and s.carbon_edge_psnr_db >= edge_floor)
-        clean = band_ceiling is None or s.residual_band_excess is None or \
-            band_floor <= s.residual_band_excess <= band_ceiling
+        clean = (
+            band_ceiling is None
+            or s.residual_band_excess is None
+            or band_floor <= s.residual_band_excess <= band_ceiling
+        )
         return agrees and spares and clean
 
     fair = [s for s in scores if keeps(s)]
@@ -334,18 +381,26 @@ def choose_model(scores: Sequence[ModelScore], reference: str = "general",
         return reference, f"no candidate could be scored on held-out pairs; the {reference} model is used"
     best = max(rated, key=lambda s: s.held_out_psnr_db)
     dropped = [s.name for s in scores if s not in fair]
-    if ref is not None and ref.held_out_psnr_db is not None and best is not ref and \
-            best.held_out_psnr_db < ref.held_out_psnr_db + margin:
-        return reference, (f"{reference}: {best.name}, the best eligible trained model, gains "
-                           f"{best.held_out_psnr_db - ref.held_out_psnr_db:+.2f} dB on held-out pairs, less than "
-                           f"the {margin} dB a trained model must gain to replace the {reference} model (held-out "
-                           f"pairs carry {noise} noise; a smaller gain says nothing about the real data)")
+    if (
+        ref is not None
+        and ref.held_out_psnr_db is not None
+        and best is not ref
+        and best.held_out_psnr_db < ref.held_out_psnr_db + margin
+    ):
+        return reference, (
+            f"{reference}: {best.name}, the best eligible trained model, gains "
+            f"{best.held_out_psnr_db - ref.held_out_psnr_db:+.2f} dB on held-out pairs, less than "
+            f"the {margin} dB a trained model must gain to replace the {reference} model (held-out "
+            f"pairs carry {noise} noise; a smaller gain says nothing about the real data)"
+        )
     closest = _closest_to_raw(rated, best, ref, margin)
     if closest is not best:
-        reason = (f"{closest.name}: held-out PSNR {closest.held_out_psnr_db:.2f} dB ({noise} noise), within "
-                  f"{margin} dB of the best ({best.name}, {best.held_out_psnr_db:.2f} dB), a difference the "
-                  f"held-out pairs do not resolve, and closer to the raw micrographs at the particle scale "
-                  f"(low-pass agreement {closest.lowpass_agreement:.4f} against {best.lowpass_agreement:.4f})")
+        reason = (
+            f"{closest.name}: held-out PSNR {closest.held_out_psnr_db:.2f} dB ({noise} noise), within "
+            f"{margin} dB of the best ({best.name}, {best.held_out_psnr_db:.2f} dB), a difference the "
+            f"held-out pairs do not resolve, and closer to the raw micrographs at the particle scale "
+            f"(low-pass agreement {closest.lowpass_agreement:.4f} against {best.lowpass_agreement:.4f})"
+        )
         best = closest
     else:
         reason = f"{best.name}: best held-out PSNR ({best.held_out_psnr_db:.2f} dB, {noise} noise)"
@@ -353,22 +408,27 @@ def choose_model(scores: Sequence[ModelScore], reference: str = "general",
         reason += f" among models agreeing with the raw micrographs at the particle scale within {tolerance} of the "
         reason += f"{reference} model ({ref.lowpass_agreement:.4f})"
     if unknown_floor is not None:
-        reason += (f" and keeping particles of an unknown structure and an aggregate within {psnr_tolerance} dB of it "
-                   f"({ref.unknown_structure_psnr_db:.2f} dB)")
+        reason += (
+            f" and keeping particles of an unknown structure and an aggregate within {psnr_tolerance} dB of it "
+            f"({ref.unknown_structure_psnr_db:.2f} dB)"
+        )
     if edge_floor is not None:
         reason += f", a carbon film's edge within {psnr_tolerance} dB of it ({ref.carbon_edge_psnr_db:.2f} dB)"
     if band_ceiling is not None:
-        reason += (f", leaving no more particle-band power in the residual than pure noise or the {reference} "
-                   f"model and removing about as much of the real noise as the {reference} model (band excess "
-                   f"{band_floor:.2f} to {band_ceiling:.2f})")
+        reason += (
+            f", leaving no more particle-band power in the residual than pure noise or the {reference} "
+            f"model and removing about as much of the real noise as the {reference} model (band excess "
+            f"{band_floor:.2f} to {band_ceiling:.2f})"
+        )
     if dropped:
-        reason += ("; not eligible (they depart further from the raw data, erase the unknown structure, "
-                   f"the aggregate or the carbon edge, or remove less real noise): {', '.join(dropped)}")
+        reason += (
+            "; not eligible (they depart further from the raw data, erase the unknown structure, "
+            f"the aggregate or the carbon edge, or remove less real noise): {', '.join(dropped)}"
+        )
     return best.name, reason
 
 
-def _closest_to_raw(rated: Sequence[ModelScore], best: ModelScore, ref: ModelScore | None,
-                    margin: float) -> ModelScore:
+def _closest_to_raw(rated: Sequence[ModelScore], best: ModelScore, ref: ModelScore | None, margin: float) -> ModelScore:
     """Among the eligible trained models whose held-out PSNR is within ``margin`` dB of ``best``'s
     (and, with a reference, above the reference's), the one with the highest low-pass agreement
     with the raw micrographs; ``best`` on a tie or when none has an agreement."""
@@ -376,8 +436,14 @@ def _closest_to_raw(rated: Sequence[ModelScore], best: ModelScore, ref: ModelSco
         return best
     floor = best.held_out_psnr_db - margin
     above = -np.inf if ref is None or ref.held_out_psnr_db is None else ref.held_out_psnr_db
-    close = [s for s in rated if s is not ref and s.held_out_psnr_db >= floor and s.held_out_psnr_db > above
-             and s.lowpass_agreement is not None]
+    close = [
+        s
+        for s in rated
+        if s is not ref
+        and s.held_out_psnr_db >= floor
+        and s.held_out_psnr_db > above
+        and s.lowpass_agreement is not None
+    ]
     if best.lowpass_agreement is None or not close:
         return best
     top = max(close, key=lambda s: s.lowpass_agreement)
@@ -386,18 +452,22 @@ def _closest_to_raw(rated: Sequence[ModelScore], best: ModelScore, ref: ModelSco
 
 def score_table(scores: Sequence[ModelScore], chosen: str) -> str:
     """The scores as a Markdown table (for run logs, reports and Scipion summaries)."""
-    lines = ["| model | held-out PSNR (dB) | unknown structure + aggregate PSNR (dB) | carbon edge PSNR (dB) "
-             "| low-pass agreement with raw | residual correlation | residual band excess | chosen |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | held-out PSNR (dB) | unknown structure + aggregate PSNR (dB) | carbon edge PSNR (dB) "
+        "| low-pass agreement with raw | residual correlation | residual band excess | chosen |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
 
     def cell(value, digits):
         return "-" if value is None else f"{value:.{digits}f}"
 
     for s in scores:
-        lines.append(f"| {s.name} | {cell(s.held_out_psnr_db, 2)} | {cell(s.unknown_structure_psnr_db, 2)} "
-                     f"| {cell(s.carbon_edge_psnr_db, 2)} | {cell(s.lowpass_agreement, 4)} "
-                     f"| {cell(s.residual_correlation, 3)} | {cell(s.residual_band_excess, 2)} "
-                     f"| {'yes' if s.name == chosen else ''} |")
+        lines.append(
+            f"| {s.name} | {cell(s.held_out_psnr_db, 2)} | {cell(s.unknown_structure_psnr_db, 2)} "
+            f"| {cell(s.carbon_edge_psnr_db, 2)} | {cell(s.lowpass_agreement, 4)} "
+            f"| {cell(s.residual_correlation, 3)} | {cell(s.residual_band_excess, 2)} "
+            f"| {'yes' if s.name == chosen else ''} |"
+        )
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ from dataclasses import InitVar, asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .acquisition import Acquisition
+from .acquisition import DETECTORS, Acquisition  # noqa: F401  (DETECTORS: re-exported for the CLI and forms)
 from .data import APOFERRITIN, PROTEASOME
 from .errors import InputError
 
@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .pairs import PairSet
 
 STAGES = ("simulate", "coarse", "noise", "gan", "fine", "denoised")  # the stages of 'nt2c run', in order
-DETECTORS = ("K3", "K2", "Falcon4", "ideal")  # detector models of nt2c_core.simulate.detector (first = default)
 NOISE_LEVELS = ("real", "simulated")  # nt2c_core.noise.reweight
 RULES = ("mask", "ssim")  # noise-patch extraction rules (nt2c_core.noise.extract)
 NOISE_MODELS = ("gan", "patches")  # what the fine stage draws real noise from
@@ -88,24 +87,36 @@ class TrainConfig:
         from .validation import at_least_one, check_rules, check_types, positive, require
 
         check_types(self, section)
-        check_rules(self, section, {
-            "steps": (at_least_one, "must be at least 1"), "batch_size": (at_least_one, "must be at least 1"),
-            "crop": (lambda v: v >= 32 and v % 32 == 0, "must be a multiple of 32, at least 32 px"),
-            "lr": (positive, "learning rate must be positive"),
-            "final_lr_fraction": (lambda v: 0 < v <= 1, "must lie in (0, 1]"),
-            "val_fraction": (lambda v: 0 <= v < 1, "fraction of micrographs held out: must lie in [0, 1)"),
-            "val_every": (at_least_one, "must be at least 1 step"),
-            "checkpoint_every": (at_least_one, "must be at least 1 step"),
-            "consistency": (lambda v: v >= 0 and math.isfinite(v), "must be 0 (off) or a positive weight"),
-            "consistency_reference": (lambda v: v in CONSISTENCY_REFERENCES,
-                                      f"choose one of {', '.join(CONSISTENCY_REFERENCES)}"),
-        })
+        check_rules(
+            self,
+            section,
+            {
+                "steps": (at_least_one, "must be at least 1"),
+                "batch_size": (at_least_one, "must be at least 1"),
+                "crop": (lambda v: v >= 32 and v % 32 == 0, "must be a multiple of 32, at least 32 px"),
+                "lr": (positive, "learning rate must be positive"),
+                "final_lr_fraction": (lambda v: 0 < v <= 1, "must lie in (0, 1]"),
+                "val_fraction": (lambda v: 0 <= v < 1, "fraction of micrographs held out: must lie in [0, 1)"),
+                "val_every": (at_least_one, "must be at least 1 step"),
+                "checkpoint_every": (at_least_one, "must be at least 1 step"),
+                "consistency": (lambda v: v >= 0 and math.isfinite(v), "must be 0 (off) or a positive weight"),
+                "consistency_reference": (
+                    lambda v: v in CONSISTENCY_REFERENCES,
+                    f"choose one of {', '.join(CONSISTENCY_REFERENCES)}",
+                ),
+            },
+        )
         from .models.registry import check_architecture
 
         problem = check_architecture(self.architecture)
         require(problem is None, "architecture", section, self.architecture, problem or "")
-        require(self.architecture.get("first_kernel", 1) % 2 == 1, "architecture", section, self.architecture,
-                "first_kernel must be an odd number of pixels")
+        require(
+            self.architecture.get("first_kernel", 1) % 2 == 1,
+            "architecture",
+            section,
+            self.architecture,
+            "first_kernel must be an odd number of pixels",
+        )
         return self
 
     def check_pairs(self, pairs: "PairSet") -> "TrainConfig":
@@ -141,19 +152,34 @@ class GANConfig:
         from .validation import at_least_one, check_rules, check_types, positive, require
 
         check_types(self, section)
-        check_rules(self, section, {
-            "iterations": (at_least_one, "must be at least 1"), "n_critic": (at_least_one, "must be at least 1"),
-            "batch_size": (at_least_one, "must be at least 1"),
-            "crop": (lambda v: v is None or (v >= SIZE_MULTIPLE and v % SIZE_MULTIPLE == 0), f"must be a multiple of {SIZE_MULTIPLE}"),
-            "latent": (at_least_one, "must be at least 1"), "width": (at_least_one, "must be at least 1"),
-            "lr": (positive, "learning rate must be positive"),
-            "gp_weight": (lambda v: v >= 0, "must not be negative"),
-            "spectral_weight": (lambda v: v >= 0, "must not be negative"),
-            "log_every": (at_least_one, "must be at least 1"), "checkpoint_every": (at_least_one, "must be at least 1"),
-        })
+        check_rules(
+            self,
+            section,
+            {
+                "iterations": (at_least_one, "must be at least 1"),
+                "n_critic": (at_least_one, "must be at least 1"),
+                "batch_size": (at_least_one, "must be at least 1"),
+                "crop": (
+                    lambda v: v is None or (v >= SIZE_MULTIPLE and v % SIZE_MULTIPLE == 0),
+                    f"must be a multiple of {SIZE_MULTIPLE}",
+                ),
+                "latent": (at_least_one, "must be at least 1"),
+                "width": (at_least_one, "must be at least 1"),
+                "lr": (positive, "learning rate must be positive"),
+                "gp_weight": (lambda v: v >= 0, "must not be negative"),
+                "spectral_weight": (lambda v: v >= 0, "must not be negative"),
+                "log_every": (at_least_one, "must be at least 1"),
+                "checkpoint_every": (at_least_one, "must be at least 1"),
+            },
+        )
         betas = tuple(self.betas) if isinstance(self.betas, (list, tuple)) else ()
-        require(len(betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas),
-                "betas", section, self.betas, "two numbers in [0, 1)")
+        require(
+            len(betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas),
+            "betas",
+            section,
+            self.betas,
+            "two numbers in [0, 1)",
+        )
         return self
 
 
@@ -173,8 +199,8 @@ class ExtractionSettings:
     step: int | None = None
     sub_patches: int = 4
     threshold: float = 0.7
-    c1: float = 0.01 ** 2
-    c2: float = 0.03 ** 2
+    c1: float = 0.01**2
+    c2: float = 0.03**2
     smooth: float = 1.5
     flatten: bool = True
     rule: str = "mask"
@@ -189,18 +215,31 @@ class ExtractionSettings:
         check_types(self, section)
         require(self.rule in RULES, "rule", section, self.rule, f"choose one of {', '.join(RULES)}")
         d = self.particle_diameter
-        require(d is None or (isinstance(d, (int, float)) and not isinstance(d, bool) and d > 0),
-                "particle_diameter", section, d, "particle diameter in Å: must be positive")
+        require(
+            d is None or (isinstance(d, (int, float)) and not isinstance(d, bool) and d > 0),
+            "particle_diameter",
+            section,
+            d,
+            "particle diameter in Å: must be positive",
+        )
         if self.rule == "mask" and d is None:
-            raise InputError(f"{setting_name('particle_diameter', section)}: the mask rule needs the particle "
-                             "diameter in Å (or use the SSIM rule)")
+            raise InputError(
+                f"{setting_name('particle_diameter', section)}: the mask rule needs the particle "
+                "diameter in Å (or use the SSIM rule)"
+            )
         if self.rule == "mask":
-            require(self.patch is None or (self.patch >= 32 and self.patch % 32 == 0), "patch", section, self.patch,
-                    "noise patch size: a multiple of 32 px (or automatic)")
+            require(
+                self.patch is None or (self.patch >= 32 and self.patch % 32 == 0),
+                "patch",
+                section,
+                self.patch,
+                "noise patch size: a multiple of 32 px (or automatic)",
+            )
         require(self.dilation >= 0, "dilation", section, self.dilation, "must not be negative")
         require(self.target_patches >= 1, "target_patches", section, self.target_patches, "must be at least 1")
-        require(self.sample_micrographs >= 1, "sample_micrographs", section, self.sample_micrographs,
-                "must be at least 1")
+        require(
+            self.sample_micrographs >= 1, "sample_micrographs", section, self.sample_micrographs, "must be at least 1"
+        )
         if self.sub_patches < 1:
             raise InputError(f"sub-patches N = {self.sub_patches}: must be a square number >= 4")
         n = math.isqrt(self.sub_patches)
@@ -227,7 +266,6 @@ class ExtractionSettings:
         return PAPER_PATCH
 
 
-
 @dataclass
 class TileSettings:
     """tile: tile size [px], a multiple of 32; margin: overlap context per side [px], a multiple of
@@ -244,7 +282,9 @@ class TileSettings:
         if self.margin < 0:
             raise InputError(f"margin {self.margin} px: must not be negative")
         if self.tile % SIZE_MULTIPLE or self.margin % SIZE_MULTIPLE or self.tile < 64:
-            raise InputError(f"tile {self.tile} / margin {self.margin} px: both must be multiples of {SIZE_MULTIPLE}, tile >= 64")
+            raise InputError(
+                f"tile {self.tile} / margin {self.margin} px: both must be multiples of {SIZE_MULTIPLE}, tile >= 64"
+            )
         if 2 * self.margin >= self.tile:
             raise InputError(f"margin {self.margin} px: must be less than half the tile ({self.tile} px)")
         if self.batch < 1:
@@ -307,8 +347,10 @@ class SimulationConfig:
             raise InputError(f"ice thickness = {self.ice_thickness} Å: need 0 <= value <= 5000")
         width, height = self.size
         if width < 16 or height < 16 or width * height > MAX_PIXELS:
-            raise InputError(f"micrograph size {width} x {height} px: need at least 16 px a side and at most "
-                             f"{MAX_PIXELS // 2 ** 20} Mpx ({MAX_SIDE} x {MAX_SIDE}); simulate at a binned pixel size")
+            raise InputError(
+                f"micrograph size {width} x {height} px: need at least 16 px a side and at most "
+                f"{MAX_PIXELS // 2**20} Mpx ({MAX_SIDE} x {MAX_SIDE}); simulate at a binned pixel size"
+            )
         if self.count < 1:
             raise InputError(f"count = {self.count}: need at least one micrograph")
         if self.particles < 0 or (self.concentration is not None and self.concentration < 0):
@@ -318,8 +360,10 @@ class SimulationConfig:
         if not 0 <= self.carbon_fraction <= 1:
             raise InputError(f"carbon fraction = {self.carbon_fraction}: need 0 <= value <= 1")
         if not 0 <= self.ice_gradient <= MAX_ICE_GRADIENT:
-            raise InputError(f"ice gradient = {self.ice_gradient}: need 0 <= value <= {MAX_ICE_GRADIENT} "
-                             "(a relative change of the ice thickness)")
+            raise InputError(
+                f"ice gradient = {self.ice_gradient}: need 0 <= value <= {MAX_ICE_GRADIENT} "
+                "(a relative change of the ice thickness)"
+            )
         return self
 
     def particles_per_micrograph(self) -> int:
@@ -338,6 +382,10 @@ class SimulationConfig:
     def from_dict(cls, data: dict) -> "SimulationConfig":
         return settings_from_dict(cls, data, "simulation settings")
 
+
+# The simulation NT2C trains on, one preset for every route: `nt2c simulate`'s carbon default,
+# `nt2c run --example`, the one-click and the stage-by-stage "simulate training pairs" protocols, the demo
+TRAINING_SIMULATION = SimulationConfig(library_size=200, carbon_fraction=TRAINING_CARBON_FRACTION)
 
 DETECTOR_NAMES = ("K2", "K3", "Falcon4")
 
@@ -358,9 +406,18 @@ class GeneralRecipe:
     detectors: tuple[str, ...] = DETECTOR_NAMES
     coverage: tuple[float, float] = (0.05, 0.4)
     seed: int = 2024
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=4000, batch_size=8, crop=128, width=24, lr=1e-3, val_every=250, checkpoint_every=250,
-        val_fraction=0.05))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            steps=4000,
+            batch_size=8,
+            crop=128,
+            width=24,
+            lr=1e-3,
+            val_every=250,
+            checkpoint_every=250,
+            val_fraction=0.05,
+        )
+    )
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -374,8 +431,10 @@ class GeneralRecipe:
         if self.per_config < 1:
             raise InputError(f"--per-config = {self.per_config}: must be at least 1")
         if self.configs * self.per_config < 2:
-            raise InputError(f"--configs x --per-config = {self.configs * self.per_config}: need at least 2 "
-                             "micrographs (one is held out for validation)")
+            raise InputError(
+                f"--configs x --per-config = {self.configs * self.per_config}: need at least 2 "
+                "micrographs (one is held out for validation)"
+            )
         self.train.validate()
         return self
 
@@ -397,8 +456,9 @@ class TomoSimulationConfig:
     oversmooth_sigma: Gaussian sigma [px] applied to each tilt before the over-smoothed
     reconstruction NMSG's sparsity term uses."""
 
-    acquisition: Acquisition = field(default_factory=lambda: Acquisition(pixel_size=8.0, dose=60.0, b_factor=60.0,
-                                                                         detector="ideal"))
+    acquisition: Acquisition = field(
+        default_factory=lambda: Acquisition(pixel_size=8.0, dose=60.0, b_factor=60.0, detector="ideal")
+    )
     size: tuple[int, int] = (128, 128)
     thickness: int = 48
     ice_thickness: float = 300.0
@@ -418,16 +478,22 @@ class TomoSimulationConfig:
         """Raise :class:`InputError` naming the first parameter out of range."""
         self.acquisition.validate()
         width, height = self.size
-        if min(width, height, self.thickness) < 16 or width * height * self.thickness > 1024 ** 3:
-            raise InputError(f"tomogram size {width} x {height} x {self.thickness} px: need at least 16 px a side "
-                             "and at most 1024³ voxels")
+        if min(width, height, self.thickness) < 16 or width * height * self.thickness > 1024**3:
+            raise InputError(
+                f"tomogram size {width} x {height} x {self.thickness} px: need at least 16 px a side "
+                "and at most 1024³ voxels"
+            )
         lo, hi = self.tilt_range_deg
         if not (-80 <= lo < hi <= 80) or not 0 < self.tilt_step_deg <= hi - lo:
-            raise InputError(f"tilt range {lo}..{hi}° in {self.tilt_step_deg}° steps: need -80 <= min < max <= 80 "
-                             "and a step within the range")
+            raise InputError(
+                f"tilt range {lo}..{hi}° in {self.tilt_step_deg}° steps: need -80 <= min < max <= 80 "
+                "and a step within the range"
+            )
         if self.particles < 0 or not 0 < self.ice_thickness <= self.thickness * self.acquisition.pixel_size:
-            raise InputError(f"particles = {self.particles} must be >= 0 and ice thickness = {self.ice_thickness} Å "
-                             f"within (0, thickness x pixel size = {self.thickness * self.acquisition.pixel_size} Å]")
+            raise InputError(
+                f"particles = {self.particles} must be >= 0 and ice thickness = {self.ice_thickness} Å "
+                f"within (0, thickness x pixel size = {self.thickness * self.acquisition.pixel_size} Å]"
+            )
         if not -5.0 <= self.defocus_um <= 20.0 or self.oversmooth_sigma < 0:
             raise InputError("defocus must be within -5..20 µm and the over-smoothing sigma >= 0")
         return self
@@ -504,26 +570,39 @@ class NMSGConfig:
         from .validation import at_least_one, check_rules, check_types, positive
 
         check_types(self, section)
-        multiple = (lambda v: v >= UNET3D_MULTIPLE and v % UNET3D_MULTIPLE == 0, f"must be a multiple of {UNET3D_MULTIPLE}")
-        check_rules(self, section, {
-            "steps": (at_least_one, "must be at least 1"), "batch_size": (at_least_one, "must be at least 1"),
-            "lr": (positive, "learning rate must be positive"), "tile_depth": multiple, "tile_size": multiple,
-            "width": (at_least_one, "must be at least 1"),
-            "first_kernel": (lambda v: v >= 1 and v % 2 == 1, "must be an odd number"),
-            "recon": (lambda v: v >= 0, "must not be negative"), "smooth": (lambda v: v >= 0, "must not be negative"),
-            "guide": (lambda v: v >= 0, "must not be negative"),
-            "guide_sigma": (positive, "must be positive"), "oversmooth_sigma": (positive, "must be positive"),
-            "noise_model": (lambda v: v in TOMO_NOISE_MODELS, f"must be one of {', '.join(TOMO_NOISE_MODELS)}"),
-            "noise_cube": (lambda v: v >= 4, "must be at least 4"),
-            "noise_depth": (lambda v: v == 0 or v >= 4, "must be 0 (= --noise-cube) or at least 4"),
-            "noise_fraction": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
-            "gan_iterations": (at_least_one, "must be at least 1"),
-            "pairing": (lambda v: v in TOMO_PAIRINGS, f"must be one of {', '.join(TOMO_PAIRINGS)}"),
-            "alpha": (lambda v: 0 < v <= 2, "must be in (0, 2]"),
-            "infer_draws": (lambda v: v >= 0, "must not be negative"),
-            "infer_margin": (lambda v: v >= 0, "must not be negative"),
-            "log_every": (at_least_one, "must be at least 1"), "checkpoint_every": (at_least_one, "must be at least 1"),
-        })
+        multiple = (
+            lambda v: v >= UNET3D_MULTIPLE and v % UNET3D_MULTIPLE == 0,
+            f"must be a multiple of {UNET3D_MULTIPLE}",
+        )
+        check_rules(
+            self,
+            section,
+            {
+                "steps": (at_least_one, "must be at least 1"),
+                "batch_size": (at_least_one, "must be at least 1"),
+                "lr": (positive, "learning rate must be positive"),
+                "tile_depth": multiple,
+                "tile_size": multiple,
+                "width": (at_least_one, "must be at least 1"),
+                "first_kernel": (lambda v: v >= 1 and v % 2 == 1, "must be an odd number"),
+                "recon": (lambda v: v >= 0, "must not be negative"),
+                "smooth": (lambda v: v >= 0, "must not be negative"),
+                "guide": (lambda v: v >= 0, "must not be negative"),
+                "guide_sigma": (positive, "must be positive"),
+                "oversmooth_sigma": (positive, "must be positive"),
+                "noise_model": (lambda v: v in TOMO_NOISE_MODELS, f"must be one of {', '.join(TOMO_NOISE_MODELS)}"),
+                "noise_cube": (lambda v: v >= 4, "must be at least 4"),
+                "noise_depth": (lambda v: v == 0 or v >= 4, "must be 0 (= --noise-cube) or at least 4"),
+                "noise_fraction": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+                "gan_iterations": (at_least_one, "must be at least 1"),
+                "pairing": (lambda v: v in TOMO_PAIRINGS, f"must be one of {', '.join(TOMO_PAIRINGS)}"),
+                "alpha": (lambda v: 0 < v <= 2, "must be in (0, 2]"),
+                "infer_draws": (lambda v: v >= 0, "must not be negative"),
+                "infer_margin": (lambda v: v >= 0, "must not be negative"),
+                "log_every": (at_least_one, "must be at least 1"),
+                "checkpoint_every": (at_least_one, "must be at least 1"),
+            },
+        )
         if self.recon + self.smooth + self.guide <= 0:
             raise InputError("loss weights --recon, --smooth and --guide are all zero: nothing to train")
         return self
@@ -577,8 +656,9 @@ class ParticleSimulationConfig:
     written stacks, 'white' (protein bright, RELION's convention; default) or 'dark' (physical,
     as in raw micrographs; the arrays in memory always are); seed."""
 
-    acquisition: Acquisition = field(default_factory=lambda: Acquisition(pixel_size=3.0, dose=30.0, b_factor=60.0,
-                                                                         detector="K3"))
+    acquisition: Acquisition = field(
+        default_factory=lambda: Acquisition(pixel_size=3.0, dose=30.0, b_factor=60.0, detector="K3")
+    )
     box: int = 64
     count: int = 1000
     defocus_range_um: tuple[float, float] = (1.0, 2.5)
@@ -601,8 +681,10 @@ class ParticleSimulationConfig:
             (0 <= self.ice_thickness <= 5000, f"--ice-thickness = {self.ice_thickness}: must be within 0..5000 Å"),
             (0 <= self.max_shift <= self.box / 4, f"--max-shift = {self.max_shift}: must be within 0..box/4 px"),
             (self.noise in PARTICLE_NOISE, f"--noise = {self.noise!r}: must be one of {', '.join(PARTICLE_NOISE)}"),
-            (self.contrast in PARTICLE_CONTRAST,
-             f"--contrast = {self.contrast!r}: must be one of {', '.join(PARTICLE_CONTRAST)}"),
+            (
+                self.contrast in PARTICLE_CONTRAST,
+                f"--contrast = {self.contrast!r}: must be one of {', '.join(PARTICLE_CONTRAST)}",
+            ),
         ]
         for ok, message in problems:
             if not ok:
@@ -666,13 +748,27 @@ class RestorerConfig:
         return {**SR3, "width": self.width, "levels": self.levels, "refine_width": self.refine_width}
 
     def diffusion_loop(self) -> LoopConfig:
-        return LoopConfig(self.steps, self.lr, self.amp, self.seed, self.log_every, self.checkpoint_every,
-                          f"diffusion batch {self.batch_size} {self.architecture()}")
+        return LoopConfig(
+            self.steps,
+            self.lr,
+            self.amp,
+            self.seed,
+            self.log_every,
+            self.checkpoint_every,
+            f"diffusion batch {self.batch_size} {self.architecture()}",
+        )
 
     def refine_loop(self) -> LoopConfig:
-        return LoopConfig(self.refine_steps, 1e-3, self.amp, self.seed, self.log_every, self.checkpoint_every,
-                          f"refine batch {self.batch_size} {self.architecture()} pool {self.refine_pool} "
-                          f"sample {self.sample_steps} samples {self.samples}")
+        return LoopConfig(
+            self.refine_steps,
+            1e-3,
+            self.amp,
+            self.seed,
+            self.log_every,
+            self.checkpoint_every,
+            f"refine batch {self.batch_size} {self.architecture()} pool {self.refine_pool} "
+            f"sample {self.sample_steps} samples {self.samples}",
+        )
 
     def validate(self, section: str | None = None) -> "RestorerConfig":
         """Check every value; messages name the CLI flag (or ``section.key``)."""
@@ -680,21 +776,32 @@ class RestorerConfig:
 
         check_types(self, section)
         non_negative = (lambda v: v >= 0, "must not be negative")
-        check_rules(self, section, {
-            "steps": (at_least_one, "must be at least 1"), "batch_size": (at_least_one, "must be at least 1"),
-            "lr": (positive, "learning rate must be positive"),
-            "width": (lambda v: 4 <= v <= 512 and v % 2 == 0, "must be even, within 4..512 (the noise-level "
-                                                               "embedding has width channels, sine and cosine)"),
-            "levels": (lambda v: 1 <= v <= 5, "must be within 1..5"),
-            "sample_steps": (lambda v: 1 <= v <= 1000, "must be within 1..1000"),
-            "samples": (lambda v: 1 <= v <= MAX_RESTORER_SAMPLES,
-                        f"must be within 1..{MAX_RESTORER_SAMPLES} (draws averaged per particle; time grows "
-                        "linearly with it)"),
-            "refine_steps": non_negative,
-            "refine_width": (lambda v: 4 <= v <= 512, "must be within 4..512"),
-            "refine_pool": (lambda v: v >= 2, "must be at least 2"), "batch": (at_least_one, "must be at least 1"),
-            "log_every": (at_least_one, "must be at least 1"), "checkpoint_every": (at_least_one, "must be at least 1"),
-        })
+        check_rules(
+            self,
+            section,
+            {
+                "steps": (at_least_one, "must be at least 1"),
+                "batch_size": (at_least_one, "must be at least 1"),
+                "lr": (positive, "learning rate must be positive"),
+                "width": (
+                    lambda v: 4 <= v <= 512 and v % 2 == 0,
+                    "must be even, within 4..512 (the noise-level embedding has width channels, sine and cosine)",
+                ),
+                "levels": (lambda v: 1 <= v <= 5, "must be within 1..5"),
+                "sample_steps": (lambda v: 1 <= v <= 1000, "must be within 1..1000"),
+                "samples": (
+                    lambda v: 1 <= v <= MAX_RESTORER_SAMPLES,
+                    f"must be within 1..{MAX_RESTORER_SAMPLES} (draws averaged per particle; time grows "
+                    "linearly with it)",
+                ),
+                "refine_steps": non_negative,
+                "refine_width": (lambda v: 4 <= v <= 512, "must be within 4..512"),
+                "refine_pool": (lambda v: v >= 2, "must be at least 2"),
+                "batch": (at_least_one, "must be at least 1"),
+                "log_every": (at_least_one, "must be at least 1"),
+                "checkpoint_every": (at_least_one, "must be at least 1"),
+            },
+        )
         return self
 
 
@@ -709,8 +816,9 @@ def settings_from_dict(kind, data, where: str, section: str = ""):
     from .validation import check_types
 
     if not isinstance(data, dict):
-        raise InputError(f"{where}{': ' + section if section else ''} must be an object of settings, "
-                         f"not {str(data)[:80]!r}")
+        raise InputError(
+            f"{where}{': ' + section if section else ''} must be an object of settings, not {str(data)[:80]!r}"
+        )
     fields = {f.name: f for f in dataclasses.fields(kind)}
     unknown = set(data) - set(fields)
     if unknown:
@@ -718,8 +826,11 @@ def settings_from_dict(kind, data, where: str, section: str = ""):
     values = {}
     for name, value in data.items():
         f = fields[name]
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        )
         if dataclasses.is_dataclass(default):
             value = settings_from_dict(type(default), value, where, f"{section}.{name}".lstrip("."))
         elif isinstance(default, tuple) and isinstance(value, list):
@@ -779,7 +890,8 @@ class PipelineConfig:
     reuse the calibration.json of an earlier 'nt2c calibrate'; coarse_init: 'general' (the
     coarse model starts from the shipped general model, whose architecture it keeps; the default
     coarse settings are :data:`COARSE_TRANSFER`'s, a quarter of the from-scratch rate), 'none'
-    (from scratch, as the paper; give coarse.lr 1e-3, :data:`COARSE`'s) or a model file; choose_model: score general, coarse and fine
+    (from scratch, as the paper; give coarse.lr 1e-3, :data:`COARSE`'s) or a model file; choose_model: score general,
+    coarse and fine
     before denoising and use the best (``nt2c_core.selection``), else always the fine model;
     noise_model: 'gan' (the paper's WGAN-GP, trained in the gan stage) or 'patches' (the real
     noise patches tiled directly, ``nt2c_core.noise.real_patches``; the gan stage is skipped);
@@ -826,34 +938,67 @@ class PipelineConfig:
         check_types(self, "")
         for key in ("raw", "structures"):
             value = getattr(self, key)
-            require(isinstance(value, list) and value and all(isinstance(v, str) for v in value), key, "", value,
-                    "must be a non-empty list of paths")
+            require(
+                isinstance(value, list) and value and all(isinstance(v, str) for v in value),
+                key,
+                "",
+                value,
+                "must be a non-empty list of paths",
+            )
         self.simulation.validate()
         if self.simulation.count < 2:
             raise InputError("simulation.count: need at least 2 simulated micrographs (training and validation)")
         self.coarse.validate("coarse")
         self.fine.validate("fine")
         for name, train in (("coarse", self.coarse), ("fine", self.fine)):
-            require(train.crop <= min(self.simulation.size), f"{name}.crop", "", train.crop,
-                    f"larger than the simulated micrographs ({self.simulation.size[0]} x {self.simulation.size[1]} px)")
+            require(
+                train.crop <= min(self.simulation.size),
+                f"{name}.crop",
+                "",
+                train.crop,
+                f"larger than the simulated micrographs ({self.simulation.size[0]} x {self.simulation.size[1]} px)",
+            )
         # the particle diameter, when not given, comes from the atomic models (extraction_settings)
         diameter = self.extraction.particle_diameter
-        dataclasses.replace(self.extraction, particle_diameter=1.0 if diameter is None else diameter).validate("extraction")
+        dataclasses.replace(self.extraction, particle_diameter=1.0 if diameter is None else diameter).validate(
+            "extraction"
+        )
         self.gan.validate("gan")
         self.tiles.validate("tiles")
-        require(self.noise_level in NOISE_LEVELS, "noise_level", "", self.noise_level,
-                f"choose one of {', '.join(NOISE_LEVELS)}")
+        require(
+            self.noise_level in NOISE_LEVELS,
+            "noise_level",
+            "",
+            self.noise_level,
+            f"choose one of {', '.join(NOISE_LEVELS)}",
+        )
         require(self.min_noise_patches >= 1, "min_noise_patches", "", self.min_noise_patches, "must be at least 1")
-        require(self.few_patches in ("continue", "stop"), "few_patches", "", self.few_patches,
-                "choose continue or stop")
-        require(self.noise_model in NOISE_MODELS, "noise_model", "", self.noise_model,
-                f"choose one of {', '.join(NOISE_MODELS)}")
+        require(
+            self.few_patches in ("continue", "stop"), "few_patches", "", self.few_patches, "choose continue or stop"
+        )
+        require(
+            self.noise_model in NOISE_MODELS,
+            "noise_model",
+            "",
+            self.noise_model,
+            f"choose one of {', '.join(NOISE_MODELS)}",
+        )
         require(self.density in ("given", "match"), "density", "", self.density, "choose given or match")
-        require(self.calibration is None or isinstance(self.calibration, str), "calibration", "", self.calibration,
-                "path of a calibration.json")
-        require(isinstance(self.coarse_init, str) and (self.coarse_init in ("general", "none")
-                                                        or Path(self.coarse_init).is_file()),
-                "coarse_init", "", self.coarse_init, "general, none or an existing model file")
+        require(
+            self.calibration is None or isinstance(self.calibration, str),
+            "calibration",
+            "",
+            self.calibration,
+            "path of a calibration.json",
+        )
+        require(
+            isinstance(self.coarse_init, str)
+            and (self.coarse_init in ("general", "none") or Path(self.coarse_init).is_file()),
+            "coarse_init",
+            "",
+            self.coarse_init,
+            "general, none or an existing model file",
+        )
         if self.calibrate and self.calibration:
             raise InputError("calibrate and calibration: give one (calibrate anew, or reuse a calibration.json)")
         try:
@@ -873,15 +1018,18 @@ class PipelineConfig:
         and the longer budgets a GPU makes practical."""
         gpu = preset == "gpu"
         width, steps = (48, 4000) if gpu else (24, 1000)
-        return cls(raw=["raw/*.mrc"], structures=["model.cif"],
-                   simulation=SimulationConfig(size=(512, 512), particles=20, count=256 if gpu else 64,
-                                               library_size=200, carbon_fraction=TRAINING_CARBON_FRACTION),
-                   coarse=replace(COARSE_TRANSFER, steps=steps, width=width, val_every=100, checkpoint_every=100),
-                   extraction=ExtractionSettings(),
-                   gan=GANConfig(iterations=4000 if gpu else 1000, batch_size=32 if gpu else 16),
-                   fine=replace(FINE, steps=steps // 2, width=width, crop=256 if gpu else 128, val_every=100,
-                                checkpoint_every=100),
-                   device="auto")
+        return cls(
+            raw=["raw/*.mrc"],
+            structures=["model.cif"],
+            simulation=replace(TRAINING_SIMULATION, size=(512, 512), particles=20, count=256 if gpu else 64),
+            coarse=replace(COARSE_TRANSFER, steps=steps, width=width, val_every=100, checkpoint_every=100),
+            extraction=ExtractionSettings(),
+            gan=GANConfig(iterations=4000 if gpu else 1000, batch_size=32 if gpu else 16),
+            fine=replace(
+                FINE, steps=steps // 2, width=width, crop=256 if gpu else 128, val_every=100, checkpoint_every=100
+            ),
+            device="auto",
+        )
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "PipelineConfig":
@@ -895,5 +1043,3 @@ class PipelineConfig:
             if isinstance(exc, InputError):
                 raise
             raise InputError(f"{path}: not a valid pipeline config ({exc})") from exc
-
-

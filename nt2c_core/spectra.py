@@ -58,8 +58,10 @@ def contrast(image: np.ndarray, path: str = "image") -> np.ndarray:
     mean = float(x.mean())
     negative = float(np.mean(x < 0))
     if not np.isfinite(mean) or mean <= 0 or negative > 0.05:
-        raise InputError(f"{path}: mean value {mean:.4g}, {100 * negative:.0f}% negative pixels; expected detector "
-                         "counts (not a normalized image)")
+        raise InputError(
+            f"{path}: mean value {mean:.4g}, {100 * negative:.0f}% negative pixels; expected detector "
+            "counts (not a normalized image)"
+        )
     return x / mean - 1.0
 
 
@@ -74,13 +76,13 @@ def welch(images: list[np.ndarray], pixel_size: float, tile: int = 512) -> Spect
     if tile < 64:
         raise InputError(f"power spectrum: images of {tile} px are too small (need at least 64 px)")
     window = np.outer(np.hanning(tile), np.hanning(tile))
-    window /= np.sqrt(np.mean(window ** 2))
+    window /= np.sqrt(np.mean(window**2))
     total, count = np.zeros((tile, tile // 2 + 1)), 0
     for image in images:
         h, w = image.shape
         for y in range(0, h - tile + 1, tile):
             for x in range(0, w - tile + 1, tile):
-                t = image[y:y + tile, x:x + tile]
+                t = image[y : y + tile, x : x + tile]
                 total += np.abs(np.fft.rfft2((t - t.mean()) * window)) ** 2
                 count += 1
     kx = np.fft.rfftfreq(tile, pixel_size)[None, :]
@@ -93,8 +95,7 @@ def radial_power(images: list[np.ndarray], pixel_size: float, tile: int = 256) -
     return welch([contrast(x) for x in images], pixel_size, tile).radial()
 
 
-def log_distance(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray],
-                 k_min: float = 0.0) -> float:
+def log_distance(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], k_min: float = 0.0) -> float:
     """Mean |log10(Pa / Pb)| over the frequencies both profiles share above ``k_min`` [1/Å]
     (0.1 = the spectra differ by a factor 1.26 on average)."""
     ka, pa = a

@@ -23,14 +23,34 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import InputError
-from .settings import (COARSE, EXTRACTION, FINE, GAN, MIN_NOISE_PATCHES, NOISE_LEVELS, TILES, ExtractionSettings,
-                       GANConfig, TileSettings, TrainConfig)
+from .logs import staged
+from .settings import (
+    COARSE,
+    EXTRACTION,
+    FINE,
+    GAN,
+    MIN_NOISE_PATCHES,
+    NOISE_LEVELS,
+    TILES,
+    ExtractionSettings,
+    GANConfig,
+    TileSettings,
+    TrainConfig,
+)
 
 PathLike = str | os.PathLike
 
 
-def train_coarse(pairs: PathLike, output: PathLike, config: TrainConfig = COARSE, device: str = "cpu",
-                 init: PathLike | None = None, resume: bool = False, progress: bool = True):
+@staged("train-coarse")
+def train_coarse(
+    pairs: PathLike,
+    output: PathLike,
+    config: TrainConfig = COARSE,
+    device: str = "cpu",
+    init: PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+):
     """Train the coarse U-Net on the simulated pairs in ``pairs`` (``noisy/``, ``clean/``) into
     ``output`` (.pt); ``init``: a denoiser whose architecture and weights it starts from (the
     shipped general model in ``nt2c run``); ``resume``: continue ``output``.ckpt. Returns the
@@ -39,8 +59,16 @@ def train_coarse(pairs: PathLike, output: PathLike, config: TrainConfig = COARSE
     from .training import train_denoiser
 
     pair_set = load_pairs(pairs)
-    return train_denoiser(pair_set, output, config, init=init, resume=resume, device=device, progress=progress,
-                          metadata={**pair_set.provenance, "stage": "coarse"})
+    return train_denoiser(
+        pair_set,
+        output,
+        config,
+        init=init,
+        resume=resume,
+        device=device,
+        progress=progress,
+        metadata={**pair_set.provenance, "stage": "coarse"},
+    )
 
 
 def noise_source(path: PathLike):
@@ -58,9 +86,19 @@ def noise_source(path: PathLike):
     return load_model(path, kind="noise-gan")[0]
 
 
-def train_fine(pairs: PathLike, coarse: PathLike, noise: PathLike, output: PathLike, config: TrainConfig = FINE,
-               device: str = "cpu", noise_level: str = "real", resume: bool = False, progress: bool = True,
-               micrographs: Sequence[PathLike] | None = None):
+@staged("train-fine")
+def train_fine(
+    pairs: PathLike,
+    coarse: PathLike,
+    noise: PathLike,
+    output: PathLike,
+    config: TrainConfig = FINE,
+    device: str = "cpu",
+    noise_level: str = "real",
+    resume: bool = False,
+    progress: bool = True,
+    micrographs: Sequence[PathLike] | None = None,
+):
     """Train the fine U-Net from the ``coarse`` model on the simulated pairs, each step's noisy
     input being the simulated signal with fresh real noise from ``noise`` (a GAN model or a
     patch stack, :func:`noise_source`), re-weighted as in eq. 4 at ``noise_level`` ('real' or
@@ -80,16 +118,38 @@ def train_fine(pairs: PathLike, coarse: PathLike, noise: PathLike, output: PathL
     kind = "patches" if source.config.get("name") == "patch-mosaic" else "gan"
     pair_set = load_pairs(pairs)
     term = _consistency_term(pairs, pair_set, config, micrographs, device)
-    metadata = {**pair_set.provenance, "stage": "fine", "noise_model": kind, "noise_source": str(noise),
-                "noise_level": noise_level, "consistency": None if term is None else
-                {"weight": term.weight, "sigma_px": round(term.sigma, 2), "micrographs": len(term.micrographs),
-                 "reference": config.consistency_reference}}
-    return train_denoiser(pair_set, output, config, init=coarse, resume=resume, device=device, progress=progress,
-                          metadata=metadata, transform=transfer, extra_loss=term)
+    metadata = {
+        **pair_set.provenance,
+        "stage": "fine",
+        "noise_model": kind,
+        "noise_source": str(noise),
+        "noise_level": noise_level,
+        "consistency": None
+        if term is None
+        else {
+            "weight": term.weight,
+            "sigma_px": round(term.sigma, 2),
+            "micrographs": len(term.micrographs),
+            "reference": config.consistency_reference,
+        },
+    }
+    return train_denoiser(
+        pair_set,
+        output,
+        config,
+        init=coarse,
+        resume=resume,
+        device=device,
+        progress=progress,
+        metadata=metadata,
+        transform=transfer,
+        extra_loss=term,
+    )
 
 
-def _consistency_term(pairs: PathLike, pair_set, config: TrainConfig, micrographs: Sequence[PathLike] | None,
-                      device: str = "cpu"):
+def _consistency_term(
+    pairs: PathLike, pair_set, config: TrainConfig, micrographs: Sequence[PathLike] | None, device: str = "cpu"
+):
     """The fine stage's :class:`nt2c_core.consistency.RealConsistency`, or None when it is off."""
     import logging
 
@@ -100,24 +160,43 @@ def _consistency_term(pairs: PathLike, pair_set, config: TrainConfig, micrograph
     if not micrographs:
         logging.getLogger(__name__).warning(
             "fine: no real micrographs given, so the data-consistency term is off (consistency "
-            f"{config.consistency:g} ignored); give them (--micrographs) to keep the model to the data")
+            f"{config.consistency:g} ignored); give them (--micrographs) to keep the model to the data"
+        )
         return None
     radius = particle_radius_px(pair_set.provenance)
     if radius is None:
-        raise InputError(f"{pairs}: params.json does not say the particle radius (structures[].radius_A), which the "
-                         "data-consistency term needs; simulate the pairs with 'nt2c simulate' or set consistency 0")
+        raise InputError(
+            f"{pairs}: params.json does not say the particle radius (structures[].radius_A), which the "
+            "data-consistency term needs; simulate the pairs with 'nt2c simulate' or set consistency 0"
+        )
     reference = None
     if config.consistency_reference == "general":
         from .general import general_model_path
 
         reference = general_model_path()
-    return RealConsistency.from_files(micrographs, pair_set.pixel_size, radius, config.consistency, seed=config.seed,
-                                      reference=reference, device=device)
+    return RealConsistency.from_files(
+        micrographs,
+        pair_set.pixel_size,
+        radius,
+        config.consistency,
+        seed=config.seed,
+        reference=reference,
+        device=device,
+    )
 
 
-def extract_background(raw: Sequence[PathLike], output: PathLike, settings: ExtractionSettings = EXTRACTION,
-                       enhancer: PathLike | None = None, device: str = "cpu", tiles: TileSettings = TILES,
-                       min_patches: int = MIN_NOISE_PATCHES, progress: bool = True, section: str | None = None):
+@staged("extract-noise")
+def extract_background(
+    raw: Sequence[PathLike],
+    output: PathLike,
+    settings: ExtractionSettings = EXTRACTION,
+    enhancer: PathLike | None = None,
+    device: str = "cpu",
+    tiles: TileSettings = TILES,
+    min_patches: int = MIN_NOISE_PATCHES,
+    progress: bool = True,
+    section: str | None = None,
+):
     """Noise patches from the ``raw`` micrographs into the folder ``output``
     (``noise_patches.mrcs``/``.star``, ``overlays/``, ``summary.json``). ``enhancer``: the denoiser
     the rule looks at (default: the shipped general model; the paper's SSIM rule uses the coarse
@@ -132,8 +211,15 @@ def extract_background(raw: Sequence[PathLike], output: PathLike, settings: Extr
     return extract_noise(raw, denoiser.denoise, output, settings, min_patches, progress=progress, section=section)
 
 
-def train_noise_model(patches: PathLike, output: PathLike, config: GANConfig = GAN, device: str = "cpu",
-                      resume: bool = False, progress: bool = True) -> Path:
+@staged("train-noise")
+def train_noise_model(
+    patches: PathLike,
+    output: PathLike,
+    config: GANConfig = GAN,
+    device: str = "cpu",
+    resume: bool = False,
+    progress: bool = True,
+) -> Path:
     """Train the WGAN-GP noise model on a noise patch stack (``noise_patches.mrcs``) into
     ``output``; the model records the stack and its pixel size [Å] (from the stack's header)."""
     from .io import read_mrc

@@ -57,10 +57,19 @@ def checkpoint_path(model_path: str | os.PathLike) -> Path:
     return layout.checkpoint(model_path)
 
 
-def train_denoiser(pairs: PairSet, output: str | os.PathLike, config: TrainConfig | None = None,
-                   init: str | os.PathLike | None = None, resume: bool = False, device: str = "cpu",
-                   progress: bool = True, metadata: dict | None = None, stop_after: int | None = None,
-                   transform=None, extra_loss: Callable[[nn.Module, int], torch.Tensor] | None = None) -> TrainResult:
+def train_denoiser(
+    pairs: PairSet,
+    output: str | os.PathLike,
+    config: TrainConfig | None = None,
+    init: str | os.PathLike | None = None,
+    resume: bool = False,
+    device: str = "cpu",
+    progress: bool = True,
+    metadata: dict | None = None,
+    stop_after: int | None = None,
+    transform=None,
+    extra_loss: Callable[[nn.Module, int], torch.Tensor] | None = None,
+) -> TrainResult:
     """Train a U-Net on ``pairs`` (noisy -> clean) and write the model file ``output``.
 
     ``init``: a model file whose architecture and weights start the run (fine from coarse).
@@ -90,8 +99,9 @@ def train_denoiser(pairs: PairSet, output: str | os.PathLike, config: TrainConfi
     if transform is not None:
         val = _transformed(val, transform)
     raw_val = _raw_psnr(val)
-    bar = progress_bar(range(start, config.steps), total=config.steps, desc="train", initial=start, unit="step",
-                       disable=not progress)
+    bar = progress_bar(
+        range(start, config.steps), total=config.steps, desc="train", initial=start, unit="step", disable=not progress
+    )
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = schedule(step)
@@ -115,8 +125,12 @@ def train_denoiser(pairs: PairSet, output: str | os.PathLike, config: TrainConfi
         done = step + 1
         if done % config.val_every == 0 or done == config.steps:
             terms = np.mean(running, axis=0)
-            row = {"step": done, "loss": float(np.atleast_1d(terms)[0]), "lr": schedule(step),
-                   "val_psnr": _val_psnr(network, val, dev, autocast)}
+            row = {
+                "step": done,
+                "loss": float(np.atleast_1d(terms)[0]),
+                "lr": schedule(step),
+                "val_psnr": _val_psnr(network, val, dev, autocast),
+            }
             if extra_loss is not None:
                 row["consistency"] = float(terms[1])
             log.append(row)
@@ -132,11 +146,23 @@ def train_denoiser(pairs: PairSet, output: str | os.PathLike, config: TrainConfi
             return TrainResult(None, done, None, raw_val, time.perf_counter() - t0, log)
     seconds = time.perf_counter() - t0
     val_psnr = log[-1]["val_psnr"] if log else None
-    meta = {"kind": "denoiser", "normalization": NORMALIZATION, "pixel_size": pairs.pixel_size, "seed": config.seed,
-            "created": datetime.datetime.now().isoformat(timespec="seconds"),
-            "training": {**asdict(config), "init": str(init) if init else None, "train_micrographs": train.names,
-                         "val_micrographs": val.names, "val_psnr_db": val_psnr, "raw_val_psnr_db": raw_val,
-                         "seconds_this_run": round(seconds, 1)}, **(metadata or {})}
+    meta = {
+        "kind": "denoiser",
+        "normalization": NORMALIZATION,
+        "pixel_size": pairs.pixel_size,
+        "seed": config.seed,
+        "created": datetime.datetime.now().isoformat(timespec="seconds"),
+        "training": {
+            **asdict(config),
+            "init": str(init) if init else None,
+            "train_micrographs": train.names,
+            "val_micrographs": val.names,
+            "val_psnr_db": val_psnr,
+            "raw_val_psnr_db": raw_val,
+            "seconds_this_run": round(seconds, 1),
+        },
+        **(metadata or {}),
+    }
     save_model(output, network.float().cpu(), meta)
     loss_curve(layout.loss_png(output), log)
     return TrainResult(output, config.steps, val_psnr, raw_val, seconds, log)
@@ -152,9 +178,11 @@ def _diverged(step: int, loss: float, config: TrainConfig, ckpt: Path) -> InputE
     """The error for a run whose loss or weights stopped being finite; the checkpoint on disk
     (if any) is from before and is kept, and no model file is written."""
     kept = f"the last good checkpoint {ckpt} is kept" if ckpt.exists() else "no checkpoint was written"
-    return InputError(f"training diverged at step {step} (loss {loss:g}; weights or validation not finite): "
-                      f"lower the learning rate (--lr / lr, now {config.lr:g}) and start again without resuming; "
-                      f"{kept}, no model file was written")
+    return InputError(
+        f"training diverged at step {step} (loss {loss:g}; weights or validation not finite): "
+        f"lower the learning rate (--lr / lr, now {config.lr:g}) and start again without resuming; "
+        f"{kept}, no model file was written"
+    )
 
 
 def _cosine(step: int, config: TrainConfig) -> float:
@@ -175,7 +203,7 @@ def _transformed(val: PairSet, transform) -> PairSet:
     """Validation pairs passed once through ``transform`` with fixed keys (same every run)."""
     noisy, clean = [], []
     for i, (x, y) in enumerate(zip(val.noisy, val.clean)):
-        nx, ny = transform(x[None, None], y[None, None], 10 ** 9 + i)
+        nx, ny = transform(x[None, None], y[None, None], 10**9 + i)
         noisy.append(nx[0, 0])
         clean.append(ny[0, 0])
     return PairSet(noisy, clean, val.names, val.pixel_size, val.provenance)
@@ -208,11 +236,20 @@ def _format_row(row: dict, raw_val: float | None) -> str:
     return text
 
 
-def _save_checkpoint(path: Path, network, optimizer, scaler, config: TrainConfig, step: int, log: list,
-                     running: list) -> None:
-    payload = {"format": "nt2c-checkpoint", "step": step, "config": json.dumps(asdict(config)),
-               "log": json.dumps(log), "running": json.dumps(running), "architecture": json.dumps(network.config),
-               "network": network.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}
+def _save_checkpoint(
+    path: Path, network, optimizer, scaler, config: TrainConfig, step: int, log: list, running: list
+) -> None:
+    payload = {
+        "format": "nt2c-checkpoint",
+        "step": step,
+        "config": json.dumps(asdict(config)),
+        "log": json.dumps(log),
+        "running": json.dumps(running),
+        "architecture": json.dumps(network.config),
+        "network": network.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+    }
     save_torch(path, payload)
 
 
@@ -224,8 +261,10 @@ def _load_checkpoint(path: Path, network, optimizer, scaler, config: TrainConfig
     old = json.loads(payload["config"])
     mismatch = [k for k, v in asdict(config).items() if k != "steps" and old.get(k) != v]
     if mismatch or json.loads(payload["architecture"]) != network.config:
-        raise InputError(f"{path}: checkpoint was made with other settings ({', '.join(mismatch) or 'architecture'});"
-                         " use the same settings to resume, or start without --resume")
+        raise InputError(
+            f"{path}: checkpoint was made with other settings ({', '.join(mismatch) or 'architecture'});"
+            " use the same settings to resume, or start without --resume"
+        )
     network.load_state_dict(payload["network"])
     optimizer.load_state_dict(payload["optimizer"])
     scaler.load_state_dict(payload["scaler"])
@@ -254,12 +293,21 @@ class FitResult:
     synthesizer: object = None
 
 
-def fit(architecture: dict | nn.Module, batch: Callable[[int], tuple[torch.Tensor | None, ...]],
-        loss_fn: Callable[..., dict[str, torch.Tensor]], config, checkpoint: Path | None, device: str,
-        progress: bool, stop_after: int | None = None, desc: str = "training") -> FitResult:
+def fit(
+    architecture: dict | nn.Module,
+    batch: Callable[[int], tuple[torch.Tensor | None, ...]],
+    loss_fn: Callable[..., dict[str, torch.Tensor]],
+    config,
+    checkpoint: Path | None,
+    device: str,
+    progress: bool,
+    stop_after: int | None = None,
+    desc: str = "training",
+) -> FitResult:
     """The training loop of the networks trained from a ``batch`` function (NMSG, its even/odd
     baseline, the SR3 restorer and its refiner): a network built from ``architecture`` after
-    seeding (same seed, same start), or a network given as built; ``batch(step)`` -> tensors that depend only on (seed, step);
+    seeding (same seed, same start), or a network given as built; ``batch(step)`` -> tensors that depend only on
+    (seed, step);
     ``loss_fn(network, *tensors)`` -> {'loss': total, other terms}, run under autocast on CUDA.
     Adam with cosine decay to 5 %, checkpoints every ``checkpoint_every`` steps, exact resume from
     ``checkpoint``. ``config``: a settings dataclass with steps, lr, amp, seed, log_every and
@@ -273,8 +321,9 @@ def fit(architecture: dict | nn.Module, batch: Callable[[int], tuple[torch.Tenso
     if checkpoint is not None and checkpoint.exists():
         start, log = _load_fit_checkpoint(checkpoint, network, optimizer, config)
     t0 = time.perf_counter()
-    bar = progress_bar(range(start, config.steps), total=config.steps, desc=desc, initial=start, unit="step",
-                       disable=not progress)
+    bar = progress_bar(
+        range(start, config.steps), total=config.steps, desc=desc, initial=start, unit="step", disable=not progress
+    )
     for step in bar:
         t = step / max(config.steps - 1, 1)
         for group in optimizer.param_groups:
@@ -284,8 +333,10 @@ def fit(architecture: dict | nn.Module, batch: Callable[[int], tuple[torch.Tenso
             terms = loss_fn(network, *tensors)
         loss = terms["loss"]
         if not math.isfinite(loss.item()):
-            raise InputError(f"training diverged at step {step + 1} (loss {loss.item()}); lower --lr"
-                             + (f" (last good checkpoint kept: {checkpoint})" if checkpoint else ""))
+            raise InputError(
+                f"training diverged at step {step + 1} (loss {loss.item()}); lower --lr"
+                + (f" (last good checkpoint kept: {checkpoint})" if checkpoint else "")
+            )
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -301,9 +352,17 @@ def fit(architecture: dict | nn.Module, batch: Callable[[int], tuple[torch.Tenso
         if checkpoint is not None and (done % config.checkpoint_every == 0 or done == config.steps or stopping):
             if not all_finite(network.state_dict()):
                 raise InputError(f"training diverged at step {done}; lower --lr")
-            save_torch(checkpoint, {"format": "nt2c-checkpoint", "step": done, "log": log,
-                                    "config": asdict(config), "network": network.state_dict(),
-                                    "optimizer": optimizer.state_dict()})
+            save_torch(
+                checkpoint,
+                {
+                    "format": "nt2c-checkpoint",
+                    "step": done,
+                    "log": log,
+                    "config": asdict(config),
+                    "network": network.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                },
+            )
         if stopping:
             break
     return FitResult(network.eval(), log, time.perf_counter() - t0)
@@ -317,8 +376,10 @@ def _load_fit_checkpoint(path: Path, network, optimizer, config) -> tuple[int, l
     old = payload.get("config", {})
     mismatch = [k for k, v in asdict(config).items() if k != "steps" and old.get(k) != v]
     if mismatch:
-        raise InputError(f"{path}: checkpoint was made with other settings ({', '.join(mismatch)}); use the same "
-                         "settings to resume, or delete it")
+        raise InputError(
+            f"{path}: checkpoint was made with other settings ({', '.join(mismatch)}); use the same "
+            "settings to resume, or delete it"
+        )
     network.load_state_dict(payload["network"])
     optimizer.load_state_dict(payload["optimizer"])
     return int(payload["step"]), list(payload["log"])

@@ -12,8 +12,7 @@ from typing import Callable
 
 from .errors import InputError
 
-
-SEED_LIMIT = 2 ** 32  # numpy's seeds: 0 .. 2**32 - 1 (the command line and settings files alike)
+SEED_LIMIT = 2**32  # numpy's seeds: 0 .. 2**32 - 1 (the command line and settings files alike)
 
 
 def setting_name(name: str, section: str | None) -> str:
@@ -30,8 +29,11 @@ def check_types(obj, section: str | None = None, deep: bool = False) -> None:
     tuples (as many numbers or names as the default has) and lists of text. Nested settings are
     checked by their own call."""
     for f in dataclasses.fields(obj):
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if deep and f.default_factory is not dataclasses.MISSING else None)
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else (f.default_factory() if deep and f.default_factory is not dataclasses.MISSING else None)
+        )
         value = getattr(obj, f.name)
         if f.name == "seed" and isinstance(value, int) and not isinstance(value, bool) and not 0 <= value < SEED_LIMIT:
             raise InputError(f"{setting_name(f.name, section)} = {value!r}: must be within 0..{SEED_LIMIT - 1}")
@@ -55,10 +57,16 @@ def _check_sequence(name: str, section: str | None, value, default) -> None:
     if not isinstance(value, (tuple, list)):
         raise InputError(f"{setting_name(name, section)} = {value!r}: must be a list")
     numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in default)
-    if isinstance(default, tuple) and default and len(value) != len(default) and len(set(map(type, default))) == 1 \
-            and not (len(default) > 2 and numbers):
-        raise InputError(f"{setting_name(name, section)} = {value!r}: must be {len(default)} "
-                         f"{'numbers' if numbers else 'items'}")
+    if (
+        isinstance(default, tuple)
+        and default
+        and len(value) != len(default)
+        and len(set(map(type, default))) == 1
+        and not (len(default) > 2 and numbers)
+    ):
+        raise InputError(
+            f"{setting_name(name, section)} = {value!r}: must be {len(default)} {'numbers' if numbers else 'items'}"
+        )
     for item in value:
         if numbers and default:
             ok = isinstance(item, (int, float)) and not isinstance(item, bool) and math.isfinite(item)

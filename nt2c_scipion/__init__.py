@@ -43,16 +43,24 @@ class Plugin(pwem.Plugin):
     def _defineVariables(cls):
         # Variables live in a dict shared by all plugins: every name is prefixed NT2C_.
         cls._defineVar(NT2C_DEVICE_VAR, "auto", description="torch device for NT2C steps: auto, cpu or cuda")
-        cls._defineEmVar(NT2C_HOME_VAR, f"nt2c-{__version__}",
-                         description="Dedicated environment of the isolated route (scipion3 installb nt2c)")
-        cls._defineVar(NT2C_TORCH_VAR, "torch>=2.1",
-                       description="pip requirement of torch in the dedicated environment, e.g. torch==2.5.1 "
-                                   "or a CPU build; pip picks the CUDA build of the platform by default")
-        cls._defineVar(NT2C_PYTHON_VAR, "python3",
-                       description="Python >= 3.10 that creates the dedicated environment")
-        cls._defineVar(NT2C_ROUTE_VAR, "auto",
-                       description="auto (in-process when nt2c_core and torch import in Scipion's Python, "
-                                   "else the dedicated environment), in-process or isolated")
+        cls._defineEmVar(
+            NT2C_HOME_VAR,
+            f"nt2c-{__version__}",
+            description="Dedicated environment of the isolated route (scipion3 installb nt2c)",
+        )
+        cls._defineVar(
+            NT2C_TORCH_VAR,
+            "torch>=2.1",
+            description="pip requirement of torch in the dedicated environment, e.g. torch==2.5.1 "
+            "or a CPU build; pip picks the CUDA build of the platform by default",
+        )
+        cls._defineVar(NT2C_PYTHON_VAR, "python3", description="Python >= 3.10 that creates the dedicated environment")
+        cls._defineVar(
+            NT2C_ROUTE_VAR,
+            "auto",
+            description="auto (in-process when nt2c_core and torch import in Scipion's Python, "
+            "else the dedicated environment), in-process or isolated",
+        )
 
     @classmethod
     def getEnviron(cls):
@@ -96,8 +104,23 @@ class Plugin(pwem.Plugin):
 
         with tempfile.TemporaryDirectory(prefix="nt2c-preview-") as tmp:
             source = write_mrc(Path(tmp) / "crop.mrc", image, pixel_size)
-            run = subprocess.run([cls.getProgram(), "-q", "denoise", "--model", str(model), "-o", str(Path(tmp) / "out"),
-                                  "--device", "cpu", str(source)], capture_output=True, text=True, env=cls.getEnviron())
+            run = subprocess.run(
+                [
+                    cls.getProgram(),
+                    "-q",
+                    "denoise",
+                    "--model",
+                    str(model),
+                    "-o",
+                    str(Path(tmp) / "out"),
+                    "--device",
+                    "cpu",
+                    str(source),
+                ],
+                capture_output=True,
+                text=True,
+                env=cls.getEnviron(),
+            )
             if run.returncode:
                 raise RuntimeError(f"{cls.getProgram()} denoise: {run.stderr.strip() or run.returncode}")
             return read_mrc(Path(tmp) / "out" / "crop.mrc")[0]
@@ -108,17 +131,24 @@ class Plugin(pwem.Plugin):
         if cls.coreInProcess():
             if _core_imports():
                 return []
-            return [f"NT2C_ROUTE=in-process, but nt2c_core and torch do not import in Scipion's Python "
-                    f"{sys.version.split()[0]} (Python >= {CORE_PYTHON[0]}.{CORE_PYTHON[1]} with torch needed): "
-                    f"set NT2C_ROUTE=auto to use the dedicated environment (scipion3 installb nt2c)."]
+            return [
+                f"NT2C_ROUTE=in-process, but nt2c_core and torch do not import in Scipion's Python "
+                f"{sys.version.split()[0]} (Python >= {CORE_PYTHON[0]}.{CORE_PYTHON[1]} with torch needed): "
+                f"set NT2C_ROUTE=auto to use the dedicated environment (scipion3 installb nt2c)."
+            ]
         if os.path.isfile(cls.getProgram()) and os.access(cls.getProgram(), os.X_OK):
             return []
-        why = ("NT2C_ROUTE=isolated" if cls.route() == "isolated" else
-               f"nt2c_core cannot run in Scipion's Python {sys.version.split()[0]} "
-               f"(it needs Python >= {CORE_PYTHON[0]}.{CORE_PYTHON[1]} with torch)")
-        return [f"{why}, and the dedicated NT2C environment is not installed at {cls.getHome()}: "
-                f"run 'scipion3 installb nt2c' (torch requirement from {NT2C_TORCH_VAR}), or install the "
-                f"plugin with pip into a Python >= 3.10 with torch."]
+        why = (
+            "NT2C_ROUTE=isolated"
+            if cls.route() == "isolated"
+            else f"nt2c_core cannot run in Scipion's Python {sys.version.split()[0]} "
+            f"(it needs Python >= {CORE_PYTHON[0]}.{CORE_PYTHON[1]} with torch)"
+        )
+        return [
+            f"{why}, and the dedicated NT2C environment is not installed at {cls.getHome()}: "
+            f"run 'scipion3 installb nt2c' (torch requirement from {NT2C_TORCH_VAR}), or install the "
+            f"plugin with pip into a Python >= 3.10 with torch."
+        ]
 
     # --- the dedicated environment ----------------------------------------------------------
     @classmethod
@@ -130,8 +160,10 @@ class Plugin(pwem.Plugin):
         try:
             reqs = requires(DISTRIBUTION) or []
         except PackageNotFoundError:
-            raise RuntimeError(f"{DISTRIBUTION} is not installed with pip in this Python: install it "
-                               f"(scipion3 installp -p <checkout> --devel, or pip install {DISTRIBUTION})")
+            raise RuntimeError(
+                f"{DISTRIBUTION} is not installed with pip in this Python: install it "
+                f"(scipion3 installp -p <checkout> --devel, or pip install {DISTRIBUTION})"
+            )
         core = []
         for req in reqs:
             spec, _, marker = req.partition(";")
@@ -161,23 +193,30 @@ class Plugin(pwem.Plugin):
         torch = cls.getVar(NT2C_TORCH_VAR, "torch>=2.1") or "torch>=2.1"
         pip = "env/bin/python -m pip install --quiet"
         reqs = " ".join(shlex.quote(r) for r in cls.coreRequirements())
-        return " && ".join([
-            "rm -rf env",
-            f"{python} -m venv env",
-            f"{pip} --upgrade pip",
-            f"{pip} {shlex.quote(torch)}",
-            f"{pip} {reqs}",
-            f"{pip} --no-deps {shlex.quote(cls.installSource())}",
-            "env/bin/nt2c --version",
-        ])
+        return " && ".join(
+            [
+                "rm -rf env",
+                f"{python} -m venv env",
+                f"{pip} --upgrade pip",
+                f"{pip} {shlex.quote(torch)}",
+                f"{pip} {reqs}",
+                f"{pip} --no-deps {shlex.quote(cls.installSource())}",
+                "env/bin/nt2c --version",
+            ]
+        )
 
     @classmethod
     def defineBinaries(cls, env):
         """``scipion3 installb nt2c``: the dedicated environment of the isolated route. Installed
         by default only where Scipion's Python cannot run nt2c_core itself."""
-        env.addPackage("nt2c", version=__version__, tar="void.tgz",
-                       commands=[(cls.installCommand(), ["env/bin/nt2c"])],
-                       neededProgs=[], default=not _core_imports())
+        env.addPackage(
+            "nt2c",
+            version=__version__,
+            tar="void.tgz",
+            commands=[(cls.installCommand(), ["env/bin/nt2c"])],
+            neededProgs=[],
+            default=not _core_imports(),
+        )
 
 
 @functools.lru_cache(maxsize=None)

@@ -15,15 +15,20 @@ BIN_CHOICES = ["1", "2", "4"]
 OUTPUT_MICROGRAPHS = "outputMicrographs"
 OUTPUT_MODEL = "outputModel"
 
-# help of the simulated ice-thickness gradient (nt2c_core.settings.SimulationConfig.ice_gradient), simulate and one-click
-ICE_GRADIENT_HELP = ("Uneven ice in the simulated micrographs: the largest relative change of the ice thickness "
-                     "from a micrograph's centre to its edge (0.3 = up to +-30 %: a ramp in a random direction, "
-                     "its amplitude drawn up to this value per micrograph). The ice texture follows the local "
-                     "thickness and the intensity falls with it; the clean target stays flat. 0 = flat ice, the "
-                     "default: training on ramps of up to +-30 % lowered the picking precision on real ribosome "
-                     "micrographs (EMPIAR-10028).")
+# help of the simulated ice-thickness gradient (nt2c_core.settings.SimulationConfig.ice_gradient), simulate and
+# one-click
+ICE_GRADIENT_HELP = (
+    "Uneven ice in the simulated micrographs: the largest relative change of the ice thickness "
+    "from a micrograph's centre to its edge (0.3 = up to +-30 %: a ramp in a random direction, "
+    "its amplitude drawn up to this value per micrograph). The ice texture follows the local "
+    "thickness and the intensity falls with it; the clean target stays flat. 0 = flat ice, the "
+    "default: training on ramps of up to +-30 % lowered the picking precision on real ribosome "
+    "micrographs (EMPIAR-10028)."
+)
 # help of the fine stage's data-consistency band (nt2c_core.settings.CONSISTENCY_REFERENCES), fine and one-click forms
-CONSISTENCY_BAND_HELP = ("general: at the particle scale the fine model's output must lie between the raw micrograph "
-                         "and the shipped general model's output, so it may remove as much particle-scale noise as "
-                         "the general model does (the default; +0.35 dB against the truth on the demo); none: it "
-                         "must equal the raw micrograph there (keeps that noise).")
+CONSISTENCY_BAND_HELP = (
+    "general: at the particle scale the fine model's output must lie between the raw micrograph "
+    "and the shipped general model's output, so it may remove as much particle-scale noise as "
+    "the general model does (the default; +0.35 dB against the truth on the demo); none: it "
+    "must equal the raw micrograph there (keeps that noise)."
+)

@@ -65,8 +65,9 @@ def draw_threshold_preview(axes, raw, found, patch: int, threshold: float) -> No
     """Left: the micrograph with kept tiles outlined; right: histogram of tile scores."""
     from nt2c_core.plots import draw_overlay
 
-    draw_overlay(axes[0], raw, found.origins, patch,
-                 f"{found.name}: {len(found.origins)} of {len(found.all_origins)} tiles kept")
+    draw_overlay(
+        axes[0], raw, found.origins, patch, f"{found.name}: {len(found.origins)} of {len(found.all_origins)} tiles kept"
+    )
     axes[1].hist(found.all_scores, bins=30)
     axes[1].axvline(threshold, color="red")
     axes[1].set_xlabel("min pairwise SSIM of a tile")

@@ -51,5 +51,22 @@ SCIPION_CHECK_DATA="$DATA" "$S" python "$CHECKOUT/scripts/scipion_check_template
 say "scipion3 uninstallp -p scipion-em-nt2c"
 "$S" uninstallp -p scipion-em-nt2c
 if "$S" python -c "import nt2c_scipion" 2>/dev/null; then echo "still importable after uninstallp"; exit 1; fi
+
+say "a built wheel instead of the checkout: scipion3 run pip install scipion_em_nt2c-*.whl"
+# scipion-app's installp takes a path as an editable source and a name from Scipion's plugin list
+# (a published plugin), so a wheel goes in through Scipion's pip; its plugin discovery (entry
+# points), installb's binary lookup and uninstallp must then work as for a devel install.
+rm -rf "$HOME_DIR/wheel" && mkdir -p "$HOME_DIR/wheel"
+"$S" run pip wheel --quiet --no-deps -w "$HOME_DIR/wheel" "$CHECKOUT"
+"$S" run pip install --quiet --no-deps "$HOME_DIR"/wheel/scipion_em_nt2c-*.whl
+"$S" installb --help | grep -E "^nt2c "
+"$S" python -c "
+from scipion.install.plugin_funcs import PluginRepository
+owner = PluginRepository().getBinToPluginDict().get('nt2c')
+assert owner == 'nt2c_scipion', owner
+import nt2c_scipion, nt2c_core
+print('wheel install: binary nt2c belongs to', owner, '- plugin', nt2c_scipion.__file__)"
+"$S" uninstallp -p scipion-em-nt2c
+if "$S" python -c "import nt2c_core" 2>/dev/null; then echo "nt2c_core still importable after uninstallp"; exit 1; fi
 "$S" installp -p "$HOME_DIR/src/scipion-em-nt2c" --devel >/dev/null
 say "scipion-check passed"

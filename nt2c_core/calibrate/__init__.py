@@ -9,7 +9,8 @@ Per micrograph (all from the Welch power spectrum of the contrast image ``x/mean
   a*NNPS(f) + b*ice(k) + c*signal(k), where NNPS is the detector's noise shape, ice the amorphous
   ice spectrum through the fitted CTF and MTF, signal a B-factor-damped protein spectrum through the
   same, everything through an image low-pass exp(-beta f^2) whose beta is fitted too (real EPU
-  images fall off far more than any detector noise model). For a counting detector the shot-noise level a = 1 / (N DQE0), N = electrons per pixel, so
+  images fall off far more than any detector noise model). For a counting detector the shot-noise level a = 1 / (N
+  DQE0), N = electrons per pixel, so
   dose = N / pixel_size^2 and gain = mean value / N (EPU-scaled integers, say). b gives the ice
   thickness.
 
@@ -28,6 +29,19 @@ from .estimate import Calibration, MicrographEstimate, calibrate, estimate_micro
 from .files import apply_calibration, calibrate_files
 from .noise import fit_noise, not_counts
 
-__all__ = ["Calibration", "MicrographEstimate", "apply_calibration", "background_tiles", "calibrate",
-           "calibrate_files", "check_rings", "compare_to_simulation", "estimate_micrograph", "fit_defocus",
-           "fit_noise", "grid_defocus", "not_counts", "split_halves"]
+__all__ = [
+    "Calibration",
+    "MicrographEstimate",
+    "apply_calibration",
+    "background_tiles",
+    "calibrate",
+    "calibrate_files",
+    "check_rings",
+    "compare_to_simulation",
+    "estimate_micrograph",
+    "fit_defocus",
+    "fit_noise",
+    "grid_defocus",
+    "not_counts",
+    "split_halves",
+]

@@ -3,7 +3,6 @@ detection of images that are not detector counts (8-bit exports, contrast-stretc
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 from scipy.optimize import nnls
@@ -13,12 +12,12 @@ from ..simulate.detector import DETECTORS, ICE_PEAK_FREQUENCY
 from ..spectra import Spectrum
 from .defocus import _ctf2
 
-
 PLAUSIBLE_DOSE = (5.0, 200.0)
 
 BETA_GRID = np.arange(0.0, 40.01, 0.5)  # image filter exp(-beta f^2) candidates
 
 SIGNAL_B_FACTOR = 60.0  # Å^2, power ~ exp(-B k^2 / 2): image B-factor plus atomic form factors
+
 
 def fit_noise(spectrum: Spectrum, acq: Acquisition, df_u: float, df_v: float, angle: float) -> dict:
     """Non-negative fit of the radial spectrum above 0.25 Nyquist: shot-noise level (contrast^2 per
@@ -30,8 +29,11 @@ def fit_noise(spectrum: Spectrum, acq: Acquisition, df_u: float, df_v: float, an
     mtf2 = det.mtf(f).numpy() ** 2
     ctf2 = _ctf2(kx, ky, acq, df_u, df_v, angle, envelope=True)
     q2 = (spectrum.k / ICE_PEAK_FREQUENCY) ** 2
-    terms = [det.nnps(f).numpy(), 4 * ctf2 * mtf2 * q2 * np.exp(1 - q2),
-             ctf2 * mtf2 * np.exp(-0.5 * SIGNAL_B_FACTOR * spectrum.k ** 2)]
+    terms = [
+        det.nnps(f).numpy(),
+        4 * ctf2 * mtf2 * q2 * np.exp(1 - q2),
+        ctf2 * mtf2 * np.exp(-0.5 * SIGNAL_B_FACTOR * spectrum.k**2),
+    ]
     k, p = spectrum.radial()
     design = np.stack([spectrum.radial(t)[1] for t in terms], axis=1)
     sel = (k >= 0.25 * spectrum.nyquist) & (k <= 0.95 * spectrum.nyquist)
@@ -42,12 +44,18 @@ def fit_noise(spectrum: Spectrum, acq: Acquisition, df_u: float, df_v: float, an
         coef, _ = nnls(x, np.ones(int(sel.sum())))
         residual = float(np.sqrt(np.mean((x @ coef - 1) ** 2)))
         if best is None or residual < best["residual"] - 1e-4:
-            best = {"shot": float(coef[0]), "ice": float(coef[1]), "signal": float(coef[2]),
-                    "image_filter": float(beta), "residual": residual}
+            best = {
+                "shot": float(coef[0]),
+                "ice": float(coef[1]),
+                "signal": float(coef[2]),
+                "image_filter": float(beta),
+                "residual": residual,
+            }
     return best
 
 
 # --- per micrograph and per data set -----------------------------------------------------------
+
 
 def not_counts(image: np.ndarray) -> str | None:
     """Why an image is not a micrograph in detector counts, or None: an 8-bit export (integers

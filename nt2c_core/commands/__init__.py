@@ -14,15 +14,30 @@ AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
 
 COMMANDS: dict[str, tuple[AddArguments, Run, str]] = {}
-MODULES = ("calibrate", "simulate", "general", "train", "noise", "denoise", "evaluate", "run", "demo", "tomo", "particles",
-           "model")
+MODULES = (
+    "calibrate",
+    "simulate",
+    "general",
+    "train",
+    "noise",
+    "denoise",
+    "evaluate",
+    "run",
+    "demo",
+    "tomo",
+    "particles",
+    "model",
+)
 
 
 def add_settings_argument(p: argparse.ArgumentParser, what: str) -> None:
     """``--settings JSON``: the stage's settings as a file (``nt2c_core.settings.write_settings``;
     what the Scipion plugin hands the command), instead of the options that set them."""
-    p.add_argument("--settings", metavar="JSON",
-                   help=f"{what} from a JSON file (as the Scipion plugin writes it); replaces the options that set them")
+    p.add_argument(
+        "--settings",
+        metavar="JSON",
+        help=f"{what} from a JSON file (as the Scipion plugin writes it); replaces the options that set them",
+    )
 
 
 def settings_or_options(args: argparse.Namespace, kind, from_options: Callable):
@@ -47,12 +62,39 @@ def register_all() -> dict[str, tuple[AddArguments, Run, str]]:
 
 # Which options name files a command reads and which it writes (by argparse dest), for the check
 # that no output lands on an input; one list for every command.
-INPUT_OPTIONS = ("inputs", "structure", "pairs", "model", "noise_patches", "noise_model", "coarse", "calibration",
-                 "tomogram", "star", "config", "truth", "pred", "reference", "settings", "patches", "oversmoothed",
-                 "micrographs", "init", "coords", "consistency_reference")
+INPUT_OPTIONS = (
+    "inputs",
+    "structure",
+    "pairs",
+    "model",
+    "noise_patches",
+    "noise_model",
+    "coarse",
+    "calibration",
+    "tomogram",
+    "star",
+    "config",
+    "truth",
+    "pred",
+    "reference",
+    "settings",
+    "patches",
+    "oversmoothed",
+    "micrographs",
+    "init",
+    "coords",
+    "consistency_reference",
+)
 OUTPUT_OPTIONS = ("output", "work", "save_model", "json", "export", "log_file")
-_OPTION_FLAG = {"output": "-o", "log_file": "--log-file", "inputs": "input", "tomogram": "input", "star": "input",
-                "config": "input", "pairs": "--pairs"}
+_OPTION_FLAG = {
+    "output": "-o",
+    "log_file": "--log-file",
+    "inputs": "input",
+    "tomogram": "input",
+    "star": "input",
+    "config": "input",
+    "pairs": "--pairs",
+}
 
 
 def _paths(value) -> list[str]:

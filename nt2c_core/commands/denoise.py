@@ -14,9 +14,12 @@ log = logging.getLogger(__name__)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = TILES
     p.add_argument("inputs", nargs="+", metavar="IN.mrc", help="micrographs to denoise")
-    p.add_argument("--model", default=None,
-                   help="NT2C model file (default: the general model shipped with nt2c, trained on simulation "
-                        "across acquisitions; a model trained on your data does better)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="NT2C model file (default: the general model shipped with nt2c, trained on simulation "
+        "across acquisitions; a model trained on your data does better)",
+    )
     p.add_argument("-o", "--output", required=True, help="output folder (same file names as the inputs)")
     p.add_argument("--bin", type=int, default=1, choices=(1, 2, 4), help="average-pool the output (for picking)")
     p.add_argument("--tile", type=int, default=d.tile, help="tile size [px], multiple of 32")

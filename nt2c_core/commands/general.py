@@ -34,11 +34,18 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     d = GeneralRecipe()
-    recipe = replace(d, configs=args.configs, per_config=args.per_config, seed=args.seed,
-                     train=replace(d.train, steps=args.steps, width=args.width)).validate()
+    recipe = replace(
+        d,
+        configs=args.configs,
+        per_config=args.per_config,
+        seed=args.seed,
+        train=replace(d.train, steps=args.steps, width=args.width),
+    ).validate()
     result = train_general_model(recipe, args.work, device=str(resolve_device(args.device)))
-    log.info(f"general model: {result.model_path} (validation PSNR {result.val_psnr:.2f} dB, raw "
-          f"{result.raw_val_psnr:.2f} dB)")
+    log.info(
+        f"general model: {result.model_path} (validation PSNR {result.val_psnr:.2f} dB, raw "
+        f"{result.raw_val_psnr:.2f} dB)"
+    )
     if args.export:
         log.info(f"half-precision copy: {export_half(result.model_path, args.export)}")
     return 0

@@ -14,20 +14,28 @@ from . import add_settings_argument, register, settings_or_options
 log = logging.getLogger(__name__)
 
 RESTORER_HELP = {
-    "steps": "diffusion U-Net training steps", "batch_size": "particles per training step",
+    "steps": "diffusion U-Net training steps",
+    "batch_size": "particles per training step",
     "lr": "Adam learning rate of the diffusion U-Net (cosine decay)",
-    "width": "diffusion U-Net channels at full resolution", "levels": "resolution levels of both U-Nets",
-    "sample_steps": "DDIM steps per restoration", "samples": "restored draws averaged per particle",
+    "width": "diffusion U-Net channels at full resolution",
+    "levels": "resolution levels of both U-Nets",
+    "sample_steps": "DDIM steps per restoration",
+    "samples": "restored draws averaged per particle",
     "refine_steps": "post-processing U-Net training steps (0 = no post-processing)",
-    "refine_width": "post-processing U-Net channels", "refine_pool": "training particles restored to train the "
-    "post-processing on", "batch": "particles per restoration batch", "amp": "mixed precision on CUDA",
-    "seed": "random seed", "log_every": "log losses every N steps", "checkpoint_every": "checkpoint every N steps",
+    "refine_width": "post-processing U-Net channels",
+    "refine_pool": "training particles restored to train the post-processing on",
+    "batch": "particles per restoration batch",
+    "amp": "mixed precision on CUDA",
+    "seed": "random seed",
+    "log_every": "log losses every N steps",
+    "checkpoint_every": "checkpoint every N steps",
 }
 INFERENCE = ("sample_steps", "samples", "batch", "seed")  # the settings restore-particles may override
 
 
-def add_restorer_arguments(p: argparse.ArgumentParser, only: tuple[str, ...] | None = None,
-                           defaults: bool = True) -> None:
+def add_restorer_arguments(
+    p: argparse.ArgumentParser, only: tuple[str, ...] | None = None, defaults: bool = True
+) -> None:
     """One option per :class:`RestorerConfig` field (or those in ``only``)."""
     for f in fields(RestorerConfig):
         if only is not None and f.name not in only:
@@ -44,10 +52,19 @@ def add_restorer_arguments(p: argparse.ArgumentParser, only: tuple[str, ...] | N
 def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
     d = ParticleSimulationConfig()
     a = d.acquisition
-    p.add_argument("-o", "--output", required=True,
-                   help="output folder (particles.mrcs noisy, clean.mrcs truth, particles.star, map_N.mrc, params.json)")
-    p.add_argument("--structure", action="append", required=True, metavar="PATH",
-                   help="PDB/mmCIF file (repeat for several species, drawn uniformly)")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output folder (particles.mrcs noisy, clean.mrcs truth, particles.star, map_N.mrc, params.json)",
+    )
+    p.add_argument(
+        "--structure",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="PDB/mmCIF file (repeat for several species, drawn uniformly)",
+    )
     p.add_argument("--count", type=int, default=d.count, help="number of particles")
     p.add_argument("--box", type=int, default=d.box, help="particle box [px] (even)")
     p.add_argument("--pixel-size", type=float, default=a.pixel_size, help="pixel size [Å]")
@@ -57,17 +74,33 @@ def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dose", type=float, default=a.dose, help="dose [e/Å²]")
     p.add_argument("--b-factor", type=float, default=a.b_factor, help="image B-factor [Å²]")
     p.add_argument("--detector", default=a.detector, choices=sorted(DETECTORS), help="detector model")
-    p.add_argument("--defocus-range", type=float, nargs=2, default=list(d.defocus_range_um), metavar=("MIN", "MAX"),
-                   help="defocus drawn uniformly in this range [µm]")
+    p.add_argument(
+        "--defocus-range",
+        type=float,
+        nargs=2,
+        default=list(d.defocus_range_um),
+        metavar=("MIN", "MAX"),
+        help="defocus drawn uniformly in this range [µm]",
+    )
     p.add_argument("--astigmatism", type=float, default=d.astigmatism_um, help="largest |U - V| / 2 [µm]")
     p.add_argument("--ice-thickness", type=float, default=d.ice_thickness, help="amorphous ice [Å] (0 = none)")
     p.add_argument("--max-shift", type=float, default=d.max_shift, help="largest particle offset from the centre [px]")
-    p.add_argument("--noise", default=d.noise, choices=PARTICLE_NOISE,
-                   help="simulated shot noise, or the data set's real noise patches (--noise-patches)")
-    p.add_argument("--contrast", default=d.contrast, choices=PARTICLE_CONTRAST,
-                   help="contrast of the written stacks: white (protein bright, RELION's convention) or dark "
-                        "(physical, as in raw micrographs)")
-    p.add_argument("--noise-patches", metavar="MRCS", help="real background patches (nt2c extract-noise) for --noise patches")
+    p.add_argument(
+        "--noise",
+        default=d.noise,
+        choices=PARTICLE_NOISE,
+        help="simulated shot noise, or the data set's real noise patches (--noise-patches)",
+    )
+    p.add_argument(
+        "--contrast",
+        default=d.contrast,
+        choices=PARTICLE_CONTRAST,
+        help="contrast of the written stacks: white (protein bright, RELION's convention) or dark "
+        "(physical, as in raw micrographs)",
+    )
+    p.add_argument(
+        "--noise-patches", metavar="MRCS", help="real background patches (nt2c extract-noise) for --noise patches"
+    )
     p.add_argument("--seed", type=int, default=d.seed, help="random seed")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     add_settings_argument(p, "the particle simulation's settings (acquisition, box, count, defocus, noise, seed)")
@@ -75,12 +108,27 @@ def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
 
 def particle_simulation(args: argparse.Namespace) -> ParticleSimulationConfig:
     """The particle simulation set by the options."""
-    acq = Acquisition(voltage_kv=args.voltage, cs_mm=args.cs, amplitude_contrast=args.amplitude_contrast,
-                      pixel_size=args.pixel_size, dose=args.dose, b_factor=args.b_factor, detector=args.detector)
-    return ParticleSimulationConfig(acquisition=acq, box=args.box, count=args.count,
-                                    defocus_range_um=tuple(args.defocus_range), astigmatism_um=args.astigmatism,
-                                    ice_thickness=args.ice_thickness, max_shift=args.max_shift, noise=args.noise,
-                                    contrast=args.contrast, seed=args.seed)
+    acq = Acquisition(
+        voltage_kv=args.voltage,
+        cs_mm=args.cs,
+        amplitude_contrast=args.amplitude_contrast,
+        pixel_size=args.pixel_size,
+        dose=args.dose,
+        b_factor=args.b_factor,
+        detector=args.detector,
+    )
+    return ParticleSimulationConfig(
+        acquisition=acq,
+        box=args.box,
+        count=args.count,
+        defocus_range_um=tuple(args.defocus_range),
+        astigmatism_um=args.astigmatism,
+        ice_thickness=args.ice_thickness,
+        max_shift=args.max_shift,
+        noise=args.noise,
+        contrast=args.contrast,
+        seed=args.seed,
+    )
 
 
 def run_simulate(args: argparse.Namespace) -> int:
@@ -88,8 +136,9 @@ def run_simulate(args: argparse.Namespace) -> int:
     from ..particles.simulate import simulate_particle_files
 
     config = settings_or_options(args, ParticleSimulationConfig, particle_simulation)
-    paths = simulate_particle_files(args.structure, config, args.output, args.noise_patches,
-                                    str(resolve_device(args.device)))
+    paths = simulate_particle_files(
+        args.structure, config, args.output, args.noise_patches, str(resolve_device(args.device))
+    )
     log.info(f"wrote {config.count} particles ({paths['particles']}), their ground truth and {paths['star']}")
     return 0
 
@@ -112,8 +161,11 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = settings_or_options(args, RestorerConfig, lambda a: RestorerConfig(
-        **{f.name: getattr(a, f.name) for f in fields(RestorerConfig)}).validate())
+    config = settings_or_options(
+        args,
+        RestorerConfig,
+        lambda a: RestorerConfig(**{f.name: getattr(a, f.name) for f in fields(RestorerConfig)}).validate(),
+    )
     path = train_restorer_files(args.pairs, args.output, config, args.work, str(resolve_device(args.device)))
     log.info(f"wrote the restorer {path}")
     return 0
@@ -121,8 +173,12 @@ def run_train(args: argparse.Namespace) -> int:
 
 def add_restore_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", help="particle stacks (MRC) or one RELION particle STAR file")
-    p.add_argument("-o", "--output", required=True,
-                   help="output folder: STEM_restored.mrcs per stack, or NAME.star + Particles/ for a STAR file")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output folder: STEM_restored.mrcs per stack, or NAME.star + Particles/ for a STAR file",
+    )
     p.add_argument("--model", required=True, help="a restorer (nt2c train-restorer)")
     p.add_argument("--no-post", dest="post", action="store_false", help="skip the post-processing U-Net")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
@@ -138,8 +194,14 @@ def run_restore(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = restore_particles(args.inputs, args.output, args.model, {k: getattr(args, k) for k in INFERENCE},
-                               args.post, str(resolve_device(args.device)))
+    report = restore_particles(
+        args.inputs,
+        args.output,
+        args.model,
+        {k: getattr(args, k) for k in INFERENCE},
+        args.post,
+        str(resolve_device(args.device)),
+    )
     where = report.star or ", ".join(str(p) for p in report.outputs)
     log.info(f"restored {report.particles} particles in {report.seconds:.0f} s: {where}")
     return 0
@@ -148,12 +210,18 @@ def run_restore(args: argparse.Namespace) -> int:
 def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("star", help="RELION particle STAR file with orientations and CTF")
     p.add_argument("-o", "--output", required=True, help="the reconstructed map (MRC)")
-    p.add_argument("--reference", help="a map of the same box to compute the FSC against (printed, and "
-                                       "written as OUTPUT_STEM.fsc.csv)")
+    p.add_argument(
+        "--reference",
+        help="a map of the same box to compute the FSC against (printed, and written as OUTPUT_STEM.fsc.csv)",
+    )
     p.add_argument("--no-ctf", dest="ctf", action="store_false", help="do not weight by the CTF")
-    p.add_argument("--contrast", default="white", choices=PARTICLE_CONTRAST,
-                   help="contrast of the particle images: white (protein bright, RELION's convention, as "
-                        "relion_reconstruct without --invert_contrast) or dark (physical)")
+    p.add_argument(
+        "--contrast",
+        default="white",
+        choices=PARTICLE_CONTRAST,
+        help="contrast of the particle images: white (protein bright, RELION's convention, as "
+        "relion_reconstruct without --invert_contrast) or dark (physical)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
 
 
@@ -161,20 +229,39 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     from ..device import resolve_device
     from ..particles.maps import reconstruct_star
 
-    report = reconstruct_star(args.star, args.output, args.reference, args.ctf, str(resolve_device(args.device)),
-                              contrast=args.contrast)
+    report = reconstruct_star(
+        args.star, args.output, args.reference, args.ctf, str(resolve_device(args.device)), contrast=args.contrast
+    )
     if report.curve is not None:
-        log.info(f"FSC against {args.reference}: 0.143 at {report.curve.resolution(0.143):.2f} Å, 0.5 at "
-                 f"{report.curve.resolution(0.5):.2f} Å ({report.csv})")
+        log.info(
+            f"FSC against {args.reference}: 0.143 at {report.curve.resolution(0.143):.2f} Å, 0.5 at "
+            f"{report.curve.resolution(0.5):.2f} Å ({report.csv})"
+        )
     log.info(f"wrote {report.output} from {report.particles} particles")
     return 0
 
 
-register("simulate-particles", "Simulate particle images with ground truth, orientations, CTFs and true maps.",
-         add_simulate_arguments, run_simulate)
-register("train-restorer", "Train the SR3 diffusion restorer (+ post-processing U-Net) on simulated particles.",
-         add_train_arguments, run_train)
-register("restore-particles", "Restore particle images (MRC stacks or a RELION STAR file) with an SR3 restorer.",
-         add_restore_arguments, run_restore)
-register("reconstruct", "Reconstruct a map from particles with known orientations and CTFs; FSC against a map.",
-         add_reconstruct_arguments, run_reconstruct)
+register(
+    "simulate-particles",
+    "Simulate particle images with ground truth, orientations, CTFs and true maps.",
+    add_simulate_arguments,
+    run_simulate,
+)
+register(
+    "train-restorer",
+    "Train the SR3 diffusion restorer (+ post-processing U-Net) on simulated particles.",
+    add_train_arguments,
+    run_train,
+)
+register(
+    "restore-particles",
+    "Restore particle images (MRC stacks or a RELION STAR file) with an SR3 restorer.",
+    add_restore_arguments,
+    run_restore,
+)
+register(
+    "reconstruct",
+    "Reconstruct a map from particles with known orientations and CTFs; FSC against a map.",
+    add_reconstruct_arguments,
+    run_reconstruct,
+)

@@ -34,8 +34,11 @@ def add_training_arguments(p: argparse.ArgumentParser, d: TrainConfig) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pairs", required=True, help="folder with noisy/ and clean/ MRCs (as 'nt2c simulate' writes)")
     p.add_argument("-o", "--output", required=True, help="model file to write (.pt)")
-    p.add_argument("--init", help="start from this denoiser's architecture and weights (e.g. the general model; "
-                                  "then a quarter of the from-scratch rate, --lr 2.5e-4, keeps what it learned)")
+    p.add_argument(
+        "--init",
+        help="start from this denoiser's architecture and weights (e.g. the general model; "
+        "then a quarter of the from-scratch rate, --lr 2.5e-4, keeps what it learned)",
+    )
     add_training_arguments(p, COARSE)
 
 
@@ -47,11 +50,19 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 def _train_options(args: argparse.Namespace) -> TrainConfig:
     if args.width < 1:
         raise InputError(f"--width = {args.width}: U-Net width must be at least 1")
-    return TrainConfig(steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
-                       val_fraction=args.val_fraction, checkpoint_every=args.checkpoint_every,
-                       val_every=args.val_every, width=args.width, seed=args.seed,
-                       consistency=getattr(args, "consistency", 0.0),
-                       consistency_reference=getattr(args, "consistency_reference", "general")).validate()
+    return TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        crop=args.crop,
+        lr=args.lr,
+        val_fraction=args.val_fraction,
+        checkpoint_every=args.checkpoint_every,
+        val_every=args.val_every,
+        width=args.width,
+        seed=args.seed,
+        consistency=getattr(args, "consistency", 0.0),
+        consistency_reference=getattr(args, "consistency_reference", "general"),
+    ).validate()
 
 
 def prepare_output(args: argparse.Namespace) -> Path:
@@ -65,8 +76,11 @@ def prepare_output(args: argparse.Namespace) -> Path:
 
 
 def report(result) -> int:
-    log.info(f"wrote {result.model_path} (validation PSNR {result.val_psnr:.2f} dB, raw {result.raw_val_psnr:.2f} dB)"
-          if result.val_psnr is not None else f"wrote {result.model_path}")
+    log.info(
+        f"wrote {result.model_path} (validation PSNR {result.val_psnr:.2f} dB, raw {result.raw_val_psnr:.2f} dB)"
+        if result.val_psnr is not None
+        else f"wrote {result.model_path}"
+    )
     return 0
 
 
@@ -75,8 +89,11 @@ def run(args: argparse.Namespace) -> int:
     from ..stages import train_coarse
 
     output = prepare_output(args)
-    return report(train_coarse(args.pairs, output, train_config(args), str(resolve_device(args.device)),
-                               init=args.init, resume=args.resume))
+    return report(
+        train_coarse(
+            args.pairs, output, train_config(args), str(resolve_device(args.device)), init=args.init, resume=args.resume
+        )
+    )
 
 
 register("train", "Train the coarse U-Net denoiser on clean/noisy micrograph pairs.", add_arguments, run)

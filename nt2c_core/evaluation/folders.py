@@ -18,14 +18,20 @@ from ..plots import frc_and_psnr
 log = logging.getLogger(__name__)
 
 
-def evaluate_folders(truth_dir: str | os.PathLike, pred_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                     coords_dir: str | os.PathLike | None = None, box: int | None = None) -> dict:
+def evaluate_folders(
+    truth_dir: str | os.PathLike,
+    pred_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    coords_dir: str | os.PathLike | None = None,
+    box: int | None = None,
+) -> dict:
     """Metrics of every prediction that has a ground truth of the same name. Never writes NaN or
     Infinity: a constant image is refused by name, a metric that is not defined (an FRC that never
     falls below its threshold) is written as null with a warning."""
     truth_dir, pred_dir = Path(truth_dir), Path(pred_dir)
-    for flag, folder in (("--truth", truth_dir), ("--pred", pred_dir)) + ((("--coords", Path(coords_dir)),)
-                                                                         if coords_dir is not None else ()):
+    for flag, folder in (("--truth", truth_dir), ("--pred", pred_dir)) + (
+        (("--coords", Path(coords_dir)),) if coords_dir is not None else ()
+    ):
         if not folder.is_dir():
             raise InputError(f"{flag} {folder}: folder not found")
     if box is not None and box < 8:
@@ -47,8 +53,12 @@ def evaluate_folders(truth_dir: str | os.PathLike, pred_dir: str | os.PathLike, 
         if box is not None and box > min(pred.shape) // 2:
             raise InputError(f"--box = {box}: larger than half of {preds[name]} ({pred.shape[1]} x {pred.shape[0]} px)")
         curve = frc(pred, truth, pixel or 1.0)
-        row = {"psnr_db": psnr(pred, truth), "ssim": ssim(pred, truth),
-               "frc_0.5_A": curve.resolution(0.5), "frc_0.143_A": curve.resolution(0.143)}
+        row = {
+            "psnr_db": psnr(pred, truth),
+            "ssim": ssim(pred, truth),
+            "frc_0.5_A": curve.resolution(0.5),
+            "frc_0.143_A": curve.resolution(0.143),
+        }
         if coords_dir is not None:
             row["snr_eq5_db"] = _snr_from_star(pred, Path(coords_dir) / f"{name}.star", box)
         for key, value in row.items():
@@ -61,8 +71,10 @@ def evaluate_folders(truth_dir: str | os.PathLike, pred_dir: str | os.PathLike, 
     summary = {}
     for k in keys:
         values = [r[k] for r in per_file.values() if r[k] is not None]
-        summary[k] = {"mean": float(np.mean(values)) if values else None,
-                      "std": float(np.std(values)) if values else None}
+        summary[k] = {
+            "mean": float(np.mean(values)) if values else None,
+            "std": float(np.std(values)) if values else None,
+        }
     result = {"truth": str(truth_dir), "pred": str(pred_dir), "files": per_file, "summary": summary}
     out = Path(out_dir)
     write_json(out / "metrics.json", result)
@@ -78,5 +90,3 @@ def _snr_from_star(image: np.ndarray, star: Path, box: int | None) -> float:
     if not pairs:
         raise InputError(f"{star}: no particle with a clear background region for eq. 5 SNR")
     return snr_eq5(image, pairs)
-
-

@@ -29,8 +29,9 @@ def dog_filter(image: np.ndarray, radius_px: float) -> np.ndarray:
     return (dog - np.median(dog)) / max(mad, 1e-12)
 
 
-def pick_blobs(image: np.ndarray, radius_px: float, threshold: float = 3.0, dark: bool = True,
-               edge_px: int | None = None) -> np.ndarray:
+def pick_blobs(
+    image: np.ndarray, radius_px: float, threshold: float = 3.0, dark: bool = True, edge_px: int | None = None
+) -> np.ndarray:
     """Particle centres (N, 2) as (x, y) px, strongest first."""
     score = dog_filter(image, radius_px) * (-1.0 if dark else 1.0)
     size = max(int(2 * radius_px) | 1, 3)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 UPSAMPLINGS = 5
-SCALE = 2 ** UPSAMPLINGS  # output px per latent px
+SCALE = 2**UPSAMPLINGS  # output px per latent px
 
 
 class PixelNorm(nn.Module):
@@ -100,10 +100,12 @@ class Critic(nn.Module):
         return self.net(x).mean((1, 2, 3))
 
 
-def gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def gradient_penalty(
+    critic: Critic, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Mean over samples of (||grad_x D(x_hat)||_2 - 1)^2 with x_hat on random real-fake segments;
     the norm is taken per sample over all its pixels (not per pixel)."""
     eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device, generator=generator)
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-    grad, = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()

@@ -30,7 +30,9 @@ def check_architecture(config) -> str | None:
         return "needs an object with a 'name'"
     if config["name"] not in ARCHITECTURES:
         return f"unknown architecture {config['name']!r} (known: {', '.join(ARCHITECTURES)})"
-    bad = [k for k, v in config.items() if k != "name" and not isinstance(v, bool) and (not isinstance(v, int) or v < 1)]
+    bad = [
+        k for k, v in config.items() if k != "name" and not isinstance(v, bool) and (not isinstance(v, int) or v < 1)
+    ]
     if bad:
         return f"{', '.join(f'{k}={config[k]!r}' for k in bad)} must be positive integers (or true/false switches)"
     return None

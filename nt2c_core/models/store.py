@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from torch import nn
 
 from .. import __version__
 from ..errors import InputError
-from ..io import atomic_write
+from ..io import atomic_write, file_digest
 
 FORMAT = "nt2c-model"
 FORMAT_VERSION = 1
@@ -32,8 +33,7 @@ class ModelFileError(InputError):
 
 def save_model(path: str | os.PathLike, network: nn.Module, metadata: dict) -> Path:
     """Write ``network``'s weights (on CPU, float32) and ``metadata`` atomically."""
-    meta = {**metadata, "architecture": network.config, "nt2c_version": __version__,
-            "torch_version": torch.__version__}
+    meta = {**metadata, "architecture": network.config, "nt2c_version": __version__, "torch_version": torch.__version__}
     state = {k: v.detach().float().cpu() for k, v in network.state_dict().items()}
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "metadata": json.dumps(meta), "state_dict": state}
     return save_torch(path, payload)
@@ -62,8 +62,9 @@ def fingerprint(network: nn.Module) -> str:
 
 def all_finite(state: dict) -> bool:
     """Whether every floating-point tensor of a state dict is free of NaN/Inf."""
-    return all(bool(torch.isfinite(v).all()) for v in state.values()
-               if isinstance(v, torch.Tensor) and v.is_floating_point())
+    return all(
+        bool(torch.isfinite(v).all()) for v in state.values() if isinstance(v, torch.Tensor) and v.is_floating_point()
+    )
 
 
 def read_model_file(path: str | os.PathLike) -> dict:
@@ -77,8 +78,10 @@ def read_model_file(path: str | os.PathLike) -> dict:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors, truncated zip, plain text...
         if "weights_only" in str(exc) or "Unpickl" in type(exc).__name__:
-            raise ModelFileError(f"{path}: not an NT2C model file: it holds pickled Python objects, which nt2c "
-                                 "never loads (an NT2C model holds only weights and JSON metadata)") from None
+            raise ModelFileError(
+                f"{path}: not an NT2C model file: it holds pickled Python objects, which nt2c "
+                "never loads (an NT2C model holds only weights and JSON metadata)"
+            ) from None
         raise ModelFileError(f"{path}: not an NT2C model file ({type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not an NT2C model file (no '{FORMAT}' marker)")
@@ -120,8 +123,9 @@ def build_network(config: dict) -> nn.Module:
     return build(config)
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
-               kind: str | None = None) -> tuple[nn.Module, dict]:
+def load_model(
+    path: str | os.PathLike, device: str | torch.device = "cpu", kind: str | None = None
+) -> tuple[nn.Module, dict]:
     """(network in eval mode on ``device``, metadata) from a model file; ``kind`` ('denoiser',
     'noise-gan') refuses a model of another kind."""
     payload = read_model_file(path)
@@ -136,8 +140,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     stored = {k: tuple(v.shape) for k, v in payload["state_dict"].items() if hasattr(v, "shape")}
     if shapes != stored:
         wrong = sorted(set(shapes) ^ set(stored)) or [k for k in shapes if shapes[k] != stored.get(k)]
-        raise ModelFileError(f"{path}: weights do not fit the architecture it declares "
-                             f"{metadata['architecture']} (first difference: {wrong[0]})")
+        raise ModelFileError(
+            f"{path}: weights do not fit the architecture it declares "
+            f"{metadata['architecture']} (first difference: {wrong[0]})"
+        )
     try:
         network = build_network(metadata["architecture"])
     except (TypeError, ValueError) as exc:
@@ -147,6 +153,24 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     except (KeyError, ValueError, RuntimeError) as exc:
         raise ModelFileError(f"{path}: weights do not fit the architecture it declares ({str(exc)[:300]})") from None
     if not all_finite(payload["state_dict"]):
-        raise ModelFileError(f"{path}: weights are not finite (NaN/Inf): the training that wrote it diverged; "
-                             "retrain with a lower learning rate")
+        raise ModelFileError(
+            f"{path}: weights are not finite (NaN/Inf): the training that wrote it diverged; "
+            "retrain with a lower learning rate"
+        )
+    logging.getLogger(__name__).info(describe_model(path, metadata))
     return network.to(device).eval(), metadata
+
+
+def describe_model(path: str | os.PathLike, metadata: dict) -> str:
+    """The line a run logs for each model it loads: file, kind, file hash and provenance, e.g.
+    ``model /x/fine.pt: denoiser (fine stage), sha256 1a2b3c4d5e6f, 1.06 Å/px, nt2c 0.1.0``."""
+    parts = [metadata.get("kind", "denoiser") + (f" ({metadata['stage']} stage)" if metadata.get("stage") else "")]
+    try:
+        parts.append(f"sha256 {file_digest(path)}")
+    except OSError:
+        pass
+    if isinstance(metadata.get("pixel_size"), (int, float)):
+        parts.append(f"{metadata['pixel_size']:.3g} Å/px")
+    if metadata.get("nt2c_version"):
+        parts.append(f"nt2c {metadata['nt2c_version']}")
+    return f"model {path}: " + ", ".join(parts)

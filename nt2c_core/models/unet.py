@@ -37,8 +37,9 @@ class UNet(nn.Module):
         self.size_multiple = MULTIPLE
         self.enc = nn.ModuleList([_block(_conv(1, w, first_kernel))] + [_block(_conv(w, w)) for _ in range(4)])
         self.bottom = _block(_conv(w, w))
-        self.dec = nn.ModuleList([_block(_conv(w2, w2), _conv(w2, w2))]
-                                 + [_block(_conv(w2 + w, w2), _conv(w2, w2)) for _ in range(3)])
+        self.dec = nn.ModuleList(
+            [_block(_conv(w2, w2), _conv(w2, w2))] + [_block(_conv(w2 + w, w2), _conv(w2, w2)) for _ in range(3)]
+        )
         f1, f2 = round(4 * w / 3), round(2 * w / 3)
         self.head = nn.Sequential(_block(_conv(w2 + 1, f1), _conv(f1, f2)), _conv(f2, 1))
 
@@ -67,4 +68,3 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
         return x
     mode = "reflect" if ph < h and pw < w else "replicate"
     return F.pad(x, (0, pw, 0, ph), mode=mode)
-

@@ -59,4 +59,4 @@ class UNet3D(nn.Module):
         out = self.head(torch.cat([F.interpolate(out, size=skip.shape[-3:], mode="nearest"), skip], 1))
         if self.residual:
             out = padded + out
-        return out[..., :shape[0], :shape[1], :shape[2]]
+        return out[..., : shape[0], : shape[1], : shape[2]]

@@ -87,8 +87,9 @@ def fit_squares(free: np.ndarray, patch: int) -> np.ndarray:
             if not len(ys) or not len(xs):
                 continue
             y0, x0 = np.meshgrid(ys, xs, indexing="ij")
-            count = (blocked[y0 + patch, x0 + patch] - blocked[y0, x0 + patch]
-                     - blocked[y0 + patch, x0] + blocked[y0, x0])
+            count = (
+                blocked[y0 + patch, x0 + patch] - blocked[y0, x0 + patch] - blocked[y0 + patch, x0] + blocked[y0, x0]
+            )
             origins = np.stack([y0[count == 0], x0[count == 0]], 1)
             if len(origins) > len(best):
                 best = origins
@@ -138,5 +139,8 @@ def grid_tiles(image: np.ndarray, size: int, limit: int = 64) -> np.ndarray:
     h, w = image.shape
     origins = [(y, x) for y in range(0, h - size + 1, size) for x in range(0, w - size + 1, size)]
     step = max(1, math.ceil(len(origins) / limit))
-    return np.stack([image[y:y + size, x:x + size] for y, x in origins[::step]]) if origins else \
-        np.zeros((0, size, size), np.float32)
+    return (
+        np.stack([image[y : y + size, x : x + size] for y, x in origins[::step]])
+        if origins
+        else np.zeros((0, size, size), np.float32)
+    )

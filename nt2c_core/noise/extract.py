@@ -99,15 +99,18 @@ def min_pairwise_ssim(tiles: np.ndarray, n: int, c1: float, c2: float) -> np.nda
     """For tiles (T, d, d): the smallest SSIM between any two of their n x n sub-patches."""
     t, d, _ = tiles.shape
     q = d // n
-    subs = tiles[:, :q * n, :q * n].reshape(t, n, q, n, q).transpose(0, 1, 3, 2, 4).reshape(t, n * n, q * q)
+    subs = tiles[:, : q * n, : q * n].reshape(t, n, q, n, q).transpose(0, 1, 3, 2, 4).reshape(t, n * n, q * q)
     mu = subs.mean(-1)
     centred = subs - mu[..., None]
-    var = (centred ** 2).mean(-1)
+    var = (centred**2).mean(-1)
     worst = np.full(t, np.inf)
     for i, j in itertools.combinations(range(n * n), 2):
         cov = (centred[:, i] * centred[:, j]).mean(-1)
-        value = ((2 * mu[:, i] * mu[:, j] + c1) * (2 * cov + c2)
-                 / ((mu[:, i] ** 2 + mu[:, j] ** 2 + c1) * (var[:, i] + var[:, j] + c2)))
+        value = (
+            (2 * mu[:, i] * mu[:, j] + c1)
+            * (2 * cov + c2)
+            / ((mu[:, i] ** 2 + mu[:, j] ** 2 + c1) * (var[:, i] + var[:, j] + c2))
+        )
         worst = np.minimum(worst, value)
     return worst
 
@@ -126,9 +129,15 @@ class MicrographNoise:
     free_fraction: float | None = None
 
 
-def find_background(raw: np.ndarray, enhanced: np.ndarray, settings: ExtractionSettings,
-                    name: str = "", pixel_size: float = 0.0, patch: int | None = None,
-                    free: np.ndarray | None = None) -> MicrographNoise:
+def find_background(
+    raw: np.ndarray,
+    enhanced: np.ndarray,
+    settings: ExtractionSettings,
+    name: str = "",
+    pixel_size: float = 0.0,
+    patch: int | None = None,
+    free: np.ndarray | None = None,
+) -> MicrographNoise:
     """Background patches of one micrograph: found on ``enhanced`` (denoised), cut from ``raw``,
     by the settings' rule. ``pixel_size`` [Å/px] converts the particle diameter; ``patch``
     overrides the settings' patch size (the mask rule's automatic choice); ``free``: the mask
@@ -150,14 +159,15 @@ def find_background(raw: np.ndarray, enhanced: np.ndarray, settings: ExtractionS
     if not len(origins):
         raise InputError(f"{name}: micrograph {raw.shape} is smaller than one patch of {s.patch} px")
     unit = to_unit_range(prepare_enhanced(enhanced, s))
-    tiles = np.stack([unit[y:y + s.patch, x:x + s.patch] for y, x in origins])
+    tiles = np.stack([unit[y : y + s.patch, x : x + s.patch] for y, x in origins])
     scores = min_pairwise_ssim(tiles, math.isqrt(s.sub_patches), s.c1, s.c2)
     keep = (scores > s.threshold) & _has_noise(raw, origins, s.patch)
     return _cut(raw, name, origins, scores, keep, s.patch)
 
 
-def micrograph_free_area(enhanced: np.ndarray, settings: ExtractionSettings, pixel_size: float,
-                         name: str = "") -> np.ndarray:
+def micrograph_free_area(
+    enhanced: np.ndarray, settings: ExtractionSettings, pixel_size: float, name: str = ""
+) -> np.ndarray:
     """The mask rule's free area of one denoised micrograph (:func:`nt2c_core.noise.background.free_area`)."""
     if not pixel_size or pixel_size <= 0:
         raise InputError(f"{name}: the mask rule needs the pixel size; the MRC header gives {pixel_size:g} Å")
@@ -165,17 +175,19 @@ def micrograph_free_area(enhanced: np.ndarray, settings: ExtractionSettings, pix
 
 
 def _cut(raw, name, origins, scores, keep, patch) -> MicrographNoise:
-    patches = np.stack([raw[y:y + patch, x:x + patch] for y, x in origins[keep]]) if keep.any() else \
-        np.zeros((0, patch, patch), np.float32)
-    return MicrographNoise(name, origins[keep], scores[keep], patches.astype(np.float32), origins, scores,
-                           patch=patch)
+    patches = (
+        np.stack([raw[y : y + patch, x : x + patch] for y, x in origins[keep]])
+        if keep.any()
+        else np.zeros((0, patch, patch), np.float32)
+    )
+    return MicrographNoise(name, origins[keep], scores[keep], patches.astype(np.float32), origins, scores, patch=patch)
 
 
 def _has_noise(raw: np.ndarray, origins: np.ndarray, patch: int) -> np.ndarray:
     """Tiles of the raw micrograph that carry noise at all: a constant (zero-variance) area, such
     as a blanked or saturated region, scores a perfect SSIM but is no noise to learn from. A tile
     is kept when its std exceeds 1 % of the micrograph's median tile std."""
-    std = np.array([raw[y:y + patch, x:x + patch].std() for y, x in origins])
+    std = np.array([raw[y : y + patch, x : x + patch].std() for y, x in origins])
     return std > max(0.01 * float(np.median(std)), 0.0)
 
 
@@ -200,15 +212,28 @@ class ExtractionReport:
         return int(sum(self.counts.values()))
 
     def to_dict(self) -> dict:
-        return {"total": self.total, "patch": self.patch, "per_micrograph": self.counts,
-                "free_fraction": self.free_fraction, "band_power_ratio": self.band_power_ratio,
-                "without_background": self.without_background, "failed": self.failed, "settings": self.settings}
+        return {
+            "total": self.total,
+            "patch": self.patch,
+            "per_micrograph": self.counts,
+            "free_fraction": self.free_fraction,
+            "band_power_ratio": self.band_power_ratio,
+            "without_background": self.without_background,
+            "failed": self.failed,
+            "settings": self.settings,
+        }
 
 
-def extract_noise(raw_paths: Sequence[str | os.PathLike], enhance: Callable[[np.ndarray], np.ndarray],
-                  out_dir: str | os.PathLike, settings: ExtractionSettings | None = None,
-                  min_patches: int = 1, normalize: bool = True, progress: bool = True,
-                  section: str | None = None) -> ExtractionReport:
+def extract_noise(
+    raw_paths: Sequence[str | os.PathLike],
+    enhance: Callable[[np.ndarray], np.ndarray],
+    out_dir: str | os.PathLike,
+    settings: ExtractionSettings | None = None,
+    min_patches: int = 1,
+    normalize: bool = True,
+    progress: bool = True,
+    section: str | None = None,
+) -> ExtractionReport:
     """Extract background noise patches from raw micrographs into ``out_dir``:
     ``noise_patches.mrcs`` (stack), ``noise_patches.star`` (micrograph, centre, score),
     ``overlays/<name>.png`` and ``summary.json``.
@@ -250,8 +275,13 @@ def extract_noise(raw_paths: Sequence[str | os.PathLike], enhance: Callable[[np.
         tiles.append(standardize(grid_tiles(raw, found.patch, 16), mean, std))
         half = found.patch / 2
         rows += [(x + half, y + half, score, f"{path.name}") for (y, x), score in zip(found.origins, found.scores)]
-        noise_overlay(out / OVERLAYS / f"{path.stem}.png", raw, found.origins, found.patch,
-                      f"{found.name}: {len(found.origins)} background tiles")
+        noise_overlay(
+            out / OVERLAYS / f"{path.stem}.png",
+            raw,
+            found.origins,
+            found.patch,
+            f"{found.name}: {len(found.origins)} background tiles",
+        )
         patch = found.patch
     total = int(sum(counts.values()))
     report = ExtractionReport(counts, empty, failed, None, asdict(s), patch or 0, fractions)
@@ -264,8 +294,12 @@ def extract_noise(raw_paths: Sequence[str | os.PathLike], enhance: Callable[[np.
     if s.particle_diameter and pixel > 0:
         report.band_power_ratio = band_power_ratio(stack, np.concatenate(tiles), s.particle_diameter / pixel)
     report.stack = write_mrc(out / NOISE_STACK, stack, pixel or 1.0)
-    write_star(out / NOISE_STAR, "noise_patches",
-               ("rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit", "rlnMicrographName"), rows)
+    write_star(
+        out / NOISE_STAR,
+        "noise_patches",
+        ("rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit", "rlnMicrographName"),
+        rows,
+    )
     write_json(out / NOISE_SUMMARY, {**report.to_dict(), "normalized": normalize})
     return report
 
@@ -279,13 +313,12 @@ def _load(path: Path, enhance, s: ExtractionSettings) -> tuple:
     return raw, pixel, None, micrograph_free_area(enhance(raw), s, pixel, path.stem)
 
 
-def _choose_mask_patch(paths: list[Path], enhance, s: ExtractionSettings, cache: dict, failed: dict,
-                       n_all: int) -> int:
+def _choose_mask_patch(paths: list[Path], enhance, s: ExtractionSettings, cache: dict, failed: dict, n_all: int) -> int:
     """The mask rule's automatic patch size from the free areas of a sample of the micrographs
     (kept in ``cache`` for the main pass): the largest size whose count, scaled to all
     micrographs, reaches ``target_patches``."""
     totals: dict[int, int] = {}
-    sample = paths[:: max(1, len(paths) // s.sample_micrographs)][:s.sample_micrographs]
+    sample = paths[:: max(1, len(paths) // s.sample_micrographs)][: s.sample_micrographs]
     for path in sample:
         try:
             cache[path] = _load(path, enhance, s)
@@ -300,18 +333,21 @@ def _choose_mask_patch(paths: list[Path], enhance, s: ExtractionSettings, cache:
     return choose_patch_size({p: int(n * scale) for p, n in totals.items()}, s.target_patches)
 
 
-def too_few_message(total: int, need: int, n: int, s: ExtractionSettings, patch, fractions: dict,
-                    section: str | None) -> str:
+def too_few_message(
+    total: int, need: int, n: int, s: ExtractionSettings, patch, fractions: dict, section: str | None
+) -> str:
     """What was found and what to relax, settings named for the route (``section``)."""
     from ..validation import setting_name
 
     text = f"only {total} noise patches found (need {need}) in {n} micrograph(s)"
     if s.rule == "mask":
         free = f"{100 * np.mean(list(fractions.values())):.1f} %" if fractions else "none"
-        return (f"{text}, patch {patch} px, mean free area {free}: give more micrographs, a smaller "
-                f"{setting_name('patch', section)} (multiple of 32) or a smaller {setting_name('dilation', section)} "
-                f"(now {s.dilation}); check {setting_name('particle_diameter', section)} (now {s.particle_diameter} Å)")
-    return (f"{text}: lower {setting_name('threshold', section)} (now {s.threshold}), use a smaller "
-            f"{setting_name('patch', section)} (now {patch} px), use the mask rule, or give more micrographs")
-
-
+        return (
+            f"{text}, patch {patch} px, mean free area {free}: give more micrographs, a smaller "
+            f"{setting_name('patch', section)} (multiple of 32) or a smaller {setting_name('dilation', section)} "
+            f"(now {s.dilation}); check {setting_name('particle_diameter', section)} (now {s.particle_diameter} Å)"
+        )
+    return (
+        f"{text}: lower {setting_name('threshold', section)} (now {s.threshold}), use a smaller "
+        f"{setting_name('patch', section)} (now {patch} px), use the mask rule, or give more micrographs"
+    )

@@ -49,4 +49,4 @@ class PatchMosaic:
         blocks[left_right] = blocks[left_right].flip(-1)
         fields = blocks.reshape(count, rows, cols, p, p).permute(0, 1, 3, 2, 4).reshape(count, rows * p, cols * p)
         dy, dx = rng.integers(p, size=2)
-        return fields[:, None, dy:dy + h, dx:dx + w].to(device)
+        return fields[:, None, dy : dy + h, dx : dx + w].to(device)

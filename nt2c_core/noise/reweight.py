@@ -17,7 +17,8 @@ X, whose units are the z-scored micrograph, as the denoiser sees it) and choose 
 Measured on the demo data (PSNR vs truth, 6 micrographs): coarse 29.31 dB; fine with the first
 GAN (BatchNorm, no spectral term) 29.02 (simulated level) / 29.05 (real level); with the current
 GAN 29.30 (300 iterations) / 29.38 (1000 iterations, the demo's), real level; with the extracted
-real background patches themselves 29.44; coarse trained 400 steps more without transfer 29.34. With per-micrograph z-scoring an excess of white
+real background patches themselves 29.44; coarse trained 400 steps more without transfer 29.34. With per-micrograph
+z-scoring an excess of white
 noise in the real data is not transferable (the level is relative to the whole micrograph):
 coarse 29.00 / fine 28.99 dB with +50 % noise variance.
 
@@ -54,7 +55,9 @@ def fit_signal(s: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 LEVELS = NOISE_LEVELS
 
 
-def reweight(s: torch.Tensor, v: torch.Tensor, x: torch.Tensor, level: str = "real") -> tuple[torch.Tensor, torch.Tensor, dict]:
+def reweight(
+    s: torch.Tensor, v: torch.Tensor, x: torch.Tensor, level: str = "real"
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """(new noisy input Y, target alpha S + gamma, coefficients) for batches (B, H, W) or
     (B, 1, H, W); ``level`` chooses the noise weight beta (module docstring)."""
     if level not in LEVELS:

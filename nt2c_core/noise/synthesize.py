@@ -14,7 +14,8 @@ than the gap between real and simulated noise that noise transfer exists to fix.
 the spectrum (and so the variance) and leaves the critic to shape everything else (histogram,
 texture, detector artifacts). ``spectral_weight=0`` gives the paper's loss. Measured on the demo
 patches (300 iterations): band powers 0.79-0.93 of the real ones at weight 1, 0.86-0.97 at
-weight 10 (the default), 0.89-1.02 after 1000 iterations; fine model 29.02 -> 29.30 -> 29.38 dB. A 2D (anisotropic) spectrum term, meant
+weight 10 (the default), 0.89-1.02 after 1000 iterations; fine model 29.02 -> 29.30 -> 29.38 dB. A 2D (anisotropic)
+spectrum term, meant
 for gain stripes, did worse (29.16 dB).
 Writes the generator as an NT2C model file (kind 'noise-gan'), ``MODEL.ckpt`` checkpoints,
 ``MODEL.loss.csv``/``.png`` and ``MODEL.samples.png`` (real vs generated patches).
@@ -37,10 +38,10 @@ import torch
 from .. import layout
 from ..errors import InputError
 from ..io import ensure_writable_dir
-from ..plots import gan_losses, noise_samples
 from ..logs import progress as progress_bar
 from ..models.gan import SCALE, Critic, NoiseGenerator, gradient_penalty
 from ..models.store import all_finite, save_model, save_torch
+from ..plots import gan_losses, noise_samples
 from ..settings import GANConfig
 from ..training import write_loss_log
 
@@ -56,7 +57,7 @@ def _real_batch(patches: np.ndarray, rng: np.random.Generator, batch: int, crop:
     out = np.empty((batch, 1, crop, crop), np.float32)
     for b in range(batch):
         i, y, x = int(rng.integers(n)), int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
-        tile = patches[i, y:y + crop, x:x + crop]
+        tile = patches[i, y : y + crop, x : x + crop]
         if rng.integers(2):
             tile = tile[::-1]
         if rng.integers(2):
@@ -84,13 +85,21 @@ class RadialSpectrum:
 
 def _real_spectrum(patches: np.ndarray, spectrum: RadialSpectrum, crop: int, seed: int, device) -> torch.Tensor:
     rng = np.random.default_rng([seed, 7])
-    batches = [torch.from_numpy(_real_batch(patches, rng, 64, crop)).to(device) for _ in range(max(len(patches) // 16, 8))]
+    batches = [
+        torch.from_numpy(_real_batch(patches, rng, 64, crop)).to(device) for _ in range(max(len(patches) // 16, 8))
+    ]
     return torch.stack([spectrum(b) for b in batches]).mean(0)
 
 
-def train_noise_gan(patches: np.ndarray, output: str | os.PathLike, config: GANConfig | None = None,
-                    resume: bool = False, device: str = "cpu", progress: bool = True,
-                    metadata: dict | None = None) -> Path:
+def train_noise_gan(
+    patches: np.ndarray,
+    output: str | os.PathLike,
+    config: GANConfig | None = None,
+    resume: bool = False,
+    device: str = "cpu",
+    progress: bool = True,
+    metadata: dict | None = None,
+) -> Path:
     """Train the generator/critic on noise ``patches`` (N, d, d) and write the generator model."""
     config = (config or GANConfig()).validate()
     patches = np.asarray(patches, np.float32)
@@ -98,12 +107,16 @@ def train_noise_gan(patches: np.ndarray, output: str | os.PathLike, config: GANC
         raise InputError(f"noise patches: need a stack of at least 2 patches, got shape {patches.shape}")
     flat = int((patches.reshape(len(patches), -1).std(1) == 0).sum())
     if flat:
-        raise InputError(f"noise patches: {flat} of {len(patches)} have zero variance (constant images are no "
-                         "noise); extract them again from real micrographs")
+        raise InputError(
+            f"noise patches: {flat} of {len(patches)} have zero variance (constant images are no "
+            "noise); extract them again from real micrographs"
+        )
     crop = config.crop or (min(patches.shape[1:]) // SCALE) * SCALE
     if crop < SCALE or crop % SCALE or crop > min(patches.shape[1:]):
-        raise InputError(f"GAN crop {crop} px: must be a multiple of {SCALE} no larger than the patches "
-                         f"({patches.shape[1]} px); extract larger patches or choose a smaller crop")
+        raise InputError(
+            f"GAN crop {crop} px: must be a multiple of {SCALE} no larger than the patches "
+            f"({patches.shape[1]} px); extract larger patches or choose a smaller crop"
+        )
     dev = torch.device(device)
     output = Path(output)
     ensure_writable_dir(output.parent)
@@ -119,8 +132,9 @@ def train_noise_gan(patches: np.ndarray, output: str | os.PathLike, config: GANC
     spectrum = RadialSpectrum(crop, dev)
     log_target = torch.log(_real_spectrum(patches, spectrum, crop, config.seed, dev))
     t0 = time.perf_counter()
-    bar = progress_bar(range(start, config.iterations), initial=start, total=config.iterations, desc="noise GAN",
-               disable=not progress)
+    bar = progress_bar(
+        range(start, config.iterations), initial=start, total=config.iterations, desc="noise GAN", disable=not progress
+    )
     window: list[tuple[float, float, float, float]] = []
     for it in bar:
         rng = np.random.default_rng([config.seed, it])
@@ -150,20 +164,35 @@ def train_noise_gan(patches: np.ndarray, output: str | os.PathLike, config: GANC
         bar.set_postfix(W=f"{window[-1][0]:.3f}")
         if done % config.log_every == 0 or done == config.iterations:
             w = np.mean(window, 0)
-            log.append({"iteration": done, "wasserstein": float(w[0]), "gradient_penalty": float(w[1]),
-                        "generator_loss": float(w[2]), "spectral_loss": float(w[3])})
-            logger.info(f"iteration {done}/{config.iterations}: Wasserstein {w[0]:.4f}, gradient penalty "
-                        f"{w[1]:.4f}, spectral {w[3]:.4f}")
+            log.append(
+                {
+                    "iteration": done,
+                    "wasserstein": float(w[0]),
+                    "gradient_penalty": float(w[1]),
+                    "generator_loss": float(w[2]),
+                    "spectral_loss": float(w[3]),
+                }
+            )
+            logger.info(
+                f"iteration {done}/{config.iterations}: Wasserstein {w[0]:.4f}, gradient penalty "
+                f"{w[1]:.4f}, spectral {w[3]:.4f}"
+            )
             window = []
         if done % config.checkpoint_every == 0 or done == config.iterations:
             if not (all_finite(gen.state_dict()) and all_finite(critic.state_dict())):
                 raise _diverged(done, config, ckpt)
             _save(ckpt, gen, critic, opt_g, opt_d, config, done, log)
-    meta = {"kind": "noise-gan", "crop": crop, "patch_size": int(patches.shape[1]), "patches": int(len(patches)),
-            "normalization": "patches z-scored with their micrograph's mean and std", "seed": config.seed,
-            "created": datetime.datetime.now().isoformat(timespec="seconds"),
-            "training": {**asdict(config), "seconds_this_run": round(time.perf_counter() - t0, 1)},
-            **(metadata or {})}
+    meta = {
+        "kind": "noise-gan",
+        "crop": crop,
+        "patch_size": int(patches.shape[1]),
+        "patches": int(len(patches)),
+        "normalization": "patches z-scored with their micrograph's mean and std",
+        "seed": config.seed,
+        "created": datetime.datetime.now().isoformat(timespec="seconds"),
+        "training": {**asdict(config), "seconds_this_run": round(time.perf_counter() - t0, 1)},
+        **(metadata or {}),
+    }
     save_model(output, gen.cpu().eval(), meta)
     write_loss_log(output, log, ["iteration", "wasserstein", "gradient_penalty", "generator_loss", "spectral_loss"])
     gan_losses(layout.loss_png(output), log)
@@ -174,15 +203,24 @@ def train_noise_gan(patches: np.ndarray, output: str | os.PathLike, config: GANC
 
 def _diverged(iteration: int, config: GANConfig, ckpt: Path) -> InputError:
     kept = f"the last good checkpoint {ckpt} is kept" if ckpt.exists() else "no checkpoint was written"
-    return InputError(f"noise GAN training diverged at iteration {iteration} (losses or weights not finite): "
-                      f"lower the learning rate (--lr / gan.lr, now {config.lr:g}) and start again without resuming; "
-                      f"{kept}, no model file was written")
+    return InputError(
+        f"noise GAN training diverged at iteration {iteration} (losses or weights not finite): "
+        f"lower the learning rate (--lr / gan.lr, now {config.lr:g}) and start again without resuming; "
+        f"{kept}, no model file was written"
+    )
 
 
 def _save(path, gen, critic, opt_g, opt_d, config, step, log) -> None:
-    payload = {"format": "nt2c-gan-checkpoint", "step": step, "config": json.dumps(asdict(config)),
-               "log": json.dumps(log), "generator": gen.state_dict(), "critic": critic.state_dict(),
-               "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()}
+    payload = {
+        "format": "nt2c-gan-checkpoint",
+        "step": step,
+        "config": json.dumps(asdict(config)),
+        "log": json.dumps(log),
+        "generator": gen.state_dict(),
+        "critic": critic.state_dict(),
+        "opt_g": opt_g.state_dict(),
+        "opt_d": opt_d.state_dict(),
+    }
     save_torch(path, payload)
 
 
@@ -200,5 +238,3 @@ def _load(path, gen, critic, opt_g, opt_d, config) -> tuple[int, list]:
     opt_g.load_state_dict(payload["opt_g"])
     opt_d.load_state_dict(payload["opt_d"])
     return int(payload["step"]), json.loads(payload["log"])
-
-

@@ -19,6 +19,7 @@ import torch
 
 from ..acquisition import Acquisition
 from ..errors import InputError
+from ..logs import staged
 from ..metrics import FRC, fsc
 from ..simulate.optics import CTFGrid
 from ..simulate.potential import element_factor
@@ -33,8 +34,9 @@ def _band_crop_3d(spectrum: torch.Tensor, box: int) -> torch.Tensor:
     return spectrum[keep][:, keep][..., : half + 1]
 
 
-def density_map(structure: Structure, box: int, pixel_size: float, b_factor: float = 0.0,
-                oversample: int = 2) -> np.ndarray:
+def density_map(
+    structure: Structure, box: int, pixel_size: float, b_factor: float = 0.0, oversample: int = 2
+) -> np.ndarray:
     """The Coulomb potential [V] of ``structure`` (centred at voxel box//2) on a box³ grid of
     ``pixel_size`` Å, with the same atomic form factors, B-factor, implicit hydrogens and excluded
     solvent as the particle images (its projection along z times the pixel size is their projected
@@ -45,12 +47,15 @@ def density_map(structure: Structure, box: int, pixel_size: float, b_factor: flo
     k = torch.fft.fftfreq(box, d=pixel_size, dtype=torch.float64)
     kr = torch.fft.rfftfreq(box, d=pixel_size, dtype=torch.float64)
     k2 = k[:, None, None] ** 2 + k[None, :, None] ** 2 + kr[None, None, :] ** 2
-    kernel = (torch.sinc(k * fine_pixel)[:, None, None] * torch.sinc(k * fine_pixel)[None, :, None]
-              * torch.sinc(kr * fine_pixel)[None, None, :]) ** 2
+    kernel = (
+        torch.sinc(k * fine_pixel)[:, None, None]
+        * torch.sinc(k * fine_pixel)[None, :, None]
+        * torch.sinc(kr * fine_pixel)[None, None, :]
+    ) ** 2
     total = torch.zeros_like(k2, dtype=torch.complex128)
     for element, xyz in structure.coords.items():
         pos = torch.as_tensor(np.asarray(xyz, np.float64)) / fine_pixel + fine // 2  # (x, y, z) in fine voxels
-        grid = torch.zeros(fine ** 3, dtype=torch.float64)
+        grid = torch.zeros(fine**3, dtype=torch.float64)
         for idx, w in trilinear_corners(pos, fine):
             grid.index_add_(0, idx, w)
         spectrum = _band_crop_3d(torch.fft.rfftn(grid.view(fine, fine, fine)), box)
@@ -58,12 +63,20 @@ def density_map(structure: Structure, box: int, pixel_size: float, b_factor: flo
         total += spectrum * factor / kernel
     # drop the Nyquist planes, as the projector does (no sub-voxel shift can be carried there)
     total[box // 2], total[:, box // 2], total[..., -1] = 0, 0, 0
-    return (torch.fft.irfftn(total, s=(box, box, box)) / pixel_size ** 3).float().numpy()
+    return (torch.fft.irfftn(total, s=(box, box, box)) / pixel_size**3).float().numpy()
 
 
-def reconstruct(images: np.ndarray, rotations: np.ndarray, acq: Acquisition | None = None,
-                defocus: np.ndarray | None = None, shifts: np.ndarray | None = None, pad: int = 2,
-                regularization: float = 1e-3, batch: int = 32, device: str = "cpu") -> np.ndarray:
+def reconstruct(
+    images: np.ndarray,
+    rotations: np.ndarray,
+    acq: Acquisition | None = None,
+    defocus: np.ndarray | None = None,
+    shifts: np.ndarray | None = None,
+    pad: int = 2,
+    regularization: float = 1e-3,
+    batch: int = 32,
+    device: str = "cpu",
+) -> np.ndarray:
     """Direct Fourier reconstruction (box³, float32) from ``images`` (N, box, box) of known
     orientations ``rotations`` (N, 3, 3 RELION A matrices) and offsets ``shifts`` (N, 2) [px].
 
@@ -77,7 +90,9 @@ def reconstruct(images: np.ndarray, rotations: np.ndarray, acq: Acquisition | No
         raise InputError(f"reconstruction needs square particle images (N, box, box), got {images.shape}")
     n, box = images.shape[0], images.shape[1]
     if len(rotations) != n or (defocus is not None and len(defocus) != n):
-        raise InputError(f"{n} images but {len(rotations)} orientations" + ("" if defocus is None else f" and {len(defocus)} CTFs"))
+        raise InputError(
+            f"{n} images but {len(rotations)} orientations" + ("" if defocus is None else f" and {len(defocus)} CTFs")
+        )
     if defocus is not None and acq is None:
         raise InputError("CTF weighting needs the acquisition (voltage, Cs, amplitude contrast, pixel size)")
     dev = torch.device(device)
@@ -85,10 +100,12 @@ def reconstruct(images: np.ndarray, rotations: np.ndarray, acq: Acquisition | No
     half = big // 2 + 1
     ky = torch.fft.fftfreq(big, device=dev) * big
     kx = torch.fft.rfftfreq(big, device=dev) * big
-    plane = torch.stack([kx[None, :].expand(big, -1), ky[:, None].expand(-1, half), torch.zeros(big, half, device=dev)], -1)
+    plane = torch.stack(
+        [kx[None, :].expand(big, -1), ky[:, None].expand(-1, half), torch.zeros(big, half, device=dev)], -1
+    )
     inside = (plane[..., 0] ** 2 + plane[..., 1] ** 2) < (big / 2 - 1) ** 2
     plane = plane[inside]  # (m, 3) in (x, y, z) index units
-    num_re = torch.zeros(big ** 3, dtype=torch.float64, device=dev)
+    num_re = torch.zeros(big**3, dtype=torch.float64, device=dev)
     num_im = torch.zeros_like(num_re)
     den = torch.zeros_like(num_re)
     ctf_grid = CTFGrid((big, big), acq, envelope_defocus=None, device=dev) if defocus is not None else None
@@ -97,11 +114,13 @@ def reconstruct(images: np.ndarray, rotations: np.ndarray, acq: Acquisition | No
         stop = min(n, start + batch)
         block = torch.zeros((stop - start, big, big), device=dev)
         sub = torch.from_numpy(images[start:stop]).to(dev)
-        block[:, offset:offset + box, offset:offset + box] = sub - sub.mean((1, 2), keepdim=True)
+        block[:, offset : offset + box, offset : offset + box] = sub - sub.mean((1, 2), keepdim=True)
         spectra = torch.fft.rfft2(torch.fft.ifftshift(block, dim=(-2, -1)))
         if shifts is not None:
             s = torch.as_tensor(np.asarray(shifts[start:stop], np.float32), device=dev)
-            phase = 2 * math.pi * (kx[None, None, :] * s[:, 0, None, None] + ky[None, :, None] * s[:, 1, None, None]) / big
+            phase = (
+                2 * math.pi * (kx[None, None, :] * s[:, 0, None, None] + ky[None, :, None] * s[:, 1, None, None]) / big
+            )
             spectra = spectra * torch.exp(1j * phase)
         for j in range(stop - start):
             i = start + j
@@ -137,9 +156,15 @@ def trilinear_corners(points: torch.Tensor, size: int):
     for dz in (0, 1):
         for dy in (0, 1):
             for dx in (0, 1):
-                w = ((frac[:, 0] if dx else 1 - frac[:, 0]) * (frac[:, 1] if dy else 1 - frac[:, 1])
-                     * (frac[:, 2] if dz else 1 - frac[:, 2]))
-                yield (((base[:, 2] + dz) % size) * size + (base[:, 1] + dy) % size) * size + (base[:, 0] + dx) % size, w
+                w = (
+                    (frac[:, 0] if dx else 1 - frac[:, 0])
+                    * (frac[:, 1] if dy else 1 - frac[:, 1])
+                    * (frac[:, 2] if dz else 1 - frac[:, 2])
+                )
+                yield (
+                    (((base[:, 2] + dz) % size) * size + (base[:, 1] + dy) % size) * size + (base[:, 0] + dx) % size,
+                    w,
+                )
 
 
 def _insert(num_re, num_im, den, points, re, im, weights, big: int) -> None:
@@ -150,8 +175,13 @@ def _insert(num_re, num_im, den, points, re, im, weights, big: int) -> None:
         den.index_add_(0, idx, w * weights)
 
 
-def map_resolution(volume: np.ndarray, reference: np.ndarray, voxel_size: float, threshold: float = 0.143,
-                   mask_radius: float | None = None) -> float:
+def map_resolution(
+    volume: np.ndarray,
+    reference: np.ndarray,
+    voxel_size: float,
+    threshold: float = 0.143,
+    mask_radius: float | None = None,
+) -> float:
     """FSC resolution [Å] of ``volume`` against ``reference`` at ``threshold``, both multiplied by
     a soft spherical mask of ``mask_radius`` px (default: 0.45 box) so box-edge noise does not count."""
     box = volume.shape[0]
@@ -161,7 +191,7 @@ def map_resolution(volume: np.ndarray, reference: np.ndarray, voxel_size: float,
 
 def spherical_mask(box: int, radius: float, edge: float = 3.0) -> np.ndarray:
     """A sphere of ``radius`` px about voxel box//2 with a raised-cosine edge of ``edge`` px."""
-    r = np.sqrt(sum(g ** 2 for g in np.meshgrid(*[np.arange(box) - box // 2] * 3, indexing="ij")))
+    r = np.sqrt(sum(g**2 for g in np.meshgrid(*[np.arange(box) - box // 2] * 3, indexing="ij")))
     return np.clip(0.5 + 0.5 * np.cos(np.pi * np.clip((r - radius) / edge, 0, 1)), 0, 1).astype(np.float32)
 
 
@@ -176,8 +206,15 @@ class ReconstructionReport:
     csv: Path | None = None
 
 
-def reconstruct_star(star: str | os.PathLike, output: str | os.PathLike, reference: str | os.PathLike | None = None,
-                     ctf: bool = True, device: str = "cpu", contrast: str = "white") -> ReconstructionReport:
+@staged("reconstruct")
+def reconstruct_star(
+    star: str | os.PathLike,
+    output: str | os.PathLike,
+    reference: str | os.PathLike | None = None,
+    ctf: bool = True,
+    device: str = "cpu",
+    contrast: str = "white",
+) -> ReconstructionReport:
     """The ``nt2c reconstruct`` stage: the map of the particles of a RELION STAR file (their
     orientations, offsets and, with ``ctf``, CTFs), written atomically to ``output``; ``contrast``
     of the images: 'white' (protein bright, RELION's convention: the map is what
@@ -185,9 +222,8 @@ def reconstruct_star(star: str | os.PathLike, output: str | os.PathLike, referen
     ``reference`` map of the same box, the masked FSC against it, written as ``OUTPUT_STEM.fsc.csv``."""
     from .. import __version__
     from ..io import atomic_write, read_mrc_volume, write_mrc
-    from .star import ParticleTable
-
     from ..settings import PARTICLE_CONTRAST
+    from .star import ParticleTable
 
     if contrast not in PARTICLE_CONTRAST:
         raise InputError(f"--contrast = {contrast!r}: must be one of {', '.join(PARTICLE_CONTRAST)}")
@@ -196,8 +232,9 @@ def reconstruct_star(star: str | os.PathLike, output: str | os.PathLike, referen
     if contrast == "white":  # reconstruct() models physical contrast (dark particles)
         images = -images
     acq = table.acquisition()
-    volume = reconstruct(images, table.rotations(), acq, table.defocus() if ctf else None, table.shifts_px(),
-                         device=device)
+    volume = reconstruct(
+        images, table.rotations(), acq, table.defocus() if ctf else None, table.shifts_px(), device=device
+    )
     output = write_mrc(output, volume, acq.pixel_size, [f"nt2c {__version__} reconstruct {len(images)} particles"])
     report = ReconstructionReport(output, len(images))
     if reference is not None:
@@ -208,6 +245,8 @@ def reconstruct_star(star: str | os.PathLike, output: str | os.PathLike, referen
         report.curve = fsc(volume * mask, ref * mask, acq.pixel_size)
         report.csv = output.with_name(output.stem + ".fsc.csv")
         with atomic_write(report.csv) as tmp:
-            tmp.write_text("frequency_1_per_A,fsc\n" + "".join(f"{f:.5f},{c:.4f}\n" for f, c in
-                                                               zip(report.curve.frequency, report.curve.correlation)))
+            tmp.write_text(
+                "frequency_1_per_A,fsc\n"
+                + "".join(f"{f:.5f},{c:.4f}\n" for f, c in zip(report.curve.frequency, report.curve.correlation))
+            )
     return report

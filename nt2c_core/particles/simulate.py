@@ -29,6 +29,7 @@ from .. import __version__
 from ..errors import InputError
 from ..io import ensure_writable_dir, read_mrc, write_json, write_mrc
 from ..logs import progress as progress_bar
+from ..logs import staged
 from ..settings import ParticleSimulationConfig
 from ..simulate.detector import apply_detector, ice_phase_ft, mtf_filter
 from ..simulate.geometry import random_rotations
@@ -51,9 +52,13 @@ class ParticleSet:
     kinds: np.ndarray  # (N,) index of the structure
 
 
-def simulate_particles(structures: Sequence[Structure], config: ParticleSimulationConfig,
-                       noise_patches: np.ndarray | None = None, device: str = "cpu",
-                       progress: bool = True) -> ParticleSet:
+def simulate_particles(
+    structures: Sequence[Structure],
+    config: ParticleSimulationConfig,
+    noise_patches: np.ndarray | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> ParticleSet:
     """``config.count`` particles of ``structures`` (drawn uniformly), seeded by ``config.seed``."""
     config.validate()
     if not structures:
@@ -65,8 +70,10 @@ def simulate_particles(structures: Sequence[Structure], config: ParticleSimulati
     dev = torch.device(device)
     for s in structures:
         if 2 * s.radius / acq.pixel_size > big:
-            raise InputError(f"{s.name}: particle diameter {2 * s.radius / acq.pixel_size:.0f} px is larger than "
-                             f"twice the box ({big} px at {acq.pixel_size} Å/px); choose a larger --box")
+            raise InputError(
+                f"{s.name}: particle diameter {2 * s.radius / acq.pixel_size:.0f} px is larger than "
+                f"twice the box ({big} px at {acq.pixel_size} Å/px); choose a larger --box"
+            )
     projectors = [Projector(s, big, acq.pixel_size, acq.b_factor, dev) for s in structures]
     rng = np.random.default_rng([config.seed, 17])
     n = config.count
@@ -91,7 +98,7 @@ def simulate_particles(structures: Sequence[Structure], config: ParticleSimulati
         contrast = torch.fft.irfft2(contrast_ft, s=(big, big))
         ice = torch.fft.irfft2(ice_ft, s=(big, big))
         counts = apply_detector(1.0 + contrast + ice, acq, noise_rng)
-        image = counts / (acq.dose * acq.pixel_size ** 2) - 1.0
+        image = counts / (acq.dose * acq.pixel_size**2) - 1.0
         truth = torch.fft.irfft2(mtf_filter(contrast_ft, (big, big), acq.detector, acq.image_filter), s=(big, big))
         noisy[i] = image[crop, crop].cpu().numpy()
         clean[i] = truth[crop, crop].cpu().numpy()
@@ -108,13 +115,15 @@ def real_noise(patches: np.ndarray, simulated: np.ndarray, rng: np.random.Genera
     if patches.ndim != 3 or len(patches) < 2:
         raise InputError(f"noise patches: need a stack of at least 2 patches, got shape {patches.shape}")
     if min(patches.shape[1:]) < box:
-        raise InputError(f"noise patches of {patches.shape[2]} x {patches.shape[1]} px are smaller than the box "
-                         f"({box} px); extract larger patches or simulate a smaller box")
+        raise InputError(
+            f"noise patches of {patches.shape[2]} x {patches.shape[1]} px are smaller than the box "
+            f"({box} px); extract larger patches or simulate a smaller box"
+        )
     out = np.empty_like(simulated)
     for i in range(n):
         p = patches[rng.integers(len(patches))]
         y, x = rng.integers(0, p.shape[0] - box + 1), rng.integers(0, p.shape[1] - box + 1)
-        tile = p[y:y + box, x:x + box]
+        tile = p[y : y + box, x : x + box]
         if rng.random() < 0.5:
             tile = tile[::-1]
         if rng.random() < 0.5:
@@ -124,12 +133,19 @@ def real_noise(patches: np.ndarray, simulated: np.ndarray, rng: np.random.Genera
     return out
 
 
-def simulate_particle_files(structures: Sequence[str | os.PathLike], config: ParticleSimulationConfig,
-                            out_dir: str | os.PathLike, noise_patches: str | os.PathLike | None = None,
-                            device: str = "cpu", progress: bool = True) -> dict[str, Path]:
+@staged("simulate-particles")
+def simulate_particle_files(
+    structures: Sequence[str | os.PathLike],
+    config: ParticleSimulationConfig,
+    out_dir: str | os.PathLike,
+    noise_patches: str | os.PathLike | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Path]:
     """Simulate particles of ``structures`` and write into ``out_dir``: ``particles.mrcs`` (noisy),
     ``clean.mrcs`` (ground truth), both with ``config.contrast`` (white by default, as RELION
-    expects), ``particles.star`` (RELION 3.1: orientations, origins with RELION's sign, CTF, optics), ``map_<i>.mrc`` (each structure's true potential, box³, for FSC against the truth) and
+    expects), ``particles.star`` (RELION 3.1: orientations, origins with RELION's sign, CTF, optics), ``map_<i>.mrc``
+    (each structure's true potential, box³, for FSC against the truth) and
     ``params.json``. Returns {name: path}."""
     config.validate()
     models = [load_structure(p) for p in structures]
@@ -140,21 +156,36 @@ def simulate_particle_files(structures: Sequence[str | os.PathLike], config: Par
     sim = simulate_particles(models, config, patches, device, progress)
     acq = config.acquisition
     sign = -1.0 if config.contrast == "white" else 1.0  # the arrays hold physical (dark) contrast
-    label = [f"nt2c {__version__} simulate-particles", f"contrast {config.contrast}" +
-             (" (protein bright, RELION's convention)" if config.contrast == "white" else " (physical)")]
-    paths = {"particles": write_mrc(out / "particles.mrcs", sign * sim.noisy, acq.pixel_size, label),
-             "clean": write_mrc(out / "clean.mrcs", sign * sim.clean, acq.pixel_size, label + ["ground truth"])}
+    label = [
+        f"nt2c {__version__} simulate-particles",
+        f"contrast {config.contrast}"
+        + (" (protein bright, RELION's convention)" if config.contrast == "white" else " (physical)"),
+    ]
+    paths = {
+        "particles": write_mrc(out / "particles.mrcs", sign * sim.noisy, acq.pixel_size, label),
+        "clean": write_mrc(out / "clean.mrcs", sign * sim.clean, acq.pixel_size, label + ["ground truth"]),
+    }
     table = ParticleTable.for_stack("particles.mrcs", len(sim.noisy), acq, config.box)
     table.set_geometry(sim.rotations, sim.shifts, sim.defocus)
     table.particles["nt2cStructure"] = [models[k].name for k in sim.kinds]
     paths["star"] = table.write(out / "particles.star")
     for i, m in enumerate(models):
-        paths[f"map_{i}"] = write_mrc(out / f"map_{i}.mrc", density_map(m, config.box, acq.pixel_size, acq.b_factor),
-                                      acq.pixel_size, [f"nt2c {__version__} true potential of {m.name}"])
-    paths["params"] = write_json(out / "params.json", {
-        "nt2c_version": __version__, "config": config.to_dict(),
-        "structures": [{"name": m.name, "path": m.path, "radius_A": round(m.radius, 2), "map": f"map_{i}.mrc"}
-                       for i, m in enumerate(models)],
-        "noise_patches": str(noise_patches) if noise_patches else None})
+        paths[f"map_{i}"] = write_mrc(
+            out / f"map_{i}.mrc",
+            density_map(m, config.box, acq.pixel_size, acq.b_factor),
+            acq.pixel_size,
+            [f"nt2c {__version__} true potential of {m.name}"],
+        )
+    paths["params"] = write_json(
+        out / "params.json",
+        {
+            "nt2c_version": __version__,
+            "config": config.to_dict(),
+            "structures": [
+                {"name": m.name, "path": m.path, "radius_A": round(m.radius, 2), "map": f"map_{i}.mrc"}
+                for i, m in enumerate(models)
+            ],
+            "noise_patches": str(noise_patches) if noise_patches else None,
+        },
+    )
     return paths
-

@@ -46,6 +46,7 @@ from .. import __version__
 from ..errors import InputError
 from ..io import ensure_writable_dir, read_mrc, write_mrc
 from ..logs import progress as progress_bar
+from ..logs import staged
 from ..models.store import fingerprint, load_model, save_model
 from ..settings import RESTORER, RestorerConfig
 from ..training import _amp, fit, write_loss_log
@@ -107,9 +108,15 @@ class RestorerResult:
     seconds: float = 0.0
 
 
-def train_restorer(noisy: np.ndarray, clean: np.ndarray, config: RestorerConfig = RESTORER,
-                   work: str | os.PathLike | None = None, device: str = "cpu", progress: bool = True,
-                   stop_after: int | None = None) -> RestorerResult:
+def train_restorer(
+    noisy: np.ndarray,
+    clean: np.ndarray,
+    config: RestorerConfig = RESTORER,
+    work: str | os.PathLike | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> RestorerResult:
     """Train the diffusion U-Net, then the post-processing U-Net, on particle pairs (N, box, box)."""
     config = config.validate()
     if np.shape(noisy) != np.shape(clean):
@@ -132,8 +139,12 @@ def train_restorer(noisy: np.ndarray, clean: np.ndarray, config: RestorerConfig 
         xb = np.stack([_dihedral(x0[i], k) for i, k in zip(idx, turns)])[:, None]
         eps = rng.standard_normal(xb.shape, dtype=np.float32)
         t = rng.random(config.batch_size).astype(np.float32)
-        return (torch.from_numpy(np.ascontiguousarray(yb)), torch.from_numpy(np.ascontiguousarray(xb)),
-                torch.from_numpy(eps), torch.from_numpy(t))
+        return (
+            torch.from_numpy(np.ascontiguousarray(yb)),
+            torch.from_numpy(np.ascontiguousarray(xb)),
+            torch.from_numpy(eps),
+            torch.from_numpy(t),
+        )
 
     def loss_fn(network, yb, xb, eps, t):
         g = gamma_of(t)[:, None, None, None]
@@ -142,49 +153,97 @@ def train_restorer(noisy: np.ndarray, clean: np.ndarray, config: RestorerConfig 
         return {"loss": F.mse_loss(network.velocity(yb, state, g.sqrt().flatten()).float(), target)}
 
     ckpt = work_dir / "diffusion.ckpt" if work_dir else None
-    result = fit(config.architecture(), batch, loss_fn, config.diffusion_loop(), ckpt, device, progress,
-                 stop_after, desc="sr3 diffusion")
+    result = fit(
+        config.architecture(),
+        batch,
+        loss_fn,
+        config.diffusion_loop(),
+        ckpt,
+        device,
+        progress,
+        stop_after,
+        desc="sr3 diffusion",
+    )
     network, log = result.network, [{"phase": "diffusion", **row} for row in result.log]
     stopped = stop_after is not None and stop_after < config.steps
     if config.refine_steps > 0 and not stopped:
         pool = np.arange(min(config.refine_pool, n))
         logger.info(f"post-processing: restoring {len(pool)} training particles with {config.sample_steps} DDIM steps")
         restored = sample(network, y.data[pool], config, pool, device, progress=False)
-        refined = _train_refine(network, restored, y.data[pool], x0[pool], config, work_dir, device, progress,
-                                None if stop_after is None else stop_after - config.steps)
+        refined = _train_refine(
+            network,
+            restored,
+            y.data[pool],
+            x0[pool],
+            config,
+            work_dir,
+            device,
+            progress,
+            None if stop_after is None else stop_after - config.steps,
+        )
         log += [{"phase": "refine", **row} for row in refined.log]
     return RestorerResult(network.eval(), scale, log, time.perf_counter() - t0)
 
 
-def _train_refine(network, restored: np.ndarray, condition: np.ndarray, target: np.ndarray, config: RestorerConfig,
-                  work_dir: Path | None, device: str, progress: bool, stop_after: int | None):
+def _train_refine(
+    network,
+    restored: np.ndarray,
+    condition: np.ndarray,
+    target: np.ndarray,
+    config: RestorerConfig,
+    work_dir: Path | None,
+    device: str,
+    progress: bool,
+    stop_after: int | None,
+):
     n = len(restored)
 
     def batch(step: int):
         rng = np.random.default_rng([config.seed, 31, step])
         idx = rng.integers(0, n, config.batch_size)
         turns = rng.integers(0, 8, config.batch_size)
-        stack = [np.stack([_dihedral(a[i], k) for i, k in zip(idx, turns)])[:, None] for a in (restored, condition, target)]
+        stack = [
+            np.stack([_dihedral(a[i], k) for i, k in zip(idx, turns)])[:, None] for a in (restored, condition, target)
+        ]
         return tuple(torch.from_numpy(np.ascontiguousarray(s)) for s in stack)
 
     def loss_fn(refine, rb, yb, xb):
         return {"loss": F.mse_loss((rb + refine(torch.cat([rb, yb], 1))).float(), xb)}
 
     ckpt = work_dir / "refine.ckpt" if work_dir else None
-    return fit(network.refine, batch, loss_fn, config.refine_loop(), ckpt, device, progress, stop_after,
-               desc="sr3 post-processing")
+    return fit(
+        network.refine,
+        batch,
+        loss_fn,
+        config.refine_loop(),
+        ckpt,
+        device,
+        progress,
+        stop_after,
+        desc="sr3 post-processing",
+    )
 
 
 def start_noise(indices: Sequence[int], box: int, seed: int, draw: int) -> np.ndarray:
     """The DDIM start noise of the particles ``indices`` (N, 1, box, box): a function of
     (seed, particle index, draw) only."""
-    return np.stack([np.random.default_rng([seed, 37, int(i), draw]).standard_normal((1, box, box), dtype=np.float32)
-                     for i in indices])
+    return np.stack(
+        [
+            np.random.default_rng([seed, 37, int(i), draw]).standard_normal((1, box, box), dtype=np.float32)
+            for i in indices
+        ]
+    )
 
 
 @torch.inference_mode()
-def sample(network, condition: np.ndarray, config: RestorerConfig, indices: Sequence[int], device: str = "cpu",
-           progress: bool = True) -> np.ndarray:
+def sample(
+    network,
+    condition: np.ndarray,
+    config: RestorerConfig,
+    indices: Sequence[int],
+    device: str = "cpu",
+    progress: bool = True,
+) -> np.ndarray:
     """DDIM restoration (scaled units, (N, box, box)) of normalized noisy particles ``condition``,
     ``config.samples`` draws averaged, batches of ``config.batch``; ``indices``: the particles'
     numbers (they seed the start noise)."""
@@ -219,15 +278,22 @@ def refine(network, restored: np.ndarray, condition: np.ndarray, device: str = "
     dev = torch.device(device)
     out = np.empty_like(restored)
     for start in range(0, len(restored), batch):
-        r = torch.from_numpy(np.ascontiguousarray(restored[start:start + batch]))[:, None].to(dev)
-        y = torch.from_numpy(np.ascontiguousarray(condition[start:start + batch]))[:, None].to(dev)
-        out[start:start + batch] = network.refined(r, y)[:, 0].float().cpu().numpy()
+        r = torch.from_numpy(np.ascontiguousarray(restored[start : start + batch]))[:, None].to(dev)
+        y = torch.from_numpy(np.ascontiguousarray(condition[start : start + batch]))[:, None].to(dev)
+        out[start : start + batch] = network.refined(r, y)[:, 0].float().cpu().numpy()
     return out
 
 
-def restore_images(network, images: np.ndarray, signal_scale: float, config: RestorerConfig,
-                   indices: Sequence[int] | None = None, device: str = "cpu", post: bool = True,
-                   progress: bool = True) -> np.ndarray:
+def restore_images(
+    network,
+    images: np.ndarray,
+    signal_scale: float,
+    config: RestorerConfig,
+    indices: Sequence[int] | None = None,
+    device: str = "cpu",
+    post: bool = True,
+    progress: bool = True,
+) -> np.ndarray:
     """Restore particle images (N, box, box) in their own units: DDIM sampling, then (``post``)
     the post-processing U-Net."""
     norm = NormalizedStack.of(images)
@@ -240,13 +306,22 @@ def restore_images(network, images: np.ndarray, signal_scale: float, config: Res
 
 # --- the stages: files in, files out ---------------------------------------------------------------
 
-def save_restorer(path: str | os.PathLike, result: RestorerResult, config: RestorerConfig, pixel_size: float,
-                  box: int, source: dict) -> Path:
+
+def save_restorer(
+    path: str | os.PathLike, result: RestorerResult, config: RestorerConfig, pixel_size: float, box: int, source: dict
+) -> Path:
     """Write a trained restorer (kind 'particle-restorer') and its loss log next to it."""
-    meta = {"kind": "particle-restorer", "method": "SR3", "pixel_size": pixel_size, "box": box,
-            "signal_scale": result.signal_scale, "created": datetime.datetime.now().isoformat(timespec="seconds"),
-            "seed": config.seed, "source": source,
-            "training": {**asdict(config), "seconds": round(result.seconds, 1)}}
+    meta = {
+        "kind": "particle-restorer",
+        "method": "SR3",
+        "pixel_size": pixel_size,
+        "box": box,
+        "signal_scale": result.signal_scale,
+        "created": datetime.datetime.now().isoformat(timespec="seconds"),
+        "seed": config.seed,
+        "source": source,
+        "training": {**asdict(config), "seconds": round(result.seconds, 1)},
+    }
     path = save_model(path, result.network.float().cpu(), meta)
     if result.log:
         keys = ["phase", "step"] + sorted({k for row in result.log for k in row} - {"phase", "step"})
@@ -254,9 +329,16 @@ def save_restorer(path: str | os.PathLike, result: RestorerResult, config: Resto
     return path
 
 
-def train_restorer_files(pairs: str | os.PathLike, output: str | os.PathLike, config: RestorerConfig = RESTORER,
-                         work: str | os.PathLike | None = None, device: str = "cpu", progress: bool = True,
-                         stop_after: int | None = None) -> Path:
+@staged("train-restorer")
+def train_restorer_files(
+    pairs: str | os.PathLike,
+    output: str | os.PathLike,
+    config: RestorerConfig = RESTORER,
+    work: str | os.PathLike | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> Path:
     """The ``train-restorer`` stage: train on a simulated particle folder (``particles.mrcs`` noisy,
     ``clean.mrcs`` truth, from :func:`nt2c_core.particles.simulate.simulate_particle_files`) and write
     the model ``output`` (checkpoints in ``work``, default ``OUTPUT_STEM.sr3-work``)."""
@@ -287,8 +369,7 @@ class Restorer:
     protocol call. ``overrides``: sample_steps / samples / batch / seed replacing the model's;
     ``post``: apply the post-processing U-Net."""
 
-    def __init__(self, path: str | os.PathLike, overrides: dict | None = None, post: bool = True,
-                 device: str = "cpu"):
+    def __init__(self, path: str | os.PathLike, overrides: dict | None = None, post: bool = True, device: str = "cpu"):
         self.path = Path(path)
         self.network, self.metadata = load_model(path, device, kind="particle-restorer")
         self.config = restorer_config(self.metadata, overrides)
@@ -296,8 +377,10 @@ class Restorer:
         if not self.scale > 0:
             raise InputError(f"{path}: restorer metadata has no signal_scale")
         self.post, self.device = post, device
-        self.label = (f"nt2c {__version__} restore-particles SR3 model-sha256={fingerprint(self.network)} "
-                      f"steps={self.config.sample_steps} samples={self.config.samples} post={int(post)}")
+        self.label = (
+            f"nt2c {__version__} restore-particles SR3 model-sha256={fingerprint(self.network)} "
+            f"steps={self.config.sample_steps} samples={self.config.samples} post={int(post)}"
+        )
 
     def restore(self, images: np.ndarray, indices: Sequence[int] | None = None, progress: bool = True) -> np.ndarray:
         """Restored particles (N, box, box), float32, in the images' units; ``indices`` (default
@@ -308,8 +391,10 @@ class Restorer:
         """A warning (logged and returned) when ``pixel`` [Å] is outside 0.8-1.25x the model's."""
         trained = float(self.metadata.get("pixel_size") or 0)
         if trained > 0 and pixel > 0 and not 0.8 <= pixel / trained <= 1.25:
-            message = (f"{path}: pixel size {pixel:.3g} Å differs from the restorer's {trained:.3g} Å by more than "
-                       "25 %; train a restorer at this pixel size")
+            message = (
+                f"{path}: pixel size {pixel:.3g} Å differs from the restorer's {trained:.3g} Å by more than "
+                "25 %; train a restorer at this pixel size"
+            )
             logger.warning(message)
             return [message]
         return []
@@ -332,9 +417,16 @@ def unique_names(paths: Sequence[Path], suffix: str) -> list[str]:
     return [f"{s}{suffix}" if stems.count(s) == 1 else f"{i + 1:03d}_{s}{suffix}" for i, s in enumerate(stems)]
 
 
-def restore_particles(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, model: str | os.PathLike,
-                      overrides: dict | None = None, post: bool = True, device: str = "cpu",
-                      progress: bool = True) -> RestoreReport:
+@staged("restore-particles")
+def restore_particles(
+    inputs: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    model: str | os.PathLike,
+    overrides: dict | None = None,
+    post: bool = True,
+    device: str = "cpu",
+    progress: bool = True,
+) -> RestoreReport:
     """The ``restore-particles`` stage: restore MRC stacks (each to ``OUTPUT/STEM_restored.mrcs``)
     or one RELION particle STAR file (to ``OUTPUT/NAME.star`` with every column kept and only
     ``rlnImageName`` rewritten, stacks in ``OUTPUT/Particles/``). Float32, the input's pixel

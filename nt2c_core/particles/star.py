@@ -7,7 +7,8 @@ the STAR file's folder, or to the project folder as RELION writes it), ``rlnAngl
 A r), ``rlnOriginXAngst/YAngst`` [Å] (3.1; ``rlnOriginX/Y`` [px] in 3.0): RELION's origin, the
 shift that, applied to the image, centres the particle, i.e. **minus** the particle's offset from
 the box centre (checked with ``relion_project``: origin X = +10 Å at 2 Å/px puts the particle 5 px
-left of the centre); inside the package shifts are always the particle's offset [px], ``rlnDefocusU/V`` [Å], ``rlnDefocusAngle`` [deg]; the pixel size, voltage,
+left of the centre); inside the package shifts are always the particle's offset [px], ``rlnDefocusU/V`` [Å],
+``rlnDefocusAngle`` [deg]; the pixel size, voltage,
 Cs and amplitude contrast in the ``optics`` block (3.1) or in each particle row (3.0).
 """
 
@@ -23,16 +24,21 @@ from ..errors import InputError
 from ..io import atomic_write, read_mrc
 from ..simulate.geometry import euler_to_matrix, matrix_to_euler
 
-OPTICS_COLUMNS = {"rlnImagePixelSize": "pixel_size", "rlnVoltage": "voltage_kv", "rlnSphericalAberration": "cs_mm",
-                  "rlnAmplitudeContrast": "amplitude_contrast"}
+OPTICS_COLUMNS = {
+    "rlnImagePixelSize": "pixel_size",
+    "rlnVoltage": "voltage_kv",
+    "rlnSphericalAberration": "cs_mm",
+    "rlnAmplitudeContrast": "amplitude_contrast",
+}
 
 
 class ParticleTable:
     """A particle STAR file in memory: ``particles`` and ``optics`` (pandas tables, optics None
     for RELION 3.0 files), the other blocks kept as read, and the folder image paths are relative to."""
 
-    def __init__(self, particles, optics=None, blocks: dict | None = None, folder: Path = Path("."),
-                 path: Path | None = None):
+    def __init__(
+        self, particles, optics=None, blocks: dict | None = None, folder: Path = Path("."), path: Path | None = None
+    ):
         self.particles = particles
         self.optics = optics
         self.blocks = blocks or {}
@@ -73,12 +79,25 @@ class ParticleTable:
         """A RELION 3.1 table of ``count`` images of ``stack`` (one optics group from ``acq``)."""
         import pandas as pd
 
-        optics = pd.DataFrame({"rlnOpticsGroupName": ["opticsGroup1"], "rlnOpticsGroup": [1],
-                               "rlnMicrographOriginalPixelSize": [acq.pixel_size], "rlnVoltage": [acq.voltage_kv],
-                               "rlnSphericalAberration": [acq.cs_mm], "rlnAmplitudeContrast": [acq.amplitude_contrast],
-                               "rlnImagePixelSize": [acq.pixel_size], "rlnImageSize": [box], "rlnImageDimensionality": [2]})
-        particles = pd.DataFrame({"rlnImageName": [f"{i + 1:06d}@{stack}" for i in range(count)],
-                                  "rlnOpticsGroup": np.ones(count, dtype=int)})
+        optics = pd.DataFrame(
+            {
+                "rlnOpticsGroupName": ["opticsGroup1"],
+                "rlnOpticsGroup": [1],
+                "rlnMicrographOriginalPixelSize": [acq.pixel_size],
+                "rlnVoltage": [acq.voltage_kv],
+                "rlnSphericalAberration": [acq.cs_mm],
+                "rlnAmplitudeContrast": [acq.amplitude_contrast],
+                "rlnImagePixelSize": [acq.pixel_size],
+                "rlnImageSize": [box],
+                "rlnImageDimensionality": [2],
+            }
+        )
+        particles = pd.DataFrame(
+            {
+                "rlnImageName": [f"{i + 1:06d}@{stack}" for i in range(count)],
+                "rlnOpticsGroup": np.ones(count, dtype=int),
+            }
+        )
         return cls(particles, optics)
 
     # --- geometry -----------------------------------------------------------------------------
@@ -99,12 +118,17 @@ class ParticleTable:
         if self.optics is None or column not in self.optics.columns:
             return None
         groups = dict(zip(self.optics["rlnOpticsGroup"].astype(int), self.optics[column].astype(float)))
-        ids = self.particles["rlnOpticsGroup"].astype(int) if "rlnOpticsGroup" in self.particles.columns \
+        ids = (
+            self.particles["rlnOpticsGroup"].astype(int)
+            if "rlnOpticsGroup" in self.particles.columns
             else np.ones(len(self), int)
+        )
         try:
             return np.array([groups[g] for g in ids], float)
         except KeyError as exc:
-            raise InputError(f"{self.path}: particle in optics group {exc} that the optics block does not define") from None
+            raise InputError(
+                f"{self.path}: particle in optics group {exc} that the optics block does not define"
+            ) from None
 
     def pixel_sizes(self) -> np.ndarray:
         for column in ("rlnImagePixelSize", "rlnPixelSize"):
@@ -112,7 +136,11 @@ class ParticleTable:
             if values is not None:
                 return values
         if {"rlnDetectorPixelSize", "rlnMagnification"} <= set(self.particles.columns):
-            return self.particles["rlnDetectorPixelSize"].to_numpy(float) * 1e4 / self.particles["rlnMagnification"].to_numpy(float)
+            return (
+                self.particles["rlnDetectorPixelSize"].to_numpy(float)
+                * 1e4
+                / self.particles["rlnMagnification"].to_numpy(float)
+            )
         raise InputError(f"{self.path}: no pixel size (rlnImagePixelSize in optics, or rlnPixelSize)")
 
     def has_orientations(self) -> bool:
@@ -122,15 +150,23 @@ class ParticleTable:
         if not self.has_orientations():
             raise InputError(f"{self.path}: particles have no orientations (rlnAngleRot/Tilt/Psi)")
         p = self.particles
-        return np.stack([euler_to_matrix(r, t, s) for r, t, s in
-                         zip(p["rlnAngleRot"].astype(float), p["rlnAngleTilt"].astype(float), p["rlnAnglePsi"].astype(float))])
+        return np.stack(
+            [
+                euler_to_matrix(r, t, s)
+                for r, t, s in zip(
+                    p["rlnAngleRot"].astype(float), p["rlnAngleTilt"].astype(float), p["rlnAnglePsi"].astype(float)
+                )
+            ]
+        )
 
     def shifts_px(self) -> np.ndarray:
         """Each particle's offset (x, y) from the box centre [px]: minus RELION's origin."""
         p = self.particles
         if {"rlnOriginXAngst", "rlnOriginYAngst"} <= set(p.columns):
-            return -np.stack([p["rlnOriginXAngst"].to_numpy(float), p["rlnOriginYAngst"].to_numpy(float)], 1) \
+            return (
+                -np.stack([p["rlnOriginXAngst"].to_numpy(float), p["rlnOriginYAngst"].to_numpy(float)], 1)
                 / self.pixel_sizes()[:, None]
+            )
         if {"rlnOriginX", "rlnOriginY"} <= set(p.columns):
             return -np.stack([p["rlnOriginX"].to_numpy(float), p["rlnOriginY"].to_numpy(float)], 1)
         return np.zeros((len(self), 2))
@@ -175,12 +211,15 @@ class ParticleTable:
             if stack not in counts:
                 path = self.resolve(stack)
                 if not path.is_file():
-                    raise InputError(f"{self.path}: row {row} names the stack {stack}, which is not found "
-                                     f"(looked in {self.folder} and the current folder)")
+                    raise InputError(
+                        f"{self.path}: row {row} names the stack {stack}, which is not found "
+                        f"(looked in {self.folder} and the current folder)"
+                    )
                 counts[stack] = check_mrc_header(path)[0][0]
             if index >= counts[stack]:
-                raise InputError(f"{self.path}: row {row} refers to image {index + 1} of {stack}, which holds "
-                                 f"{counts[stack]}")
+                raise InputError(
+                    f"{self.path}: row {row} refers to image {index + 1} of {stack}, which holds {counts[stack]}"
+                )
 
     def image_refs(self) -> list[tuple[int, str]]:
         """(index from 0, stack path as written) of every particle; InputError for an index that
@@ -210,8 +249,13 @@ class ParticleTable:
 
     def with_images(self, names: list[str]) -> "ParticleTable":
         """A copy whose ``rlnImageName`` column is ``names`` (every other column kept)."""
-        out = ParticleTable(self.particles.copy(), None if self.optics is None else self.optics.copy(),
-                            dict(self.blocks), self.folder, self.path)
+        out = ParticleTable(
+            self.particles.copy(),
+            None if self.optics is None else self.optics.copy(),
+            dict(self.blocks),
+            self.folder,
+            self.path,
+        )
         out.particles["rlnImageName"] = names
         return out
 

@@ -5,6 +5,17 @@ from .micrograph import MicrographSimulator, SimulatedMicrograph, SimulationConf
 from .optics import Acquisition, ctf, interaction_constant, wavelength
 from .structure import Structure, load_structure
 
-__all__ = ["Acquisition", "DatasetSummary", "MicrographSimulator", "SimulatedMicrograph", "SimulationConfig",
-           "Structure", "ctf", "interaction_constant", "load_structure", "resolve_device",
-           "simulate_dataset", "wavelength"]
+__all__ = [
+    "Acquisition",
+    "DatasetSummary",
+    "MicrographSimulator",
+    "SimulatedMicrograph",
+    "SimulationConfig",
+    "Structure",
+    "ctf",
+    "interaction_constant",
+    "load_structure",
+    "resolve_device",
+    "simulate_dataset",
+    "wavelength",
+]

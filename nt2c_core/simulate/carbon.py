@@ -72,8 +72,9 @@ def draw_edge(film: CarbonFilm, width: int, height: int, pixel_size: float, rng:
     return HoleEdge(width / 2 + ux * (offset - radius), height / 2 + uy * (offset - radius), radius)
 
 
-def film_fraction(edge: HoleEdge, shape: tuple[int, int], origin: int, film: CarbonFilm,
-                  pixel_size: float) -> np.ndarray:
+def film_fraction(
+    edge: HoleEdge, shape: tuple[int, int], origin: int, film: CarbonFilm, pixel_size: float
+) -> np.ndarray:
     """Fraction of each pixel's column covered by film (0 in the hole, 1 on the film), the rim
     blurred by ``film.roughness``; float32 of ``shape`` (the padded field, micrograph at ``origin``)."""
     distance = edge.distance(*shape, origin=origin) * pixel_size
@@ -83,8 +84,9 @@ def film_fraction(edge: HoleEdge, shape: tuple[int, int], origin: int, film: Car
     return (0.5 * (1.0 + erf(distance / (math.sqrt(2) * sigma)))).astype(np.float32)
 
 
-def film_terms(fraction: torch.Tensor, film: CarbonFilm, sigma: float, transfer: torch.Tensor,
-               texture_ft: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def film_terms(
+    fraction: torch.Tensor, film: CarbonFilm, sigma: float, transfer: torch.Tensor, texture_ft: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The film's (contrast spectrum, texture contrast, intensity factor) on the padded field.
 
     ``fraction``: :func:`film_fraction` as a tensor; ``sigma``: interaction constant [rad/(V Å)];

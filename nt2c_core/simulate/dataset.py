@@ -21,13 +21,24 @@ from ..device import resolve_device  # noqa: F401 (re-exported)
 from ..errors import InputError
 from ..io import ensure_writable_dir, write_json, write_mrc, write_star
 from ..logs import progress as progress_bar
+from ..logs import staged
 from .micrograph import MicrographSimulator, SimulatedMicrograph, SimulationConfig
 from .structure import load_structure
 
 log = logging.getLogger(__name__)
 
-STAR_COLUMNS = ("rlnCoordinateX", "rlnCoordinateY", "rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi",
-                "rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle", "rlnClassNumber", "rlnMicrographName")
+STAR_COLUMNS = (
+    "rlnCoordinateX",
+    "rlnCoordinateY",
+    "rlnAngleRot",
+    "rlnAngleTilt",
+    "rlnAnglePsi",
+    "rlnDefocusU",
+    "rlnDefocusV",
+    "rlnDefocusAngle",
+    "rlnClassNumber",
+    "rlnMicrographName",
+)
 
 
 @dataclass
@@ -39,9 +50,15 @@ class DatasetSummary:
     snr: dict[str, float]
 
 
-def simulate_dataset(structures: Sequence[str | os.PathLike], config: SimulationConfig,
-                     out_dir: str | os.PathLike, device: str = "cpu", overwrite: bool = False,
-                     progress: bool = True) -> DatasetSummary:
+@staged("simulate")
+def simulate_dataset(
+    structures: Sequence[str | os.PathLike],
+    config: SimulationConfig,
+    out_dir: str | os.PathLike,
+    device: str = "cpu",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> DatasetSummary:
     """Simulate ``config.count`` clean/noisy micrograph pairs of the given PDB/mmCIF ``structures``.
 
     Every input is checked before anything is written; files are written atomically.
@@ -54,8 +71,10 @@ def simulate_dataset(structures: Sequence[str | os.PathLike], config: Simulation
         "nt2c_version": __version__,
         "torch_version": torch.__version__,
         "config": config.to_dict(),
-        "structures": [{"class_number": i + 1, "name": m.name, "path": m.path, "atoms": m.n_atoms,
-                        "radius_A": round(m.radius, 2)} for i, m in enumerate(models)],
+        "structures": [
+            {"class_number": i + 1, "name": m.name, "path": m.path, "atoms": m.n_atoms, "radius_A": round(m.radius, 2)}
+            for i, m in enumerate(models)
+        ],
     }
     _check_previous_run(out / "params.json", params, overwrite)
     write_json(out / "params.json", params)
@@ -89,11 +108,13 @@ def _warn_crowded(placed: dict[str, int], wanted: int, config: SimulationConfig,
         return
     low, high = min(short.values()), max(short.values())
     width, height = config.size
-    log.warning(f"warning: {len(short)} of {len(placed)} micrograph(s) ({next(iter(short))}, ...) placed "
-                f"{low if low == high else f'{low}-{high}'} of {wanted} particles: no room for more without overlaps "
-                f"in {width} x {height} px at {config.acquisition.pixel_size:g} Å/px (particle diameter "
-                f"{2 * radius_px:.0f} px); raise the simulation size or lower the particle count (params.json "
-                "records the number placed)")
+    log.warning(
+        f"warning: {len(short)} of {len(placed)} micrograph(s) ({next(iter(short))}, ...) placed "
+        f"{low if low == high else f'{low}-{high}'} of {wanted} particles: no room for more without overlaps "
+        f"in {width} x {height} px at {config.acquisition.pixel_size:g} Å/px (particle diameter "
+        f"{2 * radius_px:.0f} px); raise the simulation size or lower the particle count (params.json "
+        "records the number placed)"
+    )
 
 
 def _previous(path: Path) -> dict:
@@ -118,12 +139,23 @@ def _check_previous_run(path: Path, params: dict, overwrite: bool) -> None:
         raise InputError(f"{path.parent}: holds a different simulation; choose a new folder or overwrite")
 
 
-def _write_micrograph(paths: tuple[Path, Path, Path], name: str, mic: SimulatedMicrograph,
-                      pixel_size: float) -> None:
+def _write_micrograph(paths: tuple[Path, Path, Path], name: str, mic: SimulatedMicrograph, pixel_size: float) -> None:
     clean_path, noisy_path, star_path = paths
     write_mrc(clean_path, mic.clean, pixel_size)
     write_mrc(noisy_path, mic.noisy, pixel_size)
-    rows = [(p["x"], p["y"], p["rot"], p["tilt"], p["psi"], p["defocus_u"], p["defocus_v"],
-             p["defocus_angle"], p["kind"] + 1, f"{name}.mrc") for p in mic.particles]
+    rows = [
+        (
+            p["x"],
+            p["y"],
+            p["rot"],
+            p["tilt"],
+            p["psi"],
+            p["defocus_u"],
+            p["defocus_v"],
+            p["defocus_angle"],
+            p["kind"] + 1,
+            f"{name}.mrc",
+        )
+        for p in mic.particles
+    ]
     write_star(star_path, "particles", STAR_COLUMNS, rows)
-

@@ -66,7 +66,7 @@ def apply_detector(intensity: torch.Tensor, acq: Acquisition, rng: np.random.Gen
     on any device. Returns float32 counts on the input's device.
     """
     det = DETECTORS[acq.detector]
-    mean_counts = acq.dose * acq.pixel_size ** 2
+    mean_counts = acq.dose * acq.pixel_size**2
     shape = tuple(intensity.shape)
     if det.pixelated:
         f = radial_frequency_px(shape, intensity.device)
@@ -78,7 +78,9 @@ def apply_detector(intensity: torch.Tensor, acq: Acquisition, rng: np.random.Gen
     if det.pixelated:
         counts = torch.fft.irfft2(torch.fft.rfft2(counts) * root_nnps, s=shape)
     if acq.image_filter > 0:
-        counts = torch.fft.irfft2(torch.fft.rfft2(counts) * image_filter(shape, acq.image_filter, counts.device), s=shape)
+        counts = torch.fft.irfft2(
+            torch.fft.rfft2(counts) * image_filter(shape, acq.image_filter, counts.device), s=shape
+        )
     return counts
 
 
@@ -125,13 +127,14 @@ def ice_amplitude() -> float:
     weights[:, 0] = 1.0
     weights[:, -1] = 1.0
     # variance of the contrast for unit amplitude: integral of P * transfer over frequency
-    variance_per_amp = float((weights * spectrum * transfer).sum()) / (shape[0] * shape[1] * acq.pixel_size ** 2)
-    target = ICE_REFERENCE["ratio"] / (acq.dose * acq.pixel_size ** 2)
+    variance_per_amp = float((weights * spectrum * transfer).sum()) / (shape[0] * shape[1] * acq.pixel_size**2)
+    target = ICE_REFERENCE["ratio"] / (acq.dose * acq.pixel_size**2)
     return target / variance_per_amp
 
 
-def ice_phase_ft(shape: tuple[int, int], pixel_size: float, thickness: float,
-                 rng: np.random.Generator, device="cpu") -> torch.Tensor:
+def ice_phase_ft(
+    shape: tuple[int, int], pixel_size: float, thickness: float, rng: np.random.Generator, device="cpu"
+) -> torch.Tensor:
     """rfft2 of a Gaussian random phase field [rad] of amorphous ice of ``thickness`` Å."""
     if thickness <= 0:
         return torch.zeros((shape[0], shape[1] // 2 + 1), dtype=torch.complex64, device=device)
@@ -139,4 +142,3 @@ def ice_phase_ft(shape: tuple[int, int], pixel_size: float, thickness: float,
     kx, ky = frequency_grid(shape, pixel_size, device, torch.float32)
     power = ice_phase_spectrum_shape(torch.sqrt(kx * kx + ky * ky)) * (ice_amplitude() * thickness)
     return torch.fft.rfft2(white) * (torch.sqrt(power) / pixel_size)
-

@@ -43,8 +43,14 @@ from ..io import ensure_writable_dir, write_json, write_mrc, write_star
 from ..logs import progress as progress_bar
 from .dataset import STAR_COLUMNS
 from .detector import apply_detector
-from .micrograph import (MicrographSimulator, SimulationConfig, ice_attenuation, noiseless_image, thickness_ramp,
-                         through_uneven_ice)
+from .micrograph import (
+    MicrographSimulator,
+    SimulationConfig,
+    ice_attenuation,
+    noiseless_image,
+    thickness_ramp,
+    through_uneven_ice,
+)
 from .structure import load_structure
 
 
@@ -69,9 +75,13 @@ def _correlated_field(shape: tuple[int, int], exponent: float, rng: np.random.Ge
     return field / field.std()
 
 
-def make_experimental_dataset(structures: Sequence[str | os.PathLike], config: SimulationConfig,
-                              out_dir: str | os.PathLike, noise: ExperimentalNoise | None = None,
-                              progress: bool = True) -> Path:
+def make_experimental_dataset(
+    structures: Sequence[str | os.PathLike],
+    config: SimulationConfig,
+    out_dir: str | os.PathLike,
+    noise: ExperimentalNoise | None = None,
+    progress: bool = True,
+) -> Path:
     """Write ``raw/*.mrc`` (the "experimental" micrographs), ``truth/*.mrc``, ``coords/*.star`` and
     ``experimental.json`` into ``out_dir``; returns the folder."""
     noise = noise or ExperimentalNoise()
@@ -81,7 +91,7 @@ def make_experimental_dataset(structures: Sequence[str | os.PathLike], config: S
     width, height = config.size
     session = np.random.default_rng(noise.session_seed)
     gain = torch.from_numpy((1.0 + noise.stripes * session.standard_normal(width)).astype(np.float32))[None, :]
-    mean_counts = acq.dose * acq.pixel_size ** 2
+    mean_counts = acq.dose * acq.pixel_size**2
     for index in progress_bar(range(config.count), desc="experimental", unit="mic", disable=not progress):
         name = f"exp_{index:04d}"
         terms = simulator.image_terms(index)
@@ -95,9 +105,24 @@ def make_experimental_dataset(structures: Sequence[str | os.PathLike], config: S
         truth = noiseless_image(terms.signal * attenuation, acq).cpu().numpy()
         write_mrc(out / "truth" / f"{name}.mrc", truth.astype(np.float32), acq.pixel_size)
         write_mrc(out / "raw" / f"{name}.mrc", counts.astype(np.float32), acq.pixel_size)
-        rows = [(p["x"], p["y"], p["rot"], p["tilt"], p["psi"], p["defocus_u"], p["defocus_v"], p["defocus_angle"],
-                 p["kind"] + 1, f"{name}.mrc") for p in terms.particles]
+        rows = [
+            (
+                p["x"],
+                p["y"],
+                p["rot"],
+                p["tilt"],
+                p["psi"],
+                p["defocus_u"],
+                p["defocus_v"],
+                p["defocus_angle"],
+                p["kind"] + 1,
+                f"{name}.mrc",
+            )
+            for p in terms.particles
+        ]
         write_star(out / "coords" / f"{name}.star", "particles", STAR_COLUMNS, rows)
-    write_json(out / "experimental.json", {"noise": asdict(noise), "config": config.to_dict(),
-                                           "structures": [str(p) for p in structures]})
+    write_json(
+        out / "experimental.json",
+        {"noise": asdict(noise), "config": config.to_dict(), "structures": [str(p) for p in structures]},
+    )
     return out

@@ -10,19 +10,29 @@ import numpy as np
 def random_rotations(n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` rotation matrices (n, 3, 3) uniform on SO(3) (Shoemake's uniform unit quaternions)."""
     u1, u2, u3 = rng.random((3, n))
-    q = np.stack([np.sqrt(1 - u1) * np.sin(2 * np.pi * u2), np.sqrt(1 - u1) * np.cos(2 * np.pi * u2),
-                  np.sqrt(u1) * np.sin(2 * np.pi * u3), np.sqrt(u1) * np.cos(2 * np.pi * u3)], axis=1)
+    q = np.stack(
+        [
+            np.sqrt(1 - u1) * np.sin(2 * np.pi * u2),
+            np.sqrt(1 - u1) * np.cos(2 * np.pi * u2),
+            np.sqrt(u1) * np.sin(2 * np.pi * u3),
+            np.sqrt(u1) * np.cos(2 * np.pi * u3),
+        ],
+        axis=1,
+    )
     return quaternion_to_matrix(q)
 
 
 def quaternion_to_matrix(q: np.ndarray) -> np.ndarray:
     """Rotation matrices from unit quaternions (x, y, z, w), shape (n, 4) -> (n, 3, 3)."""
     x, y, z, w = q.T
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
-    ], axis=1)
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        axis=1,
+    )
 
 
 def euler_to_matrix(rot: float, tilt: float, psi: float) -> np.ndarray:
@@ -30,11 +40,13 @@ def euler_to_matrix(rot: float, tilt: float, psi: float) -> np.ndarray:
     a, b, g = (math.radians(v) for v in (rot, tilt, psi))
     ca, sa, cb, sb, cg, sg = math.cos(a), math.sin(a), math.cos(b), math.sin(b), math.cos(g), math.sin(g)
     cc, cs, sc, ss = cb * ca, cb * sa, sb * ca, sb * sa
-    return np.array([
-        [cg * cc - sg * sa, cg * cs + sg * ca, -cg * sb],
-        [-sg * cc - cg * sa, -sg * cs + cg * ca, sg * sb],
-        [sc, ss, cb],
-    ])
+    return np.array(
+        [
+            [cg * cc - sg * sa, cg * cs + sg * ca, -cg * sb],
+            [-sg * cc - cg * sa, -sg * cs + cg * ca, sg * sb],
+            [sc, ss, cb],
+        ]
+    )
 
 
 def matrix_to_euler(matrix: np.ndarray) -> tuple[float, float, float]:
@@ -52,8 +64,9 @@ def matrix_to_euler(matrix: np.ndarray) -> tuple[float, float, float]:
     return math.degrees(rot), math.degrees(tilt), math.degrees(psi)
 
 
-def place_particles(n: int, width: int, height: int, min_distance: float, margin: float,
-                    rng: np.random.Generator, max_tries: int = 50) -> np.ndarray:
+def place_particles(
+    n: int, width: int, height: int, min_distance: float, margin: float, rng: np.random.Generator, max_tries: int = 50
+) -> np.ndarray:
     """Up to ``n`` random (x, y) centres in px, at least ``min_distance`` apart and ``margin`` px
     from the edges (random sequential addition, ``max_tries`` x n candidates at most)."""
     low = np.array([margin, margin])

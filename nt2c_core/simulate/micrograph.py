@@ -54,13 +54,12 @@ def ice_attenuation(dt: torch.Tensor, ice_thickness: float) -> torch.Tensor:
     return torch.exp(-dt * (ice_thickness / INELASTIC_MEAN_FREE_PATH))
 
 
-
 def noiseless_image(intensity: torch.Tensor, acq: Acquisition) -> torch.Tensor:
     """What the detector records of a relative ``intensity`` (H x W) without noise, in e/px:
     dose [e/Å²] x pixel size [Å]² x MTF(intensity)."""
     height, width = intensity.shape
     filtered = mtf_filter(torch.fft.rfft2(intensity), (height, width), acq.detector, acq.image_filter)
-    return torch.fft.irfft2(filtered, s=(height, width)) * (acq.dose * acq.pixel_size ** 2)
+    return torch.fft.irfft2(filtered, s=(height, width)) * (acq.dose * acq.pixel_size**2)
 
 
 OVERFILL = 2  # asking for more than this many times what fits is refused (placement tries grow with the count)
@@ -122,8 +121,15 @@ class MicrographSimulator:
     ``config.carbon_fraction`` of them (none by default). With either option the other
     random draws of a micrograph do not change."""
 
-    def __init__(self, structures: list[Structure], config: SimulationConfig, device="cpu", aggregate: int = 0,
-                 aggregate_kinds: Sequence[int] | None = None, carbon: CarbonFilm | None = None):
+    def __init__(
+        self,
+        structures: list[Structure],
+        config: SimulationConfig,
+        device="cpu",
+        aggregate: int = 0,
+        aggregate_kinds: Sequence[int] | None = None,
+        carbon: CarbonFilm | None = None,
+    ):
         self.config = config.validate()
         self.structures = structures
         self.device = torch.device(device)
@@ -134,15 +140,19 @@ class MicrographSimulator:
         self.radius_px = max(s.radius for s in structures) / acq.pixel_size
         width, height = config.size
         if min(width, height) < 2 * self.radius_px:
-            raise InputError(f"micrograph size {width} x {height} px is too small for one particle "
-                             f"of diameter {2 * self.radius_px:.0f} px at {acq.pixel_size} Å/px")
+            raise InputError(
+                f"micrograph size {width} x {height} px is too small for one particle "
+                f"of diameter {2 * self.radius_px:.0f} px at {acq.pixel_size} Å/px"
+            )
         most = max_particles(width, height, self.radius_px)
         if config.particles_per_micrograph() > OVERFILL * most:  # up to that: placed as they fit, with a warning
             flag = "--particles" if config.concentration is None else "--concentration"
             asked = config.particles if config.concentration is None else config.concentration
-            raise InputError(f"{flag} = {asked:g}: asks for {config.particles_per_micrograph()} particles per "
-                             f"micrograph, but at most about {most} of diameter {2 * self.radius_px:.0f} px fit in "
-                             f"{width} x {height} px without overlapping; ask for at most {OVERFILL * most}")
+            raise InputError(
+                f"{flag} = {asked:g}: asks for {config.particles_per_micrograph()} particles per "
+                f"micrograph, but at most about {most} of diameter {2 * self.radius_px:.0f} px fit in "
+                f"{width} x {height} px without overlapping; ask for at most {OVERFILL * most}"
+            )
         self.projectors = projectors_for(structures, acq, self.device)
         self.libraries = [self._library(i) for i in range(len(structures))] if config.library_size else None
 
@@ -178,9 +188,15 @@ class MicrographSimulator:
             intensity = through_uneven_ice(terms.signal, terms.ice, dt, self.config.ice_thickness)
         clean = noiseless_image(terms.signal, acq)
         noisy = apply_detector(intensity, acq, terms.noise_rng)
-        return SimulatedMicrograph(clean.cpu().numpy().astype(np.float32), noisy.cpu().numpy().astype(np.float32),
-                                   terms.particles, terms.defocus_u, terms.defocus_v, terms.astigmatism_angle,
-                                   terms.edge)
+        return SimulatedMicrograph(
+            clean.cpu().numpy().astype(np.float32),
+            noisy.cpu().numpy().astype(np.float32),
+            terms.particles,
+            terms.defocus_u,
+            terms.defocus_v,
+            terms.astigmatism_angle,
+            terms.edge,
+        )
 
     def image_terms(self, index: int, noise_draw: int = 0) -> "ImageTerms":
         """The relative intensity before the detector: ``signal`` (1 + particle contrast) and the
@@ -211,8 +227,9 @@ class MicrographSimulator:
             p.pop("_rotation")
         return ImageTerms(signal[crop], ice[crop], particles, df_u, df_v, astig_angle, noise_rng, edge)
 
-    def _film(self, rng: np.random.Generator, index: int, noise_draw: int, shape: tuple[int, int],
-              transfer: torch.Tensor):
+    def _film(
+        self, rng: np.random.Generator, index: int, noise_draw: int, shape: tuple[int, int], transfer: torch.Tensor
+    ):
         """(rim, film contrast spectrum, texture contrast, intensity factor) of micrograph ``index``
         on the padded field; the rim drawn with ``rng``, the texture with its own generator."""
         cfg, acq, film = self.config, self.config.acquisition, self.carbon or CarbonFilm()
@@ -241,9 +258,22 @@ class MicrographSimulator:
             slab_z = (slab + 0.5) * cfg.slab_thickness - cfg.ice_thickness / 2
             rotation = view if self.libraries is None else self.libraries[kind][0][view]
             rot, tilt, psi = matrix_to_euler(rotation)
-            particles.append(dict(x=float(x), y=float(y), kind=int(kind), z=float(z), slab=slab,
-                                  rot=rot, tilt=tilt, psi=psi, defocus_u=df_u + slab_z, defocus_v=df_v + slab_z,
-                                  defocus_angle=math.degrees(astig_angle), _rotation=view))
+            particles.append(
+                dict(
+                    x=float(x),
+                    y=float(y),
+                    kind=int(kind),
+                    z=float(z),
+                    slab=slab,
+                    rot=rot,
+                    tilt=tilt,
+                    psi=psi,
+                    defocus_u=df_u + slab_z,
+                    defocus_v=df_v + slab_z,
+                    defocus_angle=math.degrees(astig_angle),
+                    _rotation=view,
+                )
+            )
         return self._cluster(particles, rng, width, height) if self.aggregate else particles
 
     def _cluster(self, particles: list[dict], rng, width: int, height: int) -> list[dict]:
@@ -255,15 +285,16 @@ class MicrographSimulator:
             return particles
         cx = float(np.clip(known[0]["x"], 2.5 * r, width - 2.5 * r))
         cy = float(np.clip(known[0]["y"], 2.5 * r, height - 2.5 * r))
-        members = known[:self.aggregate]
+        members = known[: self.aggregate]
         for j, p in enumerate(members):  # the centre, then a ring of up to 6 at 1.5 radii
             angle = 2 * np.pi * (j - 1) / 6 + rng.uniform(-0.2, 0.2)
             p["x"], p["y"] = (cx, cy) if j == 0 else (cx + 1.5 * r * np.cos(angle), cy + 1.5 * r * np.sin(angle))
             p["aggregate"] = True
         spots = np.array([(p["x"], p["y"]) for p in members])
         taken = {id(p) for p in members}
-        return members + [p for p in particles if id(p) not in taken
-                          and np.hypot(*(spots - (p["x"], p["y"])).T).min() >= 2 * r]
+        return members + [
+            p for p in particles if id(p) not in taken and np.hypot(*(spots - (p["x"], p["y"])).T).min() >= 2 * r
+        ]
 
     def _signal_contrast_ft(self, particles: list[dict], ctf_grid: CTFGrid, shape: tuple[int, int]) -> torch.Tensor:
         """Sum over defocus slabs of 2 * sigma * FT(projected potential) * CTF(slab defocus)."""
@@ -290,4 +321,4 @@ def _paste(field_: torch.Tensor, box: torch.Tensor, cy: int, cx: int) -> None:
     ys, xs = max(0, y0), max(0, x0)
     ye, xe = min(field_.shape[0], y0 + n), min(field_.shape[1], x0 + n)
     if ye > ys and xe > xs:
-        field_[ys:ye, xs:xe] += box[ys - y0:ye - y0, xs - x0:xe - x0]
+        field_[ys:ye, xs:xe] += box[ys - y0 : ye - y0, xs - x0 : xe - x0]

@@ -46,13 +46,15 @@ def atom_projected_potential(element: str, rho: np.ndarray, b_factor: float) -> 
     """Real-space projected potential [V Å] of one atom at radial distance rho [Å]."""
     a, b = form_factor_coefficients(element)
     rho2 = np.asarray(rho, dtype=np.float64) ** 2
-    total = sum(ai * (4 * math.pi / (bi + b_factor)) * np.exp(-4 * math.pi ** 2 * rho2 / (bi + b_factor))
-                for ai, bi in zip(a, b))
+    total = sum(
+        ai * (4 * math.pi / (bi + b_factor)) * np.exp(-4 * math.pi**2 * rho2 / (bi + b_factor)) for ai, bi in zip(a, b)
+    )
     return POTENTIAL_CONSTANT * total
 
 
-def element_factor(element: str, hydrogens: float, k2: torch.Tensor, b_factor: float,
-                   solvent: bool = True) -> torch.Tensor:
+def element_factor(
+    element: str, hydrogens: float, k2: torch.Tensor, b_factor: float, solvent: bool = True
+) -> torch.Tensor:
     """Fourier factor of one heavy atom with its implicit hydrogens, minus the ice it displaces."""
     out = atom_projected_potential_ft(element, k2, b_factor)
     if hydrogens:
@@ -66,8 +68,7 @@ def element_factor(element: str, hydrogens: float, k2: torch.Tensor, b_factor: f
 def _bspline_weights(frac: torch.Tensor) -> torch.Tensor:
     """Cubic B-spline weights (4, n) of the grid points -1, 0, 1, 2 around points at offset ``frac``."""
     f2, f3 = frac * frac, frac * frac * frac
-    return torch.stack([(1 - frac) ** 3 / 6, (3 * f3 - 6 * f2 + 4) / 6,
-                        (-3 * f3 + 3 * f2 + 3 * frac + 1) / 6, f3 / 6])
+    return torch.stack([(1 - frac) ** 3 / 6, (3 * f3 - 6 * f2 + 4) / 6, (-3 * f3 + 3 * f2 + 3 * frac + 1) / 6, f3 / 6])
 
 
 def _deposit(xy: torch.Tensor, groups: torch.Tensor, n_groups: int, size: int) -> torch.Tensor:
@@ -90,7 +91,7 @@ def band_crop(spectrum: torch.Tensor, size: int) -> torch.Tensor:
     """Keep the rfft2 coefficients of a ``size``^2 grid from the rfft2 of a larger square grid."""
     half = size // 2
     top = spectrum[..., :half, : half + 1]
-    bottom = spectrum[..., spectrum.shape[-2] - (size - half):, : half + 1]
+    bottom = spectrum[..., spectrum.shape[-2] - (size - half) :, : half + 1]
     return torch.cat([top, bottom], dim=-2)
 
 
@@ -100,8 +101,16 @@ class Projector:
     Precomputes the per-element Fourier factors (form factor / deposit kernel) once.
     """
 
-    def __init__(self, structure: Structure, box: int, pixel_size: float, b_factor: float,
-                 device="cpu", solvent: bool = True, oversample: int = 2):
+    def __init__(
+        self,
+        structure: Structure,
+        box: int,
+        pixel_size: float,
+        b_factor: float,
+        device="cpu",
+        solvent: bool = True,
+        oversample: int = 2,
+    ):
         self.structure = structure
         self.box = box
         self.pixel_size = pixel_size
@@ -111,8 +120,9 @@ class Projector:
         self.elements = sorted(structure.coords)
         coords = [torch.as_tensor(structure.coords[e], device=self.device) for e in self.elements]
         self.xyz = torch.cat(coords).double()
-        self.groups = torch.cat([torch.full((len(c),), i, device=self.device, dtype=torch.long)
-                                 for i, c in enumerate(coords)])
+        self.groups = torch.cat(
+            [torch.full((len(c),), i, device=self.device, dtype=torch.long) for i, c in enumerate(coords)]
+        )
         self.factors = self._factors(b_factor, solvent)
 
     def _factors(self, b_factor: float, solvent: bool) -> torch.Tensor:
@@ -124,7 +134,7 @@ class Projector:
         out = []
         for el in self.elements:
             f = element_factor(el, self.structure.hydrogens_per_atom(el), k2, b_factor, solvent)
-            out.append(f / kernel / self.pixel_size ** 2)
+            out.append(f / kernel / self.pixel_size**2)
         factors = torch.stack(out)
         # Drop the Nyquist row and column: a real image cannot carry a sub-pixel shift there,
         # and keeping them makes a checkerboard artifact at coarse pixel sizes.

@@ -34,7 +34,7 @@ class Structure:
     @cached_property
     def radius(self) -> float:
         """Largest distance of an atom from the centre, in Å."""
-        return float(max(np.sqrt((c ** 2).sum(1)).max() for c in self.coords.values()))
+        return float(max(np.sqrt((c**2).sum(1)).max() for c in self.coords.values()))
 
     def hydrogens_per_atom(self, element: str) -> float:
         """Hydrogens to add to each atom of ``element`` (0 when hydrogens are explicit)."""
@@ -72,8 +72,11 @@ def load_structure(path: str | os.PathLike, assembly: bool = True) -> Structure:
     for element, xyz in coords.items():
         bad = ~np.isfinite(xyz).all(1)
         if bad.any() or np.abs(xyz).max() > MAX_COORDINATE:
-            what = f"{int(bad.sum())} {element} atoms have NaN or infinite coordinates" if bad.any() else \
-                f"{element} atoms have coordinates beyond {MAX_COORDINATE:g} Å"
+            what = (
+                f"{int(bad.sum())} {element} atoms have NaN or infinite coordinates"
+                if bad.any()
+                else f"{element} atoms have coordinates beyond {MAX_COORDINATE:g} Å"
+            )
             raise InputError(f"{path}: {what}; fix the model")
     centre = np.concatenate(list(coords.values())).mean(0)
     coords = {el: (xyz - centre).astype(np.float32) for el, xyz in coords.items()}

@@ -46,13 +46,23 @@ from scipy.ndimage import gaussian_filter
 from .. import __version__
 from ..errors import InputError
 from ..io import ensure_writable_dir, read_mrc_volume, write_mrc
+from ..logs import staged
 from ..metrics import fit_scale_offset
 from ..models.store import fingerprint, load_model, save_model
 from ..noise.synthesize import train_noise_gan
 from ..settings import NMSG, GANConfig, NMSGConfig
 from ..training import FitResult, _amp, fit, write_loss_log
-from .noise import (GAN_PATCH, CubeMosaic, PowerCapped, SliceGAN, crop_tile, fitting_block, gan_slices, noise_cubes,
-                    tile_origins)
+from .noise import (
+    GAN_PATCH,
+    CubeMosaic,
+    PowerCapped,
+    SliceGAN,
+    crop_tile,
+    fitting_block,
+    gan_slices,
+    noise_cubes,
+    tile_origins,
+)
 
 logger = logging.getLogger(__name__)
 INFER_TILE = (64, 128, 128)  # inference tile (z, y, x) before margins [px]
@@ -91,8 +101,9 @@ def sobel_xy(x: torch.Tensor) -> torch.Tensor:
     return grads.abs().sum(1, keepdim=True)
 
 
-def references(n: np.ndarray, config: NMSGConfig,
-               oversmoothed: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+def references(
+    n: np.ndarray, config: NMSGConfig, oversmoothed: np.ndarray | None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(g, o): the Gaussian guide and the over-smoothed reference for the z-scored volume ``n``;
     None for a term whose loss weight is 0 (two 3-D filters of the whole volume saved)."""
     g = gaussian_filter(n, config.guide_sigma).astype(np.float32) if config.guide > 0 else None
@@ -112,8 +123,9 @@ def cube_mosaic(n: np.ndarray, config: NMSGConfig, log: bool = False) -> CubeMos
     depth, cube = fitting_block(n.shape, config.noise_cube, config.noise_fraction, depth=config.noise_depth)
     cubes = noise_cubes(n, cube, config.noise_fraction, depth=depth)
     if log:
-        logger.info(f"noise: {len(cubes)} blocks of {cube} x {cube} x {depth} px "
-                    f"(quietest {config.noise_fraction:.0%})")
+        logger.info(
+            f"noise: {len(cubes)} blocks of {cube} x {cube} x {depth} px (quietest {config.noise_fraction:.0%})"
+        )
     return CubeMosaic(cubes)
 
 
@@ -124,7 +136,7 @@ def capped(synthesizer, n: np.ndarray, config: NMSGConfig, log: bool = False):
         return synthesizer
     result = PowerCapped.fit(synthesizer, n, tile_shape(n.shape, config), seed=config.seed)
     if log:
-        logger.info(f"noise: power capped at the volume's (mean power kept {float((result.gain ** 2).mean()):.0%})")
+        logger.info(f"noise: power capped at the volume's (mean power kept {float((result.gain**2).mean()):.0%})")
     return result
 
 
@@ -137,8 +149,12 @@ def noise_synthesizer(n: np.ndarray, config: NMSGConfig, work: Path | None, devi
     slices = gan_slices(cubes)
     logger.info(f"noise: {len(slices)} x-y slices of {GAN_PATCH} px for the 2-D GAN")
     gan_path = (work or Path(".")) / "noise_gan.pt"
-    cfg = GANConfig(iterations=config.gan_iterations, crop=GAN_PATCH, seed=config.seed,
-                    checkpoint_every=max(config.gan_iterations // 4, 1))
+    cfg = GANConfig(
+        iterations=config.gan_iterations,
+        crop=GAN_PATCH,
+        seed=config.seed,
+        checkpoint_every=max(config.gan_iterations // 4, 1),
+    )
     train_noise_gan(slices, gan_path, cfg, resume=True, device=device, progress=progress)
     return capped(SliceGAN(load_model(gan_path, kind="noise-gan")[0]), n, config, log=True)
 
@@ -158,9 +174,15 @@ def tile_shape(shape: tuple[int, ...], config: NMSGConfig) -> tuple[int, int, in
     return tile
 
 
-def train_nmsg(volume: np.ndarray, config: NMSGConfig = NMSG, oversmoothed: np.ndarray | None = None,
-               work: str | os.PathLike | None = None, device: str = "cpu", progress: bool = True,
-               stop_after: int | None = None) -> FitResult:
+def train_nmsg(
+    volume: np.ndarray,
+    config: NMSGConfig = NMSG,
+    oversmoothed: np.ndarray | None = None,
+    work: str | os.PathLike | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> FitResult:
     """Train NMSG's 3-D U-Net on one raw ``volume`` (z, y, x). ``work``: folder for the checkpoint
     (``nmsg.ckpt``, resumed when present) and the 2-D GAN of 'gan2d'."""
     config = config.validate()
@@ -175,9 +197,12 @@ def train_nmsg(volume: np.ndarray, config: NMSGConfig = NMSG, oversmoothed: np.n
         rng = np.random.default_rng([config.seed, step])
         origins = tile_origins(rng, n.shape, tile, config.batch_size)
         flips = _flips(rng, config.batch_size, config.flips)
-        tn, tg, to = (None if v is None else
-                      torch.from_numpy(np.stack([crop_tile(v, o_, tile, f) for o_, f in zip(origins, flips)])[:, None])
-                      for v in (n, g, o))
+        tn, tg, to = (
+            None
+            if v is None
+            else torch.from_numpy(np.stack([crop_tile(v, o_, tile, f) for o_, f in zip(origins, flips)])[:, None])
+            for v in (n, g, o)
+        )
         noise = synth.sample(config.batch_size, tile, seed=config.seed * 1_000_003 + step).float()
         if config.pairing == "nmsg":
             return tn + noise, tn, tg, to
@@ -199,8 +224,14 @@ def train_nmsg(volume: np.ndarray, config: NMSGConfig = NMSG, oversmoothed: np.n
     return result
 
 
-def train_even_odd(even: np.ndarray, odd: np.ndarray, config: NMSGConfig = NMSG, work: str | os.PathLike | None = None,
-                   device: str = "cpu", progress: bool = True) -> FitResult:
+def train_even_odd(
+    even: np.ndarray,
+    odd: np.ndarray,
+    config: NMSGConfig = NMSG,
+    work: str | os.PathLike | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> FitResult:
     """The noise2noise baseline: the same 3-D U-Net trained even -> odd and odd -> even (MSE)."""
     config = config.validate()
     a, b = Standardized.of(even, "even half").data, Standardized.of(odd, "odd half").data
@@ -225,8 +256,13 @@ def train_even_odd(even: np.ndarray, odd: np.ndarray, config: NMSGConfig = NMSG,
 
 
 @torch.inference_mode()
-def apply_network(network: torch.nn.Module, volume: np.ndarray, margin: int = 8, device: str = "cpu",
-                  tile: tuple[int, int, int] = INFER_TILE) -> np.ndarray:
+def apply_network(
+    network: torch.nn.Module,
+    volume: np.ndarray,
+    margin: int = 8,
+    device: str = "cpu",
+    tile: tuple[int, int, int] = INFER_TILE,
+) -> np.ndarray:
     """f(volume) for a z-scored volume, in tiles of ``tile`` plus ``margin`` px of context each side
     (only the centre of each tile is kept, so no seams)."""
     dev = torch.device(device)
@@ -240,20 +276,21 @@ def apply_network(network: torch.nn.Module, volume: np.ndarray, margin: int = 8,
                 lo = [max(0, s - margin) for s in (z, y, x)]
                 core_end = [min(n, s + t) for s, t, n in zip((z, y, x), tile, volume.shape)]
                 hi = [min(n, e + margin) for e, n in zip(core_end, volume.shape)]
-                block = torch.from_numpy(np.ascontiguousarray(volume[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]))
+                block = torch.from_numpy(np.ascontiguousarray(volume[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]))
                 with autocast():
                     pred = network(block[None, None].to(dev)).float()[0, 0].cpu().numpy()
-                a = [s - l for s, l in zip((z, y, x), lo)]
-                b = [e - l for e, l in zip(core_end, lo)]
-                out[z:core_end[0], y:core_end[1], x:core_end[2]] = pred[a[0]:b[0], a[1]:b[1], a[2]:b[2]]
+                a = [s - low for s, low in zip((z, y, x), lo)]
+                b = [e - low for e, low in zip(core_end, lo)]
+                out[z : core_end[0], y : core_end[1], x : core_end[2]] = pred[a[0] : b[0], a[1] : b[1], a[2] : b[2]]
     return out
 
 
 FLIPS = [tuple(i for i in range(3) if k >> i & 1) for k in range(8)]  # the 8 subsets of the axes (z, y, x)
 
 
-def apply_flip(network: torch.nn.Module, volume: np.ndarray, axes: tuple[int, ...], margin: int = 8,
-               device: str = "cpu") -> np.ndarray:
+def apply_flip(
+    network: torch.nn.Module, volume: np.ndarray, axes: tuple[int, ...], margin: int = 8, device: str = "cpu"
+) -> np.ndarray:
     """F(f(F(volume))), F the flip along ``axes`` (none: f(volume))."""
     if not axes:
         return apply_network(network, volume, margin, device)
@@ -261,8 +298,9 @@ def apply_flip(network: torch.nn.Module, volume: np.ndarray, axes: tuple[int, ..
     return np.ascontiguousarray(np.flip(out, axes))
 
 
-def apply_flipped(network: torch.nn.Module, volume: np.ndarray, margin: int = 8, device: str = "cpu",
-                  flips: bool = False) -> np.ndarray:
+def apply_flipped(
+    network: torch.nn.Module, volume: np.ndarray, margin: int = 8, device: str = "cpu", flips: bool = False
+) -> np.ndarray:
     """f(volume) (:func:`apply_network`), or with ``flips`` the mean over the 8 flips F of the
     volume of F(f(F(volume))) (test-time averaging: 8x the time)."""
     if not flips:
@@ -270,8 +308,14 @@ def apply_flipped(network: torch.nn.Module, volume: np.ndarray, margin: int = 8,
     return np.mean([apply_flip(network, volume, axes, margin, device) for axes in FLIPS], axis=0)
 
 
-def denoise_with(network: torch.nn.Module, volume: np.ndarray, margin: int = 8, device: str = "cpu",
-                 config: NMSGConfig | None = None, synthesizer=None) -> np.ndarray:
+def denoise_with(
+    network: torch.nn.Module,
+    volume: np.ndarray,
+    margin: int = 8,
+    device: str = "cpu",
+    config: NMSGConfig | None = None,
+    synthesizer=None,
+) -> np.ndarray:
     """A raw volume denoised by ``network``, in the volume's own units. With an 'r2r' ``config``
     and ``infer_draws`` > 0: the mean of f(n + alpha m_k) over the draws, m_k from ``synthesizer``
     (default: 3-D mosaics of this volume's own noise blocks, power-capped with ``noise_cap``); otherwise f(n). With
@@ -286,16 +330,19 @@ def denoise_with(network: torch.nn.Module, volume: np.ndarray, margin: int = 8, 
     total = np.zeros_like(std.data)
     for k in range(config.infer_draws):
         noise = synthesizer.sample(1, std.data.shape, seed=config.seed * 7919 + 104_729 + k)[0, 0].numpy()
-        total += apply_flip(network, std.data + config.alpha * noise, FLIPS[k % len(FLIPS)] if flips else (),
-                            margin, device)
+        total += apply_flip(
+            network, std.data + config.alpha * noise, FLIPS[k % len(FLIPS)] if flips else (), margin, device
+        )
     return std.restore(total / config.infer_draws)
 
 
-def denoise_halves(network: torch.nn.Module, even: np.ndarray, odd: np.ndarray, config: NMSGConfig = NMSG,
-                   device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+def denoise_halves(
+    network: torch.nn.Module, even: np.ndarray, odd: np.ndarray, config: NMSGConfig = NMSG, device: str = "cpu"
+) -> tuple[np.ndarray, np.ndarray]:
     """The even/odd noise2noise baseline (:func:`train_even_odd`) applied to each half, in its
     own units: f(half), averaged over the 8 flips with ``config.infer_flips`` (no noise draws:
     those belong to r2r training)."""
+
     def one(half: np.ndarray) -> np.ndarray:
         std = Standardized.of(half)
         return std.restore(apply_flipped(network, std.data, config.infer_margin, device, config.infer_flips))
@@ -314,10 +361,18 @@ class TomoReport:
     log: list[dict] = field(default_factory=list)
 
 
-def denoise_tomogram(src: str | os.PathLike, dst: str | os.PathLike, model: str | os.PathLike | None = None,
-                     model_out: str | os.PathLike | None = None, config: NMSGConfig = NMSG,
-                     oversmoothed: str | os.PathLike | None = None, device: str = "cpu", progress: bool = True,
-                     work: str | os.PathLike | None = None) -> TomoReport:
+@staged("denoise-tomo")
+def denoise_tomogram(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    model: str | os.PathLike | None = None,
+    model_out: str | os.PathLike | None = None,
+    config: NMSGConfig = NMSG,
+    oversmoothed: str | os.PathLike | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    work: str | os.PathLike | None = None,
+) -> TomoReport:
     """The NMSG stage: train on the tomogram ``src`` (or apply ``model``) and write the denoised
     volume ``dst`` (float32, voxel size kept, written atomically; never over ``src``).
     ``model_out``: where the trained model goes (default: next to ``dst`` as ``STEM.nmsg.pt``).
@@ -339,13 +394,25 @@ def denoise_tomogram(src: str | os.PathLike, dst: str | os.PathLike, model: str 
     work = Path(work) if work is not None else dst.parent / f"{dst.stem}.nmsg-work"
     result = train_nmsg(volume, config, smooth, work, device, progress)
     save_model_path = Path(model_out) if model_out is not None else dst.parent / f"{dst.stem}.nmsg.pt"
-    meta = {"kind": "tomo-denoiser", "method": "NMSG", "voxel_size": voxel, "source": str(src),
-            "created": datetime.datetime.now().isoformat(timespec="seconds"), "seed": config.seed,
-            "training": {**asdict(config), "seconds": round(result.seconds, 1), "final": result.log[-1] if result.log else None}}
+    meta = {
+        "kind": "tomo-denoiser",
+        "method": "NMSG",
+        "voxel_size": voxel,
+        "source": str(src),
+        "created": datetime.datetime.now().isoformat(timespec="seconds"),
+        "seed": config.seed,
+        "training": {
+            **asdict(config),
+            "seconds": round(result.seconds, 1),
+            "final": result.log[-1] if result.log else None,
+        },
+    }
     save_model(save_model_path, result.network.float().cpu(), meta)
     write_loss_log(save_model_path, result.log)
     denoised = denoise_with(result.network, volume, config.infer_margin, device, config, result.synthesizer)
-    write_mrc(dst, denoised, voxel, [f"nt2c {__version__} denoise-tomo NMSG model-sha256={fingerprint(result.network)}"])
+    write_mrc(
+        dst, denoised, voxel, [f"nt2c {__version__} denoise-tomo NMSG model-sha256={fingerprint(result.network)}"]
+    )
     return TomoReport(dst, save_model_path, True, time.perf_counter() - t0, result.log)
 
 
@@ -354,8 +421,20 @@ def _trained_config(meta: dict, fallback: NMSGConfig) -> NMSGConfig:
     margin, seed), on top of ``fallback``."""
     from dataclasses import replace
 
-    keys = ("pairing", "alpha", "infer_draws", "infer_flips", "noise_cube", "noise_depth", "noise_fraction",
-            "noise_cap", "infer_margin", "seed", "tile_depth", "tile_size")
+    keys = (
+        "pairing",
+        "alpha",
+        "infer_draws",
+        "infer_flips",
+        "noise_cube",
+        "noise_depth",
+        "noise_fraction",
+        "noise_cap",
+        "infer_margin",
+        "seed",
+        "tile_depth",
+        "tile_size",
+    )
     saved = meta.get("training", {})
     if "noise_cube" in saved:  # files made before a setting existed used cubic blocks, without the cap
         saved = {"noise_depth": 0, "noise_cap": False, **saved}

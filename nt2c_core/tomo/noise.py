@@ -41,8 +41,9 @@ CAP_SLACK = 1.1  # the noise may exceed the volume's power by this factor: the s
 # noise power than the real noise's outside the wedge without slack, 0-4 % with 1.1)
 
 
-def fitting_block(shape: tuple[int, int, int], cube: int, fraction: float, smallest: int = 8,
-                 depth: int | None = None) -> tuple[int, int]:
+def fitting_block(
+    shape: tuple[int, int, int], cube: int, fraction: float, smallest: int = 8, depth: int | None = None
+) -> tuple[int, int]:
     """(depth, cube): the noise blocks' z and x-y sides [px], the larger one halved until the volume
     holds enough blocks for MIN_CUBES noise cubes (not below ``smallest``; ``depth`` defaults to
     ``cube`` and is capped at the volume's depth): small volumes still get a noise model."""
@@ -70,22 +71,26 @@ def noise_cubes(volume: np.ndarray, cube: int, fraction: float, depth: int | Non
     d, h, w = volume.shape
     nz, ny, nx = d // depth, h // cube, w // cube
     if nz * ny * nx < MIN_CUBES / fraction:
-        raise InputError(f"volume {w} x {h} x {d} px holds only {nz * ny * nx} noise blocks of {cube} x {cube} x "
-                         f"{depth} px; need {int(np.ceil(MIN_CUBES / fraction))} (use a smaller --noise-cube or a larger "
-                         "--noise-fraction)")
+        raise InputError(
+            f"volume {w} x {h} x {d} px holds only {nz * ny * nx} noise blocks of {cube} x {cube} x "
+            f"{depth} px; need {int(np.ceil(MIN_CUBES / fraction))} (use a smaller --noise-cube or a larger "
+            "--noise-fraction)"
+        )
     smooth = gaussian_filter(volume.astype(np.float32), 2.0)
 
     def blocks(v: np.ndarray) -> np.ndarray:
-        v = v[:nz * depth, :ny * cube, :nx * cube].reshape(nz, depth, ny, cube, nx, cube)
+        v = v[: nz * depth, : ny * cube, : nx * cube].reshape(nz, depth, ny, cube, nx, cube)
         return v.transpose(0, 2, 4, 1, 3, 5).reshape(-1, depth, cube, cube)
 
     score = blocks(smooth).std(axis=(1, 2, 3))
-    keep = np.argsort(score, kind="stable")[:max(MIN_CUBES, int(round(fraction * len(score))))]
+    keep = np.argsort(score, kind="stable")[: max(MIN_CUBES, int(round(fraction * len(score))))]
     cubes = blocks(volume.astype(np.float32))[np.sort(keep)]
     cubes = cubes - cubes.mean(axis=(1, 2, 3), keepdims=True)
     if np.any(cubes.reshape(len(cubes), -1).std(1) == 0):
-        raise InputError("the volume has constant regions (zero-variance noise blocks): is it masked or padded? "
-                         "crop it to the reconstructed area")
+        raise InputError(
+            "the volume has constant regions (zero-variance noise blocks): is it masked or padded? "
+            "crop it to the reconstructed area"
+        )
     return cubes
 
 
@@ -113,7 +118,7 @@ class CubeMosaic:
         vol = blocks.reshape(count, nd, nh, nw, bd, bh, bw).permute(0, 1, 4, 2, 5, 3, 6)
         vol = vol.reshape(count, nd * bd, nh * bh, nw * bw)
         oz, oy, ox = rng.integers(bd), rng.integers(bh), rng.integers(bw)
-        return vol[:, None, oz:oz + d, oy:oy + h, ox:ox + w].to(device)
+        return vol[:, None, oz : oz + d, oy : oy + h, ox : ox + w].to(device)
 
 
 class SliceGAN:
@@ -135,8 +140,9 @@ def gan_slices(cubes: np.ndarray) -> np.ndarray:
     return slices - slices.mean(axis=(1, 2), keepdims=True)
 
 
-def tile_origins(rng: np.random.Generator, shape: tuple[int, ...], tile: tuple[int, int, int],
-                 count: int) -> np.ndarray:
+def tile_origins(
+    rng: np.random.Generator, shape: tuple[int, ...], tile: tuple[int, int, int], count: int
+) -> np.ndarray:
     """``count`` random (z, y, x) origins of ``tile``-sized crops inside a volume of ``shape``."""
     return np.stack([rng.integers(0, max(n - t, 0) + 1, count) for n, t in zip(shape, tile)], 1)
 
@@ -144,7 +150,7 @@ def tile_origins(rng: np.random.Generator, shape: tuple[int, ...], tile: tuple[i
 def crop_tile(volume: np.ndarray, origin, tile, flip=(0, 0, 0)) -> np.ndarray:
     """The ``tile`` of ``volume`` at ``origin`` (z, y, x), flipped along the axes where ``flip`` is 1."""
     z, y, x = origin
-    block = volume[z:z + tile[0], y:y + tile[1], x:x + tile[2]]
+    block = volume[z : z + tile[0], y : y + tile[1], x : x + tile[2]]
     axes = tuple(i for i, f in enumerate(flip) if f)
     return np.ascontiguousarray(np.flip(block, axes)) if axes else block
 
@@ -161,7 +167,7 @@ def tile_power(tiles: np.ndarray) -> np.ndarray:
         shape = [1, 1, 1]
         shape[axis] = size
         window = window * np.hanning(size + 2)[1:-1].astype(np.float32).reshape(shape)
-    t = t * (window / np.sqrt((window ** 2).mean()))
+    t = t * (window / np.sqrt((window**2).mean()))
     power = (np.abs(scipy.fft.fftn(t, axes=(1, 2, 3))) ** 2).sum(0) / t[0].size
     return np.fft.fftshift(power)
 
@@ -189,8 +195,9 @@ class PowerCapped:
         self._cache: dict[tuple[int, int, int], np.ndarray] = {}
 
     @classmethod
-    def fit(cls, synthesizer, volume: np.ndarray, shape: tuple[int, int, int], seed: int = 0,
-            count: int = CAP_TILES) -> "PowerCapped":
+    def fit(
+        cls, synthesizer, volume: np.ndarray, shape: tuple[int, int, int], seed: int = 0, count: int = CAP_TILES
+    ) -> "PowerCapped":
         """Cap ``synthesizer``'s noise at the power spectrum of the z-scored ``volume``: the gain is
         sqrt(min(1, CAP_SLACK * P_volume / P_noise)), both mean spectra of ``count`` tiles of ``shape``
         (z, y, x; the training tile), smoothed over CAP_SMOOTH bins per axis."""

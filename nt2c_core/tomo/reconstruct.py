@@ -32,8 +32,13 @@ def ramp_filter(tilts: torch.Tensor, lowpass_sigma: float = 0.0) -> torch.Tensor
     return torch.fft.irfft(spectrum, n=n, dim=-1)[..., :width]
 
 
-def backproject(tilts: np.ndarray | torch.Tensor, angles_deg: Sequence[float], thickness: int,
-                lowpass_sigma: float = 0.0, progress: bool = False) -> np.ndarray:
+def backproject(
+    tilts: np.ndarray | torch.Tensor,
+    angles_deg: Sequence[float],
+    thickness: int,
+    lowpass_sigma: float = 0.0,
+    progress: bool = False,
+) -> np.ndarray:
     """WBP volume (thickness, Y, X) float32 from tilt images (T, Y, X) at ``angles_deg``."""
     proj = torch.as_tensor(np.asarray(tilts, np.float32))
     if proj.ndim != 3 or proj.shape[0] != len(angles_deg):

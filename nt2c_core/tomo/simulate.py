@@ -31,6 +31,7 @@ from .. import __version__
 from ..errors import InputError
 from ..io import ensure_writable_dir, write_json, write_mrc
 from ..logs import progress as progress_bar
+from ..logs import staged
 from ..settings import TomoSimulationConfig
 from ..simulate.detector import apply_detector, ice_phase_ft
 from ..simulate.geometry import random_rotations
@@ -64,8 +65,9 @@ def tilt_rotation(angle_deg: float) -> np.ndarray:
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
-def place_particles_3d(structures: Sequence[Structure], config: TomoSimulationConfig,
-                       rng: np.random.Generator) -> list[dict]:
+def place_particles_3d(
+    structures: Sequence[Structure], config: TomoSimulationConfig, rng: np.random.Generator
+) -> list[dict]:
     """Non-overlapping particle centres (px about the volume centre) inside the ice slab."""
     px = config.acquisition.pixel_size
     width, height = config.size
@@ -123,27 +125,44 @@ class TomogramSimulator:
                 _paste(field_, box, iy, ix)
             contrast = torch.fft.irfft2(torch.fft.rfft2(field_) * transfer, s=shape)[crop]
             noise_rng = np.random.default_rng([cfg.seed, 32, i])
-            ice_ft = ice_phase_ft(shape, acq.pixel_size, cfg.ice_thickness / math.cos(math.radians(angle)), noise_rng,
-                                  self.device) * (2.0 * ctf_grid(df))
+            ice_ft = ice_phase_ft(
+                shape, acq.pixel_size, cfg.ice_thickness / math.cos(math.radians(angle)), noise_rng, self.device
+            ) * (2.0 * ctf_grid(df))
             ice = torch.fft.irfft2(ice_ft, s=shape)[crop]
             counts = apply_detector(1.0 + contrast + ice, per_tilt, noise_rng)
-            noisy.append((counts / (per_tilt.dose * acq.pixel_size ** 2) - 1.0).cpu().numpy())
+            noisy.append((counts / (per_tilt.dose * acq.pixel_size**2) - 1.0).cpu().numpy())
             clean.append(contrast.cpu().numpy())
         noisy_t, clean_t = np.stack(noisy).astype(np.float32), np.stack(clean).astype(np.float32)
         thick = cfg.thickness
         return SimulatedTomogram(
-            noisy=backproject(noisy_t, angles, thick), clean=backproject(clean_t, angles, thick),
-            even=backproject(noisy_t[0::2], angles[0::2], thick), odd=backproject(noisy_t[1::2], angles[1::2], thick),
+            noisy=backproject(noisy_t, angles, thick),
+            clean=backproject(clean_t, angles, thick),
+            even=backproject(noisy_t[0::2], angles[0::2], thick),
+            odd=backproject(noisy_t[1::2], angles[1::2], thick),
             oversmoothed=backproject(noisy_t, angles, thick, lowpass_sigma=cfg.oversmooth_sigma),
-            tilts=noisy_t, angles=angles,
-            particles=[{"kind": p["kind"], "x": float(p["centre"][0] + (width - 1) / 2),
-                        "y": float(p["centre"][1] + (height - 1) / 2),
-                        "z": float(p["centre"][2] + (thick - 1) / 2), "radius_px": float(p["radius"])}
-                       for p in particles])
+            tilts=noisy_t,
+            angles=angles,
+            particles=[
+                {
+                    "kind": p["kind"],
+                    "x": float(p["centre"][0] + (width - 1) / 2),
+                    "y": float(p["centre"][1] + (height - 1) / 2),
+                    "z": float(p["centre"][2] + (thick - 1) / 2),
+                    "radius_px": float(p["radius"]),
+                }
+                for p in particles
+            ],
+        )
 
 
-def simulate_tomogram_files(structures: Sequence[str | os.PathLike], config: TomoSimulationConfig,
-                            out_dir: str | os.PathLike, device: str = "cpu", progress: bool = True) -> dict[str, Path]:
+@staged("simulate-tomo")
+def simulate_tomogram_files(
+    structures: Sequence[str | os.PathLike],
+    config: TomoSimulationConfig,
+    out_dir: str | os.PathLike,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Path]:
     """Simulate one tomogram of ``structures`` and write ``noisy.mrc`` (the tomogram), ``clean.mrc``,
     ``even.mrc``, ``odd.mrc``, ``oversmoothed.mrc``, ``tilts.mrcs``, ``tilts.tlt`` and ``params.json``
     (config, structures, particle positions) into ``out_dir``. Returns {name: path}."""
@@ -152,13 +171,20 @@ def simulate_tomogram_files(structures: Sequence[str | os.PathLike], config: Tom
     out = ensure_writable_dir(out_dir)
     tomo = TomogramSimulator(models, config, device).simulate(progress)
     voxel = config.acquisition.pixel_size
-    paths = {name: write_mrc(out / f"{name}.mrc", getattr(tomo, name), voxel, [f"nt2c {__version__} simulate-tomo {name}"])
-             for name in VOLUMES}
+    paths = {
+        name: write_mrc(out / f"{name}.mrc", getattr(tomo, name), voxel, [f"nt2c {__version__} simulate-tomo {name}"])
+        for name in VOLUMES
+    }
     paths["tilts"] = write_mrc(out / "tilts.mrcs", tomo.tilts, voxel)
     (out / "tilts.tlt").write_text("".join(f"{a:.2f}\n" for a in tomo.angles))
     paths["tlt"] = out / "tilts.tlt"
-    paths["params"] = write_json(out / "params.json", {
-        "nt2c_version": __version__, "config": config.to_dict(),
-        "structures": [{"name": m.name, "path": m.path, "radius_A": round(m.radius, 2)} for m in models],
-        "particles": tomo.particles})
+    paths["params"] = write_json(
+        out / "params.json",
+        {
+            "nt2c_version": __version__,
+            "config": config.to_dict(),
+            "structures": [{"name": m.name, "path": m.path, "radius_A": round(m.radius, 2)} for m in models],
+            "particles": tomo.particles,
+        },
+    )
     return paths

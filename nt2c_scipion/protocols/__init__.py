@@ -17,9 +17,18 @@ else:
     HAVE_TOMO = True
     from .protocol_denoise_tomo import ProtNT2CDenoiseTomo  # noqa: F401
 
-__all__ = ["ProtNT2C", "ProtNT2CDenoise", "ProtNT2CExtractNoise", "ProtNT2CImportModel", "ProtNT2CRestoreParticles",
-           "ProtNT2CSimulate", "ProtNT2CTrainCoarse", "ProtNT2CTrainFine", "ProtNT2CTrainNoiseGAN",
-           "ProtNT2CTrainRestorer"]
+__all__ = [
+    "ProtNT2C",
+    "ProtNT2CDenoise",
+    "ProtNT2CExtractNoise",
+    "ProtNT2CImportModel",
+    "ProtNT2CRestoreParticles",
+    "ProtNT2CSimulate",
+    "ProtNT2CTrainCoarse",
+    "ProtNT2CTrainFine",
+    "ProtNT2CTrainNoiseGAN",
+    "ProtNT2CTrainRestorer",
+]
 TOMO_PROTOCOLS = ["ProtNT2CDenoiseTomo"]
 if HAVE_TOMO:
     __all__ += TOMO_PROTOCOLS

@@ -9,7 +9,7 @@ import pyworkflow.protocol.params as params
 from pwem.protocols import EMProtocol
 from pyworkflow import BETA
 
-from nt2c_core.device import choose_device
+from nt2c_core.device import choose_device, cpu_threads
 from nt2c_core.settings import DETECTORS
 
 from .. import Plugin
@@ -25,10 +25,67 @@ class ProtNT2CBase(EMProtocol):
     _devStatus = BETA  # shown as such in Scipion's menus until facilities have run it in production
 
     def _defineGpuParams(self, form):
-        form.addHidden(params.USE_GPU, params.BooleanParam, default=True,
-                       label="Use GPU", help="Run on a GPU when CUDA is available (CPU otherwise).")
-        form.addHidden(params.GPU_LIST, params.StringParam, default="0",
-                       label="GPU IDs", help="GPU ids for this protocol, e.g. 0 or 0 1.")
+        form.addHidden(
+            params.USE_GPU,
+            params.BooleanParam,
+            default=True,
+            label="Use GPU",
+            help="Run on a GPU when CUDA is available (CPU otherwise).",
+        )
+        form.addHidden(
+            params.GPU_LIST,
+            params.StringParam,
+            default="0",
+            label="GPU IDs",
+            help="GPU ids for this protocol, e.g. 0 or 0 1.",
+        )
+
+    def _defineOutputs(self, **outputs):
+        """Scipion's _defineOutputs, plus the run log's result line for each output."""
+        super()._defineOutputs(**outputs)
+        for name, value in outputs.items():
+            self.info(f"NT2C {self.getClassLabel()}: output {name}: {value}")
+
+    def _defineThreadParams(self, form, threads: int = 2):
+        """The parallel section. Steps run one after another (training, simulation): 'Threads' are
+        the torch CPU threads, also what a queue is asked for (2 fits a 2-CPU node; give the node's
+        cores for CPU training). Steps in parallel (denoising, restoring): 'Scipion threads' run
+        steps at once (one of them the main thread), and 'Torch threads per step' (0: the run's CPUs
+        shared among the steps)."""
+        form.addParallelSection(threads=threads, mpi=0)
+        if self.modeParallel():
+            form.addParam(
+                params.BIN_THREADS_PARAM,
+                params.IntParam,
+                default=0,
+                label="Torch threads per step",
+                help="CPU threads of each step's torch computation. 0 (default): the CPUs the run "
+                "may use (its affinity, or SLURM_CPUS_PER_TASK) divided among the steps "
+                "running at once (Scipion threads - 1).",
+            )
+
+    def _torchThreads(self) -> int:
+        """Torch CPU threads of one step (see :meth:`_defineThreadParams`)."""
+        threads = max(1, self.numberOfThreads.get() or 1)
+        if self.modeSerial():
+            return threads
+        return cpu_threads(self.getAttributeValue(params.BIN_THREADS_PARAM, 0) or 0, max(1, threads - 1))
+
+    def _applyTorchThreads(self) -> int:
+        """In-process route: set torch's CPU threads for this step; returns the count."""
+        import torch
+
+        threads = self._torchThreads()
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        return threads
+
+    def _validateThreadParams(self) -> list:
+        if (self.numberOfThreads.get() or 0) < 1:
+            return ["Threads: give 1 or more."]
+        if self.modeParallel() and (self.getAttributeValue(params.BIN_THREADS_PARAM, 0) or 0) < 0:
+            return ["Torch threads per step: give 0 (automatic) or more."]
+        return []
 
     def _stepGpus(self):
         """GPUs Scipion's executor booked for the calling step: in parallel mode the
@@ -40,17 +97,25 @@ class ProtNT2CBase(EMProtocol):
             return None
 
     def _device(self) -> str:
-        """The torch device of the calling step (in-process route)."""
+        """The torch device of the calling step (in-process route); also sets the step's torch CPU
+        threads (:meth:`_torchThreads`)."""
         import torch
 
-        return choose_device(self.usesGpu(), torch.cuda.is_available(), self._stepGpus(), self.getGpuList(),
-                             os.environ.get(NT2C_DEVICE_VAR, "auto"))
+        self._applyTorchThreads()
+        return choose_device(
+            self.usesGpu(),
+            torch.cuda.is_available(),
+            self._stepGpus(),
+            self.getGpuList(),
+            os.environ.get(NT2C_DEVICE_VAR, "auto"),
+        )
 
     def _cliDevice(self) -> str:
         """The ``--device`` of an ``nt2c`` call on the isolated route, where this Python cannot see
         CUDA: 'cpu', or 'auto:N' (the step's GPU N if the dedicated environment has CUDA, else CPU)."""
-        device = choose_device(self.usesGpu(), True, self._stepGpus(), self.getGpuList(),
-                               os.environ.get(NT2C_DEVICE_VAR, "auto"))
+        device = choose_device(
+            self.usesGpu(), True, self._stepGpus(), self.getGpuList(), os.environ.get(NT2C_DEVICE_VAR, "auto")
+        )
         return "cpu" if device == "cpu" else "auto:" + (device.partition(":")[2] or "0")
 
     def _inProcess(self) -> bool:
@@ -61,7 +126,9 @@ class ProtNT2CBase(EMProtocol):
         """Run ``nt2c COMMAND ARGS`` of the dedicated environment as a Scipion job: its output goes
         to the run's log, and a non-zero exit (bad input: 2) raises."""
         arguments = " ".join([command] + [shlex.quote(str(a)) for a in args])
-        self.runJob(Plugin.getProgram(), arguments, env=Plugin.getEnviron())
+        env = Plugin.getEnviron()
+        env["OMP_NUM_THREADS"] = str(self._torchThreads())  # torch's CPU threads in that process
+        self.runJob(Plugin.getProgram(), arguments, env=env)
 
     def _runStage(self, command: str, settings, *args, device: bool = True):
         """Isolated route of a stage: ``nt2c COMMAND ARGS --settings JSON [--device D]``, the
@@ -112,36 +179,116 @@ class ProtNT2CSimulationBase(ProtNT2CBase):
 
     def _defineStructureParams(self, form):
         """The atomic model: an AtomStruct of the project or a PDB/mmCIF file."""
-        form.addParam("structureSource", params.EnumParam, choices=["from project", "file"], default=1,
-                      display=params.EnumParam.DISPLAY_HLIST, label="Atomic model",
-                      help="The sample's atomic model (PDB/mmCIF), used to simulate training data.")
-        form.addParam("inputStructure", params.PointerParam, pointerClass="AtomStruct", allowsNull=True,
-                      condition="structureSource == 0", label="Atomic structure",
-                      help="The specimen's atomic model (imported into the project), simulated with the "
-                           "data's acquisition.")
-        form.addParam("structureFile", params.PathParam, condition="structureSource == 1",
-                      label="PDB/mmCIF file", help="Plain or gzipped PDB or mmCIF.")
+        form.addParam(
+            "structureSource",
+            params.EnumParam,
+            choices=["from project", "file"],
+            default=1,
+            display=params.EnumParam.DISPLAY_HLIST,
+            label="Atomic model",
+            help="The sample's atomic model (PDB/mmCIF), used to simulate training data.",
+        )
+        form.addParam(
+            "inputStructure",
+            params.PointerParam,
+            pointerClass="AtomStruct",
+            allowsNull=True,
+            condition="structureSource == 0",
+            label="Atomic structure",
+            help="The specimen's atomic model (imported into the project), simulated with the data's acquisition.",
+        )
+        form.addParam(
+            "structureFile",
+            params.PathParam,
+            condition="structureSource == 1",
+            label="PDB/mmCIF file",
+            help="Plain or gzipped PDB or mmCIF.",
+        )
 
     def _defineSimulationInputParams(self, form):
         self._defineStructureParams(form)
-        form.addParam("inputCTF", params.PointerParam, pointerClass="SetOfCTF", allowsNull=True,
-                      label="CTF estimation (optional)",
-                      help="If given, simulated defocus spans the estimated range; else the range below.")
+        form.addParam(
+            "inputCTF",
+            params.PointerParam,
+            pointerClass="SetOfCTF",
+            allowsNull=True,
+            label="CTF estimation (optional)",
+            help="If given, simulated defocus spans the estimated range; else the range below.",
+        )
         line = form.addLine("Defocus range (µm)", help="Underfocus positive; used without a CTF estimation.")
-        line.addParam("defocusMin", params.FloatParam, default=1.0, label="min",
-                      help="Smallest defocus simulated [µm, underfocus positive].")
-        line.addParam("defocusMax", params.FloatParam, default=3.0, label="max",
-                      help="Largest defocus simulated [µm]; each micrograph draws one in [min, max].")
-        form.addParam("dose", params.FloatParam, default=40.0, label="Total dose (e/Å²)",
-                      help="Total exposure of each micrograph.")
-        form.addParam("detector", params.EnumParam, choices=DETECTOR_CHOICES, default=0, label="Detector",
-                      help="Detector model for the simulation's MTF/DQE.")
-        form.addParam("calibrate", params.BooleanParam, default=False, label="Calibrate simulation to the micrographs?",
-                      help="Estimate defocus range, astigmatism, dose and ice thickness from the micrographs' "
-                           "power spectra (up to 8 of them) and simulate with those (SaID). What cannot be "
-                           "estimated (no Thon rings, a dose that does not fit the detector model) keeps the "
-                           "values above; the log and calibration/calibration.json say which. Needs "
-                           "micrographs in detector counts (not normalized).")
+        line.addParam(
+            "defocusMin",
+            params.FloatParam,
+            default=1.0,
+            label="min",
+            help="Smallest defocus simulated [µm, underfocus positive].",
+        )
+        line.addParam(
+            "defocusMax",
+            params.FloatParam,
+            default=3.0,
+            label="max",
+            help="Largest defocus simulated [µm]; each micrograph draws one in [min, max].",
+        )
+        form.addParam(
+            "dose",
+            params.FloatParam,
+            default=40.0,
+            label="Total dose (e/Å²)",
+            help="Total exposure of each micrograph.",
+        )
+        form.addParam(
+            "detector",
+            params.EnumParam,
+            choices=DETECTOR_CHOICES,
+            default=0,
+            label="Detector",
+            help="Detector model for the simulation's MTF/DQE.",
+        )
+        form.addParam(
+            "calibrate",
+            params.BooleanParam,
+            default=False,
+            label="Calibrate simulation to the micrographs?",
+            help="Estimate defocus range, astigmatism, dose and ice thickness from the micrographs' "
+            "power spectra (up to 8 of them) and simulate with those (SaID). What cannot be "
+            "estimated (no Thon rings, a dose that does not fit the detector model) keeps the "
+            "values above; the log and calibration/calibration.json say which. Needs "
+            "micrographs in detector counts (not normalized).",
+        )
+
+    def _defineCarbonParam(self, form, label="Simulated near a carbon edge (fraction)"):
+        from nt2c_core.settings import TRAINING_SIMULATION
+
+        form.addParam(
+            "carbonFraction",
+            params.FloatParam,
+            default=TRAINING_SIMULATION.carbon_fraction,
+            expertLevel=params.LEVEL_ADVANCED,
+            label=label,
+            help="Fraction of the simulated micrographs taken near the rim of a hole in a carbon film "
+            "(a darker film with a Fresnel fringe along its edge), so the models learn to denoise "
+            "a film and keep its edge. 0 = none (the paper's simulation).",
+        )
+
+    def _trainingSimulation(self, size: int, count: int, **values):
+        """The training simulation of this form (nt2c_core.settings.TRAINING_SIMULATION with the
+        data's acquisition and the form's values): one function for the one-click and the
+        stage-by-stage protocols, so both routes simulate, and train on, the same pairs."""
+        from nt2c_core.settings import TRAINING_SIMULATION, replace
+
+        return replace(
+            TRAINING_SIMULATION,
+            acquisition=self._acquisition(),
+            size=(size, size),
+            particles=self.particles.get(),
+            defocus_um=self._defocusRange(),
+            count=count,
+            seed=self.seed.get(),
+            carbon_fraction=self.carbonFraction.get(),
+            ice_gradient=self.iceGradient.get(),
+            **values,
+        )
 
     def _structurePath(self):
         if self.structureSource.get() == 0:
@@ -171,16 +318,23 @@ class ProtNT2CSimulationBase(ProtNT2CBase):
 
         in_set = self.inputMicrographs.get()
         acq = in_set.getAcquisition()
-        return Acquisition(voltage_kv=acq.getVoltage(), cs_mm=acq.getSphericalAberration(),
-                           amplitude_contrast=acq.getAmplitudeContrast(), pixel_size=in_set.getSamplingRate(),
-                           dose=self.dose.get(), detector=DETECTOR_CHOICES[self.detector.get()])
+        return Acquisition(
+            voltage_kv=acq.getVoltage(),
+            cs_mm=acq.getSphericalAberration(),
+            amplitude_contrast=acq.getAmplitudeContrast(),
+            pixel_size=in_set.getSamplingRate(),
+            dose=self.dose.get(),
+            detector=DETECTOR_CHOICES[self.detector.get()],
+        )
 
     def _validateSimulationInputs(self) -> list:
         errors = []
         acq = self.inputMicrographs.get().getAcquisition()
         if acq is None or acq.getVoltage() is None:
-            errors.append("The micrographs have no acquisition (voltage, Cs, amplitude contrast): "
-                          "import them with their acquisition parameters.")
+            errors.append(
+                "The micrographs have no acquisition (voltage, Cs, amplitude contrast): "
+                "import them with their acquisition parameters."
+            )
         errors += self._validateStructure()
         if self.defocusMin.get() > self.defocusMax.get():
             errors.append("Defocus range: min is larger than max.")
@@ -199,7 +353,9 @@ def _looks_like_structure(path) -> bool:
                 head = fh.read(1 << 20)
         except OSError:
             return False
-        return any(key in head for key in ("\nATOM  ", "\nHETATM", "_atom_site.")) or head.startswith(("ATOM  ", "HETATM"))
+        return any(key in head for key in ("\nATOM  ", "\nHETATM", "_atom_site.")) or head.startswith(
+            ("ATOM  ", "HETATM")
+        )
     from nt2c_core.errors import NT2CError
     from nt2c_core.simulate.structure import load_structure
 

@@ -26,10 +26,14 @@ class ProtNT2CImportModel(ProtNT2CBase):
 
     def _defineParams(self, form):
         form.addSection("Input")
-        form.addParam("modelFile", params.PathParam, label="NT2C model file",
-                      help="A .pt file written by 'nt2c train', 'nt2c train-fine' or the NT2C protocols. "
-                           "It holds weights plus metadata (architecture, pixel size, acquisition); it "
-                           "is never unpickled as code.")
+        form.addParam(
+            "modelFile",
+            params.PathParam,
+            label="NT2C model file",
+            help="A .pt file written by 'nt2c train', 'nt2c train-fine' or the NT2C protocols. "
+            "It holds weights plus metadata (architecture, pixel size, acquisition); it "
+            "is never unpickled as code.",
+        )
 
     def _insertAllSteps(self):
         self._insertFunctionStep(self.importStep)
@@ -74,11 +78,15 @@ class ProtNT2CImportModel(ProtNT2CBase):
             return ["Model not imported yet."]
         meta = model.getMetadata()
         arch = meta.get("architecture", {})
-        lines = [f"Kind: {meta.get('kind', 'denoiser')}, architecture {arch.get('name')} width {arch.get('width')}",
-                 f"Trained for pixel size: {meta.get('pixel_size')} Å"]
+        lines = [
+            f"Kind: {meta.get('kind', 'denoiser')}, architecture {arch.get('name')} width {arch.get('width')}",
+            f"Trained for pixel size: {meta.get('pixel_size')} Å",
+        ]
         training = meta.get("training", {})
         if training.get("val_psnr_db") is not None:
-            lines.append(f"Validation PSNR {training['val_psnr_db']:.2f} dB (raw {training.get('raw_val_psnr_db', 0):.2f} dB)")
+            lines.append(
+                f"Validation PSNR {training['val_psnr_db']:.2f} dB (raw {training.get('raw_val_psnr_db', 0):.2f} dB)"
+            )
         lines.append(f"nt2c {meta.get('nt2c_version')}, torch {meta.get('torch_version')}")
         return lines
 

@@ -16,9 +16,20 @@ import pyworkflow.protocol.params as params
 from pwem.objects import SetOfMicrographs
 
 from nt2c_core.layout import WorkLayout
-from nt2c_core.settings import (COARSE, COARSE_TRANSFER, CONSISTENCY_REFERENCES, EXTRACTION, FINE, GAN,
-                                MIN_NOISE_PATCHES, NOISE_MODELS, RULES, SIZE_MULTIPLE, STAGES, TRAINING_CARBON_FRACTION,
-                                PipelineConfig)
+from nt2c_core.settings import (
+    COARSE,
+    COARSE_TRANSFER,
+    CONSISTENCY_REFERENCES,
+    EXTRACTION,
+    FINE,
+    GAN,
+    MIN_NOISE_PATCHES,
+    NOISE_MODELS,
+    RULES,
+    SIZE_MULTIPLE,
+    STAGES,
+    PipelineConfig,
+)
 
 from ..constants import CONSISTENCY_BAND_HELP, ICE_GRADIENT_HELP, OUTPUT_MICROGRAPHS, OUTPUT_MODEL
 from ..objects import NT2CModel
@@ -47,91 +58,206 @@ class ProtNT2C(ProtNT2CSimulationBase):
     # --- form -----------------------------------------------------------------------------
     def _defineParams(self, form):
         form.addSection("Input")
-        form.addParam("inputMicrographs", params.PointerParam, pointerClass="SetOfMicrographs", important=True,
-                      label="Raw micrographs", help="Motion-corrected micrographs with their acquisition.")
+        form.addParam(
+            "inputMicrographs",
+            params.PointerParam,
+            pointerClass="SetOfMicrographs",
+            important=True,
+            label="Raw micrographs",
+            help="Motion-corrected micrographs with their acquisition.",
+        )
         self._defineSimulationInputParams(form)
         form.addSection("Training")
-        form.addParam("simCount", params.IntParam, default=64, label="Simulated micrographs",
-                      help="Clean/noisy training pairs simulated from the atomic model (10 % are held out for "
-                           "validation and the model choice).")
-        form.addParam("simSize", params.IntParam, default=512, label="Simulated size (px)",
-                      help="Side of each simulated micrograph.")
-        form.addParam("particles", params.IntParam, default=20, label="Particles per simulated micrograph",
-                      help="Match the crowding of the real micrographs (particles per area).")
-        form.addParam("carbonFraction", params.FloatParam, default=TRAINING_CARBON_FRACTION,
-                      expertLevel=params.LEVEL_ADVANCED, label="Simulated near a carbon edge (fraction)",
-                      help="Fraction of the simulated micrographs taken near the rim of a hole in a carbon film "
-                           "(a darker film with a Fresnel fringe along its edge), so the models learn to denoise "
-                           "a film and keep its edge. 0 = none (the paper's simulation).")
-        form.addParam("iceGradient", params.FloatParam, default=0.0, expertLevel=params.LEVEL_ADVANCED,
-                      label="Simulated ice-thickness gradient (fraction)", help=ICE_GRADIENT_HELP)
-        form.addParam("coarseSteps", params.IntParam, default=COARSE.steps, label="Coarse training steps",
-                      help="Optimizer steps of the coarse U-Net on the simulated pairs.")
-        form.addParam("fineSteps", params.IntParam, default=FINE.steps, label="Fine training steps",
-                      help="Optimizer steps of the fine U-Net (started from the coarse one) on noise-transferred "
-                           "pairs.")
-        form.addParam("fineConsistency", params.FloatParam, default=FINE.consistency,
-                      expertLevel=params.LEVEL_ADVANCED, label="Fine: data-consistency weight",
-                      help="Weight of the term that keeps the fine model's output at the particle scale between the "
-                           "input micrographs and the general model's output, so it cannot paint or erase particles; "
-                           "0 = off (the paper's fine stage, which paints on real data with strong particle-band "
-                           "noise).")
-        form.addParam("fineConsistencyReference", params.EnumParam, choices=list(CONSISTENCY_REFERENCES), default=0,
-                      expertLevel=params.LEVEL_ADVANCED, label="Fine: data-consistency band",
-                      help=CONSISTENCY_BAND_HELP)
-        form.addParam("width", params.IntParam, default=COARSE.architecture["width"], expertLevel=params.LEVEL_ADVANCED,
-                      label="U-Net width", help="48 as in the paper; 24 is ~3x faster on CPU (ignored when the "
-                                                 "coarse model starts from the general model, whose width it keeps).")
-        form.addParam("crop", params.IntParam, default=COARSE.crop, expertLevel=params.LEVEL_ADVANCED,
-                      label="Training crop (px)", help=f"Random training crops, a multiple of {SIZE_MULTIPLE}.")
-        form.addParam("batchSize", params.IntParam, default=COARSE.batch_size, expertLevel=params.LEVEL_ADVANCED,
-                      label="Batch size", help="Crops per training step (coarse and fine).")
-        form.addParam("noiseRule", params.EnumParam, choices=RULE_CHOICES, default=0, label="Noise patch rule",
-                      help="Particle mask: particles are found on the shipped general model's output and noise "
-                           "patches are cut from the area between them (any particle density; the particle "
-                           "diameter comes from the atomic model). SSIM tiles: the paper's rule on the coarse "
-                           "model's output; needs empty d x d tiles, which dense fields do not have.")
-        form.addParam("noisePatch", params.IntParam, default=0, label="Noise patch size d (px)",
-                      help="0 = automatic (particle mask: the largest multiple of 32 px giving about 256 patches; "
-                           "SSIM tiles: two particle diameters). SSIM tiles are scanned with step d/2.")
-        form.addParam("ssimThreshold", params.FloatParam, default=EXTRACTION.threshold, label="SSIM threshold",
-                      condition="noiseRule == 1",
-                      help="A tile is background when all pairwise SSIMs of its 4 sub-patches exceed this.")
-        form.addParam("minNoisePatches", params.IntParam, default=MIN_NOISE_PATCHES, expertLevel=params.LEVEL_ADVANCED,
-                      label="Minimum noise patches",
-                      help="Fewer patches than this cannot train the noise model; see 'If too few noise patches'.")
-        form.addParam("fewPatches", params.EnumParam, choices=FEW_PATCHES, default=0,
-                      expertLevel=params.LEVEL_ADVANCED, label="If too few noise patches",
-                      help="Go on: warn with the measured free area, skip the noise GAN and the fine model, and "
-                           "denoise with the better of the general and coarse models (no hours lost). Stop: fail "
-                           "at the noise stage with advice; fix the settings and Continue.")
-        form.addParam("coarseFromGeneral", params.BooleanParam, default=True, expertLevel=params.LEVEL_ADVANCED,
-                      label="Start the coarse model from the general model?",
-                      help="Yes: the coarse U-Net starts from the shipped general model (trained on simulation "
-                           "across acquisitions; its architecture, width 24, is kept) and is refined on this data "
-                           "set's simulation at a quarter of the from-scratch learning rate (2.5e-4), so it keeps "
-                           "what the general model learned. No: from scratch at 1e-3, as in the paper (width as "
-                           "set above).")
-        form.addParam("chooseModel", params.BooleanParam, default=True, expertLevel=params.LEVEL_ADVANCED,
-                      label="Choose the best model?",
-                      help="Yes: before denoising, score the general, coarse and fine models on held-out simulated "
-                           "micrographs (PSNR) and on the raw micrographs (agreement with the raw data at the "
-                           "particle scale, so a model that erases unfamiliar particles is not chosen), and "
-                           "denoise with the best; the summary shows the table. No: always the fine model.")
-        form.addParam("noiseModel", params.EnumParam, choices=NOISE_MODEL_CHOICES,
-                      default=NOISE_MODELS.index(PipelineConfig.noise_model),
-                      expertLevel=params.LEVEL_ADVANCED, label="Noise model",
-                      help="Where the fine model's real noise comes from: the patches themselves tiled into noise "
-                           "fields (default, no GAN stage), or the paper's WGAN-GP trained on the noise patches. On "
-                           "real ribosome micrographs the GAN's 128 px fields carried 20-25 % less noise power at "
-                           "the particle's frequencies than the real patches, and its fine model hardly denoised.")
+        form.addParam(
+            "simCount",
+            params.IntParam,
+            default=64,
+            label="Simulated micrographs",
+            help="Clean/noisy training pairs simulated from the atomic model (10 % are held out for "
+            "validation and the model choice).",
+        )
+        form.addParam(
+            "simSize",
+            params.IntParam,
+            default=512,
+            label="Simulated size (px)",
+            help="Side of each simulated micrograph.",
+        )
+        form.addParam(
+            "particles",
+            params.IntParam,
+            default=20,
+            label="Particles per simulated micrograph",
+            help="Match the crowding of the real micrographs (particles per area).",
+        )
+        self._defineCarbonParam(form)
+        form.addParam(
+            "iceGradient",
+            params.FloatParam,
+            default=0.0,
+            expertLevel=params.LEVEL_ADVANCED,
+            label="Simulated ice-thickness gradient (fraction)",
+            help=ICE_GRADIENT_HELP,
+        )
+        form.addParam(
+            "coarseSteps",
+            params.IntParam,
+            default=COARSE.steps,
+            label="Coarse training steps",
+            help="Optimizer steps of the coarse U-Net on the simulated pairs.",
+        )
+        form.addParam(
+            "fineSteps",
+            params.IntParam,
+            default=FINE.steps,
+            label="Fine training steps",
+            help="Optimizer steps of the fine U-Net (started from the coarse one) on noise-transferred pairs.",
+        )
+        form.addParam(
+            "fineConsistency",
+            params.FloatParam,
+            default=FINE.consistency,
+            expertLevel=params.LEVEL_ADVANCED,
+            label="Fine: data-consistency weight",
+            help="Weight of the term that keeps the fine model's output at the particle scale between the "
+            "input micrographs and the general model's output, so it cannot paint or erase particles; "
+            "0 = off (the paper's fine stage, which paints on real data with strong particle-band "
+            "noise).",
+        )
+        form.addParam(
+            "fineConsistencyReference",
+            params.EnumParam,
+            choices=list(CONSISTENCY_REFERENCES),
+            default=0,
+            expertLevel=params.LEVEL_ADVANCED,
+            label="Fine: data-consistency band",
+            help=CONSISTENCY_BAND_HELP,
+        )
+        form.addParam(
+            "width",
+            params.IntParam,
+            default=COARSE.architecture["width"],
+            expertLevel=params.LEVEL_ADVANCED,
+            label="U-Net width",
+            help="48 as in the paper; 24 is ~3x faster on CPU (ignored when the "
+            "coarse model starts from the general model, whose width it keeps).",
+        )
+        form.addParam(
+            "crop",
+            params.IntParam,
+            default=COARSE.crop,
+            expertLevel=params.LEVEL_ADVANCED,
+            label="Training crop (px)",
+            help=f"Random training crops, a multiple of {SIZE_MULTIPLE}.",
+        )
+        form.addParam(
+            "batchSize",
+            params.IntParam,
+            default=COARSE.batch_size,
+            expertLevel=params.LEVEL_ADVANCED,
+            label="Batch size",
+            help="Crops per training step (coarse and fine).",
+        )
+        form.addParam(
+            "noiseRule",
+            params.EnumParam,
+            choices=RULE_CHOICES,
+            default=0,
+            label="Noise patch rule",
+            help="Particle mask: particles are found on the shipped general model's output and noise "
+            "patches are cut from the area between them (any particle density; the particle "
+            "diameter comes from the atomic model). SSIM tiles: the paper's rule on the coarse "
+            "model's output; needs empty d x d tiles, which dense fields do not have.",
+        )
+        form.addParam(
+            "noisePatch",
+            params.IntParam,
+            default=0,
+            label="Noise patch size d (px)",
+            help="0 = automatic (particle mask: the largest multiple of 32 px giving about 256 patches; "
+            "SSIM tiles: two particle diameters). SSIM tiles are scanned with step d/2.",
+        )
+        form.addParam(
+            "ssimThreshold",
+            params.FloatParam,
+            default=EXTRACTION.threshold,
+            label="SSIM threshold",
+            condition="noiseRule == 1",
+            help="A tile is background when all pairwise SSIMs of its 4 sub-patches exceed this.",
+        )
+        form.addParam(
+            "minNoisePatches",
+            params.IntParam,
+            default=MIN_NOISE_PATCHES,
+            expertLevel=params.LEVEL_ADVANCED,
+            label="Minimum noise patches",
+            help="Fewer patches than this cannot train the noise model; see 'If too few noise patches'.",
+        )
+        form.addParam(
+            "fewPatches",
+            params.EnumParam,
+            choices=FEW_PATCHES,
+            default=0,
+            expertLevel=params.LEVEL_ADVANCED,
+            label="If too few noise patches",
+            help="Go on: warn with the measured free area, skip the noise GAN and the fine model, and "
+            "denoise with the better of the general and coarse models (no hours lost). Stop: fail "
+            "at the noise stage with advice; fix the settings and Continue.",
+        )
+        form.addParam(
+            "coarseFromGeneral",
+            params.BooleanParam,
+            default=True,
+            expertLevel=params.LEVEL_ADVANCED,
+            label="Start the coarse model from the general model?",
+            help="Yes: the coarse U-Net starts from the shipped general model (trained on simulation "
+            "across acquisitions; its architecture, width 24, is kept) and is refined on this data "
+            "set's simulation at a quarter of the from-scratch learning rate (2.5e-4), so it keeps "
+            "what the general model learned. No: from scratch at 1e-3, as in the paper (width as "
+            "set above).",
+        )
+        form.addParam(
+            "chooseModel",
+            params.BooleanParam,
+            default=True,
+            expertLevel=params.LEVEL_ADVANCED,
+            label="Choose the best model?",
+            help="Yes: before denoising, score the general, coarse and fine models on held-out simulated "
+            "micrographs (PSNR) and on the raw micrographs (agreement with the raw data at the "
+            "particle scale, so a model that erases unfamiliar particles is not chosen), and "
+            "denoise with the best; the summary shows the table. No: always the fine model.",
+        )
+        form.addParam(
+            "noiseModel",
+            params.EnumParam,
+            choices=NOISE_MODEL_CHOICES,
+            default=NOISE_MODELS.index(PipelineConfig.noise_model),
+            expertLevel=params.LEVEL_ADVANCED,
+            label="Noise model",
+            help="Where the fine model's real noise comes from: the patches themselves tiled into noise "
+            "fields (default, no GAN stage), or the paper's WGAN-GP trained on the noise patches. On "
+            "real ribosome micrographs the GAN's 128 px fields carried 20-25 % less noise power at "
+            "the particle's frequencies than the real patches, and its fine model hardly denoised.",
+        )
         # after noiseModel: pyworkflow binds a condition's names to the parameters defined before it
-        form.addParam("ganIterations", params.IntParam, default=GAN.iterations, label="Noise GAN iterations",
-                      condition=f"noiseModel == {NOISE_MODELS.index('gan')}",
-                      help="Generator steps of the WGAN-GP noise model (only with the GAN noise model).")
-        form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Random seed",
-                      help="The same seed and inputs give the same models.")
+        form.addParam(
+            "ganIterations",
+            params.IntParam,
+            default=GAN.iterations,
+            label="Noise GAN iterations",
+            condition=f"noiseModel == {NOISE_MODELS.index('gan')}",
+            help="Generator steps of the WGAN-GP noise model (only with the GAN noise model).",
+        )
+        form.addParam(
+            "seed",
+            params.IntParam,
+            default=0,
+            expertLevel=params.LEVEL_ADVANCED,
+            label="Random seed",
+            help="The same seed and inputs give the same models.",
+        )
         self._defineGpuParams(form)
+        self._defineThreadParams(form)
 
     # --- steps ----------------------------------------------------------------------------
     def _insertAllSteps(self):
@@ -163,14 +289,22 @@ class ProtNT2C(ProtNT2CSimulationBase):
 
     def stageStep(self, stage):
         if not self._inProcess():  # the dedicated environment's 'nt2c run --stage STAGE'
-            self._runNT2C("run", os.path.abspath(self._configPath()), "-o", self._workDir().resolve(), "--stage", stage,
-                          "--device", self._cliDevice())
+            self._runNT2C(
+                "run",
+                os.path.abspath(self._configPath()),
+                "-o",
+                self._workDir().resolve(),
+                "--stage",
+                stage,
+                "--device",
+                self._cliDevice(),
+            )
             return
         from nt2c_core.pipeline import run_pipeline
 
         config = PipelineConfig.from_file(self._configPath())
         config.device = self._device()
-        run_pipeline(config, self._workDir(), progress=False, only=[stage])
+        run_pipeline(config, self._workDir(), progress=True, only=[stage])
 
     def createOutputStep(self):
         work = self._workDir()
@@ -198,40 +332,53 @@ class ProtNT2C(ProtNT2CSimulationBase):
         return self._getExtraPath("nt2c_config.json")
 
     def _pipelineConfig(self):
-        from nt2c_core.settings import SimulationConfig, replace
+        from nt2c_core.settings import replace
 
         in_set = self.inputMicrographs.get()
-        acquisition = self._acquisition()
         seed = self.seed.get()
         size = self.simSize.get()
-        simulation = SimulationConfig(acquisition, size=(size, size), particles=self.particles.get(),
-                                      defocus_um=self._defocusRange(), count=self.simCount.get(),
-                                      library_size=200, seed=seed, carbon_fraction=self.carbonFraction.get(),
-                                      ice_gradient=self.iceGradient.get())
+        simulation = self._trainingSimulation(size, self.simCount.get())
         train = dict(crop=self.crop.get(), width=self.width.get(), batch_size=self.batchSize.get(), seed=seed)
         return PipelineConfig(
-            raw=[os.path.abspath(m.getFileName()) for m in in_set], structures=[os.path.abspath(self._structurePath())],
+            raw=[os.path.abspath(m.getFileName()) for m in in_set],
+            structures=[os.path.abspath(self._structurePath())],
             simulation=simulation,
-            coarse=replace(COARSE_TRANSFER if self.coarseFromGeneral.get() else COARSE, steps=self.coarseSteps.get(),
-                           **train),
-            extraction=replace(EXTRACTION, patch=self.noisePatch.get() or None, threshold=self.ssimThreshold.get(),
-                               rule=RULES[self.noiseRule.get()]),
+            coarse=replace(
+                COARSE_TRANSFER if self.coarseFromGeneral.get() else COARSE, steps=self.coarseSteps.get(), **train
+            ),
+            extraction=replace(
+                EXTRACTION,
+                patch=self.noisePatch.get() or None,
+                threshold=self.ssimThreshold.get(),
+                rule=RULES[self.noiseRule.get()],
+            ),
             gan=replace(GAN, iterations=self.ganIterations.get(), seed=seed),
-            fine=replace(FINE, steps=self.fineSteps.get(), consistency=self.fineConsistency.get(),
-                         consistency_reference=CONSISTENCY_REFERENCES[self.fineConsistencyReference.get()], **train),
-            min_noise_patches=self.minNoisePatches.get(), calibrate=self.calibrate.get(),
-            few_patches=("continue", "stop")[self.fewPatches.get()], choose_model=self.chooseModel.get(),
+            fine=replace(
+                FINE,
+                steps=self.fineSteps.get(),
+                consistency=self.fineConsistency.get(),
+                consistency_reference=CONSISTENCY_REFERENCES[self.fineConsistencyReference.get()],
+                **train,
+            ),
+            min_noise_patches=self.minNoisePatches.get(),
+            calibrate=self.calibrate.get(),
+            few_patches=("continue", "stop")[self.fewPatches.get()],
+            choose_model=self.chooseModel.get(),
             coarse_init="general" if self.coarseFromGeneral.get() else "none",
-            noise_model=NOISE_MODELS[self.noiseModel.get()])
+            noise_model=NOISE_MODELS[self.noiseModel.get()],
+        )
 
     # --- info -----------------------------------------------------------------------------
     def _validate(self):
-        errors = self._validateGpuList() + self._validateRoute()
+        errors = self._validateGpuList() + self._validateRoute() + self._validateThreadParams()
         in_set = self.inputMicrographs.get()
         if in_set is None:
             return errors + ["Choose the raw micrographs."]
         errors += self._validateSimulationInputs()
-        for name, multiple in (("crop", SIZE_MULTIPLE), ("noisePatch", SIZE_MULTIPLE if self.noiseRule.get() == 0 else 2)):
+        for name, multiple in (
+            ("crop", SIZE_MULTIPLE),
+            ("noisePatch", SIZE_MULTIPLE if self.noiseRule.get() == 0 else 2),
+        ):
             if getattr(self, name).get() % multiple:
                 errors.append(f"{self.getParam(name).label.get()}: must be a multiple of {multiple}.")
         if not errors:  # every stage's settings, checked as 'nt2c run' checks them, before hours of work
@@ -251,8 +398,10 @@ class ProtNT2C(ProtNT2CSimulationBase):
         noise = layout.done("noise")
         if noise.exists():
             info = json.loads(noise.read_text())
-            lines.append(f"Noise patches: {info.get('patches')} of {info.get('patch')} px from "
-                         f"{len(info.get('per_micrograph', {}))} micrographs.")
+            lines.append(
+                f"Noise patches: {info.get('patches')} of {info.get('patch')} px from "
+                f"{len(info.get('per_micrograph', {}))} micrographs."
+            )
             if info.get("insufficient"):
                 lines.append(f"WARNING: {info['insufficient']}; the GAN and fine stages were skipped.")
         selection = layout.selection
@@ -275,16 +424,25 @@ class ProtNT2C(ProtNT2CSimulationBase):
             return []
         config = json.loads(params.read_text()).get("config", {})
         done = json.loads(layout.done("simulate").read_text()) if layout.done("simulate").exists() else {}
-        source = ("calibrated from the micrographs" if "calibrated" in done else
-                  "from a reused calibration" if "calibration_reused" in done else "as set in the form")
+        source = (
+            "calibrated from the micrographs"
+            if "calibrated" in done
+            else "from a reused calibration"
+            if "calibration_reused" in done
+            else "as set in the form"
+        )
         lo, hi = config.get("defocus_um", [None, None])
         acq = config.get("acquisition", {})
-        return [f"Simulation used ({source}): defocus {lo}-{hi} µm, dose {acq.get('dose')} e/Å², "
-                f"ice {config.get('ice_thickness')} Å, {acq.get('pixel_size')} Å/px, detector {acq.get('detector')}."]
+        return [
+            f"Simulation used ({source}): defocus {lo}-{hi} µm, dose {acq.get('dose')} e/Å², "
+            f"ice {config.get('ice_thickness')} Å, {acq.get('pixel_size')} Å/px, detector {acq.get('detector')}."
+        ]
 
     def _methods(self):
-        return ["Micrographs were denoised with NT2C [Li2022NT2C] trained on simulated pairs of the atomic "
-                "model carrying the data set's own background noise."]
+        return [
+            "Micrographs were denoised with NT2C [Li2022NT2C] trained on simulated pairs of the atomic "
+            "model carrying the data set's own background noise."
+        ]
 
     def _citations(self):
         return ["Li2022NT2C"]

@@ -46,28 +46,66 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
 
     def _defineParams(self, form):
         form.addSection("Input")
-        form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticles", important=True,
-                      label="Particles", help="Extracted particles (MRC stacks), with or without CTF and alignment.")
-        form.addParam("inputModel", params.PointerParam, pointerClass="NT2CModel", important=True,
-                      label="SR3 restorer",
-                      help="From 'train particle restorer (SR3)' or 'import model' (kind particle-restorer), "
-                           "trained at the particles' pixel size.")
+        form.addParam(
+            "inputParticles",
+            params.PointerParam,
+            pointerClass="SetOfParticles",
+            important=True,
+            label="Particles",
+            help="Extracted particles (MRC stacks), with or without CTF and alignment.",
+        )
+        form.addParam(
+            "inputModel",
+            params.PointerParam,
+            pointerClass="NT2CModel",
+            important=True,
+            label="SR3 restorer",
+            help="From 'train particle restorer (SR3)' or 'import model' (kind particle-restorer), "
+            "trained at the particles' pixel size.",
+        )
         form.addSection("Restoration")
-        form.addParam("sampleSteps", params.IntParam, default=RESTORER.sample_steps, label="Diffusion steps",
-                      help="DDIM steps per particle: more steps give sharper (posterior-sample) images; with "
-                           "post-processing, 4 measured best (PSNR) on our benchmark. Time grows linearly.")
-        form.addParam("samples", params.IntParam, default=RESTORER.samples, expertLevel=params.LEVEL_ADVANCED,
-                      label="Draws averaged", help="Restored draws averaged per particle (1 = one sample; more "
-                                                   "approach the posterior mean, N times slower).")
-        form.addParam("postProcess", params.BooleanParam, default=True, label="Post-processing U-Net?",
-                      help="Apply the light U-Net trained after the diffusion model (recommended).")
-        form.addParam("batch", params.IntParam, default=RESTORER.batch, expertLevel=params.LEVEL_ADVANCED,
-                      label="Batch size", help="Particles per forward pass (memory grows with it and with box²).")
-        form.addParam("seed", params.IntParam, default=RESTORER.seed, expertLevel=params.LEVEL_ADVANCED,
-                      label="Random seed", help="Seeds each particle's start noise (with its objId): reruns give "
-                                                "the same images.")
+        form.addParam(
+            "sampleSteps",
+            params.IntParam,
+            default=RESTORER.sample_steps,
+            label="Diffusion steps",
+            help="DDIM steps per particle: more steps give sharper (posterior-sample) images; with "
+            "post-processing, 4 measured best (PSNR) on our benchmark. Time grows linearly.",
+        )
+        form.addParam(
+            "samples",
+            params.IntParam,
+            default=RESTORER.samples,
+            expertLevel=params.LEVEL_ADVANCED,
+            label="Draws averaged",
+            help="Restored draws averaged per particle (1 = one sample; more "
+            "approach the posterior mean, N times slower).",
+        )
+        form.addParam(
+            "postProcess",
+            params.BooleanParam,
+            default=True,
+            label="Post-processing U-Net?",
+            help="Apply the light U-Net trained after the diffusion model (recommended).",
+        )
+        form.addParam(
+            "batch",
+            params.IntParam,
+            default=RESTORER.batch,
+            expertLevel=params.LEVEL_ADVANCED,
+            label="Batch size",
+            help="Particles per forward pass (memory grows with it and with box²).",
+        )
+        form.addParam(
+            "seed",
+            params.IntParam,
+            default=RESTORER.seed,
+            expertLevel=params.LEVEL_ADVANCED,
+            label="Random seed",
+            help="Seeds each particle's start noise (with its objId): reruns give the same images.",
+        )
         self._defineGpuParams(form)
-        form.addParallelSection(threads=1, mpi=0)
+        self._defineThreadParams(form, threads=1)
 
     # --- steps ----------------------------------------------------------------------------
     def _stacks(self) -> list:
@@ -75,8 +113,10 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
 
     def _insertAllSteps(self):
         convert = self._insertFunctionStep(self.convertInputStep, needsGPU=False)
-        deps = [self._insertFunctionStep(self.restoreStep, i, stack, prerequisites=[convert])
-                for i, stack in enumerate(self._stacks())]
+        deps = [
+            self._insertFunctionStep(self.restoreStep, i, stack, prerequisites=[convert])
+            for i, stack in enumerate(self._stacks())
+        ]
         self._insertFunctionStep(self.createOutputStep, prerequisites=deps, needsGPU=False)
 
     def _groupsPath(self) -> str:
@@ -92,8 +132,12 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
             json.dump(groups, fh)
 
     def _overrides(self) -> dict:
-        return {"sample_steps": self.sampleSteps.get(), "samples": self.samples.get(), "batch": self.batch.get(),
-                "seed": self.seed.get()}
+        return {
+            "sample_steps": self.sampleSteps.get(),
+            "samples": self.samples.get(),
+            "batch": self.batch.get(),
+            "seed": self.seed.get(),
+        }
 
     def _outputPath(self, number: int, stack: str) -> str:
         return self._getExtraPath(f"{number + 1:03d}_{Path(stack).stem}_restored.mrcs")
@@ -114,6 +158,7 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
         import numpy as np
 
         from nt2c_core.io import write_mrc
+        from nt2c_core.logs import stage
         from nt2c_core.particles.sr3 import Restorer
         from nt2c_core.particles.star import read_stack
 
@@ -121,11 +166,13 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
         index = [i - 1 for _, i in rows]
         if index and max(index) >= len(images):
             raise ValueError(f"{stack}: particle index {max(index) + 1} but the stack holds {len(images)} images")
-        restorer = Restorer(self.inputModel.get().getFileName(), self._overrides(), self.postProcess.get(), self._device())
-        for warning in restorer.check_pixel(self.inputParticles.get().getSamplingRate(), stack):
-            self.warning(warning)
-        restored = restorer.restore(images[index], np.array([obj for obj, _ in rows]), progress=False)
-        write_mrc(dst, restored, pixel or self.inputParticles.get().getSamplingRate(), [restorer.label])
+        device = self._device()
+        with stage(f"restore-particles {stack}", device):
+            restorer = Restorer(self.inputModel.get().getFileName(), self._overrides(), self.postProcess.get(), device)
+            for warning in restorer.check_pixel(self.inputParticles.get().getSamplingRate(), stack):
+                self.warning(warning)
+            restored = restorer.restore(images[index], np.array([obj for obj, _ in rows]), progress=True)
+            write_mrc(dst, restored, pixel or self.inputParticles.get().getSamplingRate(), [restorer.label])
 
     def _restoreIsolated(self, number, stack, rows, dst):
         """The same stage through the dedicated environment's ``nt2c restore-particles``, given a
@@ -137,10 +184,18 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
         star.write_text("\n".join(lines) + "\n")
         out = Path(self._getTmpPath(f"{number + 1:03d}"))
         post = [] if self.postProcess.get() else ["--no-post"]
-        self._runNT2C("restore-particles", "--model", os.path.abspath(self.inputModel.get().getFileName()),
-                      "-o", str(out.absolute()), "--device", self._cliDevice(), *post,
-                      *[arg for key, value in self._overrides().items() for arg in (f"--{key.replace('_', '-')}", value)],
-                      str(star.absolute()))
+        self._runNT2C(
+            "restore-particles",
+            "--model",
+            os.path.abspath(self.inputModel.get().getFileName()),
+            "-o",
+            str(out.absolute()),
+            "--device",
+            self._cliDevice(),
+            *post,
+            *[arg for key, value in self._overrides().items() for arg in (f"--{key.replace('_', '-')}", value)],
+            str(star.absolute()),
+        )
         produced = sorted((out / "Particles").glob("*_restored.mrcs"))
         if len(produced) != 1:
             raise RuntimeError(f"nt2c restore-particles wrote {len(produced)} stacks in {out / 'Particles'}")
@@ -172,13 +227,15 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
         from nt2c_core.errors import NT2CError
         from nt2c_core.settings import RestorerConfig
 
-        errors = self._validateGpuList() + self._validateRoute()
+        errors = self._validateGpuList() + self._validateRoute() + self._validateThreadParams()
         model = self.inputModel.get()
         if model is None:
             errors.append("Choose an SR3 restorer (train one, or import a .pt file).")
         elif model.getKind() != "particle-restorer":
-            errors.append(f"{model.getFileName()}: is a {model.getKind()!r} model; this protocol needs a "
-                          "'particle-restorer' (from 'train particle restorer (SR3)').")
+            errors.append(
+                f"{model.getFileName()}: is a {model.getKind()!r} model; this protocol needs a "
+                "'particle-restorer' (from 'train particle restorer (SR3)')."
+            )
         try:
             RestorerConfig(**{**RestorerConfig().__dict__, **self._overrides()}).validate()
         except NT2CError as exc:
@@ -196,21 +253,27 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
             return []
         ratio = particles.getSamplingRate() / model.getPixelSize()
         if not 0.8 <= ratio <= 1.25:
-            return [f"The particles' pixel size ({particles.getSamplingRate():.3g} Å) differs from the restorer's "
-                    f"({model.getPixelSize():.3g} Å) by more than 25 %."]
+            return [
+                f"The particles' pixel size ({particles.getSamplingRate():.3g} Å) differs from the restorer's "
+                f"({model.getPixelSize():.3g} Å) by more than 25 %."
+            ]
         return []
 
     def _summary(self):
         out = getattr(self, OUTPUT_PARTICLES, None)
         if out is None:
             return ["Running or not started."]
-        return [f"Restored {out.getSize()} of {self.inputParticles.get().getSize()} particles with "
-                f"{self.inputModel.get().getFileName()} ({self.sampleSteps.get()} diffusion steps, "
-                f"{self.samples.get()} draw(s), post-processing {'on' if self.postProcess.get() else 'off'})."]
+        return [
+            f"Restored {out.getSize()} of {self.inputParticles.get().getSize()} particles with "
+            f"{self.inputModel.get().getFileName()} ({self.sampleSteps.get()} diffusion steps, "
+            f"{self.samples.get()} draw(s), post-processing {'on' if self.postProcess.get() else 'off'})."
+        ]
 
     def _methods(self):
-        return ["Particle images were restored with an SR3 conditional diffusion model and a post-processing "
-                f"U-Net [Zhang2024SR3] as implemented in scipion-em-nt2c ({self.sampleSteps.get()} DDIM steps)."]
+        return [
+            "Particle images were restored with an SR3 conditional diffusion model and a post-processing "
+            f"U-Net [Zhang2024SR3] as implemented in scipion-em-nt2c ({self.sampleSteps.get()} DDIM steps)."
+        ]
 
     def _citations(self):
         return ["Zhang2024SR3"]

@@ -27,35 +27,65 @@ class ProtNT2CSimulate(ProtNT2CSimulationBase):
 
     def _defineParams(self, form):
         form.addSection("Input")
-        form.addParam("inputMicrographs", params.PointerParam, pointerClass="SetOfMicrographs", important=True,
-                      label="Experimental micrographs", help="Their acquisition and sampling rate are simulated.")
+        form.addParam(
+            "inputMicrographs",
+            params.PointerParam,
+            pointerClass="SetOfMicrographs",
+            important=True,
+            label="Experimental micrographs",
+            help="Their acquisition and sampling rate are simulated.",
+        )
         self._defineSimulationInputParams(form)
         form.addSection("Simulation")
-        form.addParam("count", params.IntParam, default=64, label="Micrographs to simulate",
-                      help="Clean/noisy training pairs (10 % are held out for validation).")
+        form.addParam(
+            "count",
+            params.IntParam,
+            default=64,
+            label="Micrographs to simulate",
+            help="Clean/noisy training pairs (10 % are held out for validation).",
+        )
         form.addParam("size", params.IntParam, default=512, label="Size (px)", help="Side of each micrograph.")
-        form.addParam("particles", params.IntParam, default=20, label="Particles per micrograph",
-                      help="Match the crowding of the real micrographs (particles per area).")
-        form.addParam("iceThickness", params.FloatParam, default=300.0, label="Ice thickness (Å)",
-                      help="Amorphous ice slab; its spectrum adds to the detector noise.")
-        form.addParam("iceGradient", params.FloatParam, default=0.0, expertLevel=params.LEVEL_ADVANCED,
-                      label="Ice-thickness gradient (fraction)", help=ICE_GRADIENT_HELP)
-        form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Random seed",
-                      help="The same seed and settings give the same micrographs.")
+        form.addParam(
+            "particles",
+            params.IntParam,
+            default=20,
+            label="Particles per micrograph",
+            help="Match the crowding of the real micrographs (particles per area).",
+        )
+        form.addParam(
+            "iceThickness",
+            params.FloatParam,
+            default=300.0,
+            label="Ice thickness (Å)",
+            help="Amorphous ice slab; its spectrum adds to the detector noise.",
+        )
+        self._defineCarbonParam(form)
+        form.addParam(
+            "iceGradient",
+            params.FloatParam,
+            default=0.0,
+            expertLevel=params.LEVEL_ADVANCED,
+            label="Ice-thickness gradient (fraction)",
+            help=ICE_GRADIENT_HELP,
+        )
+        form.addParam(
+            "seed",
+            params.IntParam,
+            default=0,
+            expertLevel=params.LEVEL_ADVANCED,
+            label="Random seed",
+            help="The same seed and settings give the same micrographs.",
+        )
         self._defineGpuParams(form)
+        self._defineThreadParams(form)
 
     def _insertAllSteps(self):
         self._insertFunctionStep(self.simulateStep)
         self._insertFunctionStep(self.createOutputStep, needsGPU=False)
 
     def _simulation(self):
-        from nt2c_core.settings import SimulationConfig
-
         size = self.size.get()
-        return SimulationConfig(self._acquisition(), size=(size, size), particles=self.particles.get(),
-                                defocus_um=self._defocusRange(), ice_thickness=self.iceThickness.get(),
-                                ice_gradient=self.iceGradient.get(), count=self.count.get(), library_size=200,
-                                seed=self.seed.get())
+        return self._trainingSimulation(size, self.count.get(), ice_thickness=self.iceThickness.get())
 
     def simulateStep(self):
         config = self._simulation()
@@ -65,8 +95,16 @@ class ProtNT2CSimulate(ProtNT2CSimulationBase):
             args = []
             if self.calibrate.get():
                 folder = os.path.abspath(self._getExtraPath("calibration"))
-                self._runStage("calibrate", config, *[os.path.abspath(m.getFileName()) for m in self.inputMicrographs.get()],
-                               "-o", folder, "--structure", structure, device=False)
+                self._runStage(
+                    "calibrate",
+                    config,
+                    *[os.path.abspath(m.getFileName()) for m in self.inputMicrographs.get()],
+                    "-o",
+                    folder,
+                    "--structure",
+                    structure,
+                    device=False,
+                )
                 args = ["--calibration", os.path.join(folder, "calibration.json")]
             self._runStage("simulate", config, "-o", output, "--structure", structure, *args)
             return
@@ -74,7 +112,7 @@ class ProtNT2CSimulate(ProtNT2CSimulationBase):
 
         if self.calibrate.get():
             config = self._calibrated(config)
-        simulate_dataset([structure], config, output, device=self._device(), progress=False)
+        simulate_dataset([structure], config, output, device=self._device(), progress=True)
 
     def _calibrated(self, config):
         from nt2c_core.calibrate import calibrate_files
@@ -84,8 +122,10 @@ class ProtNT2CSimulate(ProtNT2CSimulationBase):
         for note in result.notes:
             self.info(f"calibration: {note}")
         sim = result.simulation
-        self.info(f"calibrated: defocus {sim.defocus_um[0]:.3f}-{sim.defocus_um[1]:.3f} µm, dose "
-                  f"{sim.acquisition.dose:.1f} e/Å², ice {sim.ice_thickness:.0f} Å")
+        self.info(
+            f"calibrated: defocus {sim.defocus_um[0]:.3f}-{sim.defocus_um[1]:.3f} µm, dose "
+            f"{sim.acquisition.dose:.1f} e/Å², ice {sim.ice_thickness:.0f} Å"
+        )
         return sim
 
     def createOutputStep(self):
@@ -103,7 +143,7 @@ class ProtNT2CSimulate(ProtNT2CSimulationBase):
             self._defineSourceRelation(self.inputMicrographs, out)
 
     def _validate(self):
-        errors = self._validateGpuList() + self._validateRoute()
+        errors = self._validateGpuList() + self._validateRoute() + self._validateThreadParams()
         if self.inputMicrographs.get() is None:
             return errors + ["Choose the experimental micrographs."]
         errors += self._validateSimulationInputs()
@@ -122,8 +162,10 @@ class ProtNT2CSimulate(ProtNT2CSimulationBase):
         out = getattr(self, "outputNoisy", None)
         if out is None:
             return ["Not simulated yet."]
-        return [f"{out.getSize()} clean/noisy pairs at {out.getSamplingRate():.3f} Å/px, defocus "
-                f"{self._defocusRange()[0]}-{self._defocusRange()[1]} µm, dose {self.dose.get()} e/Å²."]
+        return [
+            f"{out.getSize()} clean/noisy pairs at {out.getSamplingRate():.3f} Å/px, defocus "
+            f"{self._defocusRange()[0]}-{self._defocusRange()[1]} µm, dose {self.dose.get()} e/Å²."
+        ]
 
     def _citations(self):
         return ["Li2022NT2C"]

@@ -31,41 +31,114 @@ class ProtNT2CTrainRestorer(ProtNT2CSimulationBase):
 
     def _defineParams(self, form):
         form.addSection("Input")
-        form.addParam("inputSet", params.PointerParam, pointerClass="SetOfParticles,SetOfMicrographs",
-                      important=True, label="Particles (or micrographs)",
-                      help="The data the restorer is for: its acquisition (kV, Cs, amplitude contrast) and pixel "
-                           "size are simulated; particles also give the box size and, with CTFs, the defocus range.")
+        form.addParam(
+            "inputSet",
+            params.PointerParam,
+            pointerClass="SetOfParticles,SetOfMicrographs",
+            important=True,
+            label="Particles (or micrographs)",
+            help="The data the restorer is for: its acquisition (kV, Cs, amplitude contrast) and pixel "
+            "size are simulated; particles also give the box size and, with CTFs, the defocus range.",
+        )
         self._defineStructureParams(form)
         form.addSection("Simulation")
-        form.addParam("boxSize", params.IntParam, default=0, label="Box size (px)",
-                      help="Side of the simulated particle images; 0 = the input particles' box (needed for micrographs).")
-        form.addParam("count", params.IntParam, default=4000, label="Training particles",
-                      help="Number of simulated particle images (uniform random orientations).")
+        form.addParam(
+            "boxSize",
+            params.IntParam,
+            default=0,
+            label="Box size (px)",
+            help="Side of the simulated particle images; 0 = the input particles' box (needed for micrographs).",
+        )
+        form.addParam(
+            "count",
+            params.IntParam,
+            default=4000,
+            label="Training particles",
+            help="Number of simulated particle images (uniform random orientations).",
+        )
         line = form.addLine("Defocus range (µm)", help="Used when the input particles have no CTF.")
-        line.addParam("defocusMin", params.FloatParam, default=SIM.defocus_range_um[0], label="min",
-                      help="Smallest defocus [µm, underfocus positive].")
-        line.addParam("defocusMax", params.FloatParam, default=SIM.defocus_range_um[1], label="max",
-                      help="Largest defocus [µm].")
-        form.addParam("dose", params.FloatParam, default=40.0, label="Dose (e/Å²)",
-                      help="Total exposure of the images the particles were extracted from.")
-        form.addParam("detector", params.EnumParam, choices=list(DETECTORS), default=0, label="Detector",
-                      help="Detector model (MTF, DQE) of the simulation.")
-        form.addParam("iceThickness", params.FloatParam, default=SIM.ice_thickness, expertLevel=params.LEVEL_ADVANCED,
-                      label="Ice thickness (Å)", help="Amorphous ice simulated around each particle (0 = none).")
+        line.addParam(
+            "defocusMin",
+            params.FloatParam,
+            default=SIM.defocus_range_um[0],
+            label="min",
+            help="Smallest defocus [µm, underfocus positive].",
+        )
+        line.addParam(
+            "defocusMax", params.FloatParam, default=SIM.defocus_range_um[1], label="max", help="Largest defocus [µm]."
+        )
+        form.addParam(
+            "dose",
+            params.FloatParam,
+            default=40.0,
+            label="Dose (e/Å²)",
+            help="Total exposure of the images the particles were extracted from.",
+        )
+        form.addParam(
+            "detector",
+            params.EnumParam,
+            choices=list(DETECTORS),
+            default=0,
+            label="Detector",
+            help="Detector model (MTF, DQE) of the simulation.",
+        )
+        form.addParam(
+            "iceThickness",
+            params.FloatParam,
+            default=SIM.ice_thickness,
+            expertLevel=params.LEVEL_ADVANCED,
+            label="Ice thickness (Å)",
+            help="Amorphous ice simulated around each particle (0 = none).",
+        )
         form.addSection("Training")
-        form.addParam("steps", params.IntParam, default=RESTORER.steps, label="Diffusion training steps",
-                      help="Adam steps of the diffusion U-Net (cosine decay); a GPU runs the default in minutes.")
-        form.addParam("refineSteps", params.IntParam, default=RESTORER.refine_steps, label="Post-processing steps",
-                      help="Training steps of the post-processing U-Net (0 = none).")
-        form.addParam("width", params.IntParam, default=RESTORER.width, expertLevel=params.LEVEL_ADVANCED,
-                      label="Network width", help="Channels of the diffusion U-Net at full resolution.")
-        form.addParam("batchSize", params.IntParam, default=RESTORER.batch_size, expertLevel=params.LEVEL_ADVANCED,
-                      label="Batch size", help="Particles per training step.")
-        form.addParam("learningRate", params.FloatParam, default=RESTORER.lr, expertLevel=params.LEVEL_ADVANCED,
-                      label="Learning rate", help="Adam's initial learning rate of the diffusion U-Net.")
-        form.addParam("seed", params.IntParam, default=RESTORER.seed, expertLevel=params.LEVEL_ADVANCED,
-                      label="Random seed", help="The same seed and settings give the same model.")
+        form.addParam(
+            "steps",
+            params.IntParam,
+            default=RESTORER.steps,
+            label="Diffusion training steps",
+            help="Adam steps of the diffusion U-Net (cosine decay); a GPU runs the default in minutes.",
+        )
+        form.addParam(
+            "refineSteps",
+            params.IntParam,
+            default=RESTORER.refine_steps,
+            label="Post-processing steps",
+            help="Training steps of the post-processing U-Net (0 = none).",
+        )
+        form.addParam(
+            "width",
+            params.IntParam,
+            default=RESTORER.width,
+            expertLevel=params.LEVEL_ADVANCED,
+            label="Network width",
+            help="Channels of the diffusion U-Net at full resolution.",
+        )
+        form.addParam(
+            "batchSize",
+            params.IntParam,
+            default=RESTORER.batch_size,
+            expertLevel=params.LEVEL_ADVANCED,
+            label="Batch size",
+            help="Particles per training step.",
+        )
+        form.addParam(
+            "learningRate",
+            params.FloatParam,
+            default=RESTORER.lr,
+            expertLevel=params.LEVEL_ADVANCED,
+            label="Learning rate",
+            help="Adam's initial learning rate of the diffusion U-Net.",
+        )
+        form.addParam(
+            "seed",
+            params.IntParam,
+            default=RESTORER.seed,
+            expertLevel=params.LEVEL_ADVANCED,
+            label="Random seed",
+            help="The same seed and settings give the same model.",
+        )
         self._defineGpuParams(form)
+        self._defineThreadParams(form)
 
     # --- helpers --------------------------------------------------------------------------
     def _isParticles(self) -> bool:
@@ -81,8 +154,11 @@ class ProtNT2CTrainRestorer(ProtNT2CSimulationBase):
 
     def _defocusRange(self) -> tuple:
         if self._isParticles() and self.inputSet.get().hasCTF():
-            values = [d / 1e4 for p in self.inputSet.get().iterItems() for d in
-                      (p.getCTF().getDefocusU(), p.getCTF().getDefocusV())]
+            values = [
+                d / 1e4
+                for p in self.inputSet.get().iterItems()
+                for d in (p.getCTF().getDefocusU(), p.getCTF().getDefocusV())
+            ]
             if values:
                 return round(min(values), 3), round(max(values), 3)
         return self.defocusMin.get(), self.defocusMax.get()
@@ -92,18 +168,35 @@ class ProtNT2CTrainRestorer(ProtNT2CSimulationBase):
 
         in_set = self.inputSet.get()
         acq = in_set.getAcquisition()
-        acquisition = Acquisition(voltage_kv=acq.getVoltage(), cs_mm=acq.getSphericalAberration(),
-                                  amplitude_contrast=acq.getAmplitudeContrast(), pixel_size=in_set.getSamplingRate(),
-                                  dose=self.dose.get(), detector=list(DETECTORS)[self.detector.get()])
-        return ParticleSimulationConfig(acquisition=acquisition, box=self._box(), count=self.count.get(),
-                                        defocus_range_um=self._defocusRange(), ice_thickness=self.iceThickness.get(),
-                                        seed=self.seed.get())
+        acquisition = Acquisition(
+            voltage_kv=acq.getVoltage(),
+            cs_mm=acq.getSphericalAberration(),
+            amplitude_contrast=acq.getAmplitudeContrast(),
+            pixel_size=in_set.getSamplingRate(),
+            dose=self.dose.get(),
+            detector=list(DETECTORS)[self.detector.get()],
+        )
+        return ParticleSimulationConfig(
+            acquisition=acquisition,
+            box=self._box(),
+            count=self.count.get(),
+            defocus_range_um=self._defocusRange(),
+            ice_thickness=self.iceThickness.get(),
+            seed=self.seed.get(),
+        )
 
     def _restorer(self):
         from nt2c_core.settings import replace
 
-        return replace(RESTORER, steps=self.steps.get(), refine_steps=self.refineSteps.get(), width=self.width.get(),
-                       batch_size=self.batchSize.get(), lr=self.learningRate.get(), seed=self.seed.get())
+        return replace(
+            RESTORER,
+            steps=self.steps.get(),
+            refine_steps=self.refineSteps.get(),
+            width=self.width.get(),
+            batch_size=self.batchSize.get(),
+            lr=self.learningRate.get(),
+            seed=self.seed.get(),
+        )
 
     def _modelPath(self) -> str:
         return self._getExtraPath("restorer.pt")
@@ -122,23 +215,46 @@ class ProtNT2CTrainRestorer(ProtNT2CSimulationBase):
         if self._inProcess():
             from nt2c_core.particles.simulate import simulate_particle_files
 
-            simulate_particle_files([self._structurePath()], config, self._getExtraPath("pairs"), progress=False)
+            simulate_particle_files([self._structurePath()], config, self._getExtraPath("pairs"), progress=True)
         else:  # the dedicated environment's 'nt2c simulate-particles' (on the CPU, as in-process)
-            self._runNT2C("simulate-particles", "-o", os.path.abspath(self._getExtraPath("pairs")), "--structure",
-                          os.path.abspath(self._structurePath()), "--settings",
-                          os.path.abspath(self._getExtraPath("simulation.json")), "--device", "cpu")
-        self.info(f"simulated {config.count} particles of {config.box} px at {config.acquisition.pixel_size} Å/px, "
-                  f"defocus {config.defocus_range_um[0]}-{config.defocus_range_um[1]} µm")
+            self._runNT2C(
+                "simulate-particles",
+                "-o",
+                os.path.abspath(self._getExtraPath("pairs")),
+                "--structure",
+                os.path.abspath(self._structurePath()),
+                "--settings",
+                os.path.abspath(self._getExtraPath("simulation.json")),
+                "--device",
+                "cpu",
+            )
+        self.info(
+            f"simulated {config.count} particles of {config.box} px at {config.acquisition.pixel_size} Å/px, "
+            f"defocus {config.defocus_range_um[0]}-{config.defocus_range_um[1]} µm"
+        )
 
     def trainStep(self):
         if not self._inProcess():  # the dedicated environment's 'nt2c train-restorer'
-            self._runStage("train-restorer", self._restorer(), os.path.abspath(self._getExtraPath("pairs")), "-o",
-                           os.path.abspath(self._modelPath()), "--work", os.path.abspath(self._getExtraPath("sr3-work")))
+            self._runStage(
+                "train-restorer",
+                self._restorer(),
+                os.path.abspath(self._getExtraPath("pairs")),
+                "-o",
+                os.path.abspath(self._modelPath()),
+                "--work",
+                os.path.abspath(self._getExtraPath("sr3-work")),
+            )
             return
         from nt2c_core.particles.sr3 import train_restorer_files
 
-        train_restorer_files(self._getExtraPath("pairs"), self._modelPath(), self._restorer(),
-                             work=self._getExtraPath("sr3-work"), device=self._device(), progress=False)
+        train_restorer_files(
+            self._getExtraPath("pairs"),
+            self._modelPath(),
+            self._restorer(),
+            work=self._getExtraPath("sr3-work"),
+            device=self._device(),
+            progress=True,
+        )
 
     def createOutputStep(self):
         model = self._modelFromFile(self._modelPath())
@@ -149,7 +265,7 @@ class ProtNT2CTrainRestorer(ProtNT2CSimulationBase):
     def _validate(self):
         from nt2c_core.errors import NT2CError
 
-        errors = self._validateGpuList() + self._validateRoute()
+        errors = self._validateGpuList() + self._validateRoute() + self._validateThreadParams()
         in_set = self.inputSet.get()
         if in_set is None:
             return errors + ["Choose the particles (or micrographs) the restorer is for."]
@@ -176,16 +292,20 @@ class ProtNT2CTrainRestorer(ProtNT2CSimulationBase):
         lines = [f"SR3 restorer for {meta.get('pixel_size')} Å/px, box {meta.get('box')} px: {model.getFileName()}"]
         try:
             sim = json.load(open(self._getExtraPath("simulation.json")))
-            lines.append(f"Simulated {sim['count']} particles, defocus {sim['defocus_range_um'][0]}-"
-                         f"{sim['defocus_range_um'][1]} µm, dose {sim['acquisition']['dose']} e/Å²")
+            lines.append(
+                f"Simulated {sim['count']} particles, defocus {sim['defocus_range_um'][0]}-"
+                f"{sim['defocus_range_um'][1]} µm, dose {sim['acquisition']['dose']} e/Å²"
+            )
         except (OSError, ValueError, KeyError):
             pass
         return lines
 
     def _methods(self):
-        return ["An SR3 particle restorer [Zhang2024SR3] was trained on particle images simulated from the atomic "
-                f"model with the data set's acquisition ({self.steps.get()} diffusion and {self.refineSteps.get()} "
-                "post-processing steps), as implemented in scipion-em-nt2c."]
+        return [
+            "An SR3 particle restorer [Zhang2024SR3] was trained on particle images simulated from the atomic "
+            f"model with the data set's acquisition ({self.steps.get()} diffusion and {self.refineSteps.get()} "
+            "post-processing steps), as implemented in scipion-em-nt2c."
+        ]
 
     def _citations(self):
         return ["Zhang2024SR3"]

@@ -16,9 +16,24 @@ from nt2c_core.settings import ParticleSimulationConfig
 from nt2c_core.simulate.structure import load_structure
 
 # The one-click protocol's form at toy budgets: plumbing, not quality (seconds on a CPU)
-ONE_CLICK_TINY = dict(simCount=3, simSize=128, particles=2, coarseSteps=4, fineSteps=4, ganIterations=2, width=8,
-                      crop=64, noisePatch=64, noiseRule=1, ssimThreshold=-0.99, minNoisePatches=1, numberOfThreads=1,
-                      coarseFromGeneral=False, chooseModel=False, noiseModel=0)  # 0: the GAN route (the paper's)
+ONE_CLICK_TINY = dict(
+    simCount=3,
+    simSize=128,
+    particles=2,
+    coarseSteps=4,
+    fineSteps=4,
+    ganIterations=2,
+    width=8,
+    crop=64,
+    noisePatch=64,
+    noiseRule=1,
+    ssimThreshold=-0.99,
+    minNoisePatches=1,
+    numberOfThreads=1,
+    coarseFromGeneral=False,
+    chooseModel=False,
+    noiseModel=0,
+)  # 0: the GAN route (the paper's)
 PARTICLE_ACQ = Acquisition(pixel_size=6.0, dose=20.0, b_factor=60.0)
 
 
@@ -31,8 +46,11 @@ def particle_sqlite(folder: Path, stacks: int = 2, per_stack: int = 12, seed: in
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    sim = simulate_particles([load_structure(APOFERRITIN)], ParticleSimulationConfig(
-        PARTICLE_ACQ, box=32, count=stacks * per_stack, seed=seed), progress=False)
+    sim = simulate_particles(
+        [load_structure(APOFERRITIN)],
+        ParticleSimulationConfig(PARTICLE_ACQ, box=32, count=stacks * per_stack, seed=seed),
+        progress=False,
+    )
     parts = SetOfParticles(filename=str(folder / "particles.sqlite"))
     parts.setSamplingRate(PARTICLE_ACQ.pixel_size)
     acq = PwAcquisition(voltage=300.0, sphericalAberration=2.7, amplitudeContrast=0.07, magnification=50000)
@@ -43,7 +61,7 @@ def particle_sqlite(folder: Path, stacks: int = 2, per_stack: int = 12, seed: in
     for k in range(stacks):
         name = f"{'abcdefgh'[k]}_particles"
         path = folder / f"{name}.mrcs"
-        write_mrc(path, -sim.noisy[per_stack * k:per_stack * (k + 1)], PARTICLE_ACQ.pixel_size)
+        write_mrc(path, -sim.noisy[per_stack * k : per_stack * (k + 1)], PARTICLE_ACQ.pixel_size)
         for i in range(per_stack):
             j = per_stack * k + i
             particle = Particle()
@@ -66,9 +84,16 @@ def import_particles(test, sqlite: Path):
     """Launch pwem's particle import from a Scipion sqlite in ``test``'s project; its output set."""
     from pwem.protocols import ProtImportParticles
 
-    prot = test.newProtocol(ProtImportParticles, importFrom=ProtImportParticles.IMPORT_FROM_SCIPION,
-                            sqliteFile=str(sqlite), samplingRate=PARTICLE_ACQ.pixel_size, voltage=300.0,
-                            sphericalAberration=2.7, amplitudeContrast=0.07, magnification=50000)
+    prot = test.newProtocol(
+        ProtImportParticles,
+        importFrom=ProtImportParticles.IMPORT_FROM_SCIPION,
+        sqliteFile=str(sqlite),
+        samplingRate=PARTICLE_ACQ.pixel_size,
+        voltage=300.0,
+        sphericalAberration=2.7,
+        amplitudeContrast=0.07,
+        magnification=50000,
+    )
     test.launchProtocol(prot)
     return prot.outputParticles
 
@@ -112,13 +137,23 @@ def trained_denoiser():
 
     acq, size = Acquisition(pixel_size=2.0, dose=40.0), (256, 256)
     root = Path(tempfile.mkdtemp(prefix="nt2c-trained-"))
-    train_cfg = SimulationConfig(acq, size=size, particles=10, defocus_um=(1.0, 3.0), count=24,
-                                 library_size=100, seed=0)
+    train_cfg = SimulationConfig(
+        acq, size=size, particles=10, defocus_um=(1.0, 3.0), count=24, library_size=100, seed=0
+    )
     simulate_dataset([APOFERRITIN], train_cfg, root / "train", progress=False)
     test_cfg = SimulationConfig(acq, size=size, particles=10, defocus_um=(1.0, 3.0), count=4, seed=99)
     simulate_dataset([PROTEASOME], test_cfg, root / "test", progress=False)
-    config = TrainConfig(steps=400, batch_size=8, crop=128, width=24, lr=2e-3, val_every=100,
-                         checkpoint_every=200, val_fraction=0.15, seed=0)
+    config = TrainConfig(
+        steps=400,
+        batch_size=8,
+        crop=128,
+        width=24,
+        lr=2e-3,
+        val_every=100,
+        checkpoint_every=200,
+        val_fraction=0.15,
+        seed=0,
+    )
     result = train_denoiser(load_pairs(root / "train"), root / "coarse.pt", config, progress=False)
     return root, result
 
@@ -141,6 +176,7 @@ def menu_views() -> dict:
 def protocol_places(node, prefix: str = "ProtNT2C", path=()):
     """(protocol class name, menu path of texts) of every entry under ``node`` whose class starts
     with ``prefix``."""
+
     def text(item, attr):
         value = getattr(item, attr, None)
         return value.get() if hasattr(value, "get") else value
@@ -166,8 +202,9 @@ def simulated_tomograms(root: Path, names=("tomo_a", "tomo_b")) -> tuple[Path, d
     imports.mkdir(parents=True)
     truths = {}
     for seed, name in enumerate(names, start=1):
-        cfg = TomoSimulationConfig(acquisition=acq, size=(64, 64), thickness=32, ice_thickness=250.0, particles=5,
-                                   tilt_step_deg=4.0, seed=seed)
+        cfg = TomoSimulationConfig(
+            acquisition=acq, size=(64, 64), thickness=32, ice_thickness=250.0, particles=5, tilt_step_deg=4.0, seed=seed
+        )
         paths = simulate_tomogram_files([APOFERRITIN], cfg, root / name, progress=False)
         shutil.copy(paths["noisy"], imports / f"{name}.mrc")
         truths[name] = read_mrc_volume(paths["clean"])[0]

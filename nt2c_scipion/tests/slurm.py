@@ -14,6 +14,7 @@ import unittest
 from pathlib import Path
 
 PARTITION = "cpu"  # the queue name of docs/hosts_slurm.conf's CPU partition
+NODE_CPUS = 2  # the test node's CPUs: a job asking for more (e.g. --cpus-per-task=3) is refused by sbatch
 
 
 def _free_port() -> int:
@@ -36,29 +37,50 @@ class LocalSlurm:
     def __enter__(self) -> "LocalSlurm":
         missing = [p for p in ("slurmctld", "slurmd", "sbatch", "squeue", "munged", "munge") if not shutil.which(p)]
         if missing:
-            raise unittest.SkipTest(f"SLURM not installed ({', '.join(missing)} missing): "
-                                    "apt-get install slurm-wlm (.ci/run installs it)")
+            raise unittest.SkipTest(
+                f"SLURM not installed ({', '.join(missing)} missing): apt-get install slurm-wlm (.ci/run installs it)"
+            )
         if os.geteuid() != 0:
             raise unittest.SkipTest("a local slurmd must run as root to start jobs as this user")
         self._start_munge()
         host = socket.gethostname().split(".")[0]
         for sub in ("state", "spool"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
-        cpus = max(8, os.cpu_count() or 1)  # jobs ask for the form's threads; small CI machines have 2 cores
+        cpus = NODE_CPUS  # a node as small as CI's: the forms' default threads must fit it
         f = self.folder
-        self.conf.write_text("\n".join([
-            "ClusterName=nt2ctest", f"SlurmctldHost={host}", "SlurmUser=root", "SlurmdUser=root",
-            "AuthType=auth/munge", f"StateSaveLocation={f}/state", f"SlurmdSpoolDir={f}/spool",
-            f"SlurmctldPidFile={f}/slurmctld.pid", f"SlurmdPidFile={f}/slurmd.pid",
-            f"SlurmctldLogFile={f}/slurmctld.log", f"SlurmdLogFile={f}/slurmd.log",
-            f"SlurmctldPort={_free_port()}", f"SlurmdPort={_free_port()}",
-            "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "SelectType=select/cons_tres",
-            "SelectTypeParameters=CR_Core", "JobAcctGatherType=jobacct_gather/none",
-            "AccountingStorageType=accounting_storage/none",
-            "SlurmdParameters=config_overrides", "JobCompType=jobcomp/filetxt",
-            f"JobCompLoc={self.jobcomp}", "MpiDefault=none", "ReturnToService=2",
-            f"NodeName={host} CPUs={cpus} RealMemory=16000 State=UNKNOWN",
-            f"PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP", ""]))
+        self.conf.write_text(
+            "\n".join(
+                [
+                    "ClusterName=nt2ctest",
+                    f"SlurmctldHost={host}",
+                    "SlurmUser=root",
+                    "SlurmdUser=root",
+                    "AuthType=auth/munge",
+                    f"StateSaveLocation={f}/state",
+                    f"SlurmdSpoolDir={f}/spool",
+                    f"SlurmctldPidFile={f}/slurmctld.pid",
+                    f"SlurmdPidFile={f}/slurmd.pid",
+                    f"SlurmctldLogFile={f}/slurmctld.log",
+                    f"SlurmdLogFile={f}/slurmd.log",
+                    f"SlurmctldPort={_free_port()}",
+                    f"SlurmdPort={_free_port()}",
+                    "ProctrackType=proctrack/linuxproc",
+                    "TaskPlugin=task/none",
+                    "SelectType=select/cons_tres",
+                    "SelectTypeParameters=CR_Core",
+                    "JobAcctGatherType=jobacct_gather/none",
+                    "AccountingStorageType=accounting_storage/none",
+                    "SlurmdParameters=config_overrides",
+                    "JobCompType=jobcomp/filetxt",
+                    f"JobCompLoc={self.jobcomp}",
+                    "MpiDefault=none",
+                    "ReturnToService=2",
+                    f"NodeName={host} CPUs={cpus} RealMemory=16000 State=UNKNOWN",
+                    f"PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
+                    "",
+                ]
+            )
+        )
         env = {**os.environ, **self.env}
         for daemon in ("slurmctld", "slurmd"):
             subprocess.run([daemon, "-f", str(self.conf)], env=env, check=True, capture_output=True)

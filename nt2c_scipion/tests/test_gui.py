@@ -35,9 +35,12 @@ def start_xvfb():
     except ImportError:
         raise unittest.SkipTest("this Python has no tkinter (Scipion's GUI needs it)")
     read_end, write_end = os.pipe()
-    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_end), "-screen", "0", "1600x1100x24",
-                             "-nolisten", "tcp"], pass_fds=(write_end,),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write_end), "-screen", "0", "1600x1100x24", "-nolisten", "tcp"],
+        pass_fds=(write_end,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     os.close(write_end)
     number = b""
     deadline = time.time() + 30
@@ -124,12 +127,23 @@ class TestGuiWindows(BaseTest):
         rng = np.random.default_rng(0)
         write_mrc(big / "big.mrc", rng.normal(10, 3, (BIG, BIG)).astype(np.float32), 1.0)
         small = root / "small"
-        make_experimental_dataset([APOFERRITIN], SimulationConfig(Acquisition(pixel_size=2.5), size=(192, 160),
-                                                                  particles=2, count=2, seed=4), small, progress=False)
+        make_experimental_dataset(
+            [APOFERRITIN],
+            SimulationConfig(Acquisition(pixel_size=2.5), size=(192, 160), particles=2, count=2, seed=4),
+            small,
+            progress=False,
+        )
 
         def imported(folder, pixel):
-            prot = cls.newProtocol(ProtImportMicrographs, filesPath=str(folder), filesPattern="*.mrc",
-                                   samplingRate=pixel, voltage=300, sphericalAberration=2.7, amplitudeContrast=0.07)
+            prot = cls.newProtocol(
+                ProtImportMicrographs,
+                filesPath=str(folder),
+                filesPattern="*.mrc",
+                samplingRate=pixel,
+                voltage=300,
+                sphericalAberration=2.7,
+                amplitudeContrast=0.07,
+            )
             return cls.launchProtocol(prot)
 
         cls.big_mics, cls.small_mics = imported(big, 1.0), imported(small / "raw", 2.5)
@@ -155,8 +169,9 @@ class TestGuiWindows(BaseTest):
         window.update()
         path = self.shots / f"{name}.png"
         area = f"{window.winfo_width()}x{window.winfo_height()}+{window.winfo_rootx()}+{window.winfo_rooty()}"
-        shot = subprocess.run(["import", "-window", "root", "-crop", area, "+repage", str(path)],
-                              capture_output=True, text=True)
+        shot = subprocess.run(
+            ["import", "-window", "root", "-crop", area, "+repage", str(path)], capture_output=True, text=True
+        )
         self.assertEqual(shot.returncode, 0, f"screenshot {name}: {shot.stderr}")
         from matplotlib.image import imread
 
@@ -244,8 +259,10 @@ class TestGuiWindows(BaseTest):
         from nt2c_scipion.viewers.viewer_denoise import NT2CDenoiseViewer, draw_comparison
         from nt2c_scipion.viewers.viewer_training import NT2CTrainingViewer, page_of
 
-        cases = [(NT2CDenoiseViewer, self.denoised, ["doShowCompare"]),
-                 (NT2CTrainingViewer, self.nt2c, ["doShowLosses", "doShowImages", "doShowChoice", "doShowCompare"])]
+        cases = [
+            (NT2CDenoiseViewer, self.denoised, ["doShowCompare"]),
+            (NT2CTrainingViewer, self.nt2c, ["doShowLosses", "doShowImages", "doShowChoice", "doShowCompare"]),
+        ]
         for viewer_class, protocol, buttons in cases:
             viewer = viewer_class(project=self.proj, protocol=protocol)
             viewer.setProtocol(protocol)

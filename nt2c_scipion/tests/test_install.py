@@ -15,20 +15,29 @@ from nt2c_scipion import Plugin
 from nt2c_scipion.constants import NT2C_HOME_VAR, NT2C_PYTHON_VAR, NT2C_ROUTE_VAR, NT2C_TORCH_VAR
 
 # Everything Scipion imports when it loads the plugin's menus, forms, viewers and wizards
-PLUGIN_MODULES = ("nt2c_scipion", "nt2c_scipion.protocols", "nt2c_scipion.viewers", "nt2c_scipion.wizards",
-                  "nt2c_scipion.objects", "nt2c_scipion.bibtex")
+PLUGIN_MODULES = (
+    "nt2c_scipion",
+    "nt2c_scipion.protocols",
+    "nt2c_scipion.viewers",
+    "nt2c_scipion.wizards",
+    "nt2c_scipion.objects",
+    "nt2c_scipion.bibtex",
+)
 
 
 def loaded_files() -> tuple:
     """(torch imported?, files of nt2c_core / nt2c_scipion) after importing the plugin in a fresh
     Python, as Scipion's GUI does when it builds its menus."""
-    code = ("import sys\n" + "".join(f"import {m}\n" for m in PLUGIN_MODULES)
-            + "import nt2c_core.validation\n"  # what the forms' settings objects use when validated
-            + "import nt2c_core.io, nt2c_core.noise.extract, emtable\n"  # used by steps and the wizard there
-            + "print('torch' in sys.modules)\n"
-            + "for n, m in sorted(sys.modules.items()):\n"
-            + "    if n.split('.')[0] in ('nt2c_core', 'nt2c_scipion') and getattr(m, '__file__', None):\n"
-            + "        print(m.__file__)\n")
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in PLUGIN_MODULES)
+        + "import nt2c_core.validation\n"  # what the forms' settings objects use when validated
+        + "import nt2c_core.io, nt2c_core.noise.extract, emtable\n"  # used by steps and the wizard there
+        + "print('torch' in sys.modules)\n"
+        + "for n, m in sorted(sys.modules.items()):\n"
+        + "    if n.split('.')[0] in ('nt2c_core', 'nt2c_scipion') and getattr(m, '__file__', None):\n"
+        + "        print(m.__file__)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     return out[0] == "True", out[1:]
 
@@ -45,8 +54,11 @@ class TestPluginImport(unittest.TestCase):
         evaluated = [f for f in files if f not in lazy]
         self.assertGreater(len(files), 20)
         for group, flags in ((lazy, []), (evaluated, ["--eval-annotations"])):
-            result = subprocess.run([str(Path(sys.executable).parent / "vermin"), "-t=3.8-", "--no-tips", "--violations",
-                                     *flags, *group], capture_output=True, text=True)
+            result = subprocess.run(
+                [str(Path(sys.executable).parent / "vermin"), "-t=3.8-", "--no-tips", "--violations", *flags, *group],
+                capture_output=True,
+                text=True,
+            )
             self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
 
     def test_route_variable_chooses_and_a_forced_route_that_cannot_run_says_so(self):
@@ -95,14 +107,23 @@ class TestIsolatedRoute(BaseTest):
         from nt2c_core import __version__
 
         cls.home = cls.em_root / f"nt2c-{__version__}"
-        cls.variables = {NT2C_HOME_VAR: str(cls.home), NT2C_ROUTE_VAR: "isolated",
-                         NT2C_PYTHON_VAR: sys.executable,
-                         # the torch build already here (on CI: the CPU wheel on local disk), never a CUDA download
-                         NT2C_TORCH_VAR: "torch==" + torch.__version__.split("+")[0]}
+        cls.variables = {
+            NT2C_HOME_VAR: str(cls.home),
+            NT2C_ROUTE_VAR: "isolated",
+            NT2C_PYTHON_VAR: sys.executable,
+            # the torch build already here (on CI: the CPU wheel on local disk), never a CUDA download
+            NT2C_TORCH_VAR: "torch==" + torch.__version__.split("+")[0],
+        }
         cls.Environment = Environment
         cls.sim = root / "simulated"
-        config = SimulationConfig(Acquisition(pixel_size=2.0, dose=40.0), size=(256, 256), particles=8,
-                                  defocus_um=(1.0, 2.5), count=2, seed=23)
+        config = SimulationConfig(
+            Acquisition(pixel_size=2.0, dose=40.0),
+            size=(256, 256),
+            particles=8,
+            defocus_um=(1.0, 2.5),
+            count=2,
+            seed=23,
+        )
         simulate_dataset([PROTEASOME], config, cls.sim, progress=False)
 
     def setUp(self):
@@ -116,8 +137,15 @@ class TestIsolatedRoute(BaseTest):
 
         from nt2c_scipion.protocols import ProtNT2CDenoise
 
-        imp = self.newProtocol(ProtImportMicrographs, filesPath=str(self.sim / "noisy"), filesPattern="*.mrc",
-                               samplingRate=2.0, voltage=300, sphericalAberration=2.7, amplitudeContrast=0.07)
+        imp = self.newProtocol(
+            ProtImportMicrographs,
+            filesPath=str(self.sim / "noisy"),
+            filesPattern="*.mrc",
+            samplingRate=2.0,
+            voltage=300,
+            sphericalAberration=2.7,
+            amplitudeContrast=0.07,
+        )
         self.launchProtocol(imp)
         den = self.newProtocol(ProtNT2CDenoise, useGeneralModel=model is None, streamingSleepOnWait=1)
         den.inputMicrographs.set(imp)
@@ -155,10 +183,16 @@ class TestIsolatedRoute(BaseTest):
 
         program = self._environment()
         # the environment holds nt2c_core and torch, and no Scipion
-        check = subprocess.run([str(self.home / "env" / "bin" / "python"), "-c",
-                                "import importlib.util as u, nt2c_core.denoise;"
-                                "print(u.find_spec('pyworkflow') is None, u.find_spec('torch') is not None)"],
-                               capture_output=True, text=True)
+        check = subprocess.run(
+            [
+                str(self.home / "env" / "bin" / "python"),
+                "-c",
+                "import importlib.util as u, nt2c_core.denoise;"
+                "print(u.find_spec('pyworkflow') is None, u.find_spec('torch') is not None)",
+            ],
+            capture_output=True,
+            text=True,
+        )
         self.assertEqual(check.stdout.split(), ["True", "True"], check.stderr)
 
         # a model imported on this route is checked by the environment's 'nt2c model-info'
@@ -182,7 +216,9 @@ class TestIsolatedRoute(BaseTest):
         for mic in den.outputMicrographs:
             source = imp.outputMicrographs[mic.getObjId()]
             self.assertEqual(mic.getMicName(), source.getMicName())
-            self.assertEqual(Path(mic.getFileName()).name, f"{mic.getObjId():06d}_{Path(source.getFileName()).stem}.mrc")
+            self.assertEqual(
+                Path(mic.getFileName()).name, f"{mic.getObjId():06d}_{Path(source.getFileName()).stem}.mrc"
+            )
             clean = read_mrc(self.sim / "clean" / Path(source.getFileName()).name)[0]
             gain = psnr(read_mrc(mic.getFileName())[0], clean) - psnr(read_mrc(source.getFileName())[0], clean)
             self.assertGreater(gain, 1.0, f"{mic.getMicName()}: {gain:.2f} dB")
@@ -201,8 +237,9 @@ class TestIsolatedRoute(BaseTest):
 
         program = self._environment()
         imports, truths = simulated_tomograms(Path(self.proj.getPath()) / "tomo", names=("tomo_a",))
-        imported = self.launchProtocol(self.newProtocol(ProtImportTomograms, filesPath=str(imports),
-                                                        filesPattern="*.mrc", samplingRate=10.0))
+        imported = self.launchProtocol(
+            self.newProtocol(ProtImportTomograms, filesPath=str(imports), filesPattern="*.mrc", samplingRate=10.0)
+        )
         den = self.newProtocol(ProtNT2CDenoiseTomo, steps=120, learningRate=3e-3, tileSize=32, tileDepth=16, width=8)
         den.inputTomograms.set(imported)
         den.inputTomograms.setExtended(OUTPUT_NAME)
@@ -217,8 +254,9 @@ class TestIsolatedRoute(BaseTest):
         (tomo,) = list(den.outputTomograms)
         raw = getattr(imported, OUTPUT_NAME)[tomo.getObjId()]
         self.assertEqual(tomo.getTsId(), raw.getTsId())
-        gain = psnr(read_mrc_volume(tomo.getFileName())[0], truths["tomo_a"]) - \
-            psnr(read_mrc_volume(raw.getFileName())[0], truths["tomo_a"])
+        gain = psnr(read_mrc_volume(tomo.getFileName())[0], truths["tomo_a"]) - psnr(
+            read_mrc_volume(raw.getFileName())[0], truths["tomo_a"]
+        )
         self.assertGreater(gain, 0.5, f"{gain:.2f} dB")
         self.assertTrue(Path(tomo.getFileName()).with_suffix(".nmsg.pt").is_file())
 
@@ -236,16 +274,27 @@ class TestIsolatedRoute(BaseTest):
         root = Path(self.proj.getPath()) / "particles"
         sqlite, truths = particle_sqlite(root, stacks=2, per_stack=8)
         particles = import_particles(self, sqlite)
-        train = self.newProtocol(ProtNT2CTrainRestorer, structureFile=str(APOFERRITIN), count=400,
-                                 dose=PARTICLE_ACQ.dose, steps=240, refineSteps=80, width=16, batchSize=8,
-                                 learningRate=1e-3, seed=1)
+        train = self.newProtocol(
+            ProtNT2CTrainRestorer,
+            structureFile=str(APOFERRITIN),
+            count=400,
+            dose=PARTICLE_ACQ.dose,
+            steps=240,
+            refineSteps=80,
+            width=16,
+            batchSize=8,
+            learningRate=1e-3,
+            seed=1,
+        )
         train.inputSet.set(particles)
         self.assertEqual(train.validate(), [])
         self.launchProtocol(train)
         log = Path(train.getLogPaths()[0]).read_text()
         self.assertIn(f"{program} simulate-particles ", log)
         self.assertIn(f"{program} train-restorer ", log)
-        self.assertEqual((train.outputModel.getKind(), train.outputModel.getMetadata()["box"]), ("particle-restorer", 32))
+        self.assertEqual(
+            (train.outputModel.getKind(), train.outputModel.getMetadata()["box"]), ("particle-restorer", 32)
+        )
         restore = self.newProtocol(ProtNT2CRestoreParticles)
         restore.inputParticles.set(particles)
         restore.inputModel.set(train.outputModel)
@@ -270,20 +319,38 @@ class TestIsolatedRoute(BaseTest):
         from nt2c_core.simulate import Acquisition, SimulationConfig
         from nt2c_core.simulate.experimental import make_experimental_dataset
         from nt2c_core.stages import train_coarse
-        from nt2c_scipion.protocols import (ProtNT2C, ProtNT2CExtractNoise, ProtNT2CSimulate, ProtNT2CTrainCoarse,
-                                            ProtNT2CTrainFine, ProtNT2CTrainNoiseGAN)
+        from nt2c_scipion.protocols import (
+            ProtNT2C,
+            ProtNT2CExtractNoise,
+            ProtNT2CSimulate,
+            ProtNT2CTrainCoarse,
+            ProtNT2CTrainFine,
+            ProtNT2CTrainNoiseGAN,
+        )
 
         from .helpers import ONE_CLICK_TINY
 
         program = self._environment()
         data = Path(self.proj.getPath()) / "stages"
-        make_experimental_dataset([APOFERRITIN], SimulationConfig(Acquisition(pixel_size=2.5), size=(192, 192),
-                                                                  particles=3, count=2, seed=4), data, progress=False)
+        make_experimental_dataset(
+            [APOFERRITIN],
+            SimulationConfig(Acquisition(pixel_size=2.5), size=(192, 192), particles=3, count=2, seed=4),
+            data,
+            progress=False,
+        )
         from pwem.protocols import ProtImportMicrographs
 
-        imp = self.launchProtocol(self.newProtocol(
-            ProtImportMicrographs, filesPath=str(data / "raw"), filesPattern="*.mrc", samplingRate=2.5, voltage=300,
-            sphericalAberration=2.7, amplitudeContrast=0.07))
+        imp = self.launchProtocol(
+            self.newProtocol(
+                ProtImportMicrographs,
+                filesPath=str(data / "raw"),
+                filesPattern="*.mrc",
+                samplingRate=2.5,
+                voltage=300,
+                sphericalAberration=2.7,
+                amplitudeContrast=0.07,
+            )
+        )
 
         def run(cls, links, command, **values):
             prot = self.newProtocol(cls, **values)
@@ -296,8 +363,15 @@ class TestIsolatedRoute(BaseTest):
             self.assertIn(f"{program} {command} ", log)  # the step ran the environment's command line
             return prot, log
 
-        sim, log = run(ProtNT2CSimulate, {"inputMicrographs": (imp, "outputMicrographs")}, "simulate",
-                       structureFile=str(APOFERRITIN), count=4, size=128, particles=3)
+        sim, log = run(
+            ProtNT2CSimulate,
+            {"inputMicrographs": (imp, "outputMicrographs")},
+            "simulate",
+            structureFile=str(APOFERRITIN),
+            count=4,
+            size=128,
+            particles=3,
+        )
         self.assertSetSize(sim.outputNoisy, 4)
         self.assertAlmostEqual(sim.outputNoisy.getSamplingRate(), 2.5)
         pairs = {"inputNoisy": (sim, "outputNoisy"), "inputClean": (sim, "outputClean")}
@@ -311,28 +385,58 @@ class TestIsolatedRoute(BaseTest):
         self.assertEqual((coarse.outputModel.getKind(), env_meta["stage"]), ("denoiser", "coarse"))
         self.assertAlmostEqual(coarse.outputModel.getPixelSize(), 2.5)
 
-        noise, _ = run(ProtNT2CExtractNoise, {"inputMicrographs": (imp, "outputMicrographs"),
-                                              "inputModel": (coarse, "outputModel")}, "extract-noise",
-                       rule=1, patch=64, threshold=-0.99, minPatches=4)
+        noise, _ = run(
+            ProtNT2CExtractNoise,
+            {"inputMicrographs": (imp, "outputMicrographs"), "inputModel": (coarse, "outputModel")},
+            "extract-noise",
+            rule=1,
+            patch=64,
+            threshold=-0.99,
+            minPatches=4,
+        )
         self.assertSetSize(noise.outputNoisePatches, sum(noise._perMicrograph().values()))
         names = {m.getObjId(): m.getMicName() for m in imp.outputMicrographs}
-        self.assertTrue(all(names[p.getCoordinate().getMicId()] == p.getCoordinate().getMicName()
-                            for p in noise.outputNoisePatches))
-        gan, _ = run(ProtNT2CTrainNoiseGAN, {"inputPatches": (noise, "outputNoisePatches")}, "train-noise-gan",
-                     iterations=3, crop=64, batchSize=4, width=4)
+        self.assertTrue(
+            all(names[p.getCoordinate().getMicId()] == p.getCoordinate().getMicName() for p in noise.outputNoisePatches)
+        )
+        gan, _ = run(
+            ProtNT2CTrainNoiseGAN,
+            {"inputPatches": (noise, "outputNoisePatches")},
+            "train-noise-gan",
+            iterations=3,
+            crop=64,
+            batchSize=4,
+            width=4,
+        )
         self.assertEqual(gan.outputModel.getKind(), "noise-gan")
-        fine, log = run(ProtNT2CTrainFine, {**pairs, "inputCoarse": (coarse, "outputModel"),
-                                            "inputNoiseModel": (gan, "outputModel"),
-                                            "inputMicrographs": (imp, "outputMicrographs")}, "train-fine",
-                        steps=4, crop=64, batchSize=2)
+        fine, log = run(
+            ProtNT2CTrainFine,
+            {
+                **pairs,
+                "inputCoarse": (coarse, "outputModel"),
+                "inputNoiseModel": (gan, "outputModel"),
+                "inputMicrographs": (imp, "outputMicrographs"),
+            },
+            "train-fine",
+            steps=4,
+            crop=64,
+            batchSize=2,
+        )
         self.assertIn("--micrographs", log)
         meta = fine.outputModel.getMetadata()
         self.assertEqual((meta["stage"], meta["noise_model"], meta["training"]["steps"]), ("fine", "gan", 4))
-        self.assertEqual((meta["consistency"]["weight"], meta["consistency"]["micrographs"],
-                          meta["consistency"]["reference"]), (10.0, 2, "general"))
+        self.assertEqual(
+            (meta["consistency"]["weight"], meta["consistency"]["micrographs"], meta["consistency"]["reference"]),
+            (10.0, 2, "general"),
+        )
 
-        one, log = run(ProtNT2C, {"inputMicrographs": (imp, "outputMicrographs")}, "run",
-                       structureFile=str(APOFERRITIN), **ONE_CLICK_TINY)
+        one, log = run(
+            ProtNT2C,
+            {"inputMicrographs": (imp, "outputMicrographs")},
+            "run",
+            structureFile=str(APOFERRITIN),
+            **ONE_CLICK_TINY,
+        )
         for stage in ("simulate", "coarse", "noise", "gan", "fine", "denoised"):
             self.assertIn(f"--stage {stage} ", log)
         self.assertSetSize(one.outputMicrographs, 2)
@@ -368,12 +472,14 @@ class TestPluginManagerLookup(unittest.TestCase):
             self.skipTest("scipion-app (the test extra) is not installed")
         # as Scipion runs: away from the checkout, and in it (where the checkout's own *.egg-info, whose
         # SOURCES.txt lists its files, is the distribution found first)
-        code = ("import importlib.metadata as m, json\n"
-                "from scipion.install.plugin_funcs import PluginInfo\n"
-                "d = m.distribution('scipion-em-nt2c')\n"
-                "p = PluginInfo(pipName='scipion-em-nt2c', name='scipion-em-nt2c', remote=False)\n"
-                "print(json.dumps([(d.read_text('top_level.txt') or '').split(), p.getDirName(), p.getPipVersion(), "
-                "d.version, str(d.locate_file(''))]))\n")
+        code = (
+            "import importlib.metadata as m, json\n"
+            "from scipion.install.plugin_funcs import PluginInfo\n"
+            "d = m.distribution('scipion-em-nt2c')\n"
+            "p = PluginInfo(pipName='scipion-em-nt2c', name='scipion-em-nt2c', remote=False)\n"
+            "print(json.dumps([(d.read_text('top_level.txt') or '').split(), p.getDirName(), p.getPipVersion(), "
+            "d.version, str(d.locate_file(''))]))\n"
+        )
         import json
 
         checkout = Path(__file__).resolve().parents[2]

@@ -63,8 +63,14 @@ class TestPlugin(unittest.TestCase):
         assert protocol_base.DETECTOR_CHOICES == list(DETECTORS) and protocol_nt2c.STAGES is STAGES
         assert RULES == ("mask", "ssim") and NOISE_LEVELS == ("real", "simulated")
         plugin_sources = "".join(p.read_text() for p in Path(protocol_base.__file__).parent.glob("*.py"))
-        for literal in ('"simulate", "coarse", "noise"', '("mask", "ssim")', '"real", "simulated"', '"model.pt"',
-                        '"DONE.json"', '"selection.json"'):
+        for literal in (
+            '"simulate", "coarse", "noise"',
+            '("mask", "ssim")',
+            '"real", "simulated"',
+            '"model.pt"',
+            '"DONE.json"',
+            '"selection.json"',
+        ):
             assert literal not in plugin_sources, literal
 
     def test_citations_are_complete_and_protocols_marked_beta(self):
@@ -88,8 +94,12 @@ class TestPlugin(unittest.TestCase):
         import sys
 
         runner = Path(pw.__file__).parent / "apps" / "pw_run_tests.py"
-        listed = subprocess.run([sys.executable, str(runner), "--show", "--grep", "nt2c_scipion", "--mode", "classes"],
-                                capture_output=True, text=True, timeout=300).stdout
+        listed = subprocess.run(
+            [sys.executable, str(runner), "--show", "--grep", "nt2c_scipion", "--mode", "classes"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        ).stdout
         modules = sorted(p.stem for p in Path(__file__).parent.glob("test_*.py"))
         self.assertGreaterEqual(len(modules), 10)
         for module in modules:

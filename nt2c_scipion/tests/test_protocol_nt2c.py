@@ -14,9 +14,15 @@ from nt2c_core.data import APOFERRITIN
 from nt2c_core.io import read_mrc
 from nt2c_core.simulate import Acquisition, SimulationConfig
 from nt2c_core.simulate.experimental import make_experimental_dataset
-from nt2c_scipion.protocols import ProtNT2C
-from nt2c_scipion.viewers.viewer_training import (draw_losses, draw_raw_coarse_fine, draw_selection, raw_coarse_fine,
-                                                  selection_rows, stage_images)
+from nt2c_scipion.protocols import ProtNT2C, ProtNT2CSimulate
+from nt2c_scipion.viewers.viewer_training import (
+    draw_losses,
+    draw_raw_coarse_fine,
+    draw_selection,
+    raw_coarse_fine,
+    selection_rows,
+    stage_images,
+)
 from nt2c_scipion.wizards import NT2CNoisePatchWizard
 
 from .helpers import ONE_CLICK_TINY
@@ -27,13 +33,24 @@ class TestNT2COneClick(BaseTest):
     def setUpClass(cls):
         setupTestProject(cls)
         out = Path(cls.proj.getPath()) / "oneclick"
-        make_experimental_dataset([APOFERRITIN], SimulationConfig(Acquisition(pixel_size=2.5), size=(192, 160),
-                                                                  particles=2, count=2, seed=4), out, progress=False)
+        make_experimental_dataset(
+            [APOFERRITIN],
+            SimulationConfig(Acquisition(pixel_size=2.5), size=(192, 160), particles=2, count=2, seed=4),
+            out,
+            progress=False,
+        )
         cls.raw = out / "raw"
 
     def _import(self):
-        prot = self.newProtocol(ProtImportMicrographs, filesPath=str(self.raw), filesPattern="*.mrc", samplingRate=2.5,
-                                voltage=300, sphericalAberration=2.7, amplitudeContrast=0.07)
+        prot = self.newProtocol(
+            ProtImportMicrographs,
+            filesPath=str(self.raw),
+            filesPattern="*.mrc",
+            samplingRate=2.5,
+            voltage=300,
+            sphericalAberration=2.7,
+            amplitudeContrast=0.07,
+        )
         return self.launchProtocol(prot)
 
     def _nt2c(self, mics, **changes):
@@ -80,8 +97,11 @@ class TestNT2COneClick(BaseTest):
         summary = "\n".join(prot._summary())
         self.assertIn("Stages complete: simulate, coarse, noise, gan, fine, denoised", summary)
         used = config["simulation"]
-        self.assertIn(f"Simulation used (as set in the form): defocus {used['defocus_um'][0]}-{used['defocus_um'][1]} µm, "
-                      f"dose {used['acquisition']['dose']} e/Å²", summary)
+        self.assertIn(
+            f"Simulation used (as set in the form): defocus {used['defocus_um'][0]}-{used['defocus_um'][1]} µm, "
+            f"dose {used['acquisition']['dose']} e/Å²",
+            summary,
+        )
         log = open(prot.getLogPaths()[0]).read()
         self.assertIn("iteration 2/2: Wasserstein", log)  # the GAN reports progress in the run log
         self.assertIn("validation PSNR", log)  # so do the U-Net trainings
@@ -164,12 +184,15 @@ class TestNT2COneClick(BaseTest):
         prot.inputMicrographs.setExtended("outputMicrographs")
         config = prot._pipelineConfig()
         run = PipelineConfig(raw=config.raw, structures=config.structures)
-        self.assertEqual((config.coarse, config.fine, config.gan, config.extraction),
-                         (COARSE_TRANSFER, FINE, GAN, EXTRACTION))  # coarse from the general model: its rate
+        self.assertEqual(
+            (config.coarse, config.fine, config.gan, config.extraction), (COARSE_TRANSFER, FINE, GAN, EXTRACTION)
+        )  # coarse from the general model: its rate
         prot.coarseFromGeneral.set(False)
         self.assertEqual((prot._pipelineConfig().coarse, prot._pipelineConfig().coarse_init), (COARSE, "none"))
-        self.assertEqual((config.min_noise_patches, config.noise_model, config.coarse_init, config.few_patches),
-                         (MIN_NOISE_PATCHES, run.noise_model, run.coarse_init, run.few_patches))
+        self.assertEqual(
+            (config.min_noise_patches, config.noise_model, config.coarse_init, config.few_patches),
+            (MIN_NOISE_PATCHES, run.noise_model, run.coarse_init, run.few_patches),
+        )
         self.assertEqual(config.tiles, run.tiles)
         example = PipelineConfig.example("cpu").simulation
         self.assertEqual(config.simulation.carbon_fraction, example.carbon_fraction)  # films as `nt2c run`'s presets
@@ -177,6 +200,25 @@ class TestNT2COneClick(BaseTest):
         self.assertEqual(config.simulation.ice_gradient, example.ice_gradient)  # flat ice, as `nt2c run`
         prot.iceGradient.set(0.95)
         self.assertTrue(any("ice gradient" in e for e in prot.validate()), prot.validate())
+
+    def test_stage_route_and_one_click_simulate_the_same_pairs(self):
+        """The same form values give the same training simulation on both Scipion routes (one
+        preset, nt2c_core.settings.TRAINING_SIMULATION, carbon films included), at the defaults
+        and at other values."""
+        from nt2c_core.settings import TRAINING_SIMULATION
+
+        mics = self._import()
+        values = [{}, dict(particles=9, carbonFraction=0.5, iceGradient=0.1, seed=3)]
+        for extra in values:
+            one = self.newProtocol(ProtNT2C, structureFile=str(APOFERRITIN), simCount=12, simSize=256, **extra)
+            stage = self.newProtocol(ProtNT2CSimulate, structureFile=str(APOFERRITIN), count=12, size=256, **extra)
+            for prot in (one, stage):
+                prot.inputMicrographs.set(mics)
+                prot.inputMicrographs.setExtended("outputMicrographs")
+            self.assertEqual(one._pipelineConfig().simulation, stage._simulation(), extra)
+            self.assertEqual(
+                stage._simulation().carbon_fraction, extra.get("carbonFraction", TRAINING_SIMULATION.carbon_fraction)
+            )
 
     def test_noise_patch_wizard_uses_the_structure_and_sampling(self):
         mics = self._import()

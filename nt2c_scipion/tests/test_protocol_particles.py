@@ -23,8 +23,18 @@ from nt2c_scipion.viewers.viewer_particles import pairs_figure, particle_pairs, 
 from .helpers import import_particles, menu_views, particle_sqlite, protocol_places, truth_of
 
 ACQ = Acquisition(pixel_size=6.0, dose=20.0, b_factor=60.0)
-TINY = RestorerConfig(steps=240, batch_size=8, width=16, refine_steps=80, refine_width=8, refine_pool=64, lr=1e-3,
-                      log_every=40, checkpoint_every=40, batch=32)
+TINY = RestorerConfig(
+    steps=240,
+    batch_size=8,
+    width=16,
+    refine_steps=80,
+    refine_width=8,
+    refine_pool=64,
+    lr=1e-3,
+    log_every=40,
+    checkpoint_every=40,
+    batch=32,
+)
 
 
 class TestNT2CParticles(BaseTest):
@@ -36,8 +46,9 @@ class TestNT2CParticles(BaseTest):
         setupTestProject(cls)
         root = Path(cls.proj.getPath()) / "particles"
         cls.sqlite, cls.truths = particle_sqlite(root)
-        train = simulate_particles([load_structure(APOFERRITIN)],
-                                   ParticleSimulationConfig(ACQ, box=32, count=400, seed=1), progress=False)
+        train = simulate_particles(
+            [load_structure(APOFERRITIN)], ParticleSimulationConfig(ACQ, box=32, count=400, seed=1), progress=False
+        )
         result = train_restorer(-train.noisy, -train.clean, TINY, progress=False)  # white, as the stacks
         cls.model = save_restorer(root / "restorer.pt", result, TINY, 6.0, 32, {"test": True})
 
@@ -106,8 +117,16 @@ class TestNT2CParticles(BaseTest):
 
     def test_train_restorer_from_particles(self):
         particles = self._import_particles()
-        prot = self.newProtocol(ProtNT2CTrainRestorer, structureSource=1, structureFile=str(APOFERRITIN), count=40,
-                                steps=20, refineSteps=6, width=8, batchSize=4)
+        prot = self.newProtocol(
+            ProtNT2CTrainRestorer,
+            structureSource=1,
+            structureFile=str(APOFERRITIN),
+            count=40,
+            steps=20,
+            refineSteps=6,
+            width=8,
+            batchSize=4,
+        )
         prot.inputSet.set(particles)
         self.assertEqual(prot.validate(), [])
         config = prot._simulation()

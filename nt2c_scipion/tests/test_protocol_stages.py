@@ -21,8 +21,14 @@ from nt2c_core.metrics import psnr
 from nt2c_core.simulate import Acquisition, SimulationConfig
 from nt2c_core.simulate.experimental import make_experimental_dataset
 from nt2c_scipion.objects import NT2CModel
-from nt2c_scipion.protocols import (ProtNT2CDenoise, ProtNT2CExtractNoise, ProtNT2CSimulate, ProtNT2CTrainCoarse,
-                                    ProtNT2CTrainFine, ProtNT2CTrainNoiseGAN)
+from nt2c_scipion.protocols import (
+    ProtNT2CDenoise,
+    ProtNT2CExtractNoise,
+    ProtNT2CSimulate,
+    ProtNT2CTrainCoarse,
+    ProtNT2CTrainFine,
+    ProtNT2CTrainNoiseGAN,
+)
 from nt2c_scipion.viewers.viewer_training import stage_pngs
 from nt2c_scipion.wizards import draw_threshold_preview, threshold_preview
 
@@ -38,14 +44,33 @@ class TestNT2CStages(BaseTest):
     def setUpClass(cls):
         setupTestProject(cls)
         cls.data = Path(cls.proj.getPath()) / "stages"
-        make_experimental_dataset([APOFERRITIN], SimulationConfig(Acquisition(pixel_size=2.5), size=(256, 256),
-                                                                  particles=3, count=2, seed=4), cls.data,
-                                  progress=False)
+        make_experimental_dataset(
+            [APOFERRITIN],
+            SimulationConfig(Acquisition(pixel_size=2.5), size=(256, 256), particles=3, count=2, seed=4),
+            cls.data,
+            progress=False,
+        )
+
+    def assertRunLog(self, prot, *expected):
+        """The run's stdout (what a facility reads) holds every expected line fragment, and none of
+        pyworkflow's warning that it cannot read the protocol's threads."""
+        log = Path(prot.getLogPaths()[0]).read_text()
+        for text in expected:
+            self.assertIn(text, log, f"{prot.getRunName()}: no {text!r} in its run.stdout")
+        self.assertNotIn("Cannot get information about MPI/threads", log)
 
     def test_stage_by_stage_chain(self):
-        imp = self.launchProtocol(self.newProtocol(
-            ProtImportMicrographs, filesPath=str(self.data / "raw"), filesPattern="*.mrc", samplingRate=2.5,
-            voltage=300, sphericalAberration=2.7, amplitudeContrast=0.07))
+        imp = self.launchProtocol(
+            self.newProtocol(
+                ProtImportMicrographs,
+                filesPath=str(self.data / "raw"),
+                filesPattern="*.mrc",
+                samplingRate=2.5,
+                voltage=300,
+                sphericalAberration=2.7,
+                amplitudeContrast=0.07,
+            )
+        )
         raw = imp.outputMicrographs
 
         sim = self.newProtocol(ProtNT2CSimulate, structureFile=str(APOFERRITIN), count=8, size=128, particles=3)
@@ -56,12 +81,24 @@ class TestNT2CStages(BaseTest):
         self.assertAlmostEqual(sim.outputNoisy.getSamplingRate(), 2.5)
         self.assertEqual(sim.outputNoisy.getAcquisition().getVoltage(), 300)
         self.assertEqual([m.getMicName() for m in sim.outputNoisy], [m.getMicName() for m in sim.outputClean])
+        threads = f"device cpu, {sim.numberOfThreads.get()} torch threads"  # the form's threads (2)
+        self.assertRunLog(
+            sim, f"simulate: {threads}", "simulate: done in ", "simulate: 8/8 (100%)", "output outputNoisy: "
+        )
 
         coarse = self.newProtocol(ProtNT2CTrainCoarse, steps=150, crop=64, batchSize=8, width=8, learningRate=2e-3)
         _link(coarse, "inputNoisy", sim, "outputNoisy")
         _link(coarse, "inputClean", sim, "outputClean")
         coarse = self.launchProtocol(coarse)
         self.assertEqual(coarse.outputModel.getKind(), "denoiser")
+        self.assertRunLog(
+            coarse,
+            f"train-coarse: {threads}",
+            "train: 150/150 (100%)",
+            ", ETA ",
+            "train-coarse: done in ",
+            "output outputModel: ",
+        )
         self.assertAlmostEqual(coarse.outputModel.getPixelSize(), 2.5)
         # the same stage function as 'nt2c train' and 'nt2c run': same config -> same weights, and the
         # model carries the simulation's acquisition (read from the simulation's params.json)
@@ -70,7 +107,10 @@ class TestNT2CStages(BaseTest):
 
         direct = Path(self.proj.getPath()) / "direct_coarse.pt"
         train_coarse(coarse._getExtraPath("pairs"), direct, coarse._trainConfig(), "cpu", progress=False)
-        (protocol_net, protocol_meta), (direct_net, _) = load_model(coarse.outputModel.getFileName()), load_model(direct)
+        (protocol_net, protocol_meta), (direct_net, _) = (
+            load_model(coarse.outputModel.getFileName()),
+            load_model(direct),
+        )
         for a, b in zip(protocol_net.state_dict().values(), direct_net.state_dict().values()):
             self.assertTrue(torch.equal(a, b))
         self.assertEqual(protocol_meta["acquisition"]["voltage_kv"], 300)
@@ -80,6 +120,12 @@ class TestNT2CStages(BaseTest):
         _link(noise, "inputMicrographs", imp, "outputMicrographs")
         _link(noise, "inputModel", coarse, "outputModel")
         noise = self.launchProtocol(noise)
+        self.assertRunLog(
+            noise,
+            f"extract-noise: {threads}",
+            f"model {coarse.outputModel.getFileName()}: denoiser (coarse stage), sha256 ",
+            "extract-noise: done in ",
+        )
         patches = noise.outputNoisePatches
         counts = noise._perMicrograph()
         self.assertSetSize(patches, sum(counts.values()))
@@ -104,6 +150,7 @@ class TestNT2CStages(BaseTest):
         _link(gan, "inputPatches", noise, "outputNoisePatches")
         gan = self.launchProtocol(gan)
         self.assertEqual(gan.outputModel.getKind(), "noise-gan")
+        self.assertRunLog(gan, f"train-noise: {threads}", "train-noise: done in ")
         self.assertAlmostEqual(gan.outputModel.getPixelSize(), 2.5)  # recorded by the core, as on the CLI
         self.assertEqual(set(stage_pngs(gan)), {"loss curves", "real vs generated noise"})
 
@@ -114,26 +161,34 @@ class TestNT2CStages(BaseTest):
         _link(fine, "inputNoiseModel", gan, "outputModel")
         _link(fine, "inputMicrographs", imp, "outputMicrographs")  # the data-consistency term's real micrographs
         fine = self.launchProtocol(fine)
+        self.assertRunLog(fine, f"train-fine: {threads}", ": noise-gan, sha256 ", "train-fine: done in ")
         meta = fine.outputModel.getMetadata()
-        self.assertEqual((meta.get("stage"), meta["consistency"]["micrographs"], meta["consistency"]["reference"]),
-                         ("fine", 2, "general"))
+        self.assertEqual(
+            (meta.get("stage"), meta["consistency"]["micrographs"], meta["consistency"]["reference"]),
+            ("fine", 2, "general"),
+        )
         # the noise patches themselves instead of the GAN (the default noise model of 'nt2c run'), and the
         # data-consistency term tied to the raw micrographs alone (band choice 1: none)
-        tiled = self.newProtocol(ProtNT2CTrainFine, steps=6, crop=64, batchSize=4, learningRate=5e-4,
-                                 consistencyReference=1)
-        for attr, (source, output) in {"inputNoisy": (sim, "outputNoisy"), "inputClean": (sim, "outputClean"),
-                                       "inputCoarse": (coarse, "outputModel"),
-                                       "inputNoiseModel": (noise, "outputNoisePatches"),
-                                       "inputMicrographs": (imp, "outputMicrographs")}.items():
+        tiled = self.newProtocol(
+            ProtNT2CTrainFine, steps=6, crop=64, batchSize=4, learningRate=5e-4, consistencyReference=1
+        )
+        for attr, (source, output) in {
+            "inputNoisy": (sim, "outputNoisy"),
+            "inputClean": (sim, "outputClean"),
+            "inputCoarse": (coarse, "outputModel"),
+            "inputNoiseModel": (noise, "outputNoisePatches"),
+            "inputMicrographs": (imp, "outputMicrographs"),
+        }.items():
             _link(tiled, attr, source, output)
         self.assertEqual(tiled.validate(), [])
         tiled = self.launchProtocol(tiled)
         meta = tiled.outputModel.getMetadata()
-        self.assertEqual((meta["noise_model"], meta["stage"], meta["consistency"]["reference"]),
-                         ("patches", "fine", "none"))
+        self.assertEqual(
+            (meta["noise_model"], meta["stage"], meta["consistency"]["reference"]), ("patches", "fine", "none")
+        )
         self.assertEqual(read_mrc(meta["noise_source"], allow_stack=True)[0].shape[0], patches.getSize())
 
-        den = self.newProtocol(ProtNT2CDenoise, numberOfThreads=2, useGeneralModel=False)  # the generator holds a thread
+        den = self.newProtocol(ProtNT2CDenoise, useGeneralModel=False)
         _link(den, "inputMicrographs", imp, "outputMicrographs")
         _link(den, "inputModel", fine, "outputModel")
         den = self.launchProtocol(den)
@@ -206,12 +261,30 @@ class TestNT2CCalibratedSimulation(BaseTest):
         simulator = MicrographSimulator([load_structure(APOFERRITIN)], config)
         for i in range(2):
             write_mrc(folder / f"mic{i}.mrc", simulator.simulate(i).noisy, 1.5)
-        imp = self.launchProtocol(self.newProtocol(
-            ProtImportMicrographs, filesPath=str(folder), filesPattern="*.mrc", samplingRate=1.5, voltage=300,
-            sphericalAberration=2.7, amplitudeContrast=0.07))
-        sim = self.newProtocol(ProtNT2CSimulate, structureFile=str(APOFERRITIN), count=2, size=256, particles=2,
-                               dose=30.0, defocusMin=0.8, defocusMax=1.0, detector=0, calibrate=True,
-                               iceGradient=0.2)
+        imp = self.launchProtocol(
+            self.newProtocol(
+                ProtImportMicrographs,
+                filesPath=str(folder),
+                filesPattern="*.mrc",
+                samplingRate=1.5,
+                voltage=300,
+                sphericalAberration=2.7,
+                amplitudeContrast=0.07,
+            )
+        )
+        sim = self.newProtocol(
+            ProtNT2CSimulate,
+            structureFile=str(APOFERRITIN),
+            count=2,
+            size=256,
+            particles=2,
+            dose=30.0,
+            defocusMin=0.8,
+            defocusMax=1.0,
+            detector=0,
+            calibrate=True,
+            iceGradient=0.2,
+        )
         _link(sim, "inputMicrographs", imp, "outputMicrographs")
         sim = self.launchProtocol(sim)
         self.assertSetSize(sim.outputNoisy, 2)

@@ -37,8 +37,9 @@ class TestNT2CDenoiseTomo(BaseTest):
         cls.imports, cls.truths = simulated_tomograms(Path(cls.proj.getPath()) / "tomo")
 
     def _import(self):
-        prot = self.newProtocol(ProtImportTomograms, filesPath=str(self.imports), filesPattern="*.mrc",
-                                samplingRate=10.0)
+        prot = self.newProtocol(
+            ProtImportTomograms, filesPath=str(self.imports), filesPattern="*.mrc", samplingRate=10.0
+        )
         self.launchProtocol(prot)
         return prot
 
@@ -106,5 +107,6 @@ class TestTomoMenu(unittest.TestCase):
     def test_tomogram_protocol_sits_in_the_tomography_menu(self):
         views = menu_views()
         self.assertIn("Tomography", views)
-        self.assertEqual(list(protocol_places(views["Tomography"])),
-                         [("ProtNT2CDenoiseTomo", ("Tomograms", "Denoise", "default"))])
+        self.assertEqual(
+            list(protocol_places(views["Tomography"])), [("ProtNT2CDenoiseTomo", ("Tomograms", "Denoise", "default"))]
+        )

@@ -11,7 +11,7 @@ from pyworkflow.project import Manager
 from pyworkflow.tests import BaseTest
 
 from .helpers import ONE_CLICK_TINY
-from .slurm import PARTITION, LocalSlurm
+from .slurm import NODE_CPUS, PARTITION, LocalSlurm
 
 HOSTS_EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "hosts_slurm.conf"
 
@@ -34,8 +34,12 @@ class TestSlurmQueue(BaseTest):
         cls.outputPath = cls.proj.path
         os.chdir(cls.outputPath)
         cls.raw = root / "raw"
-        make_experimental_dataset([APOFERRITIN], SimulationConfig(Acquisition(pixel_size=2.5), size=(192, 160),
-                                                                  particles=2, count=2, seed=4), root, progress=False)
+        make_experimental_dataset(
+            [APOFERRITIN],
+            SimulationConfig(Acquisition(pixel_size=2.5), size=(192, 160), particles=2, count=2, seed=4),
+            root,
+            progress=False,
+        )
         cls.apoferritin = APOFERRITIN
 
     @classmethod
@@ -47,8 +51,15 @@ class TestSlurmQueue(BaseTest):
     def _import(self):
         from pwem.protocols import ProtImportMicrographs
 
-        prot = self.newProtocol(ProtImportMicrographs, filesPath=str(self.raw), filesPattern="*.mrc", samplingRate=2.5,
-                                voltage=300, sphericalAberration=2.7, amplitudeContrast=0.07)
+        prot = self.newProtocol(
+            ProtImportMicrographs,
+            filesPath=str(self.raw),
+            filesPattern="*.mrc",
+            samplingRate=2.5,
+            voltage=300,
+            sphericalAberration=2.7,
+            amplitudeContrast=0.07,
+        )
         return self.launchProtocol(prot)
 
     def _run_on_queue(self, prot, timeout=600):
@@ -65,13 +76,15 @@ class TestSlurmQueue(BaseTest):
             time.sleep(2)
         if not prot.isFinished():
             self.printLastLogLines(prot)
-            self.fail(f"{prot.getRunName()} did not finish on the queue (status {prot.getStatus()}): "
-                      f"{prot.getErrorMessage()}")
+            self.fail(
+                f"{prot.getRunName()} did not finish on the queue (status {prot.getStatus()}): {prot.getErrorMessage()}"
+            )
         job = prot.getJobIds()[0] if prot.getJobIds() else None
         self.assertTrue(job, "no SLURM job id recorded: the run did not go through sbatch")
         script = Path(prot._getLogsPath(f"scipion{prot.strId()}.job"))
         self.assertTrue(script.is_file(), f"no submit script {script}")
         self.assertIn(f"#SBATCH --partition={PARTITION}", script.read_text())
+        self.assertIn(f"#SBATCH --cpus-per-task={prot.numberOfThreads.get()}", script.read_text())
         deadline = time.time() + 30  # slurmctld writes the completion record when the job ends
         while not any(f"JobId={job} " in line for line in self.slurm.completed()) and time.time() < deadline:
             time.sleep(1)
@@ -85,6 +98,7 @@ class TestSlurmQueue(BaseTest):
 
         mics = self._import()
         den = self.newProtocol(ProtNT2CDenoise, useGeneralModel=True, streamingSleepOnWait=1)
+        self.assertLessEqual(den.numberOfThreads.get(), NODE_CPUS)  # the default threads fit a 2-CPU node
         den.inputMicrographs.set(mics)
         den.inputMicrographs.setExtended("outputMicrographs")
         den = self._run_on_queue(den)

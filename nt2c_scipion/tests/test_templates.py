@@ -47,8 +47,10 @@ def shell_round_trip(args: list) -> list:
     comment = args[-1].replace("'", "'\"'\"'")
     first = " ".join(args[:-1]) + f" '{comment}'"
     printer = f"{sys.executable} -c 'import json, sys; print(json.dumps(sys.argv[1:]))'"
-    script = (f"{printer} {first} | {sys.executable} -c \"import json, subprocess, sys; a = json.loads(sys.stdin.read()); "
-              f"subprocess.run(\\\"{printer} \\\" + ' '.join('\\\"%s\\\"' % x for x in a), shell=True)\"")
+    script = (
+        f'{printer} {first} | {sys.executable} -c "import json, subprocess, sys; a = json.loads(sys.stdin.read()); '
+        f'subprocess.run(\\"{printer} \\" + \' \'.join(\'\\"%s\\"\' % x for x in a), shell=True)"'
+    )
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -78,9 +80,9 @@ class TestTemplates(BaseTest):
         data = json.loads(Path(path).read_text())
         self.assertFalse([v for item in data for v in item.values() if isinstance(v, str) and "~" in v])
         protocols = self.proj.loadProtocols(path)
-        runs = sorted(self.proj.getRuns(refresh=True), key=lambda p: p.getObjId())[-len(data):]
+        runs = sorted(self.proj.getRuns(refresh=True), key=lambda p: p.getObjId())[-len(data) :]
         self.assertEqual([p.getClassName() for p in runs], [item["object.className"] for item in data])
-        original = json.loads(text[text.index("["):])
+        original = json.loads(text[text.index("[") :])
         for prot, item in zip(runs, original):
             for key, raw in item.items():
                 if not (isinstance(raw, str) and raw.startswith("~") and raw.endswith("~")):
@@ -122,15 +124,18 @@ class TestTemplates(BaseTest):
         """The denoise templates denoise with the shipped general model: no model file field."""
         for path in sorted(TEMPLATES.glob("*.json.template")):
             text = path.read_text()
-            data = json.loads(text[text.index("["):])
+            data = json.loads(text[text.index("[") :])
             denoise = [item for item in data if item["object.className"] == "ProtNT2CDenoise"]
             self.assertEqual(len(denoise), 1, path.name)
             self.assertIs(denoise[0].get("useGeneralModel"), True, path.name)
             self.assertNotIn("ProtNT2CImportModel", [item["object.className"] for item in data])
             self.assertEqual(len({item["object.id"] for item in data}), len(data), path.name)
             # pyworkflow's schedule script schedules a protocol once per root it descends from: one root
-            roots = [item for item in data if not any(isinstance(v, str) and v.split(".")[0].isdigit() and "." in v
-                                                      for v in item.values())]
+            roots = [
+                item
+                for item in data
+                if not any(isinstance(v, str) and v.split(".")[0].isdigit() and "." in v for v in item.values())
+            ]
             self.assertEqual([r["object.className"] for r in roots], ["ProtImportMicrographs"], path.name)
 
     def test_denoise_template(self):

@@ -22,8 +22,14 @@ class TestNT2CGeneralModelWorkflow(BaseTest):
 
         setupTestProject(cls)
         cls.sim = Path(cls.proj.getPath()) / "simulated"
-        config = SimulationConfig(Acquisition(pixel_size=2.0, dose=40.0), size=(256, 256), particles=8,
-                                  defocus_um=(1.0, 2.5), count=2, seed=21)
+        config = SimulationConfig(
+            Acquisition(pixel_size=2.0, dose=40.0),
+            size=(256, 256),
+            particles=8,
+            defocus_um=(1.0, 2.5),
+            count=2,
+            seed=21,
+        )
         simulate_dataset([PROTEASOME], config, cls.sim, progress=False)
 
     def test_general_model_denoises_and_keeps_identity(self):
@@ -32,8 +38,15 @@ class TestNT2CGeneralModelWorkflow(BaseTest):
         from nt2c_core.io import read_mrc
         from nt2c_scipion.protocols import ProtNT2CDenoise
 
-        imp = self.newProtocol(ProtImportMicrographs, filesPath=str(self.sim / "noisy"), filesPattern="*.mrc",
-                               samplingRate=2.0, voltage=300, sphericalAberration=2.7, amplitudeContrast=0.07)
+        imp = self.newProtocol(
+            ProtImportMicrographs,
+            filesPath=str(self.sim / "noisy"),
+            filesPattern="*.mrc",
+            samplingRate=2.0,
+            voltage=300,
+            sphericalAberration=2.7,
+            amplitudeContrast=0.07,
+        )
         self.launchProtocol(imp)
         den = self.newProtocol(ProtNT2CDenoise, useGeneralModel=True, streamingSleepOnWait=1)
         den.inputMicrographs.set(imp)
@@ -63,8 +76,17 @@ class TestNT2CRestoreWorkflow(BaseTest):
         from nt2c_scipion.protocols import ProtNT2CRestoreParticles, ProtNT2CTrainRestorer
 
         particles = import_particles(self, self.sqlite)
-        train = self.newProtocol(ProtNT2CTrainRestorer, structureSource=1, structureFile=str(APOFERRITIN),
-                                 count=300, steps=200, refineSteps=60, width=16, batchSize=8, learningRate=1e-3)
+        train = self.newProtocol(
+            ProtNT2CTrainRestorer,
+            structureSource=1,
+            structureFile=str(APOFERRITIN),
+            count=300,
+            steps=200,
+            refineSteps=60,
+            width=16,
+            batchSize=8,
+            learningRate=1e-3,
+        )
         train.inputSet.set(particles)
         self.assertEqual(train.validate(), [])
         self.launchProtocol(train)

@@ -4,8 +4,13 @@ from .viewer_denoise import NT2CDenoiseViewer
 from .viewer_particles import NT2CRestorerTrainingViewer, NT2CRestoreViewer
 from .viewer_training import NT2CStageViewer, NT2CTrainingViewer
 
-__all__ = ["NT2CDenoiseViewer", "NT2CRestorerTrainingViewer", "NT2CRestoreViewer", "NT2CStageViewer",
-           "NT2CTrainingViewer"]
+__all__ = [
+    "NT2CDenoiseViewer",
+    "NT2CRestorerTrainingViewer",
+    "NT2CRestoreViewer",
+    "NT2CStageViewer",
+    "NT2CTrainingViewer",
+]
 
 from ..protocols import HAVE_TOMO  # noqa: E402
 

@@ -34,16 +34,20 @@ def draw_comparison(axes, raw: np.ndarray, denoised: np.ndarray, zoom: int = 512
     raw = bin_image(raw, factor)  # the denoised image's grid (binned output)
     overview = max(1, -(-max(denoised.shape) // OVERVIEW_MAX))
     z = min(zoom, *denoised.shape)
-    pairs = [(("raw", "denoised"), [_standardize(bin_image(im, overview)) for im in (raw, denoised)]),
-             (("raw, centre", "denoised, centre"), [_standardize(centre_crop(im, z)) for im in (raw, denoised)])]
+    pairs = [
+        (("raw", "denoised"), [_standardize(bin_image(im, overview)) for im in (raw, denoised)]),
+        (("raw, centre", "denoised, centre"), [_standardize(centre_crop(im, z)) for im in (raw, denoised)]),
+    ]
     for (titles, images), pair_axes in zip(pairs, (axes[0:2], axes[2:4])):
         lo, hi = np.percentile(images[1], (1, 99))
         for ax, title, image in zip(pair_axes, titles, images):
             ax.imshow(image, cmap="gray", vmin=lo, vmax=hi)
             ax.set_title(title)
             ax.axis("off")
-    spectra = (("raw power spectrum", centre_crop(raw, OVERVIEW_MAX)),
-               ("denoised power spectrum", centre_crop(denoised, OVERVIEW_MAX)))
+    spectra = (
+        ("raw power spectrum", centre_crop(raw, OVERVIEW_MAX)),
+        ("denoised power spectrum", centre_crop(denoised, OVERVIEW_MAX)),
+    )
     for ax, (title, image) in zip(axes[4:], spectra):
         spectrum = _log_spectrum(image)
         ax.imshow(spectrum, cmap="gray", vmin=np.percentile(spectrum, 1), vmax=np.percentile(spectrum, 99.5))

@@ -42,8 +42,9 @@ def particle_pairs(protocol: ProtNT2CRestoreParticles, first: int, count: int):
 
 def draw_pairs(axes, raws, restored, ids) -> None:
     """Raw images on the first len(ids) axes, restored ones on the next (same contrast rule)."""
-    for ax, img, title in zip(axes, list(raws) + list(restored),
-                              [f"{i} raw" for i in ids] + [f"{i} restored" for i in ids]):
+    for ax, img, title in zip(
+        axes, list(raws) + list(restored), [f"{i} raw" for i in ids] + [f"{i} restored" for i in ids]
+    ):
         ax.imshow(img, cmap="gray", vmin=np.percentile(img, 1), vmax=np.percentile(img, 99))
         ax.set_title(title, fontsize=7)
         ax.axis("off")
@@ -110,12 +111,26 @@ class NT2CRestoreViewer(ProtocolViewer):
 
     def _defineParams(self, form):
         form.addSection(label="Visualization")
-        form.addParam("first", params.IntParam, default=1, label="First particle (1 = first)",
-                      help="Page start, in the order of the output set.")
-        form.addParam("count", params.IntParam, default=8, label="Particles per page",
-                      help="How many raw/restored pairs to show side by side.")
-        form.addParam("doShowPairs", params.LabelParam, label="Show raw vs restored",
-                      help="Each particle's raw image above its restored image, same percentile contrast rule.")
+        form.addParam(
+            "first",
+            params.IntParam,
+            default=1,
+            label="First particle (1 = first)",
+            help="Page start, in the order of the output set.",
+        )
+        form.addParam(
+            "count",
+            params.IntParam,
+            default=8,
+            label="Particles per page",
+            help="How many raw/restored pairs to show side by side.",
+        )
+        form.addParam(
+            "doShowPairs",
+            params.LabelParam,
+            label="Show raw vs restored",
+            help="Each particle's raw image above its restored image, same percentile contrast rule.",
+        )
 
     def _getVisualizeDict(self):
         return {"doShowPairs": self._showPairs}
@@ -138,8 +153,12 @@ class NT2CRestorerTrainingViewer(ProtocolViewer):
 
     def _defineParams(self, form):
         form.addSection(label="Visualization")
-        form.addParam("doShowTraining", params.LabelParam, label="Show training losses and examples",
-                      help="Loss curves of the diffusion and post-processing U-Nets, one simulated noisy/clean pair.")
+        form.addParam(
+            "doShowTraining",
+            params.LabelParam,
+            label="Show training losses and examples",
+            help="Loss curves of the diffusion and post-processing U-Nets, one simulated noisy/clean pair.",
+        )
 
     def _getVisualizeDict(self):
         return {"doShowTraining": self._showTraining}
@@ -148,6 +167,7 @@ class NT2CRestorerTrainingViewer(ProtocolViewer):
         from pwem.viewers import EmPlotter
 
         plotter = EmPlotter(x=1, y=2, windowTitle="SR3 restorer training")
-        draw_losses([plotter.createSubPlot("", "step", "loss") for _ in range(2)],
-                    read_phases(Path(self.protocol._modelPath())))
+        draw_losses(
+            [plotter.createSubPlot("", "step", "loss") for _ in range(2)], read_phases(Path(self.protocol._modelPath()))
+        )
         return [plotter]

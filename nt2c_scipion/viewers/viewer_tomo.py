@@ -16,8 +16,11 @@ def tomo_pair_for(protocol: ProtNT2CDenoiseTomo, index: int):
         raise ValueError("no denoised tomogram yet")
     tomo = tomos[min(max(index, 0), len(tomos) - 1)]
     raw = protocol.inputTomograms.get()[tomo.getObjId()]
-    return (read_mrc_volume(raw.getFileName())[0], read_mrc_volume(tomo.getFileName())[0],
-            tomo.getTsId() or str(tomo.getObjId()))
+    return (
+        read_mrc_volume(raw.getFileName())[0],
+        read_mrc_volume(tomo.getFileName())[0],
+        tomo.getTsId() or str(tomo.getObjId()),
+    )
 
 
 class NT2CTomoViewer(ProtocolViewer):
@@ -29,10 +32,19 @@ class NT2CTomoViewer(ProtocolViewer):
 
     def _defineParams(self, form):
         form.addSection(label="Visualization")
-        form.addParam("tomoIndex", params.IntParam, default=1, label="Tomogram number (1 = first)",
-                      help="Which denoised tomogram to show, in the order of the output set.")
-        form.addParam("doShowSlices", params.LabelParam, label="Show raw vs denoised slices",
-                      help="Central x-y and x-z slices of the raw and denoised volumes, same contrast rule.")
+        form.addParam(
+            "tomoIndex",
+            params.IntParam,
+            default=1,
+            label="Tomogram number (1 = first)",
+            help="Which denoised tomogram to show, in the order of the output set.",
+        )
+        form.addParam(
+            "doShowSlices",
+            params.LabelParam,
+            label="Show raw vs denoised slices",
+            help="Central x-y and x-z slices of the raw and denoised volumes, same contrast rule.",
+        )
 
     def _getVisualizeDict(self):
         return {"doShowSlices": self._showSlices}

@@ -17,8 +17,14 @@ from pyworkflow.viewer import DESKTOP_TKINTER, WEB_DJANGO, ProtocolViewer
 
 from nt2c_core.layout import MODEL, OVERLAYS, WorkLayout, loss_csv, loss_png, samples_png
 
-from ..protocols import (ProtNT2C, ProtNT2CExtractNoise, ProtNT2CSimulate, ProtNT2CTrainCoarse, ProtNT2CTrainFine,
-                         ProtNT2CTrainNoiseGAN)
+from ..protocols import (
+    ProtNT2C,
+    ProtNT2CExtractNoise,
+    ProtNT2CSimulate,
+    ProtNT2CTrainCoarse,
+    ProtNT2CTrainFine,
+    ProtNT2CTrainNoiseGAN,
+)
 from .viewer_denoise import _standardize
 
 LOSS_COLUMNS = {"coarse": ("step", "loss"), "gan": ("iteration", "wasserstein"), "fine": ("step", "loss")}
@@ -66,12 +72,14 @@ def stage_images(work: Path) -> dict:
     return {k: v for k, v in images.items() if v.exists()}
 
 
-SELECTION_COLUMNS = (("held_out_psnr_db", "held-out PSNR (dB)", 2),
-                     ("unknown_structure_psnr_db", "unknown structure + aggregate PSNR (dB)", 2),
-                     ("carbon_edge_psnr_db", "carbon edge PSNR (dB)", 2),
-                     ("lowpass_agreement", "low-pass agreement", 4),
-                     ("residual_correlation", "residual correlation", 3),
-                     ("residual_band_excess", "residual band excess", 2))
+SELECTION_COLUMNS = (
+    ("held_out_psnr_db", "held-out PSNR (dB)", 2),
+    ("unknown_structure_psnr_db", "unknown structure + aggregate PSNR (dB)", 2),
+    ("carbon_edge_psnr_db", "carbon edge PSNR (dB)", 2),
+    ("lowpass_agreement", "low-pass agreement", 4),
+    ("residual_correlation", "residual correlation", 3),
+    ("residual_band_excess", "residual band excess", 2),
+)
 
 
 def selection_rows(work: Path) -> tuple[list[str], list[list[str]], str]:
@@ -145,7 +153,7 @@ def page_of(images: dict, page: int, per_page: int = PAGE) -> tuple[dict, int]:
     names = list(images)
     pages = max(1, -(-len(names) // per_page))
     page = min(max(int(page or 1), 1), pages)
-    return {n: images[n] for n in names[(page - 1) * per_page:page * per_page]}, pages
+    return {n: images[n] for n in names[(page - 1) * per_page : page * per_page]}, pages
 
 
 def png_plotter(images: dict, title: str, page: int = 1):
@@ -174,22 +182,39 @@ class NT2CTrainingViewer(ProtocolViewer):
     def _defineParams(self, form):
         form.addSection(label="Visualization")
         form.addParam("doShowLosses", params.LabelParam, label="Training loss curves")
-        form.addParam("page", params.IntParam, default=1, label="Page of figures",
-                      help=f"Figures are shown {PAGE} per window; a data set has one overlay per micrograph.")
+        form.addParam(
+            "page",
+            params.IntParam,
+            default=1,
+            label="Page of figures",
+            help=f"Figures are shown {PAGE} per window; a data set has one overlay per micrograph.",
+        )
         form.addParam("doShowImages", params.LabelParam, label="Noise patches: GAN samples and overlays")
-        form.addParam("doShowChoice", params.LabelParam, label="Model choice: general, coarse and fine scored",
-                      help="The table the run printed before denoising (denoised/selection.json): held-out "
-                           "simulated PSNR, PSNR on a structure none was trained on, agreement with the raw "
-                           "micrographs at the particle scale, and whether the residual raw - denoised looks "
-                           "like noise; and why the denoising model was chosen.")
+        form.addParam(
+            "doShowChoice",
+            params.LabelParam,
+            label="Model choice: general, coarse and fine scored",
+            help="The table the run printed before denoising (denoised/selection.json): held-out "
+            "simulated PSNR, PSNR on a structure none was trained on, agreement with the raw "
+            "micrographs at the particle scale, and whether the residual raw - denoised looks "
+            "like noise; and why the denoising model was chosen.",
+        )
         form.addParam("micIndex", params.IntParam, default=1, label="Micrograph number (1 = first)")
-        form.addParam("doShowCompare", params.LabelParam, label="Raw vs coarse vs fine",
-                      help=f"The central {COMPARE_CROP} px of the micrograph: raw, the coarse model's output "
-                           "(computed now on that crop) and the run's fine output.")
+        form.addParam(
+            "doShowCompare",
+            params.LabelParam,
+            label="Raw vs coarse vs fine",
+            help=f"The central {COMPARE_CROP} px of the micrograph: raw, the coarse model's output "
+            "(computed now on that crop) and the run's fine output.",
+        )
 
     def _getVisualizeDict(self):
-        return {"doShowLosses": self._showLosses, "doShowImages": self._showImages,
-                "doShowChoice": self._showChoice, "doShowCompare": self._showCompare}
+        return {
+            "doShowLosses": self._showLosses,
+            "doShowImages": self._showImages,
+            "doShowChoice": self._showChoice,
+            "doShowCompare": self._showCompare,
+        }
 
     def _work(self) -> Path:
         return Path(self.protocol._getExtraPath("work"))
@@ -225,8 +250,11 @@ def stage_pngs(protocol) -> dict:
     chosen tiles per micrograph of the extraction protocol, the calibration spectra of the
     simulation protocol."""
     extra = Path(protocol._getExtraPath())
-    candidates = {"loss curves": loss_png(extra / MODEL), "real vs generated noise": samples_png(extra / MODEL),
-                  "calibration: real vs simulated spectra": extra / "calibration" / "calibration.png"}
+    candidates = {
+        "loss curves": loss_png(extra / MODEL),
+        "real vs generated noise": samples_png(extra / MODEL),
+        "calibration: real vs simulated spectra": extra / "calibration" / "calibration.png",
+    }
     for overlay in sorted((extra / "noise" / OVERLAYS).glob("*.png")):
         candidates[f"noise tiles {overlay.stem}"] = overlay
     return {k: v for k, v in candidates.items() if v.exists()}
@@ -241,8 +269,13 @@ class NT2CStageViewer(ProtocolViewer):
 
     def _defineParams(self, form):
         form.addSection(label="Visualization")
-        form.addParam("page", params.IntParam, default=1, label="Page of figures",
-                      help=f"Figures are shown {PAGE} per window; extraction writes one per micrograph.")
+        form.addParam(
+            "page",
+            params.IntParam,
+            default=1,
+            label="Page of figures",
+            help=f"Figures are shown {PAGE} per window; extraction writes one per micrograph.",
+        )
         form.addParam("doShowImages", params.LabelParam, label="Show the stage's figures")
 
     def _getVisualizeDict(self):

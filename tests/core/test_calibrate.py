@@ -21,11 +21,24 @@ from nt2c_core.simulate.micrograph import MicrographSimulator
 from nt2c_core.simulate.structure import load_structure
 
 TRUE = Acquisition(pixel_size=1.5, dose=40.0, detector="K3")
-TRUE_SIM = SimulationConfig(TRUE, defocus_um=(1.5, 2.5), astigmatism_um=0.05, ice_thickness=300.0,
-                            size=(768, 768), particles=15, count=3, seed=5)
+TRUE_SIM = SimulationConfig(
+    TRUE,
+    defocus_um=(1.5, 2.5),
+    astigmatism_um=0.05,
+    ice_thickness=300.0,
+    size=(768, 768),
+    particles=15,
+    count=3,
+    seed=5,
+)
 # what a user might have typed: right optics, dose a bit off, defocus and ice unknown
-GIVEN = SimulationConfig(Acquisition(pixel_size=1.5, dose=28.0, detector="K3"), defocus_um=(0.8, 1.2),
-                         ice_thickness=100.0, size=(768, 768), particles=15)
+GIVEN = SimulationConfig(
+    Acquisition(pixel_size=1.5, dose=28.0, detector="K3"),
+    defocus_um=(0.8, 1.2),
+    ice_thickness=100.0,
+    size=(768, 768),
+    particles=15,
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +57,27 @@ def real(tmp_path_factory):
 def test_cli_recovers_defocus_and_dose_and_brings_spectra_closer(tmp_path, real, capsys):
     paths, defoci = real
     out = tmp_path / "cal"
-    main(["calibrate", *map(str, paths), "-o", str(out), "--pixel-size", "1.5", "--dose", "28", "--detector", "K3",
-          "--defocus", "0.8", "1.2", "--ice-thickness", "100", "--structure", str(PROTEASOME)])
+    main(
+        [
+            "calibrate",
+            *map(str, paths),
+            "-o",
+            str(out),
+            "--pixel-size",
+            "1.5",
+            "--dose",
+            "28",
+            "--detector",
+            "K3",
+            "--defocus",
+            "0.8",
+            "1.2",
+            "--ice-thickness",
+            "100",
+            "--structure",
+            str(PROTEASOME),
+        ]
+    )
     report = json.loads((out / "calibration.json").read_text())
     for estimate, (u, v) in zip(report["micrographs"], defoci):
         assert estimate["defocus_u"] == pytest.approx(u, rel=0.02)
@@ -63,15 +95,31 @@ def test_cli_recovers_defocus_and_dose_and_brings_spectra_closer(tmp_path, real,
     assert (out / "calibration.png").stat().st_size > 10_000
     assert f"dose {sim['acquisition']['dose']:.1f} e/Å²" in capsys.readouterr().out
     # nt2c simulate takes the calibrated settings
-    main(["simulate", "--structure", str(PROTEASOME), "--calibration", str(out / "calibration.json"), "--size",
-          "256", "256", "--particles", "1", "--pixel-size", "1.5", "-o", str(tmp_path / "sim")])
+    main(
+        [
+            "simulate",
+            "--structure",
+            str(PROTEASOME),
+            "--calibration",
+            str(out / "calibration.json"),
+            "--size",
+            "256",
+            "256",
+            "--particles",
+            "1",
+            "--pixel-size",
+            "1.5",
+            "-o",
+            str(tmp_path / "sim"),
+        ]
+    )
     params = json.loads((tmp_path / "sim" / "params.json").read_text())["config"]
     assert params["acquisition"] == sim["acquisition"]
     assert (params["defocus_um"], params["ice_thickness"]) == (sim["defocus_um"], sim["ice_thickness"])
 
 
 def test_white_noise_has_no_thon_rings_and_keeps_the_given_defocus():
-    noise = np.random.default_rng(3).poisson(40 * 1.5 ** 2, (768, 768)).astype(np.float32)
+    noise = np.random.default_rng(3).poisson(40 * 1.5**2, (768, 768)).astype(np.float32)
     result = calibrate([("flat.mrc", noise)], GIVEN)
     assert result.simulation.defocus_um == GIVEN.defocus_um
     assert result.simulation.acquisition.dose == GIVEN.acquisition.dose
@@ -122,7 +170,7 @@ def test_real_micrograph_defocus_dose_and_image_filter(real_micrograph):
     assert 1.0e4 < estimate.defocus < 4.0e4
     assert abs(estimate.defocus_u - estimate.defocus_v) < 0.1 * estimate.defocus
     assert estimate.dose == pytest.approx(41.0, rel=0.2)
-    assert estimate.gain == pytest.approx(float(image.mean()) / (estimate.dose * pixel ** 2), rel=1e-6)
+    assert estimate.gain == pytest.approx(float(image.mean()) / (estimate.dose * pixel**2), rel=1e-6)
     assert estimate.image_filter > 2
 
 
@@ -138,10 +186,16 @@ def test_image_low_pass_is_recovered_with_the_dose():
 def test_pipeline_simulates_with_calibrated_settings(tmp_path, real):
     from nt2c_core.pipeline import PipelineConfig
 
-    sim = SimulationConfig(GIVEN.acquisition, defocus_um=(0.8, 1.2), ice_thickness=100.0, size=(384, 384),
-                           particles=3, count=2, library_size=4)
-    config = PipelineConfig(raw=[str(p) for p in real[0]], structures=[str(PROTEASOME)], simulation=sim,
-                            calibrate=True)
+    sim = SimulationConfig(
+        GIVEN.acquisition,
+        defocus_um=(0.8, 1.2),
+        ice_thickness=100.0,
+        size=(384, 384),
+        particles=3,
+        count=2,
+        library_size=4,
+    )
+    config = PipelineConfig(raw=[str(p) for p in real[0]], structures=[str(PROTEASOME)], simulation=sim, calibrate=True)
     summary = run_pipeline(config, tmp_path / "work", progress=False, only=["simulate"])
     calibrated = summary["stages"]["simulate"]["calibrated"]
     assert calibrated["dose"] == pytest.approx(40.0, rel=0.10)

@@ -36,8 +36,7 @@ def test_term_is_zero_for_the_identity_and_the_low_passed_power_for_an_eraser():
     """An output equal to the input costs nothing; an output of zeros costs weight x the mean
     square of the low-passed crops; a step's crops are always the same."""
     rng = np.random.default_rng(1)
-    mics = [rng.normal(size=(96, 128)).astype(np.float32) + np.linspace(-2, 2, 128, dtype=np.float32)
-            for _ in range(3)]
+    mics = [rng.normal(size=(96, 128)).astype(np.float32) + np.linspace(-2, 2, 128, dtype=np.float32) for _ in range(3)]
     term = RealConsistency(mics, radius_px=9.0, weight=2.0, batch=3, crop=64, seed=5)
     assert term.sigma == 3.0
     np.testing.assert_array_equal(term.crops(4), term.crops(4))
@@ -59,8 +58,7 @@ def test_band_between_the_raw_crop_and_the_reference_costs_nothing_and_outside_i
     from nt2c_core.settings import TrainConfig
 
     rng = np.random.default_rng(3)
-    mics = [rng.normal(size=(96, 128)).astype(np.float32) + np.linspace(-2, 2, 128, dtype=np.float32)
-            for _ in range(3)]
+    mics = [rng.normal(size=(96, 128)).astype(np.float32) + np.linspace(-2, 2, 128, dtype=np.float32) for _ in range(3)]
     banded = RealConsistency(mics, 9.0, 2.0, batch=3, crop=64, seed=5, references=[0.5 * m for m in mics])
     plain = RealConsistency(mics, 9.0, 2.0, batch=3, crop=64, seed=5)
     half_power = 2.0 * float((0.5 * lowpass(torch.from_numpy(banded.crops(7)), banded.kernel)).square().mean())
@@ -82,10 +80,18 @@ def erasing_setup(tmp_path_factory):
     another one (apoferritin): a fine model trained only on the pairs erases the other particles."""
     root = tmp_path_factory.mktemp("consistency")
     acq = Acquisition(pixel_size=3.0, dose=8.0)
-    simulate_dataset([PROTEASOME], SimulationConfig(acq, size=(128, 128), particles=3, count=6, library_size=4,
-                                                    seed=1), root / "pairs", progress=False)
-    simulate_dataset([APOFERRITIN], SimulationConfig(acq, size=(160, 160), particles=4, count=3, library_size=4,
-                                                     seed=2), root / "other", progress=False)
+    simulate_dataset(
+        [PROTEASOME],
+        SimulationConfig(acq, size=(128, 128), particles=3, count=6, library_size=4, seed=1),
+        root / "pairs",
+        progress=False,
+    )
+    simulate_dataset(
+        [APOFERRITIN],
+        SimulationConfig(acq, size=(160, 160), particles=4, count=3, library_size=4, seed=2),
+        root / "other",
+        progress=False,
+    )
     stack = write_mrc(root / "noise.mrcs", np.random.default_rng(0).normal(size=(16, 32, 32)).astype(np.float32), 3.0)
     return root, stack, sorted((root / "other" / "noisy").glob("*.mrc"))
 
@@ -97,22 +103,60 @@ def test_consistency_keeps_the_fine_model_to_the_real_micrographs(erasing_setup)
     from nt2c_core.cli import main
 
     root, stack, real = erasing_setup
-    tiny = ["--steps", "80", "--batch-size", "4", "--crop", "64", "--width", "8", "--val-every", "40",
-            "--checkpoint-every", "40", "--lr", "2e-3"]
+    tiny = [
+        "--steps",
+        "80",
+        "--batch-size",
+        "4",
+        "--crop",
+        "64",
+        "--width",
+        "8",
+        "--val-every",
+        "40",
+        "--checkpoint-every",
+        "40",
+        "--lr",
+        "2e-3",
+    ]
     assert main(["train", "--pairs", str(root / "pairs"), "-o", str(root / "coarse.pt"), *tiny]) == 0
     agreement = {}
-    for name, extra in (("off", ["--consistency", "0"]), ("on", ["--micrographs", *map(str, real), "--consistency", "3"])):
+    for name, extra in (
+        ("off", ["--consistency", "0"]),
+        ("on", ["--micrographs", *map(str, real), "--consistency", "3"]),
+    ):
         out = root / f"fine_{name}.pt"
-        assert main(["train-fine", "--pairs", str(root / "pairs"), "--coarse", str(root / "coarse.pt"),
-                     "--noise-patches", str(stack), "-o", str(out), *tiny, *extra]) == 0
+        assert (
+            main(
+                [
+                    "train-fine",
+                    "--pairs",
+                    str(root / "pairs"),
+                    "--coarse",
+                    str(root / "coarse.pt"),
+                    "--noise-patches",
+                    str(stack),
+                    "-o",
+                    str(out),
+                    *tiny,
+                    *extra,
+                ]
+            )
+            == 0
+        )
         radius = particle_radius_px(provenance(root / "pairs"))
         den = Denoiser.from_file(out)
-        agreement[name] = np.mean([lowpass_agreement(read_mrc(p)[0], den.denoise(read_mrc(p)[0]), radius)
-                                   for p in real])
+        agreement[name] = np.mean(
+            [lowpass_agreement(read_mrc(p)[0], den.denoise(read_mrc(p)[0]), radius) for p in real]
+        )
         meta = load_model(out, kind="denoiser")[1]
         if name == "on":
-            assert meta["consistency"] == {"weight": 3.0, "sigma_px": round(radius / 3, 2), "micrographs": 3,
-                                           "reference": "general"}
+            assert meta["consistency"] == {
+                "weight": 3.0,
+                "sigma_px": round(radius / 3, 2),
+                "micrographs": 3,
+                "reference": "general",
+            }
             assert "consistency" in (root / "fine_on.pt.loss.csv").read_text().splitlines()[0]
         else:
             assert meta["consistency"] is None
@@ -130,9 +174,25 @@ def test_fine_without_micrographs_warns_and_a_wrong_pixel_size_names_the_file(er
         train_fine(root / "pairs", root / "coarse.pt", stack, root / "fine_warn.pt", config, progress=False)
     assert "data-consistency term is off" in caplog.text
     wrong = write_mrc(root / "wrong.mrc", read_mrc(real[0])[0], 5.0)
-    code = main(["train-fine", "--pairs", str(root / "pairs"), "--coarse", str(root / "coarse.pt"),
-                 "--noise-patches", str(stack), "-o", str(root / "fine_bad.pt"), "--steps", "2", "--crop", "64",
-                 "--micrographs", str(wrong)])
+    code = main(
+        [
+            "train-fine",
+            "--pairs",
+            str(root / "pairs"),
+            "--coarse",
+            str(root / "coarse.pt"),
+            "--noise-patches",
+            str(stack),
+            "-o",
+            str(root / "fine_bad.pt"),
+            "--steps",
+            "2",
+            "--crop",
+            "64",
+            "--micrographs",
+            str(wrong),
+        ]
+    )
     assert code == 2 and not (root / "fine_bad.pt").exists()
 
 
@@ -143,8 +203,10 @@ def test_crops_cover_the_low_pass_of_large_particles(tmp_path):
     from nt2c_core.consistency import batch_for, crop_for
 
     assert crop_for(9.0) == 128 and crop_for(136.0) == 384 and crop_for(1000.0) == 512
-    big = [write_mrc(tmp_path / f"m{i}.mrc", np.random.default_rng(i).normal(size=(300, 420)).astype(np.float32), 1.0)
-           for i in range(2)]
+    big = [
+        write_mrc(tmp_path / f"m{i}.mrc", np.random.default_rng(i).normal(size=(300, 420)).astype(np.float32), 1.0)
+        for i in range(2)
+    ]
     term = RealConsistency.from_files(big, 1.0, radius_px=136.0, weight=1.0)
     assert term.crop == 288 and term.crops(0).shape == (1, 1, 288, 288)  # capped by the 300-px side
     assert len(term.kernel) < 288  # the Gaussian (sigma 45 px) is not cut by the crop

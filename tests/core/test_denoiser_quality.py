@@ -40,10 +40,38 @@ def test_evaluate_cli_scores_denoised_folder(trained, tmp_path):
     inputs = sorted(str(p) for p in (root / "test" / "noisy").glob("*.mrc"))
     assert main(["denoise", "--model", str(result.model_path), "-o", str(den), *inputs]) == 0
     out = tmp_path / "eval"
-    assert main(["evaluate", "--truth", str(root / "test" / "clean"), "--pred", str(den),
-                 "--coords", str(root / "test" / "coords"), "-o", str(out)]) == 0
-    assert main(["evaluate", "--truth", str(root / "test" / "clean"), "--pred", str(root / "test" / "noisy"),
-                 "--coords", str(root / "test" / "coords"), "-o", str(tmp_path / "raw")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--truth",
+                str(root / "test" / "clean"),
+                "--pred",
+                str(den),
+                "--coords",
+                str(root / "test" / "coords"),
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                "--truth",
+                str(root / "test" / "clean"),
+                "--pred",
+                str(root / "test" / "noisy"),
+                "--coords",
+                str(root / "test" / "coords"),
+                "-o",
+                str(tmp_path / "raw"),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     raw = json.loads((tmp_path / "raw" / "metrics.json").read_text())
     assert len(metrics["files"]) == 4

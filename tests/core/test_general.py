@@ -12,8 +12,14 @@ from scipy.ndimage import gaussian_filter
 from nt2c_core.cli import main
 from nt2c_core.data import APOFERRITIN
 from nt2c_core.denoise import Denoiser
-from nt2c_core.general import (GENERAL_MODEL, GeneralRecipe, draw_config, export_half, general_model_path,
-                               train_general_model)
+from nt2c_core.general import (
+    GENERAL_MODEL,
+    GeneralRecipe,
+    draw_config,
+    export_half,
+    general_model_path,
+    train_general_model,
+)
 from nt2c_core.io import read_mrc, write_mrc
 from nt2c_core.metrics import psnr
 from nt2c_core.models.store import read_model_file
@@ -62,8 +68,9 @@ def test_missing_general_model_is_a_clear_error(monkeypatch, tmp_path):
 def test_recipe_draws_are_deterministic_and_in_range():
     recipe = GeneralRecipe()
     draws = [draw_config(recipe, i) for i in range(50)]
-    assert [d[1].acquisition.to_dict() for d in draws[:5]] == [draw_config(recipe, i)[1].acquisition.to_dict()
-                                                                for i in range(5)]
+    assert [d[1].acquisition.to_dict() for d in draws[:5]] == [
+        draw_config(recipe, i)[1].acquisition.to_dict() for i in range(5)
+    ]
     acqs = [d[1].acquisition for d in draws]
     assert all(0.6 <= a.pixel_size <= 2.0 and 20 <= a.dose <= 60 for a in acqs)
     assert {a.detector for a in acqs} == {"K2", "K3", "Falcon4"}
@@ -72,10 +79,13 @@ def test_recipe_draws_are_deterministic_and_in_range():
 
 
 def test_tiny_recipe_trains_resumes_and_exports_half(tmp_path):
-    recipe = GeneralRecipe(structures=[str(APOFERRITIN)], configs=2, per_config=2, size=192,
-                           pixel_size_A=(1.5, 2.0))
-    recipe = replace(recipe, train=replace(recipe.train, steps=4, batch_size=2, crop=64, width=8, val_every=2,
-                                           checkpoint_every=2, val_fraction=0.25))
+    recipe = GeneralRecipe(structures=[str(APOFERRITIN)], configs=2, per_config=2, size=192, pixel_size_A=(1.5, 2.0))
+    recipe = replace(
+        recipe,
+        train=replace(
+            recipe.train, steps=4, batch_size=2, crop=64, width=8, val_every=2, checkpoint_every=2, val_fraction=0.25
+        ),
+    )
     stopped = train_general_model(recipe, tmp_path, progress=False, stop_after=2)
     assert stopped.model_path is None and (tmp_path / "pairs.npz").is_file()
     result = train_general_model(recipe, tmp_path, progress=False)

@@ -31,9 +31,11 @@ def test_progress_is_plain_lines_when_output_is_not_a_terminal(capsys):
 
 
 def test_help_builds_without_torch_numpy_or_scipy():
-    code = ("import sys; from nt2c_core.cli import build_parser; build_parser(); "
-            "heavy = [m for m in ('torch', 'numpy', 'scipy', 'gemmi', 'matplotlib') if m in sys.modules]; "
-            "sys.exit(str(heavy) if heavy else 0)")
+    code = (
+        "import sys; from nt2c_core.cli import build_parser; build_parser(); "
+        "heavy = [m for m in ('torch', 'numpy', 'scipy', 'gemmi', 'matplotlib') if m in sys.modules]; "
+        "sys.exit(str(heavy) if heavy else 0)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 
@@ -44,8 +46,12 @@ def test_quiet_verbose_and_log_file(tmp_path, capsys):
     normal = capsys.readouterr().out
     assert "using the shipped general model" in normal and "1 denoised" in normal
     log_file = tmp_path / "nt2c.log"
-    assert main(["--quiet", "denoise", str(mic), "-o", str(tmp_path / "b"), "--device", "cpu",
-                 "--log-file", str(log_file)]) == 0
+    assert (
+        main(
+            ["--quiet", "denoise", str(mic), "-o", str(tmp_path / "b"), "--device", "cpu", "--log-file", str(log_file)]
+        )
+        == 0
+    )
     assert capsys.readouterr().out == ""  # --quiet: warnings and errors only
     assert main(["denoise", "-q", str(mic), "-o", str(tmp_path / "c"), "--device", "cpu"]) == 0  # after the command too
     assert capsys.readouterr().out == ""

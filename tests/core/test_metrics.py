@@ -19,7 +19,7 @@ def test_psnr_of_known_gaussian_noise():
     sigma = 0.2
     noisy = truth + np.random.default_rng(1).normal(0, sigma, truth.shape)
     peak = truth.max() - truth.min()
-    expected = 10 * math.log10(peak ** 2 / sigma ** 2)
+    expected = 10 * math.log10(peak**2 / sigma**2)
     assert psnr(noisy, truth, fit=False) == pytest.approx(expected, abs=0.1)
 
 
@@ -61,7 +61,7 @@ def test_eq5_snr_on_regions_with_known_variance():
     image = rng.normal(10.0, 1.0, (400, 400))  # background variance 1
     pairs = []
     for i, x in enumerate((60, 160, 260)):
-        image[40:80, x - 20:x + 20] = rng.normal(50.0, 3.0, (40, 40))  # signal variance 9
+        image[40:80, x - 20 : x + 20] = rng.normal(50.0, 3.0, (40, 40))  # signal variance 9
         pairs.append(((x, 60, 40), (x, 300, 40)))
     assert snr_eq5(image, pairs) == pytest.approx(10 * math.log10(9.0), abs=0.3)
 

@@ -27,8 +27,12 @@ def pairs_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory, pairs_dir):
     path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    train_denoiser(load_pairs(pairs_dir), path, TrainConfig(steps=12, batch_size=2, crop=64, width=8,
-                                                            val_every=6, checkpoint_every=6), progress=False)
+    train_denoiser(
+        load_pairs(pairs_dir),
+        path,
+        TrainConfig(steps=12, batch_size=2, crop=64, width=8, val_every=6, checkpoint_every=6),
+        progress=False,
+    )
     return path
 
 
@@ -63,10 +67,16 @@ def test_files_that_are_not_our_models_are_refused_by_name(tmp_path):
     wrong = tmp_path / "wrong.pt"
     save_model(wrong, UNet(width=8), {})
     payload = torch.load(wrong, weights_only=True)
-    payload["metadata"] = json.dumps({**json.loads(payload["metadata"]), "architecture": {"name": "unet", "width": 16, "first_kernel": 11}})
+    payload["metadata"] = json.dumps(
+        {**json.loads(payload["metadata"]), "architecture": {"name": "unet", "width": 16, "first_kernel": 11}}
+    )
     torch.save(payload, wrong)
-    for path, message in ((text, "not an NT2C model"), (other, "not an NT2C model"),
-                          (wrong, "do not fit the architecture"), (tmp_path / "missing.pt", "not found")):
+    for path, message in (
+        (text, "not an NT2C model"),
+        (other, "not an NT2C model"),
+        (wrong, "do not fit the architecture"),
+        (tmp_path / "missing.pt", "not found"),
+    ):
         with pytest.raises(ModelFileError, match=message) as err:
             load_model(path)
         assert str(path) in str(err.value)
@@ -92,10 +102,13 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path, pairs_dir):
 def test_resume_with_other_settings_is_refused(tmp_path, pairs_dir):
     pairs = load_pairs(pairs_dir)
     path = tmp_path / "m.pt"
-    train_denoiser(pairs, path, TrainConfig(steps=2, batch_size=2, crop=64, width=8, checkpoint_every=2), progress=False)
+    train_denoiser(
+        pairs, path, TrainConfig(steps=2, batch_size=2, crop=64, width=8, checkpoint_every=2), progress=False
+    )
     with pytest.raises(Exception, match="other settings"):
-        train_denoiser(pairs, path, TrainConfig(steps=4, batch_size=2, crop=64, width=8, lr=0.1), resume=True,
-                       progress=False)
+        train_denoiser(
+            pairs, path, TrainConfig(steps=4, batch_size=2, crop=64, width=8, lr=0.1), resume=True, progress=False
+        )
 
 
 def test_tiled_denoising_matches_one_pass(tiny_model):
@@ -129,8 +142,12 @@ def test_denoise_cli_writes_same_names_skips_done_and_reports_bad_files(tmp_path
     text = capsys.readouterr().out
     assert code == 1
     assert "2 denoised, 0 already done, 4 failed" in text
-    for name, why in (("truncated", "truncated MRC file"), ("nan", "NaN"), ("stack", "single 2-D image"),
-                      ("missing", "not found")):
+    for name, why in (
+        ("truncated", "truncated MRC file"),
+        ("nan", "NaN"),
+        ("stack", "single 2-D image"),
+        ("missing", "not found"),
+    ):
         assert any(name in line and why in line for line in text.splitlines())
     assert sorted(p.name for p in out.iterdir()) == [p.name for p in good]
     den, pixel = read_mrc(out / good[0].name)

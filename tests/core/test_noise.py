@@ -31,8 +31,11 @@ def test_min_pairwise_ssim_matches_eq3_by_hand():
 
     def eq3(a, b):
         cov = ((a - a.mean()) * (b - b.mean())).mean()
-        return ((2 * a.mean() * b.mean() + c1) * (2 * cov + c2)
-                / ((a.mean() ** 2 + b.mean() ** 2 + c1) * (a.var() + b.var() + c2)))
+        return (
+            (2 * a.mean() * b.mean() + c1)
+            * (2 * cov + c2)
+            / ((a.mean() ** 2 + b.mean() ** 2 + c1) * (a.var() + b.var() + c2))
+        )
 
     expected = min(eq3(quads[i], quads[j]) for i in range(4) for j in range(i + 1, 4))
     assert min_pairwise_ssim(tile, 2, c1, c2)[0] == pytest.approx(expected, rel=1e-12)
@@ -45,8 +48,9 @@ def test_min_pairwise_ssim_matches_eq3_by_hand():
 
 @pytest.fixture(scope="module")
 def micrographs():
-    cfg = SimulationConfig(Acquisition(pixel_size=2.0, dose=40.0), size=(512, 512), particles=8,
-                           defocus_um=(1.2, 2.8), seed=5)
+    cfg = SimulationConfig(
+        Acquisition(pixel_size=2.0, dose=40.0), size=(512, 512), particles=8, defocus_um=(1.2, 2.8), seed=5
+    )
     structure = load_structure(PROTEASOME)
     sim = MicrographSimulator([structure], cfg)
     return [sim.simulate(i) for i in range(3)], structure.radius / 2.0
@@ -61,8 +65,16 @@ def _tile_classes(origins, particles, radius):
         dist = np.hypot(np.clip(xy[:, 0], x, x + PATCH) - xy[:, 0], np.clip(xy[:, 1], y, y + PATCH) - xy[:, 1])
         empty.append(bool(np.all(dist > radius)))
         grow = radius / 2
-        occupied.append(bool(np.any((xy[:, 0] > x - grow) & (xy[:, 0] < x + PATCH + grow)
-                                    & (xy[:, 1] > y - grow) & (xy[:, 1] < y + PATCH + grow))))
+        occupied.append(
+            bool(
+                np.any(
+                    (xy[:, 0] > x - grow)
+                    & (xy[:, 0] < x + PATCH + grow)
+                    & (xy[:, 1] > y - grow)
+                    & (xy[:, 1] < y + PATCH + grow)
+                )
+            )
+        )
     return np.array(empty), np.array(occupied)
 
 
@@ -80,8 +92,12 @@ def test_extraction_keeps_background_tiles_on_micrographs_with_known_particles(t
         chosen_occupied += (keep & occupied).sum()
         empty_total += empty.sum()
         empty_found += (keep & empty).sum()
-        assert np.array_equal(found.patches[0], mic.noisy[found.origins[0][0]:found.origins[0][0] + PATCH,
-                                                           found.origins[0][1]:found.origins[0][1] + PATCH])
+        assert np.array_equal(
+            found.patches[0],
+            mic.noisy[
+                found.origins[0][0] : found.origins[0][0] + PATCH, found.origins[0][1] : found.origins[0][1] + PATCH
+            ],
+        )
     assert chosen > 0
     assert chosen_occupied / chosen <= 0.05
     assert empty_found / empty_total >= 0.5
@@ -114,7 +130,7 @@ def test_extract_noise_reports_empty_micrographs_and_refuses_too_few_patches(tmp
 
 def _colored_noise(n, size, rng):
     f = np.hypot(*np.meshgrid(np.fft.fftfreq(size), np.fft.fftfreq(size)))
-    filt = np.sqrt(np.exp(-f ** 2 / (2 * 0.12 ** 2)) + 0.2)
+    filt = np.sqrt(np.exp(-(f**2) / (2 * 0.12**2)) + 0.2)
     out = np.real(np.fft.ifft2(np.fft.fft2(rng.standard_normal((n, size, size))) * filt))
     return (out / out.std()).astype(np.float32), f
 
@@ -128,8 +144,9 @@ def _radial_spectrum(x, f):
 def test_gan_learns_a_known_colored_noise_process(tmp_path):
     """Measured when written (200 iterations, about 70 s): KS 0.026, band ratios 0.6-1.2."""
     real, f = _colored_noise(400, 64, np.random.default_rng(0))
-    cfg = GANConfig(iterations=200, batch_size=32, crop=64, latent=32, width=8, lr=2e-4, log_every=50,
-                    checkpoint_every=100)
+    cfg = GANConfig(
+        iterations=200, batch_size=32, crop=64, latent=32, width=8, lr=2e-4, log_every=50, checkpoint_every=100
+    )
     path = train_noise_gan(real, tmp_path / "gan.pt", cfg, progress=False)
     generator, meta = load_model(path, kind="noise-gan")
     assert meta["crop"] == 64 and meta["patches"] == 400
@@ -152,8 +169,9 @@ def test_least_squares_recovers_eq4_coefficients():
     rng = np.random.default_rng(1)
     s = torch.from_numpy(rng.normal(size=(5, 64, 64)))
     v = torch.from_numpy(rng.normal(size=(5, 64, 64)))
-    truth = torch.tensor([[0.8, 1.5, -2.0], [1.2, 0.3, 4.0], [2.0, 2.0, 0.0], [0.5, 0.9, 1.0], [1.0, 0.1, -1.0]],
-                         dtype=torch.float64)
+    truth = torch.tensor(
+        [[0.8, 1.5, -2.0], [1.2, 0.3, 4.0], [2.0, 2.0, 0.0], [0.5, 0.9, 1.0], [1.0, 0.1, -1.0]], dtype=torch.float64
+    )
     x = truth[:, 0, None, None] * s + truth[:, 1, None, None] * v + truth[:, 2, None, None]
     x = x + 0.01 * torch.from_numpy(rng.normal(size=x.shape))
     assert torch.allclose(fit_coefficients(s, v, x), truth, atol=0.01)
@@ -200,8 +218,9 @@ def test_outputs_get_the_permissions_of_a_plain_new_file_not_of_a_temporary_one(
 @pytest.fixture(scope="module")
 def dense_field():
     """Crowded 20S proteasome micrographs (2 Å/px, 45 particles in 448²): no empty 160-px tile."""
-    cfg = SimulationConfig(Acquisition(pixel_size=2.0, dose=40.0), size=(448, 448), particles=45,
-                           defocus_um=(1.5, 2.5), seed=11)
+    cfg = SimulationConfig(
+        Acquisition(pixel_size=2.0, dose=40.0), size=(448, 448), particles=45, defocus_um=(1.5, 2.5), seed=11
+    )
     structure = load_structure(PROTEASOME)
     sim = MicrographSimulator([structure], cfg)
     return [sim.simulate(i) for i in range(3)], structure.radius / 2.0
@@ -238,8 +257,10 @@ def test_mask_rule_finds_clean_noise_where_the_ssim_rule_finds_none(dense_field)
         free.append(found.free_fraction)
         if len(found.origins):
             clearance.append(_clearance(found.origins, 32, mic.particles))
-    print(f"dense field: SSIM {found_ssim}, mask {found_mask} patches, free {np.round(free, 3)}, "
-          f"clearance {np.round(clearance, 1)} px (radius {radius:.1f} px)")
+    print(
+        f"dense field: SSIM {found_ssim}, mask {found_mask} patches, free {np.round(free, 3)}, "
+        f"clearance {np.round(clearance, 1)} px (radius {radius:.1f} px)"
+    )
     assert found_ssim == 0
     assert found_mask >= 6 and min(clearance) > 0.8 * radius
 
@@ -256,14 +277,22 @@ def test_mask_rule_chooses_the_patch_size_and_reports_free_area(tmp_path, dense_
     settings = ExtractionSettings(particle_diameter=4 * radius, target_patches=10)
     report = extract_noise(paths, oracle, tmp_path / "out", settings, min_patches=1, progress=False)
     assert report.patch % 32 == 0 and report.patch >= 32
-    assert set(report.free_fraction) == {p.stem for p in paths} and all(0 < f < 1 for f in report.free_fraction.values())
+    assert set(report.free_fraction) == {p.stem for p in paths} and all(
+        0 < f < 1 for f in report.free_fraction.values()
+    )
     stack, _ = read_mrc(tmp_path / "out" / "noise_patches.mrcs", allow_stack=True)
     assert stack.shape == (report.total, report.patch, report.patch)
     assert report.band_power_ratio is not None and report.band_power_ratio < 1.0  # less particle power
     assert len(truth) == 3
     with pytest.raises(InputError, match="free area"):  # advice names what to relax, with the measured area
-        extract_noise(paths, oracle, tmp_path / "out2", ExtractionSettings(particle_diameter=4 * radius, patch=320),
-                      min_patches=1000, progress=False)
+        extract_noise(
+            paths,
+            oracle,
+            tmp_path / "out2",
+            ExtractionSettings(particle_diameter=4 * radius, patch=320),
+            min_patches=1000,
+            progress=False,
+        )
 
 
 def test_mask_rule_still_finds_clean_noise_with_a_30_percent_ice_gradient(tmp_path):
@@ -274,10 +303,17 @@ def test_mask_rule_still_finds_clean_noise_with_a_30_percent_ice_gradient(tmp_pa
     from nt2c_core.io import list_mrcs
     from nt2c_core.simulate.experimental import ExperimentalNoise, make_experimental_dataset
 
-    cfg = SimulationConfig(Acquisition(pixel_size=2.0, dose=40.0, detector="K3"), size=(512, 512), particles=10,
-                           defocus_um=(1.0, 3.0), count=3, seed=7)
-    out = make_experimental_dataset([PROTEASOME], cfg, tmp_path / "exp", ExperimentalNoise(ice_gradient=0.3),
-                                    progress=False)
+    cfg = SimulationConfig(
+        Acquisition(pixel_size=2.0, dose=40.0, detector="K3"),
+        size=(512, 512),
+        particles=10,
+        defocus_um=(1.0, 3.0),
+        count=3,
+        seed=7,
+    )
+    out = make_experimental_dataset(
+        [PROTEASOME], cfg, tmp_path / "exp", ExperimentalNoise(ice_gradient=0.3), progress=False
+    )
     general = Denoiser.from_file(general_model_path())
     radius = load_structure(PROTEASOME).radius / 2.0
     settings = ExtractionSettings(particle_diameter=4 * radius)
@@ -313,11 +349,13 @@ def test_patch_mosaic_tiles_real_patches_seeded_flipped_never_rotated():
     found = 0
     for y in range(0, 25):
         for x in range(0, 41):
-            window = field[y:y + 16, x:x + 16]
+            window = field[y : y + 16, x : x + 16]
             found += any(np.array_equal(window, v) for v in variants)
     assert found >= 2  # whole blocks are in the field (about (40/16)*(56/16) of them)
     rotated = [np.rot90(c) for c in centred]
-    assert not any(np.array_equal(field[y:y + 16, x:x + 16], r) for r in rotated for y in range(25) for x in range(41))
+    assert not any(
+        np.array_equal(field[y : y + 16, x : x + 16], r) for r in rotated for y in range(25) for x in range(41)
+    )
     with pytest.raises(InputError, match="at least 2 square patches"):
         PatchMosaic(patches[:1])
 
@@ -332,19 +370,60 @@ def test_fine_training_from_real_patches_on_the_cli(tmp_path):
     from nt2c_core.simulate import simulate_dataset
 
     simulate_dataset([PROTEASOME], sim, pairs, progress=False)
-    stack = write_mrc(tmp_path / "noise_patches.mrcs",
-                      np.random.default_rng(0).normal(size=(8, 32, 32)).astype(np.float32), 2.5)
-    tiny = ["--steps", "4", "--batch-size", "2", "--crop", "64", "--width", "8", "--val-every", "2",
-            "--checkpoint-every", "2"]
+    stack = write_mrc(
+        tmp_path / "noise_patches.mrcs", np.random.default_rng(0).normal(size=(8, 32, 32)).astype(np.float32), 2.5
+    )
+    tiny = [
+        "--steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--crop",
+        "64",
+        "--width",
+        "8",
+        "--val-every",
+        "2",
+        "--checkpoint-every",
+        "2",
+    ]
     assert main(["train", "--pairs", str(pairs), "-o", str(tmp_path / "coarse.pt"), *tiny]) == 0
-    assert main(["train-fine", "--pairs", str(pairs), "--coarse", str(tmp_path / "coarse.pt"),
-                 "--noise-patches", str(stack), "-o", str(tmp_path / "fine.pt"), *tiny]) == 0
+    assert (
+        main(
+            [
+                "train-fine",
+                "--pairs",
+                str(pairs),
+                "--coarse",
+                str(tmp_path / "coarse.pt"),
+                "--noise-patches",
+                str(stack),
+                "-o",
+                str(tmp_path / "fine.pt"),
+                *tiny,
+            ]
+        )
+        == 0
+    )
     _, meta = load_model(tmp_path / "fine.pt", kind="denoiser")
     assert meta["noise_model"] == "patches" and meta["noise_source"] == str(stack) and meta["stage"] == "fine"
     assert meta["acquisition"]["pixel_size"] == 2.5  # from the pairs folder's params.json
     with pytest.raises(SystemExit):
-        main(["train-fine", "--pairs", str(pairs), "--coarse", str(tmp_path / "coarse.pt"),
-              "--noise-patches", str(stack), "--noise-model", "x.pt", "-o", str(tmp_path / "f2.pt")])
+        main(
+            [
+                "train-fine",
+                "--pairs",
+                str(pairs),
+                "--coarse",
+                str(tmp_path / "coarse.pt"),
+                "--noise-patches",
+                str(stack),
+                "--noise-model",
+                "x.pt",
+                "-o",
+                str(tmp_path / "f2.pt"),
+            ]
+        )
 
 
 @pytest.mark.parametrize("shape, sigma", [((300, 250), 100.0), ((150, 170), 200.0), ((97, 33), 9.5), ((64, 80), 12.0)])

@@ -22,8 +22,19 @@ from nt2c_core.simulate.potential import Projector
 from nt2c_core.simulate.structure import load_structure
 
 ACQ = Acquisition(pixel_size=6.0, dose=20.0, b_factor=60.0)
-TINY = RestorerConfig(steps=240, batch_size=8, width=16, levels=3, refine_steps=80, refine_width=8, refine_pool=64,
-                      log_every=40, checkpoint_every=40, lr=1e-3, batch=32)
+TINY = RestorerConfig(
+    steps=240,
+    batch_size=8,
+    width=16,
+    levels=3,
+    refine_steps=80,
+    refine_width=8,
+    refine_pool=64,
+    log_every=40,
+    checkpoint_every=40,
+    lr=1e-3,
+    batch=32,
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +45,16 @@ def structures():
 @pytest.fixture(scope="module")
 def particles(structures):
     """Apoferritin particles (box 32, 6 Å/px) with offsets: 400 for training, 64 held out."""
-    train = simulate_particles([structures["apoferritin"]], ParticleSimulationConfig(ACQ, box=32, count=400, max_shift=2.0,
-                               seed=1), progress=False)
-    test = simulate_particles([structures["apoferritin"]], ParticleSimulationConfig(ACQ, box=32, count=64, max_shift=2.0,
-                              seed=2), progress=False)
+    train = simulate_particles(
+        [structures["apoferritin"]],
+        ParticleSimulationConfig(ACQ, box=32, count=400, max_shift=2.0, seed=1),
+        progress=False,
+    )
+    test = simulate_particles(
+        [structures["apoferritin"]],
+        ParticleSimulationConfig(ACQ, box=32, count=64, max_shift=2.0, seed=2),
+        progress=False,
+    )
     return train, test
 
 
@@ -68,8 +85,10 @@ def test_reconstruction_with_ctf_and_offsets_recovers_the_true_map(structures, p
     no_shift = reconstruct(train.clean[sl], train.rotations[sl], ACQ, train.defocus[sl], None)
     no_ctf = reconstruct(train.clean[sl], train.rotations[sl])
     mask = spherical_mask(32, 14)
-    score = {name: fsc(v * mask, truth * mask, 6.0).correlation.mean() for name, v in
-             (("good", good), ("no_shift", no_shift), ("no_ctf", no_ctf))}
+    score = {
+        name: fsc(v * mask, truth * mask, 6.0).correlation.mean()
+        for name, v in (("good", good), ("no_shift", no_shift), ("no_ctf", no_ctf))
+    }
     assert score["good"] > score["no_shift"] + 0.05 and score["good"] > score["no_ctf"] + 0.05
 
 
@@ -117,10 +136,12 @@ def test_a_model_trained_on_one_structure_does_not_paint_it_on_another(structure
     """Hallucination check: a restorer trained only on proteasome (B) restores apoferritin (A)
     particles; the reconstruction from them must stay closer to A's true map than to B's."""
     acq = ACQ
-    b = simulate_particles([structures["proteasome"]], ParticleSimulationConfig(acq, box=32, count=300, seed=5),
-                           progress=False)
-    a = simulate_particles([structures["apoferritin"]], ParticleSimulationConfig(acq, box=32, count=150, seed=6),
-                           progress=False)
+    b = simulate_particles(
+        [structures["proteasome"]], ParticleSimulationConfig(acq, box=32, count=300, seed=5), progress=False
+    )
+    a = simulate_particles(
+        [structures["apoferritin"]], ParticleSimulationConfig(acq, box=32, count=150, seed=6), progress=False
+    )
     model = train_restorer(b.noisy, b.clean, TINY, progress=False)
     out = restore_images(model.network, a.noisy, model.signal_scale, TINY, progress=False)
     volume = reconstruct(out, a.rotations, acq, a.defocus)
@@ -134,8 +155,9 @@ def test_star_round_trip_keeps_every_column_and_names_never_collide(tmp_path, st
     """Two stacks of the same name in different folders, one STAR: the restored STAR keeps every
     column and value but rlnImageName, whose stacks are distinct files with the right images."""
     acq = ACQ
-    sim = simulate_particles([structures["apoferritin"]], ParticleSimulationConfig(acq, box=32, count=6, seed=7),
-                             progress=False)
+    sim = simulate_particles(
+        [structures["apoferritin"]], ParticleSimulationConfig(acq, box=32, count=6, seed=7), progress=False
+    )
     for folder, part in (("a", sim.noisy[:3]), ("b", sim.noisy[3:])):
         (tmp_path / folder).mkdir()
         write_mrc(tmp_path / folder / "particles.mrcs", part, 6.0)
@@ -148,8 +170,21 @@ def test_star_round_trip_keeps_every_column_and_names_never_collide(tmp_path, st
     from nt2c_core.particles.sr3 import save_restorer
 
     save_restorer(tmp_path / "r.pt", restorer, TINY, 6.0, 32, {})
-    assert main(["restore-particles", str(tmp_path / "in.star"), "-o", str(tmp_path / "out"),
-                 "--model", str(tmp_path / "r.pt"), "--sample-steps", "2"]) == 0
+    assert (
+        main(
+            [
+                "restore-particles",
+                str(tmp_path / "in.star"),
+                "-o",
+                str(tmp_path / "out"),
+                "--model",
+                str(tmp_path / "r.pt"),
+                "--sample-steps",
+                "2",
+            ]
+        )
+        == 0
+    )
     before, after = ParticleTable.read(tmp_path / "in.star"), ParticleTable.read(tmp_path / "out" / "in.star")
     assert list(before.particles.columns) == list(after.particles.columns)
     for column in before.particles.columns:
@@ -167,17 +202,72 @@ def test_star_round_trip_keeps_every_column_and_names_never_collide(tmp_path, st
 
 def test_cli_simulate_train_restore_reconstruct(tmp_path, capsys):
     sim, model = tmp_path / "sim", tmp_path / "r.pt"
-    assert main(["simulate-particles", "-o", str(sim), "--structure", str(APOFERRITIN), "--count", "24", "--box", "32",
-                 "--pixel-size", "6", "--dose", "20", "--max-shift", "1"]) == 0
+    assert (
+        main(
+            [
+                "simulate-particles",
+                "-o",
+                str(sim),
+                "--structure",
+                str(APOFERRITIN),
+                "--count",
+                "24",
+                "--box",
+                "32",
+                "--pixel-size",
+                "6",
+                "--dose",
+                "20",
+                "--max-shift",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert len(read_mrc(sim / "particles.mrcs", allow_stack=True)[0]) == 24
-    assert main(["train-restorer", str(sim), "-o", str(model), "--steps", "6", "--refine-steps", "3",
-                 "--refine-pool", "4", "--batch-size", "2", "--width", "4", "--refine-width", "4"]) == 0
+    assert (
+        main(
+            [
+                "train-restorer",
+                str(sim),
+                "-o",
+                str(model),
+                "--steps",
+                "6",
+                "--refine-steps",
+                "3",
+                "--refine-pool",
+                "4",
+                "--batch-size",
+                "2",
+                "--width",
+                "4",
+                "--refine-width",
+                "4",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "r.pt.loss.csv").read_text().startswith("phase,step,loss")
-    assert main(["restore-particles", str(sim / "particles.mrcs"), "-o", str(tmp_path / "out"), "--model", str(model)]) == 0
+    assert (
+        main(["restore-particles", str(sim / "particles.mrcs"), "-o", str(tmp_path / "out"), "--model", str(model)])
+        == 0
+    )
     out, px = read_mrc(tmp_path / "out" / "particles_restored.mrcs", allow_stack=True)
     assert out.shape == (24, 32, 32) and px == pytest.approx(6.0)
-    assert main(["reconstruct", str(sim / "particles.star"), "-o", str(tmp_path / "map.mrc"),
-                 "--reference", str(sim / "map_0.mrc")]) == 0
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(sim / "particles.star"),
+                "-o",
+                str(tmp_path / "map.mrc"),
+                "--reference",
+                str(sim / "map_0.mrc"),
+            ]
+        )
+        == 0
+    )
     assert "FSC against" in capsys.readouterr().out
     assert (tmp_path / "map.fsc.csv").read_text().startswith("frequency_1_per_A,fsc")
 
@@ -187,8 +277,12 @@ def test_cli_refuses_bad_input_naming_the_file(tmp_path, capsys):
     write_mrc(tmp_path / "denoiser.mrc", np.ones((8, 8), np.float32), 6.0)
     from nt2c_core.general import GENERAL_MODEL
 
-    assert main(["restore-particles", str(tmp_path / "flat.mrcs"), "-o", str(tmp_path / "o"),
-                 "--model", str(GENERAL_MODEL)]) == 2
+    assert (
+        main(
+            ["restore-particles", str(tmp_path / "flat.mrcs"), "-o", str(tmp_path / "o"), "--model", str(GENERAL_MODEL)]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "expected a 'particle-restorer' model" in err and "Traceback" not in err
     assert main(["reconstruct", str(tmp_path / "missing.star"), "-o", str(tmp_path / "m.mrc")]) == 2
@@ -210,14 +304,19 @@ def test_real_noise_patches_replace_the_simulated_noise(structures):
     simulated = simulate_particles([structures["apoferritin"]], base, progress=False)
     from dataclasses import replace
 
-    real = simulate_particles([structures["apoferritin"]], replace(base, noise="patches"), noise_patches=stripes,
-                              progress=False)
+    real = simulate_particles(
+        [structures["apoferritin"]], replace(base, noise="patches"), noise_patches=stripes, progress=False
+    )
     np.testing.assert_allclose(real.clean, simulated.clean)
     noise = real.noisy - real.clean
     np.testing.assert_allclose(noise.std((1, 2)), (simulated.noisy - simulated.clean).std((1, 2)), rtol=1e-3)
     assert np.abs(np.diff(noise, axis=1)).max() < 1e-4 < np.abs(np.diff(noise, axis=2)).max()  # the stripes are kept
     with pytest.raises(InputError, match="smaller than the box"):
-        simulate_particles([structures["apoferritin"]], replace(base, noise="patches"),
-                           noise_patches=stripes[:, :16, :16], progress=False)
+        simulate_particles(
+            [structures["apoferritin"]],
+            replace(base, noise="patches"),
+            noise_patches=stripes[:, :16, :16],
+            progress=False,
+        )
     with pytest.raises(InputError, match="needs the data set's noise patches"):
         simulate_particles([structures["apoferritin"]], replace(base, noise="patches"), progress=False)

@@ -47,6 +47,6 @@ def test_particle_concentration_counts_known_particles_per_square_micron():
     images = [_blobs(rng, n=12, size=256, radius=8.0, noise=0.05)[0] for _ in range(3)]
     # 2 Å/px: each image sees (256 - 16)^2 px of 0.0002 µm = 0.002304 µm², 12 particles each
     measured = particle_concentration(images, radius_px=8, pixel_size=2.0)
-    expected = 12 / ((256 - 16) ** 2 * 0.0002 ** 2)
+    expected = 12 / ((256 - 16) ** 2 * 0.0002**2)
     assert measured == pytest.approx(expected, rel=0.1)
     assert particle_concentration([np.zeros((64, 64))], 8, 2.0) == 0.0

@@ -25,12 +25,17 @@ ACQ = Acquisition(pixel_size=2.5)
 def _config(raw_glob: str, **changes) -> PipelineConfig:
     tiny = dict(steps=6, batch_size=2, crop=64, width=8, val_every=3, checkpoint_every=3)
     cfg = PipelineConfig(
-        raw=[raw_glob], structures=[str(APOFERRITIN)],
+        raw=[raw_glob],
+        structures=[str(APOFERRITIN)],
         simulation=SimulationConfig(ACQ, size=(128, 128), particles=2, count=3, library_size=5, seed=1),
-        coarse=TrainConfig(**tiny), fine=TrainConfig(**tiny),
+        coarse=TrainConfig(**tiny),
+        fine=TrainConfig(**tiny),
         extraction=ExtractionSettings(patch=64, step=32, threshold=-0.99, rule="ssim"),
         gan=GANConfig(iterations=3, batch_size=4, crop=64, latent=8, width=4, log_every=1, checkpoint_every=2),
-        tiles=TileSettings(128, 32, 1), min_noise_patches=1, coarse_init="none")
+        tiles=TileSettings(128, 32, 1),
+        min_noise_patches=1,
+        coarse_init="none",
+    )
     for key, value in changes.items():
         setattr(cfg, key, value)
     return cfg
@@ -39,8 +44,9 @@ def _config(raw_glob: str, **changes) -> PipelineConfig:
 @pytest.fixture(scope="module")
 def raw_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("exp")
-    make_experimental_dataset([APOFERRITIN], SimulationConfig(ACQ, size=(192, 160), particles=2, count=2, seed=4),
-                              out, progress=False)
+    make_experimental_dataset(
+        [APOFERRITIN], SimulationConfig(ACQ, size=(192, 160), particles=2, count=2, seed=4), out, progress=False
+    )
     return out
 
 
@@ -108,19 +114,26 @@ def test_interrupted_stage_resumes_and_later_stages_are_redone(tmp_path, raw_dir
 
 def test_bad_input_is_refused_before_any_work(tmp_path, raw_dir):
     with pytest.raises(InputError, match="pixel size 2.5000 Å differs from the simulation's 1.0000 Å"):
-        run_pipeline(_config(str(raw_dir / "raw" / "*.mrc"),
-                             simulation=SimulationConfig(Acquisition(pixel_size=1.0), count=3)), tmp_path / "w1")
+        run_pipeline(
+            _config(str(raw_dir / "raw" / "*.mrc"), simulation=SimulationConfig(Acquisition(pixel_size=1.0), count=3)),
+            tmp_path / "w1",
+        )
     with pytest.raises(InputError, match="no raw micrographs match"):
         run_pipeline(_config(str(tmp_path / "nothing" / "*.mrc")), tmp_path / "w2")
     with pytest.raises(InputError, match="at least 2 simulated"):
-        run_pipeline(_config(str(raw_dir / "raw" / "*.mrc"),
-                             simulation=SimulationConfig(ACQ, size=(128, 128), count=1)), tmp_path / "w3")
+        run_pipeline(
+            _config(str(raw_dir / "raw" / "*.mrc"), simulation=SimulationConfig(ACQ, size=(128, 128), count=1)),
+            tmp_path / "w3",
+        )
     assert not (tmp_path / "w1").exists() and not (tmp_path / "w2").exists()
 
 
 def test_too_few_noise_patches_names_the_parameter_to_relax(tmp_path, raw_dir):
-    cfg = _config(str(raw_dir / "raw" / "*.mrc"), extraction=ExtractionSettings(patch=64, step=32, threshold=0.999, rule="ssim"),
-                  few_patches="stop")
+    cfg = _config(
+        str(raw_dir / "raw" / "*.mrc"),
+        extraction=ExtractionSettings(patch=64, step=32, threshold=0.999, rule="ssim"),
+        few_patches="stop",
+    )
     with pytest.raises(InputError, match="lower extraction.threshold"):  # named as in the config file
         run_pipeline(cfg, tmp_path / "work", progress=False)
     assert not (tmp_path / "work" / "noise" / "DONE.json").exists()
@@ -129,7 +142,9 @@ def test_too_few_noise_patches_names_the_parameter_to_relax(tmp_path, raw_dir):
 def test_too_few_noise_patches_warns_and_denoises_with_the_best_model_available(tmp_path, raw_dir, capsys):
     """The default: no hours lost; the GAN and fine stages are skipped and the better of the
     general and coarse models (scored, see nt2c_core.selection) denoises every micrograph."""
-    cfg = _config(str(raw_dir / "raw" / "*.mrc"), extraction=ExtractionSettings(patch=64, step=32, threshold=0.999, rule="ssim"))
+    cfg = _config(
+        str(raw_dir / "raw" / "*.mrc"), extraction=ExtractionSettings(patch=64, step=32, threshold=0.999, rule="ssim")
+    )
     summary = run_pipeline(cfg, tmp_path / "work", progress=False)
     out = capsys.readouterr().out
     assert "WARNING: only 0 noise patches" in out and "going on without a noise model" in out
@@ -139,10 +154,15 @@ def test_too_few_noise_patches_warns_and_denoises_with_the_best_model_available(
     selection = json.loads((tmp_path / "work" / "denoised" / "selection.json").read_text())
     assert {s["name"] for s in selection["scores"]} == {"general", "coarse"}
     assert selection["noise"] == "simulated"  # no real noise patches to score with
-    assert all(s["held_out_psnr_db"] is not None and 0 < s["lowpass_agreement"] <= 1
-               and s["unknown_structure_psnr_db"] is not None and s["carbon_edge_psnr_db"] is not None
-               and -1 <= s["residual_correlation"] <= 1
-               and s["residual_band_excess"] is None for s in selection["scores"])  # no patches found
+    assert all(
+        s["held_out_psnr_db"] is not None
+        and 0 < s["lowpass_agreement"] <= 1
+        and s["unknown_structure_psnr_db"] is not None
+        and s["carbon_edge_psnr_db"] is not None
+        and -1 <= s["residual_correlation"] <= 1
+        and s["residual_band_excess"] is None
+        for s in selection["scores"]
+    )  # no patches found
     assert "| model | held-out PSNR" in out and "carbon edge PSNR" in out
 
 
@@ -183,8 +203,10 @@ def test_from_scratch_at_the_transfer_rate_warns(tmp_path, raw_dir, caplog):
     cfg.coarse = dataclasses.replace(cfg.coarse, lr=COARSE_TRANSFER.lr)
     with caplog.at_level(logging.WARNING):
         run_pipeline(cfg, tmp_path / "transfer", progress=False, only=["simulate", "coarse"])
-    assert "coarse.lr 0.00025, the rate for starting from the general model; from scratch set coarse.lr to 0.001" \
+    assert (
+        "coarse.lr 0.00025, the rate for starting from the general model; from scratch set coarse.lr to 0.001"
         in caplog.text
+    )
 
 
 def test_patches_noise_model_skips_the_gan_and_trains_fine_on_real_noise(tmp_path, raw_dir):

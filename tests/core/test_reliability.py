@@ -68,6 +68,7 @@ def mic(tmp_path):
 
 # --- 1. NaN is never success ----------------------------------------------------------------
 
+
 def test_negative_tile_margin_is_refused(capsys, tmp_path, mic, model):
     rc, _, err = cli(capsys, "denoise", "--model", model, "-o", tmp_path / "o", "--tile", 64, "--margin", -32, mic)
     assert rc == 2 and "margin" in err
@@ -95,8 +96,30 @@ def test_non_finite_output_is_a_failure_not_a_file(tmp_path, mic, model, monkeyp
 
 def test_diverging_training_stops_with_clear_error_and_keeps_last_good_checkpoint(capsys, tmp_path, pairs):
     out = tmp_path / "m.pt"
-    rc, _, err = cli(capsys, "train", "--pairs", pairs, "-o", out, "--crop", 64, "--width", 8, "--batch-size", 2,
-                     "--checkpoint-every", 1, "--val-every", 1, "--device", "cpu", "--steps", 40, "--lr", 1e6)
+    rc, _, err = cli(
+        capsys,
+        "train",
+        "--pairs",
+        pairs,
+        "-o",
+        out,
+        "--crop",
+        64,
+        "--width",
+        8,
+        "--batch-size",
+        2,
+        "--checkpoint-every",
+        1,
+        "--val-every",
+        1,
+        "--device",
+        "cpu",
+        "--steps",
+        40,
+        "--lr",
+        1e6,
+    )
     assert rc == 2 and "diverged" in err and "--lr" in err
     assert not out.exists()  # no model with NaN weights
     ckpt = Path(f"{out}.ckpt")
@@ -118,12 +141,17 @@ def test_noise_gan_refuses_zero_variance_patches_and_divergence(tmp_path):
     rng = np.random.default_rng(0)
     patches = rng.normal(size=(8, 64, 64)).astype(np.float32)
     with pytest.raises(InputError, match="diverged"):
-        train_noise_gan(patches, tmp_path / "g.pt", GANConfig(iterations=20, lr=1e12, batch_size=4, width=8,
-                                                              latent=8, n_critic=1), progress=False)
+        train_noise_gan(
+            patches,
+            tmp_path / "g.pt",
+            GANConfig(iterations=20, lr=1e12, batch_size=4, width=8, latent=8, n_critic=1),
+            progress=False,
+        )
     assert not (tmp_path / "g.pt").exists()
 
 
 # --- 2. no lost micrograph ------------------------------------------------------------------
+
 
 def test_two_inputs_with_one_output_name_are_refused(capsys, tmp_path, model):
     a = write_mrc(tmp_path / "a" / "mic.mrc", np.ones((64, 64), np.float32) + np.eye(64), 2.5)
@@ -149,7 +177,7 @@ def test_rerun_with_other_bin_or_model_redoes_the_output(capsys, tmp_path, mic, 
     rc, text, _ = cli(capsys, "denoise", "--model", other, "-o", tmp_path / "o", "--bin", 2, mic)
     assert rc == 0 and "1 denoised" in text and not np.array_equal(read_mrc(out)[0], before)
     with mrcfile.open(out, header_only=True) as f:  # provenance in the MRC labels
-        labels = " ".join(label.decode() for label in f.header.label[:f.header.nlabl])
+        labels = " ".join(label.decode() for label in f.header.label[: f.header.nlabl])
     assert "bin=2" in labels and "sha256=" in labels
 
 
@@ -162,6 +190,7 @@ def test_read_only_output_found_before_any_work(capsys, tmp_path, mic, model):
 
 # --- 3. crafted headers -----------------------------------------------------------------------
 
+
 def _header_file(path: Path, nx=64, ny=64, nz=1, mode=2, next_=0, data_bytes=None) -> Path:
     with mrcfile.new(path, overwrite=True) as m:  # a small valid file, then its header is rewritten
         m.set_data(np.zeros((64, 64), np.float32))
@@ -173,12 +202,15 @@ def _header_file(path: Path, nx=64, ny=64, nz=1, mode=2, next_=0, data_bytes=Non
     return path
 
 
-@pytest.mark.parametrize("case, match", [
-    (dict(next_=2 ** 31 - 1), "extended header"),
-    (dict(nx=46340, ny=46340), "truncated"),
-    (dict(mode=4), "complex"),
-    (dict(nx=-5), "dimensions"),
-])
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        (dict(next_=2**31 - 1), "extended header"),
+        (dict(nx=46340, ny=46340), "truncated"),
+        (dict(mode=4), "complex"),
+        (dict(nx=-5), "dimensions"),
+    ],
+)
 def test_crafted_mrc_headers_fail_fast_without_big_allocations(tmp_path, case, match):
     path = _header_file(tmp_path / "bad.mrc", **case)
     tracemalloc.start()
@@ -200,8 +232,9 @@ def test_renamed_png_is_not_an_mrc(tmp_path):
 
 
 def test_memory_error_fails_one_file_and_the_batch_goes_on(tmp_path, model, monkeypatch):
-    files = [write_mrc(tmp_path / "in" / f"m{i}.mrc", np.random.default_rng(i).normal(size=(64, 64)), 2.5)
-             for i in range(3)]
+    files = [
+        write_mrc(tmp_path / "in" / f"m{i}.mrc", np.random.default_rng(i).normal(size=(64, 64)), 2.5) for i in range(3)
+    ]
     denoiser = Denoiser.from_file(model)
     real = denoiser.denoise
 
@@ -223,11 +256,13 @@ def test_zero_pixel_size_is_warned_about(capsys, tmp_path, model, caplog):
 
 # --- 4. model files -------------------------------------------------------------------------
 
+
 def test_a_noise_model_where_a_denoiser_belongs_is_refused(capsys, tmp_path, mic, gan_model, pairs):
-    for argv in (["denoise", "--model", gan_model, "-o", tmp_path / "o", mic],
-                 ["extract-noise", "--coarse", gan_model, "--particle-diameter", 100, "-o", tmp_path / "n", mic],
-                 ["train", "--pairs", pairs, "--init", gan_model, "-o", tmp_path / "f.pt", "--steps", 1,
-                  "--crop", 64]):
+    for argv in (
+        ["denoise", "--model", gan_model, "-o", tmp_path / "o", mic],
+        ["extract-noise", "--coarse", gan_model, "--particle-diameter", 100, "-o", tmp_path / "n", mic],
+        ["train", "--pairs", pairs, "--init", gan_model, "-o", tmp_path / "f.pt", "--steps", 1, "--crop", 64],
+    ):
         rc, _, err = cli(capsys, *argv)
         assert rc == 2 and "noise-gan" in err and "denoiser" in err, argv
 
@@ -249,12 +284,22 @@ def _tampered(path: Path, model: Path, **changes) -> Path:
     return path
 
 
-@pytest.mark.parametrize("change", [
-    dict(metadata="{not json"), dict(metadata="[1, 2]"), dict(metadata=5), dict(drop="state_dict"),
-    dict(drop="metadata"), dict(architecture="unet"), dict(architecture={"name": "unet", "width": "wide"}),
-    dict(architecture={"name": "resnet"}), dict(format_version="abc"), dict(state_dict=[1, 2]),
-    dict(metadata=json.dumps({"kind": "denoiser"})),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(metadata="{not json"),
+        dict(metadata="[1, 2]"),
+        dict(metadata=5),
+        dict(drop="state_dict"),
+        dict(drop="metadata"),
+        dict(architecture="unet"),
+        dict(architecture={"name": "unet", "width": "wide"}),
+        dict(architecture={"name": "resnet"}),
+        dict(format_version="abc"),
+        dict(state_dict=[1, 2]),
+        dict(metadata=json.dumps({"kind": "denoiser"})),
+    ],
+)
 def test_tampered_model_metadata_gives_one_clear_message(capsys, tmp_path, model, mic, change):
     bad = _tampered(tmp_path / "bad.pt", model, **change)
     with pytest.raises(ModelFileError, match=str(bad)):
@@ -277,19 +322,26 @@ def test_pickled_code_is_refused_without_suggesting_to_unpickle(tmp_path):
 
 # --- 5. nt2c run validates every section before the first stage -----------------------------
 
-@pytest.mark.parametrize("section, key, value, match", [
-    (None, "noise_level", "loud", "noise_level"),
-    (None, "device", "foo", "device"),
-    ("fine", "steps", 0, "fine.steps"),
-    ("tiles", "tile", 33, "tile"),
-    ("coarse", "steps", "500", "coarse.steps"),
-    ("gan", "iterations", -1, "gan.iterations"),
-    ("extraction", "threshold", 2.0, "threshold"),
-    (None, "min_noise_patches", "many", "min_noise_patches"),
-])
+
+@pytest.mark.parametrize(
+    "section, key, value, match",
+    [
+        (None, "noise_level", "loud", "noise_level"),
+        (None, "device", "foo", "device"),
+        ("fine", "steps", 0, "fine.steps"),
+        ("tiles", "tile", 33, "tile"),
+        ("coarse", "steps", "500", "coarse.steps"),
+        ("gan", "iterations", -1, "gan.iterations"),
+        ("extraction", "threshold", 2.0, "threshold"),
+        (None, "min_noise_patches", "many", "min_noise_patches"),
+    ],
+)
 def test_run_validates_the_whole_config_before_any_stage(capsys, tmp_path, mic, section, key, value, match):
-    config = PipelineConfig(raw=[str(mic)], structures=[str(APOFERRITIN)],
-                            simulation=SimulationConfig(Acquisition(pixel_size=2.5), size=(256, 256), count=2)).to_dict()
+    config = PipelineConfig(
+        raw=[str(mic)],
+        structures=[str(APOFERRITIN)],
+        simulation=SimulationConfig(Acquisition(pixel_size=2.5), size=(256, 256), count=2),
+    ).to_dict()
     (config[section] if section else config)[key] = value
     path = tmp_path / "c.json"
     path.write_text(json.dumps(config))
@@ -306,10 +358,17 @@ def test_run_example_config_is_valid(capsys):
 
 # --- 6. the rest of the tracebacks ------------------------------------------------------------
 
-@pytest.mark.parametrize("flags, match", [
-    (["--val-fraction", 1], "val-fraction"), (["--checkpoint-every", 0], "checkpoint-every"),
-    (["--val-every", 0], "val-every"), (["--width", 0], "width"), (["--device", "foo"], "device"),
-])
+
+@pytest.mark.parametrize(
+    "flags, match",
+    [
+        (["--val-fraction", 1], "val-fraction"),
+        (["--checkpoint-every", 0], "checkpoint-every"),
+        (["--val-every", 0], "val-every"),
+        (["--width", 0], "width"),
+        (["--device", "foo"], "device"),
+    ],
+)
 def test_bad_training_flags_are_clear_errors(capsys, tmp_path, pairs, flags, match):
     rc, _, err = cli(capsys, "train", "--pairs", pairs, "-o", tmp_path / "m.pt", "--steps", 1, "--crop", 64, *flags)
     assert rc == 2 and match in err
@@ -329,8 +388,9 @@ def test_calibrate_on_a_constant_image_and_zero_micrographs(capsys, tmp_path):
 
 
 def test_simulating_an_impossible_size_is_a_clear_error(capsys, tmp_path):
-    rc, _, err = cli(capsys, "simulate", "-o", tmp_path / "s", "--structure", APOFERRITIN, "--size", 46340, 46340,
-                     "--count", 1)
+    rc, _, err = cli(
+        capsys, "simulate", "-o", tmp_path / "s", "--structure", APOFERRITIN, "--size", 46340, 46340, "--count", 1
+    )
     assert rc == 2 and "size" in err
 
 
@@ -339,13 +399,28 @@ def test_disk_full_while_saving_a_model_is_a_clear_error(capsys, tmp_path, pairs
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(Path, "write_bytes", full)
-    rc, _, err = cli(capsys, "train", "--pairs", pairs, "-o", tmp_path / "m.pt", "--steps", 1, "--crop", 64,
-                     "--width", 8, "--batch-size", 1)
+    rc, _, err = cli(
+        capsys,
+        "train",
+        "--pairs",
+        pairs,
+        "-o",
+        tmp_path / "m.pt",
+        "--steps",
+        1,
+        "--crop",
+        64,
+        "--width",
+        8,
+        "--batch-size",
+        1,
+    )
     assert rc == 2 and "No space left" in err
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
 
 
 # --- 7. smaller -----------------------------------------------------------------------------
+
 
 def test_binning_an_image_smaller_than_the_bin_is_refused(capsys, tmp_path, model):
     src = write_mrc(tmp_path / "line.mrc", np.random.default_rng(0).normal(size=(1, 256)), 2.5)
@@ -361,8 +436,23 @@ def test_params_json_reports_the_particles_actually_placed(capsys, tmp_path):
     from nt2c_core.simulate.structure import load_structure
 
     most = max_particles(256, 256, load_structure(APOFERRITIN).radius / 2.5)  # more than random placement reaches
-    rc, out, err = cli(capsys, "simulate", "-o", tmp_path / "s", "--structure", APOFERRITIN, "--size", 256, 256,
-                       "--pixel-size", 2.5, "--particles", most, "--count", 1)
+    rc, out, err = cli(
+        capsys,
+        "simulate",
+        "-o",
+        tmp_path / "s",
+        "--structure",
+        APOFERRITIN,
+        "--size",
+        256,
+        256,
+        "--pixel-size",
+        2.5,
+        "--particles",
+        most,
+        "--count",
+        1,
+    )
     params = json.loads((tmp_path / "s" / "params.json").read_text())
     placed = params["particles_placed"]["mic_0000"]
     assert rc == 0 and 0 < placed < most and f"placed {placed}" in out + err
@@ -384,9 +474,28 @@ def test_stale_temporaries_of_ours_are_cleaned_on_the_next_run(capsys, tmp_path,
 
 def test_sigterm_leaves_no_temporary_files(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "nt2c_core.cli", "simulate", "-o", str(tmp_path / "s"),
-                             "--structure", str(APOFERRITIN), "--size", "512", "512", "--pixel-size", "2",
-                             "--count", "400"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nt2c_core.cli",
+            "simulate",
+            "-o",
+            str(tmp_path / "s"),
+            "--structure",
+            str(APOFERRITIN),
+            "--size",
+            "512",
+            "512",
+            "--pixel-size",
+            "2",
+            "--count",
+            "400",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not list((tmp_path / "s").glob("noisy/*.mrc")):
         time.sleep(0.05)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_reliability import cli  # ``nt2c ARGV`` in-process: (exit code, stdout, stderr)
 
 from nt2c_core.cli import main
-from test_reliability import cli  # ``nt2c ARGV`` in-process: (exit code, stdout, stderr)
 from nt2c_core.data import APOFERRITIN
 from nt2c_core.general import GENERAL_MODEL
 from nt2c_core.io import write_mrc
@@ -31,8 +31,9 @@ def refused(capsys, match: str, *argv) -> str:
 
 
 def run_sub(*argv, env=None, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([*NT2C, *map(str, argv)], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})}, **kw)
+    return subprocess.run(
+        [*NT2C, *map(str, argv)], capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}, **kw
+    )
 
 
 @pytest.fixture()
@@ -45,14 +46,54 @@ def mic(tmp_path):
 def particles(tmp_path_factory):
     """A tiny particle set (box 32) with its STAR file, and a tiny restorer trained on it."""
     root = tmp_path_factory.mktemp("particles")
-    assert main(["simulate-particles", "-o", str(root / "sim"), "--structure", str(APOFERRITIN), "--count", "8",
-                 "--box", "32", "--pixel-size", "6", "--dose", "20"]) == 0
-    assert main(["train-restorer", str(root / "sim"), "-o", str(root / "r.pt"), "--steps", "2", "--refine-steps",
-                 "1", "--refine-pool", "4", "--batch-size", "2", "--width", "8", "--refine-width", "8"]) == 0
+    assert (
+        main(
+            [
+                "simulate-particles",
+                "-o",
+                str(root / "sim"),
+                "--structure",
+                str(APOFERRITIN),
+                "--count",
+                "8",
+                "--box",
+                "32",
+                "--pixel-size",
+                "6",
+                "--dose",
+                "20",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train-restorer",
+                str(root / "sim"),
+                "-o",
+                str(root / "r.pt"),
+                "--steps",
+                "2",
+                "--refine-steps",
+                "1",
+                "--refine-pool",
+                "4",
+                "--batch-size",
+                "2",
+                "--width",
+                "8",
+                "--refine-width",
+                "8",
+            ]
+        )
+        == 0
+    )
     return root / "sim", root / "r.pt"
 
 
 # --- input paths ---------------------------------------------------------------------------
+
 
 def test_symlink_loop_is_a_clear_error(capsys, tmp_path):
     loop = tmp_path / "loop.mrc"
@@ -95,6 +136,7 @@ def test_non_ascii_file_names_under_an_ascii_locale(tmp_path):
 
 # --- output faults -------------------------------------------------------------------------
 
+
 def test_log_file_on_a_full_device_is_a_clear_error(tmp_path):
     done = run_sub("model-info", GENERAL_MODEL, "--log-file", "/dev/full")
     assert done.returncode == 2 and "/dev/full" in done.stderr and "No space left" in done.stderr, done.stderr
@@ -103,17 +145,24 @@ def test_log_file_on_a_full_device_is_a_clear_error(tmp_path):
 
 def test_stdout_on_a_full_device_is_a_clear_error():
     with open("/dev/full", "w") as full:
-        done = subprocess.run([*NT2C, "model-info", str(GENERAL_MODEL)], stdout=full, stderr=subprocess.PIPE,
-                              text=True, timeout=120)
+        done = subprocess.run(
+            [*NT2C, "model-info", str(GENERAL_MODEL)], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120
+        )
     assert done.returncode == 2 and "standard output" in done.stderr and "No space left" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
 
 
 def test_closed_stdout_still_runs_the_command(tmp_path, mic):
     """``nt2c ... >&-``: no stdout at all; the work is done, messages are dropped."""
-    done = subprocess.run([*NT2C, "denoise", "-o", str(tmp_path / "o"), str(mic)], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True, timeout=300, close_fds=True,
-                          preexec_fn=lambda: os.close(1))
+    done = subprocess.run(
+        [*NT2C, "denoise", "-o", str(tmp_path / "o"), str(mic)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=300,
+        close_fds=True,
+        preexec_fn=lambda: os.close(1),
+    )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "o" / "mic.mrc").is_file()
 
@@ -132,8 +181,11 @@ def test_work_folder_that_is_a_file_and_read_only_outputs(capsys, tmp_path, mic)
 
 # --- structures ----------------------------------------------------------------------------
 
+
 def _nan_pdb(tmp_path) -> Path:
-    text = gzip.decompress(APOFERRITIN.read_bytes()).decode() if APOFERRITIN.suffix == ".gz" else APOFERRITIN.read_text()
+    text = (
+        gzip.decompress(APOFERRITIN.read_bytes()).decode() if APOFERRITIN.suffix == ".gz" else APOFERRITIN.read_text()
+    )
     lines = text.splitlines()
     i = next(k for k, line in enumerate(lines) if line.startswith("ATOM"))
     lines[i] = lines[i][:30] + f"{'nan':>8}" + lines[i][38:]
@@ -145,18 +197,20 @@ def _nan_pdb(tmp_path) -> Path:
 def test_nan_coordinates_in_a_structure_are_refused(capsys, tmp_path):
     pdb = _nan_pdb(tmp_path)
     refused(capsys, "nan.pdb", "simulate", "-o", tmp_path / "s", "--structure", pdb, "--size", "128", "128")
-    refused(capsys, "nan.pdb", "simulate-particles", "-o", tmp_path / "p", "--structure", pdb, "--count", "2",
-            "--box", "32")
+    refused(
+        capsys, "nan.pdb", "simulate-particles", "-o", tmp_path / "p", "--structure", pdb, "--count", "2", "--box", "32"
+    )
 
 
 # --- models --------------------------------------------------------------------------------
+
 
 def test_model_metadata_asking_for_a_huge_network_is_refused_before_allocating(capsys, tmp_path, mic):
     import torch
 
     blob = torch.load(GENERAL_MODEL, map_location="cpu", weights_only=True)
     meta = json.loads(blob["metadata"]) if isinstance(blob.get("metadata"), str) else dict(blob["metadata"])
-    meta["architecture"] = {**meta["architecture"], "width": 10 ** 6}
+    meta["architecture"] = {**meta["architecture"], "width": 10**6}
     blob["metadata"] = json.dumps(meta) if isinstance(blob.get("metadata"), str) else meta
     torch.save(blob, tmp_path / "huge.pt")
     refused(capsys, "huge.pt", "denoise", "--model", tmp_path / "huge.pt", "-o", tmp_path / "o", mic)
@@ -170,20 +224,23 @@ def test_restorer_width_is_validated(capsys, tmp_path, particles):
 
 # --- STAR files ----------------------------------------------------------------------------
 
+
 def test_star_without_image_names_or_rows(capsys, tmp_path, particles):
     sim, model = particles
     text = (sim / "particles.star").read_text()
     (tmp_path / "noname.star").write_text(text.replace("_rlnImageName", "_rlnSomethingElse"))
     refused(capsys, "noname.star", "reconstruct", tmp_path / "noname.star", "-o", tmp_path / "m.mrc")
-    refused(capsys, "noname.star", "restore-particles", tmp_path / "noname.star", "-o", tmp_path / "o",
-            "--model", model)
-    head = text[:text.index("data_particles")]
-    loop = text[text.index("data_particles"):]
+    refused(
+        capsys, "noname.star", "restore-particles", tmp_path / "noname.star", "-o", tmp_path / "o", "--model", model
+    )
+    head = text[: text.index("data_particles")]
+    loop = text[text.index("data_particles") :]
     columns = [line for line in loop.splitlines() if line.startswith(("data_", "loop_", "_"))]
     (tmp_path / "empty.star").write_text(head + "\n".join(columns) + "\n")
     refused(capsys, "no particles", "reconstruct", tmp_path / "empty.star", "-o", tmp_path / "m.mrc")
-    refused(capsys, "no particles", "restore-particles", tmp_path / "empty.star", "-o", tmp_path / "o",
-            "--model", model)
+    refused(
+        capsys, "no particles", "restore-particles", tmp_path / "empty.star", "-o", tmp_path / "o", "--model", model
+    )
 
 
 @pytest.mark.parametrize("index", ["0", "-3", "9"])
@@ -199,46 +256,119 @@ def test_star_image_indices_are_one_based_and_checked(capsys, tmp_path, particle
 
 # --- values --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("argv, match", [
-    (["simulate", "-o", "{t}/s", "--structure", APOFERRITIN, "--seed", "-1"], "--seed"),
-    (["simulate-particles", "-o", "{t}/s", "--structure", APOFERRITIN, "--seed", "-1"], "--seed"),
-    (["calibrate", "-o", "{t}/c", "--pixel-size", "0", "{mic}"], "--pixel-size"),
-    (["calibrate", "-o", "{t}/c", "--pixel-size", "-1", "{mic}"], "--pixel-size"),
-    (["calibrate", "-o", "{t}/c", "--known-defocus", "nan", "1", "0", "{mic}"], "--known-defocus"),
-    (["calibrate", "-o", "{t}/c", "--dose", "inf", "{mic}"], "--dose"),
-    (["evaluate", "--truth", "{t}/in", "--pred", "{t}/in", "--box", "1000000000", "-o", "{t}/e"], "--box"),
-    (["evaluate", "--truth", "{t}/in", "--pred", "{t}/in", "--box", "-5", "-o", "{t}/e"], "--box"),
-    (["evaluate", "--truth", "{t}/missing", "--pred", "{t}/in", "-o", "{t}/e"], "missing"),
-    (["train-general", "-o", "{t}/g", "--configs", "0"], "--configs"),
-    (["simulate", "-o", "{t}/s", "--structure", APOFERRITIN, "--particles", "1000000", "--size", "256", "256",
-      "--pixel-size", "4"], "--particles"),
-    (["simulate", "-o", "{t}/s", "--structure", APOFERRITIN, "--concentration", "1e12", "--size", "256", "256",
-      "--pixel-size", "4"], "--concentration"),
-    (["simulate", "-o", "{t}/s", "--structure", APOFERRITIN, "--pixel-size", "nan"], "pixel size"),
-])
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["simulate", "-o", "{t}/s", "--structure", APOFERRITIN, "--seed", "-1"], "--seed"),
+        (["simulate-particles", "-o", "{t}/s", "--structure", APOFERRITIN, "--seed", "-1"], "--seed"),
+        (["calibrate", "-o", "{t}/c", "--pixel-size", "0", "{mic}"], "--pixel-size"),
+        (["calibrate", "-o", "{t}/c", "--pixel-size", "-1", "{mic}"], "--pixel-size"),
+        (["calibrate", "-o", "{t}/c", "--known-defocus", "nan", "1", "0", "{mic}"], "--known-defocus"),
+        (["calibrate", "-o", "{t}/c", "--dose", "inf", "{mic}"], "--dose"),
+        (["evaluate", "--truth", "{t}/in", "--pred", "{t}/in", "--box", "1000000000", "-o", "{t}/e"], "--box"),
+        (["evaluate", "--truth", "{t}/in", "--pred", "{t}/in", "--box", "-5", "-o", "{t}/e"], "--box"),
+        (["evaluate", "--truth", "{t}/missing", "--pred", "{t}/in", "-o", "{t}/e"], "missing"),
+        (["train-general", "-o", "{t}/g", "--configs", "0"], "--configs"),
+        (
+            [
+                "simulate",
+                "-o",
+                "{t}/s",
+                "--structure",
+                APOFERRITIN,
+                "--particles",
+                "1000000",
+                "--size",
+                "256",
+                "256",
+                "--pixel-size",
+                "4",
+            ],
+            "--particles",
+        ),
+        (
+            [
+                "simulate",
+                "-o",
+                "{t}/s",
+                "--structure",
+                APOFERRITIN,
+                "--concentration",
+                "1e12",
+                "--size",
+                "256",
+                "256",
+                "--pixel-size",
+                "4",
+            ],
+            "--concentration",
+        ),
+        (["simulate", "-o", "{t}/s", "--structure", APOFERRITIN, "--pixel-size", "nan"], "pixel size"),
+    ],
+)
 def test_values_that_cannot_be_met_are_clear_errors(capsys, tmp_path, mic, argv, match):
-    big = write_mrc(tmp_path / "big" / "mic.mrc", np.random.default_rng(0).poisson(20, (256, 256)).astype(np.float32),
-                    2.5)
+    big = write_mrc(
+        tmp_path / "big" / "mic.mrc", np.random.default_rng(0).poisson(20, (256, 256)).astype(np.float32), 2.5
+    )
     argv = [str(a).replace("{t}", str(tmp_path)).replace("{mic}", str(big)) for a in argv]
     refused(capsys, match, *argv)
 
 
 def test_seed_minus_one_for_training_and_restoring(capsys, tmp_path, particles):
     sim, model = particles
-    refused(capsys, "--seed", "restore-particles", sim / "particles.mrcs", "-o", tmp_path / "o", "--model", model,
-            "--seed", "-1")
+    refused(
+        capsys,
+        "--seed",
+        "restore-particles",
+        sim / "particles.mrcs",
+        "-o",
+        tmp_path / "o",
+        "--model",
+        model,
+        "--seed",
+        "-1",
+    )
     refused(capsys, "--seed", "train", "--pairs", sim, "-o", tmp_path / "m.pt", "--seed", "-1")
-    refused(capsys, "--samples", "restore-particles", sim / "particles.mrcs", "-o", tmp_path / "o", "--model", model,
-            "--samples", "100000")
+    refused(
+        capsys,
+        "--samples",
+        "restore-particles",
+        sim / "particles.mrcs",
+        "-o",
+        tmp_path / "o",
+        "--model",
+        model,
+        "--samples",
+        "100000",
+    )
 
 
 def test_settings_files_with_wrong_types_or_too_deep(capsys, tmp_path):
     (tmp_path / "s.json").write_text(json.dumps({"size": "big", "count": [1]}))
-    refused(capsys, "s.json", "simulate", "-o", tmp_path / "s", "--structure", APOFERRITIN, "--settings",
-            tmp_path / "s.json")
+    refused(
+        capsys,
+        "s.json",
+        "simulate",
+        "-o",
+        tmp_path / "s",
+        "--structure",
+        APOFERRITIN,
+        "--settings",
+        tmp_path / "s.json",
+    )
     (tmp_path / "deep.json").write_text("[" * 100000 + "]" * 100000)
-    refused(capsys, "deep.json", "simulate", "-o", tmp_path / "s", "--structure", APOFERRITIN, "--settings",
-            tmp_path / "deep.json")
+    refused(
+        capsys,
+        "deep.json",
+        "simulate",
+        "-o",
+        tmp_path / "s",
+        "--structure",
+        APOFERRITIN,
+        "--settings",
+        tmp_path / "deep.json",
+    )
     refused(capsys, "deep.json", "run", tmp_path / "deep.json", "--work", tmp_path / "w")
 
 
@@ -252,6 +382,7 @@ def test_run_config_with_a_wrong_type(capsys, tmp_path, mic):
 
 
 # --- silent wrong outputs ------------------------------------------------------------------
+
 
 def test_a_corrupt_earlier_output_is_redone_not_counted_done(capsys, tmp_path, mic):
     assert cli(capsys, "denoise", "-o", tmp_path / "o", mic)[0] == 0
@@ -275,6 +406,7 @@ def test_evaluate_never_writes_nan(capsys, tmp_path, mic):
 
 
 # --- outputs aimed at inputs ---------------------------------------------------------------
+
 
 def test_outputs_never_land_on_inputs(capsys, tmp_path, mic, particles):
     sim, restorer = particles
@@ -310,12 +442,16 @@ def test_outputs_never_land_on_inputs(capsys, tmp_path, mic, particles):
 
 # --- nt2c run: every input checked before the first stage -----------------------------------
 
+
 def _run_config(tmp_path, raw, **changes) -> Path:
     from nt2c_core.pipeline import PipelineConfig
     from nt2c_core.simulate import Acquisition, SimulationConfig
 
-    config = PipelineConfig(raw=[str(p) for p in raw], structures=[str(APOFERRITIN)],
-                            simulation=SimulationConfig(Acquisition(pixel_size=2.5), size=(256, 256), count=2)).to_dict()
+    config = PipelineConfig(
+        raw=[str(p) for p in raw],
+        structures=[str(APOFERRITIN)],
+        simulation=SimulationConfig(Acquisition(pixel_size=2.5), size=(256, 256), count=2),
+    ).to_dict()
     config.update(changes)
     path = tmp_path / "c.json"
     path.write_text(json.dumps(config))
@@ -352,8 +488,13 @@ def test_run_refuses_a_bad_input_before_the_first_stage(capsys, tmp_path, mic, f
     config = _run_config(tmp_path, [mic, second], **changes)
     rc, out, err = cli(capsys, "run", config, "--work", tmp_path / "w")
     assert rc == 2 and "Traceback" not in err and "pickled code ran" not in out, err
-    expected = {"nan": "mic2.mrc", "truncated": "mic2.mrc", "gan": "gan.pt", "pickle": "evil.pt",
-                "nan-structure": "nan.pdb"}[fault]
+    expected = {
+        "nan": "mic2.mrc",
+        "truncated": "mic2.mrc",
+        "gan": "gan.pt",
+        "pickle": "evil.pt",
+        "nan-structure": "nan.pdb",
+    }[fault]
     assert expected in err, err
     assert not (tmp_path / "w" / "simulate").exists()
 
@@ -375,8 +516,9 @@ def test_torch_out_of_memory_fails_one_micrograph_and_the_batch_goes_on(tmp_path
     memory', CUDA 'out of memory'), not MemoryError: that micrograph fails, the others are done."""
     from nt2c_core.denoise import Denoiser, denoise_files
 
-    files = [write_mrc(tmp_path / "in" / f"m{i}.mrc", np.random.default_rng(i).normal(size=(64, 64)), 2.5)
-             for i in range(3)]
+    files = [
+        write_mrc(tmp_path / "in" / f"m{i}.mrc", np.random.default_rng(i).normal(size=(64, 64)), 2.5) for i in range(3)
+    ]
     denoiser = Denoiser.from_file(GENERAL_MODEL)
     real, marker = denoiser.denoise, float(np.random.default_rng(1).normal(size=(64, 64))[0, 0])
 
@@ -410,8 +552,20 @@ def test_read_only_output_folders_are_refused_before_any_work(capsys, tmp_path, 
     refused(capsys, "ro/work", "run", config, "--work", ro / "work")
     refused(capsys, "ro", "extract-noise", "-o", ro, "--particle-diameter", "120", mic)
     refused(capsys, "ro", "denoise", "-o", ro, mic)
-    refused(capsys, "ro", "simulate", "-o", ro / "sim", "--structure", APOFERRITIN, "--size", "256", "256",
-            "--pixel-size", "4")
+    refused(
+        capsys,
+        "ro",
+        "simulate",
+        "-o",
+        ro / "sim",
+        "--structure",
+        APOFERRITIN,
+        "--size",
+        "256",
+        "256",
+        "--pixel-size",
+        "4",
+    )
     refused(capsys, "ro", "model-info", GENERAL_MODEL, "--json", ro / "m.json")
 
 
@@ -419,8 +573,9 @@ def test_run_never_writes_over_its_inputs(capsys, tmp_path):
     """Raw micrographs inside a stage folder of the work folder (e.g. an earlier run's denoised
     output given as raw) are refused: the denoised stage would write over them."""
     work = tmp_path / "w"
-    raw = write_mrc(work / "denoised" / "mic.mrc", np.random.default_rng(0).poisson(20, (96, 96)).astype(np.float32),
-                    2.5)
+    raw = write_mrc(
+        work / "denoised" / "mic.mrc", np.random.default_rng(0).poisson(20, (96, 96)).astype(np.float32), 2.5
+    )
     before = raw.read_bytes()
     refused(capsys, "write over its input", "run", _run_config(tmp_path, [raw]), "--work", work)
     assert raw.read_bytes() == before

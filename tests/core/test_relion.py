@@ -20,8 +20,10 @@ from nt2c_core.io import read_mrc_volume
 from nt2c_core.particles.maps import map_resolution, spherical_mask
 from nt2c_core.particles.star import ParticleTable
 
-pytestmark = pytest.mark.skipif(shutil.which("relion_reconstruct") is None,
-                                reason="RELION is not installed (apt-get install relion; .ci/run installs it)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("relion_reconstruct") is None,
+    reason="RELION is not installed (apt-get install relion; .ci/run installs it)",
+)
 NYQUIST = 12.0
 
 
@@ -37,20 +39,44 @@ def score(map_path, truth_path):
     volume, px = read_mrc_volume(map_path)
     truth, _ = read_mrc_volume(truth_path)
     mask = spherical_mask(volume.shape[0], 0.45 * volume.shape[0])
-    return map_resolution(volume, truth, px, 0.143), float(np.corrcoef((volume * mask).ravel(),
-                                                                          (truth * mask).ravel())[0, 1])
+    return map_resolution(volume, truth, px, 0.143), float(
+        np.corrcoef((volume * mask).ravel(), (truth * mask).ravel())[0, 1]
+    )
 
 
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
     """``nt2c simulate-particles`` (white contrast, the default), and a STAR naming the clean stack."""
     folder = tmp_path_factory.mktemp("relion")
-    assert main(["simulate-particles", "-o", str(folder / "sim"), "--structure", str(APOFERRITIN), "--count", "400",
-                 "--box", "32", "--pixel-size", "6", "--dose", "20", "--max-shift", "2", "--seed", "3"]) == 0
+    assert (
+        main(
+            [
+                "simulate-particles",
+                "-o",
+                str(folder / "sim"),
+                "--structure",
+                str(APOFERRITIN),
+                "--count",
+                "400",
+                "--box",
+                "32",
+                "--pixel-size",
+                "6",
+                "--dose",
+                "20",
+                "--max-shift",
+                "2",
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
     sim = folder / "sim"
     table = ParticleTable.read(sim / "particles.star")
-    table.with_images([name.replace("@particles.mrcs", "@clean.mrcs") for name in
-                       table.particles["rlnImageName"]]).write(sim / "clean.star")
+    table.with_images(
+        [name.replace("@particles.mrcs", "@clean.mrcs") for name in table.particles["rlnImageName"]]
+    ).write(sim / "clean.star")
     return sim
 
 
@@ -76,8 +102,19 @@ def test_nt2c_reconstructs_relion_projections_at_nyquist(simulated):
     """relion_project applies each row's orientation, origin and CTF to the true map; nt2c
     reconstruct of RELION's STAR (white contrast, as RELION's projections are) reaches Nyquist."""
     relion("relion_project", "--i", "map_0.mrc", "--ang", "clean.star", "--ctf", "--o", "proj", cwd=simulated)
-    assert main(["reconstruct", str(simulated / "proj.star"), "-o", str(simulated / "nt2c_of_relion.mrc"),
-                 "--reference", str(simulated / "map_0.mrc")]) == 0
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(simulated / "proj.star"),
+                "-o",
+                str(simulated / "nt2c_of_relion.mrc"),
+                "--reference",
+                str(simulated / "map_0.mrc"),
+            ]
+        )
+        == 0
+    )
     resolution, cc = score(simulated / "nt2c_of_relion.mrc", simulated / "map_0.mrc")
     assert resolution == pytest.approx(NYQUIST) and cc > 0.9, (resolution, cc)
     # and nt2c's own round trip, on the stacks it writes
@@ -108,13 +145,37 @@ def test_relion_30_layout_means_the_same_to_relion_and_to_nt2c(simulated):
 def test_dark_contrast_is_a_setting_and_says_so(simulated, tmp_path):
     """--contrast dark writes physical contrast: RELION's map of it is the negative of the truth,
     and nt2c reconstruct --contrast dark reads it back positive."""
-    assert main(["simulate-particles", "-o", str(tmp_path / "dark"), "--structure", str(APOFERRITIN), "--count",
-                 "400", "--box", "32", "--pixel-size", "6", "--dose", "20", "--max-shift", "2", "--seed", "3",
-                 "--contrast", "dark"]) == 0
+    assert (
+        main(
+            [
+                "simulate-particles",
+                "-o",
+                str(tmp_path / "dark"),
+                "--structure",
+                str(APOFERRITIN),
+                "--count",
+                "400",
+                "--box",
+                "32",
+                "--pixel-size",
+                "6",
+                "--dose",
+                "20",
+                "--max-shift",
+                "2",
+                "--seed",
+                "3",
+                "--contrast",
+                "dark",
+            ]
+        )
+        == 0
+    )
     dark = tmp_path / "dark"
     table = ParticleTable.read(dark / "particles.star")
     table.with_images([n.replace("@particles.mrcs", "@clean.mrcs") for n in table.particles["rlnImageName"]]).write(
-        dark / "clean.star")
+        dark / "clean.star"
+    )
     relion("relion_reconstruct", "--i", "clean.star", "--o", "relion.mrc", "--ctf", cwd=dark)
     assert score(dark / "relion.mrc", dark / "map_0.mrc")[1] < -0.9
     assert main(["reconstruct", str(dark / "clean.star"), "-o", str(dark / "nt2c.mrc"), "--contrast", "dark"]) == 0

@@ -7,8 +7,18 @@ import numpy as np
 import pytest
 
 from nt2c_core.data import APOFERRITIN, PROTEASOME
-from nt2c_core.selection import (FILM_MICROGRAPHS, MixedMicrograph, ModelScore, choose_model, lowpass_agreement,
-                                 masked_psnr, mixed_structure_pairs, residual_checks, score_table, with_real_noise)
+from nt2c_core.selection import (
+    FILM_MICROGRAPHS,
+    MixedMicrograph,
+    ModelScore,
+    choose_model,
+    lowpass_agreement,
+    masked_psnr,
+    mixed_structure_pairs,
+    residual_checks,
+    score_table,
+    with_real_noise,
+)
 from nt2c_core.simulate import Acquisition, SimulationConfig
 
 
@@ -18,7 +28,7 @@ def _field(seed=0):
     clean = np.zeros((256, 256))
     centres = [(60, 60), (190, 80), (120, 180), (200, 200)]
     for x, y in centres:
-        clean -= np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 12 ** 2))
+        clean -= np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 12**2))
     return clean, clean + rng.normal(0, 0.5, clean.shape), centres, (xx, yy)
 
 
@@ -29,7 +39,7 @@ def test_lowpass_agreement_falls_when_a_particle_is_erased_not_when_blurred():
     blurred = gaussian_filter(raw, 3)
     erased = clean.copy()
     x, y = centres[0]
-    erased[(xx - x) ** 2 + (yy - y) ** 2 < 30 ** 2] = 0  # a "denoiser" that removes one particle
+    erased[(xx - x) ** 2 + (yy - y) ** 2 < 30**2] = 0  # a "denoiser" that removes one particle
     assert lowpass_agreement(raw, blurred, 12) > 0.98
     assert lowpass_agreement(raw, clean, 12) > lowpass_agreement(raw, erased, 12) + 0.05
 
@@ -37,7 +47,7 @@ def test_lowpass_agreement_falls_when_a_particle_is_erased_not_when_blurred():
 def test_masked_psnr_sees_an_erased_particle():
     clean, raw, centres, (xx, yy) = _field()
     x, y = centres[0]
-    mask = (xx - x) ** 2 + (yy - y) ** 2 < 15 ** 2
+    mask = (xx - x) ** 2 + (yy - y) ** 2 < 15**2
     erased = clean.copy()
     erased[mask] = 0
     assert masked_psnr(clean, clean, mask) > 100 and masked_psnr(erased, clean, mask) < 10
@@ -47,8 +57,9 @@ def test_mixed_pairs_mark_the_unknown_structure(tmp_path):
     config = SimulationConfig(Acquisition(pixel_size=3.0), size=(256, 256), particles=6, seed=2)
     pairs = mixed_structure_pairs([str(APOFERRITIN)], config, count=2)
     plain, film = pairs[:2], pairs[2:]
-    assert len(film) == FILM_MICROGRAPHS and all(m.any() and not m.all() and n.shape == c.shape == m.shape
-                                   for n, c, m, _ in plain)
+    assert len(film) == FILM_MICROGRAPHS and all(
+        m.any() and not m.all() and n.shape == c.shape == m.shape for n, c, m, _ in plain
+    )
     assert all(p.edge is None for p in plain) and all(p.edge.any() and not p.edge.all() for p in film)
     assert mixed_structure_pairs([str(APOFERRITIN), str(PROTEASOME)], config) == []  # nothing left unseen
     copies = [tmp_path / "6z6u_copy.pdb.gz", tmp_path / "3j9i_T20S.pdb.gz"]  # the same molecules, renamed
@@ -67,10 +78,12 @@ def test_mixed_micrographs_hold_an_aggregate_of_the_known_structure():
     from nt2c_core.simulate.micrograph import MicrographSimulator
     from nt2c_core.simulate.structure import load_structure
 
-    config = SimulationConfig(Acquisition(pixel_size=3.0), size=(256, 256), particles=10, seed=2, count=1,
-                              library_size=0)
-    sim = MicrographSimulator([load_structure(APOFERRITIN), load_structure(PROTEASOME)], config,
-                              aggregate=AGGREGATE, aggregate_kinds=[0])
+    config = SimulationConfig(
+        Acquisition(pixel_size=3.0), size=(256, 256), particles=10, seed=2, count=1, library_size=0
+    )
+    sim = MicrographSimulator(
+        [load_structure(APOFERRITIN), load_structure(PROTEASOME)], config, aggregate=AGGREGATE, aggregate_kinds=[0]
+    )
     particles = sim.simulate(0).particles
     cluster = np.array([(p["x"], p["y"]) for p in particles if p.get("aggregate")])
     others = np.array([(p["x"], p["y"]) for p in particles if not p.get("aggregate")])
@@ -87,19 +100,24 @@ def test_mixing_a_shipped_structure_into_training_keeps_another_one_unseen():
     assert training_structures(PipelineConfig(raw=[], structures=[ribosome])) == [ribosome]
     mixed = training_structures(PipelineConfig(raw=[], structures=[ribosome], mix_shipped=True))
     assert mixed == [ribosome, str(APOFERRITIN)]  # the proteasome stays unseen for the model choice
-    assert training_structures(PipelineConfig(raw=[], structures=[str(APOFERRITIN)], mix_shipped=True)) == \
-        [str(APOFERRITIN), str(PROTEASOME)]
+    assert training_structures(PipelineConfig(raw=[], structures=[str(APOFERRITIN)], mix_shipped=True)) == [
+        str(APOFERRITIN),
+        str(PROTEASOME),
+    ]
 
 
-@pytest.mark.parametrize("coarse, chosen", [
-    (ModelScore("coarse", 30.0, 0.95, {}, 20.0), "coarse"),  # better and keeps everything
-    (ModelScore("coarse", 30.0, 0.90, {}, 20.0), "general"),  # departs from the raw data
-    (ModelScore("coarse", 30.0, 0.95, {}, 18.0), "general"),  # erases the unknown structure
-    (ModelScore("coarse", 30.0, 0.95, {}, 20.0, 0.0, 1.3), "general"),  # particle power left in its residual
-    (ModelScore("coarse", 30.0, 0.95, {}, 20.0, 0.0, 1.05), "coarse"),  # removed about the noise only
-    (ModelScore("coarse", 30.0, 0.95, {}, 20.0, 0.3, 0.2), "general"),  # removes less real noise than general
-    (ModelScore("coarse", 28.05, 0.95, {}, 20.0), "general"),  # gains less than the margin on held-out pairs
-])
+@pytest.mark.parametrize(
+    "coarse, chosen",
+    [
+        (ModelScore("coarse", 30.0, 0.95, {}, 20.0), "coarse"),  # better and keeps everything
+        (ModelScore("coarse", 30.0, 0.90, {}, 20.0), "general"),  # departs from the raw data
+        (ModelScore("coarse", 30.0, 0.95, {}, 18.0), "general"),  # erases the unknown structure
+        (ModelScore("coarse", 30.0, 0.95, {}, 20.0, 0.0, 1.3), "general"),  # particle power left in its residual
+        (ModelScore("coarse", 30.0, 0.95, {}, 20.0, 0.0, 1.05), "coarse"),  # removed about the noise only
+        (ModelScore("coarse", 30.0, 0.95, {}, 20.0, 0.3, 0.2), "general"),  # removes less real noise than general
+        (ModelScore("coarse", 28.05, 0.95, {}, 20.0), "general"),  # gains less than the margin on held-out pairs
+    ],
+)
 def test_the_rule_never_picks_a_model_that_erases(coarse, chosen):
     general = ModelScore("general", 28.0, 0.95, {}, 20.0, 0.0, 0.45)  # a light filter leaves band noise
     name, reason = choose_model([general, coarse])
@@ -124,7 +142,7 @@ def test_residual_looks_like_noise_only_for_a_faithful_denoiser():
     centres = [(60, 60), (190, 80), (120, 180), (200, 200), (60, 200)]
     clean = np.zeros((256, 256))
     for x, y in centres:  # discs with sharp edges: particle-band power, as real particles have
-        clean -= (xx - x) ** 2 + (yy - y) ** 2 < 12 ** 2
+        clean -= (xx - x) ** 2 + (yy - y) ** 2 < 12**2
     raw = clean + rng.normal(0, 0.5, clean.shape)
     noise = np.random.default_rng(5).normal(0, 0.5, (200, 32, 32)).astype(np.float32)
     faithful = residual_checks(raw, clean, 12, noise)
@@ -132,7 +150,7 @@ def test_residual_looks_like_noise_only_for_a_faithful_denoiser():
     painted = residual_checks(raw, 2.0 * clean, 12, noise)
     erased = clean.copy()
     for x, y in centres[:2]:
-        erased[(xx - x) ** 2 + (yy - y) ** 2 < 30 ** 2] = 0
+        erased[(xx - x) ** 2 + (yy - y) ** 2 < 30**2] = 0
     lost = residual_checks(raw, erased, 12, noise)
     assert abs(faithful[0]) < 0.15 and faithful[1] == pytest.approx(1.0, abs=0.25)
     assert shrunk[0] > 0.5 and painted[0] < -0.5 and painted[1] > faithful[1] + 0.2
@@ -163,9 +181,10 @@ def test_a_carbon_rim_darkens_the_film_and_leaves_the_rest_of_the_micrograph():
     assert plain.edge is None and [p["x"] for p in rim.particles] == [p["x"] for p in plain.particles]
     distance = rim.edge.distance(256, 256)  # px, positive on the film
     assert 0.1 < (distance > 0).mean() < 0.45
-    counts = acq.dose * acq.pixel_size ** 2
+    counts = acq.dose * acq.pixel_size**2
     expected = math.exp(-film.thickness / film.mean_free_path) * (
-        1 - 2 * acq.amplitude_contrast * interaction_constant(acq.voltage) * film.mean_inner_potential * film.thickness)
+        1 - 2 * acq.amplitude_contrast * interaction_constant(acq.voltage) * film.mean_inner_potential * film.thickness
+    )
     assert rim.clean[distance > 40].mean() / counts == pytest.approx(expected, abs=0.02)
     hole = distance < -40
     assert np.abs(rim.clean[hole] - plain.clean[hole]).mean() / counts < 0.01

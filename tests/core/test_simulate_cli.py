@@ -27,17 +27,22 @@ def test_simulate_writes_pairs_star_and_params(tmp_path):
         noisy, px_noisy = read_mrc(out / "noisy" / f"{name}.mrc")
         assert clean.shape == noisy.shape == (128, 160)
         assert px_clean == px_noisy == pytest.approx(2.5)
-        assert noisy.mean() == pytest.approx(40 * 2.5 ** 2, rel=0.02)  # e/px at the dose
+        assert noisy.mean() == pytest.approx(40 * 2.5**2, rel=0.02)  # e/px at the dose
         star = starfile.read(out / "coords" / f"{name}.star")
         assert len(star) == 3
-        assert {"rlnCoordinateX", "rlnCoordinateY", "rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi",
-                "rlnDefocusU"} <= set(star.columns)
+        assert {"rlnCoordinateX", "rlnCoordinateY", "rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi", "rlnDefocusU"} <= set(
+            star.columns
+        )
         assert star["rlnCoordinateX"].between(0, 160).all() and star["rlnCoordinateY"].between(0, 128).all()
         assert star["rlnDefocusU"].between(1.0e4 - 500, 2.0e4 + 500).all()
     params = json.loads((out / "params.json").read_text())
     assert params["nt2c_version"] and params["config"]["acquisition"]["pixel_size"] == 2.5
     assert params["structures"][0]["atoms"] == 32618
-    assert params["carbon_edges"] == {}  # no film unless asked for
+    # carbon films by default at the fraction 'nt2c run' and the Scipion protocols train on (one preset)
+    from nt2c_core.settings import TRAINING_SIMULATION, PipelineConfig
+
+    assert params["config"]["carbon_fraction"] == TRAINING_SIMULATION.carbon_fraction > 0
+    assert PipelineConfig.example().simulation.carbon_fraction == TRAINING_SIMULATION.carbon_fraction
 
 
 def test_carbon_fraction_records_which_micrographs_hold_a_film(tmp_path):
@@ -78,9 +83,10 @@ def _no_outputs(folder):
     return not folder.exists() or not any(p.is_file() for p in folder.rglob("*"))
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "not found"), (b"", "empty"), (b"this is not a structure\x00\x01", "no atoms"),
-    (b"garbage", "no atoms")])
+@pytest.mark.parametrize(
+    "content, message",
+    [(None, "not found"), (b"", "empty"), (b"this is not a structure\x00\x01", "no atoms"), (b"garbage", "no atoms")],
+)
 def test_bad_structure_is_named_and_nothing_written(tmp_path, capsys, content, message):
     path = tmp_path / "model.pdb"
     if content is not None:
@@ -99,10 +105,17 @@ def test_corrupt_gzip_structure(tmp_path, capsys):
     assert str(path) in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flag, value, name", [
-    ("--pixel-size", "0.01", "pixel size"), ("--voltage", "5000", "voltage"), ("--dose", "-3", "dose"),
-    ("--amplitude-contrast", "0.9", "amplitude contrast"), ("--carbon-fraction", "1.5", "carbon fraction"),
-    ("--ice-gradient", "0.95", "ice gradient")])
+@pytest.mark.parametrize(
+    "flag, value, name",
+    [
+        ("--pixel-size", "0.01", "pixel size"),
+        ("--voltage", "5000", "voltage"),
+        ("--dose", "-3", "dose"),
+        ("--amplitude-contrast", "0.9", "amplitude contrast"),
+        ("--carbon-fraction", "1.5", "carbon fraction"),
+        ("--ice-gradient", "0.95", "ice gradient"),
+    ],
+)
 def test_out_of_range_parameters_are_named(tmp_path, capsys, flag, value, name):
     out = tmp_path / "sim"
     assert run_cli("-o", out, "--structure", APOFERRITIN, *SMALL, flag, value) == 2

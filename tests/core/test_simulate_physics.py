@@ -11,8 +11,12 @@ from nt2c_core.simulate import Acquisition, MicrographSimulator, SimulationConfi
 from nt2c_core.simulate.detector import DETECTORS, ICE_REFERENCE, apply_detector, ice_phase_ft
 from nt2c_core.simulate.geometry import euler_to_matrix, matrix_to_euler, place_particles, random_rotations
 from nt2c_core.simulate.optics import ctf, ctf_at, interaction_constant, wavelength
-from nt2c_core.simulate.potential import (POTENTIAL_CONSTANT, Projector, atom_projected_potential,
-                                          form_factor_coefficients)
+from nt2c_core.simulate.potential import (
+    POTENTIAL_CONSTANT,
+    Projector,
+    atom_projected_potential,
+    form_factor_coefficients,
+)
 from nt2c_core.simulate.structure import Structure
 
 
@@ -34,7 +38,7 @@ def test_integrated_projected_potential_of_one_atom_equals_form_factor_sum():
     assert integral == pytest.approx(expected, rel=1e-4)
     atom = Structure("C1", "", {"C": np.zeros((1, 3), np.float32)}, explicit_hydrogens=True)
     box = Projector(atom, 64, 0.8, b_factor=20.0, solvent=False).project(np.eye(3))
-    assert float(box.sum()) * 0.8 ** 2 == pytest.approx(expected, rel=1e-4)
+    assert float(box.sum()) * 0.8**2 == pytest.approx(expected, rel=1e-4)
 
 
 def test_projector_matches_direct_sum_of_gaussian_atoms():
@@ -50,7 +54,7 @@ def test_projector_matches_direct_sum_of_gaussian_atoms():
         for x, y, _ in xyz @ rotation.T:
             rho = np.hypot(xx - x - shift[0] * pixel, yy - y - shift[1] * pixel)
             ref += atom_projected_potential(el, rho, b_factor)
-    rms = np.sqrt(np.mean((got - ref) ** 2)) / np.sqrt(np.mean(ref ** 2))
+    rms = np.sqrt(np.mean((got - ref) ** 2)) / np.sqrt(np.mean(ref**2))
     assert rms < 0.01
 
 
@@ -62,7 +66,7 @@ def test_ctf_zeros_where_theory_puts_them_with_astigmatism_and_phase_shift():
     for azimuth, df in ((angle, df_u), (angle + math.pi / 2, df_v)):
         for n in (1, 2, 5, 9):
             # solve pi*lam*df*k^2 - pi/2*cs*lam^3*k^4 + offset = n*pi for k^2 (smaller root)
-            qa, qb, qc = -0.5 * math.pi * cs * lam ** 3, math.pi * lam * df, offset - n * math.pi
+            qa, qb, qc = -0.5 * math.pi * cs * lam**3, math.pi * lam * df, offset - n * math.pi
             k2 = (-qb + math.sqrt(qb * qb - 4 * qa * qc)) / (2 * qa)
             k = math.sqrt(k2)
             kx = torch.tensor([k * math.cos(azimuth)], dtype=torch.float64)
@@ -78,7 +82,7 @@ def test_ctf_zeros_where_theory_puts_them_with_astigmatism_and_phase_shift():
 def test_poisson_mean_and_variance_at_the_given_dose():
     acq = Acquisition(pixel_size=1.5, dose=30.0, detector="ideal")
     counts = apply_detector(torch.ones(512, 512), acq, np.random.default_rng(0)).numpy()
-    expected = 30.0 * 1.5 ** 2
+    expected = 30.0 * 1.5**2
     assert counts.mean() == pytest.approx(expected, rel=3e-3)
     assert counts.var() == pytest.approx(expected, rel=2e-2)
     assert np.allclose(counts, np.round(counts))  # whole electrons
@@ -106,7 +110,7 @@ def test_image_filter_lowers_high_frequency_power_by_its_square_and_keeps_the_me
     power = np.abs(np.fft.fft2(counts - counts.mean())) ** 2 / counts.size
     f = np.hypot(*np.meshgrid(np.fft.fftfreq(512), np.fft.fftfreq(512)))
     high = power[(f > 0.40) & (f < 0.45)].mean()
-    assert high == pytest.approx(40.0 * math.exp(-2 * 6.0 * 0.425 ** 2), rel=0.08)
+    assert high == pytest.approx(40.0 * math.exp(-2 * 6.0 * 0.425**2), rel=0.08)
 
 
 @pytest.fixture(scope="module")
@@ -115,10 +119,12 @@ def apoferritin():
 
 
 def _simulator(structure, **kwargs):
-    acq = Acquisition(pixel_size=kwargs.pop("pixel_size", 2.0), dose=kwargs.pop("dose", 40.0),
-                      detector=kwargs.pop("detector", "K3"))
-    cfg = SimulationConfig(acquisition=acq, size=(192, 160), particles=kwargs.pop("particles", 4),
-                           defocus_um=(1.5, 1.5), **kwargs)
+    acq = Acquisition(
+        pixel_size=kwargs.pop("pixel_size", 2.0), dose=kwargs.pop("dose", 40.0), detector=kwargs.pop("detector", "K3")
+    )
+    cfg = SimulationConfig(
+        acquisition=acq, size=(192, 160), particles=kwargs.pop("particles", 4), defocus_um=(1.5, 1.5), **kwargs
+    )
     return MicrographSimulator([structure], cfg)
 
 
@@ -135,8 +141,10 @@ def test_expected_noisy_image_equals_clean_over_many_noise_draws(apoferritin):
 
 
 def test_snr_grows_with_dose_and_is_proportional_to_it_without_ice(apoferritin):
-    snrs = [_simulator(apoferritin, dose=d, ice_thickness=0.0, detector="ideal").simulate(0).pixel_snr()
-            for d in (10, 20, 40, 80)]
+    snrs = [
+        _simulator(apoferritin, dose=d, ice_thickness=0.0, detector="ideal").simulate(0).pixel_snr()
+        for d in (10, 20, 40, 80)
+    ]
     assert snrs == sorted(snrs)
     assert snrs[-1] / snrs[0] == pytest.approx(8.0, rel=0.15)
 
@@ -146,7 +154,7 @@ def test_ice_texture_variance_is_calibrated_to_the_reference_ratio():
     acq = Acquisition(pixel_size=pixel, dose=ICE_REFERENCE["dose"], detector="ideal")
     phase_ft = ice_phase_ft(shape, pixel, ICE_REFERENCE["thickness"], np.random.default_rng(5))
     contrast = torch.fft.irfft2(phase_ft * 2 * ctf(shape, acq, ICE_REFERENCE["defocus"]), s=shape)
-    ratio = float(contrast.var()) * acq.dose * pixel ** 2
+    ratio = float(contrast.var()) * acq.dose * pixel**2
     assert ratio == pytest.approx(ICE_REFERENCE["ratio"], rel=0.1)
 
 
@@ -261,12 +269,20 @@ def test_experimental_truth_is_darker_where_the_ice_is_thicker_as_the_raw_image(
     from nt2c_core.io import read_mrc
     from nt2c_core.simulate.experimental import ExperimentalNoise, make_experimental_dataset
 
-    cfg = SimulationConfig(Acquisition(pixel_size=2.0, dose=400.0, detector="K3"), size=(192, 160), particles=2,
-                           defocus_um=(1.5, 1.5), ice_thickness=1500.0, count=1, seed=3)
+    cfg = SimulationConfig(
+        Acquisition(pixel_size=2.0, dose=400.0, detector="K3"),
+        size=(192, 160),
+        particles=2,
+        defocus_um=(1.5, 1.5),
+        ice_thickness=1500.0,
+        count=1,
+        seed=3,
+    )
     images = {}
     for gradient in (0.0, 0.6):
-        out = make_experimental_dataset([APOFERRITIN], cfg, tmp_path / f"g{gradient}",
-                                        ExperimentalNoise(ice_gradient=gradient), progress=False)
+        out = make_experimental_dataset(
+            [APOFERRITIN], cfg, tmp_path / f"g{gradient}", ExperimentalNoise(ice_gradient=gradient), progress=False
+        )
         images[gradient] = [read_mrc(out / kind / "exp_0000.mrc")[0].astype(np.float64) for kind in ("raw", "truth")]
     (flat_raw, flat_truth), (uneven_raw, uneven_truth) = images[0.0], images[0.6]
     ramp = gaussian_filter(uneven_raw, 12) / gaussian_filter(flat_raw, 12)  # the raw image's own ramp

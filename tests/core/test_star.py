@@ -45,8 +45,12 @@ _rlnOpticsGroup #4
 
 
 def test_our_star_files_round_trip_names_with_spaces(tmp_path):
-    path = write_star(tmp_path / "coords.star", "particles", ["rlnCoordinateX", "rlnCoordinateY", "rlnMicrographName"],
-                      [(1.5, 2.25, "my mic.mrc"), (3.0, 4.0, "b.mrc")])
+    path = write_star(
+        tmp_path / "coords.star",
+        "particles",
+        ["rlnCoordinateX", "rlnCoordinateY", "rlnMicrographName"],
+        [(1.5, 2.25, "my mic.mrc"), (3.0, 4.0, "b.mrc")],
+    )
     star = read_star(path)
     assert list(star["rlnMicrographName"]) == ["my mic.mrc", "b.mrc"]  # was '"my' with the old reader
     assert np.allclose(star["rlnCoordinateX"], [1.5, 3.0]) and star["rlnCoordinateY"].dtype == np.float64

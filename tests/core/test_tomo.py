@@ -22,10 +22,28 @@ from nt2c_core.tomo.noise import CubeMosaic, PowerCapped, fitting_block, noise_c
 from nt2c_core.tomo.reconstruct import backproject
 from nt2c_core.tomo.simulate import TomogramSimulator
 
-TINY = TomoSimulationConfig(acquisition=Acquisition(pixel_size=10.0, dose=60.0, b_factor=60.0, detector="ideal"),
-                            size=(64, 64), thickness=32, ice_thickness=250.0, particles=6, tilt_step_deg=4.0, seed=3)
-FAST = NMSGConfig(steps=120, tile_depth=16, tile_size=32, width=8, first_kernel=3, noise_cube=8, log_every=40,
-                  checkpoint_every=40, lr=3e-3, smooth=0.0, guide=0.0)
+TINY = TomoSimulationConfig(
+    acquisition=Acquisition(pixel_size=10.0, dose=60.0, b_factor=60.0, detector="ideal"),
+    size=(64, 64),
+    thickness=32,
+    ice_thickness=250.0,
+    particles=6,
+    tilt_step_deg=4.0,
+    seed=3,
+)
+FAST = NMSGConfig(
+    steps=120,
+    tile_depth=16,
+    tile_size=32,
+    width=8,
+    first_kernel=3,
+    noise_cube=8,
+    log_every=40,
+    checkpoint_every=40,
+    lr=3e-3,
+    smooth=0.0,
+    guide=0.0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +62,7 @@ def test_backprojection_puts_a_point_where_its_projections_say():
     for a in angles:
         c, s = math.cos(math.radians(a)), math.sin(math.radians(a))
         xp = (x0 - (width - 1) / 2) * c + (z0 - (depth - 1) / 2) * s + (width - 1) / 2
-        tilts.append(np.exp(-((xs[None] - xp) ** 2 + (ys[:, None] - y0) ** 2) / (2 * 1.5 ** 2)))
+        tilts.append(np.exp(-((xs[None] - xp) ** 2 + (ys[:, None] - y0) ** 2) / (2 * 1.5**2)))
     volume = backproject(np.array(tilts), angles, depth)
     assert volume.shape == (depth, height, width)
     assert np.unravel_index(np.argmax(volume), volume.shape) == (int(z0), int(y0), int(x0))
@@ -55,7 +73,7 @@ def test_simulated_tomogram_has_truth_and_independent_halves(tomogram):
     assert t.noisy.shape == t.clean.shape == t.even.shape == t.odd.shape == (32, 64, 64)
     assert len(t.angles) == 31 and len(t.particles) == 6
     # particles are where the ground truth has contrast
-    energy = gaussian_filter(t.clean ** 2, 2)
+    energy = gaussian_filter(t.clean**2, 2)
     at_particles = np.mean([energy[round(p["z"]), round(p["y"]), round(p["x"])] for p in t.particles])
     assert at_particles > 5 * np.median(energy)
     # even/odd noise is independent, and each half holds about twice the noise of the whole
@@ -172,23 +190,70 @@ def test_settings_are_checked_with_their_flag_names():
 
 
 def _cli_args(**over):
-    args = dict(steps=120, tile_depth=16, tile_size=32, width=8, first_kernel=3, noise_cube=8, log_every=40,
-                checkpoint_every=40, lr=3e-3, smooth=0.0, guide=0.0)
+    args = dict(
+        steps=120,
+        tile_depth=16,
+        tile_size=32,
+        width=8,
+        first_kernel=3,
+        noise_cube=8,
+        log_every=40,
+        checkpoint_every=40,
+        lr=3e-3,
+        smooth=0.0,
+        guide=0.0,
+    )
     args.update(over)
     return [f"--{k.replace('_', '-')}={v}" for k, v in args.items()]
 
 
 def test_cli_simulate_then_denoise_then_apply_the_saved_model(tmp_path, capsys):
     sim = tmp_path / "sim"
-    assert main(["simulate-tomo", "-o", str(sim), "--structure", str(APOFERRITIN), "--size", "64", "64",
-                 "--thickness", "32", "--particles", "4", "--tilt-step", "6", "--pixel-size", "10",
-                 "--ice-thickness", "250"]) == 0
+    assert (
+        main(
+            [
+                "simulate-tomo",
+                "-o",
+                str(sim),
+                "--structure",
+                str(APOFERRITIN),
+                "--size",
+                "64",
+                "64",
+                "--thickness",
+                "32",
+                "--particles",
+                "4",
+                "--tilt-step",
+                "6",
+                "--pixel-size",
+                "10",
+                "--ice-thickness",
+                "250",
+            ]
+        )
+        == 0
+    )
     for name in ("noisy", "clean", "even", "odd", "oversmoothed"):
         volume, voxel = read_mrc_volume(sim / f"{name}.mrc")
         assert volume.shape == (32, 64, 64) and voxel == pytest.approx(10.0)
     out = tmp_path / "out" / "den.mrc"
-    assert main(["denoise-tomo", str(sim / "noisy.mrc"), "-o", str(out), "--device", "cpu",
-                 "--oversmoothed", str(sim / "oversmoothed.mrc"), *_cli_args()]) == 0
+    assert (
+        main(
+            [
+                "denoise-tomo",
+                str(sim / "noisy.mrc"),
+                "-o",
+                str(out),
+                "--device",
+                "cpu",
+                "--oversmoothed",
+                str(sim / "oversmoothed.mrc"),
+                *_cli_args(),
+            ]
+        )
+        == 0
+    )
     denoised, voxel = read_mrc_volume(out)
     assert voxel == pytest.approx(10.0) and denoised.shape == (32, 64, 64)
     model = tmp_path / "out" / "den.nmsg.pt"
@@ -196,8 +261,9 @@ def test_cli_simulate_then_denoise_then_apply_the_saved_model(tmp_path, capsys):
     labels = read_mrc_labels(out)
     assert any("denoise-tomo NMSG model-sha256=" in label for label in labels), labels
     again = tmp_path / "out" / "den2.mrc"
-    assert main(["denoise-tomo", str(sim / "noisy.mrc"), "-o", str(again), "--model", str(model),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(["denoise-tomo", str(sim / "noisy.mrc"), "-o", str(again), "--model", str(model), "--device", "cpu"]) == 0
+    )
     assert np.allclose(read_mrc_volume(again)[0], denoised, atol=1e-4)
     # the raw tomogram was not touched, and the denoised one is closer to the truth
     clean = read_mrc_volume(sim / "clean.mrc")[0]
@@ -245,8 +311,7 @@ def test_flipped_training_tiles_and_flip_averaged_inference():
 
     rng = np.random.default_rng(0)
     volume = rng.normal(size=(16, 24, 24)).astype(np.float32)
-    assert np.array_equal(crop_tile(volume, (2, 3, 4), (8, 8, 8), (1, 0, 1)),
-                          np.flip(volume[2:10, 3:11, 4:12], (0, 2)))
+    assert np.array_equal(crop_tile(volume, (2, 3, 4), (8, 8, 8), (1, 0, 1)), np.flip(volume[2:10, 3:11, 4:12], (0, 2)))
     a, b = np.random.default_rng([0, 5]), np.random.default_rng([0, 5])
     assert not _flips(a, 4, False).any() and a.integers(1 << 30) == b.integers(1 << 30)
     assert sorted(map(len, FLIPS)) == [0, 1, 1, 1, 2, 2, 2, 3]
