@@ -9,7 +9,8 @@ method with a low threshold (``--LoG_adjust_threshold -1``); the threshold is th
 picks' figure of merit and each method is reported at its own best F1 from that sweep (RELION's
 LoG threshold cuts its FOM, and its neighbour suppression runs in FOM order, so this is the
 threshold sweep; ``--check-threshold`` re-runs RELION at one threshold to show it). A pick
-matches an unmatched expert pick within ``MATCH_RADIUS`` px (half the 28-px disc radius of the
+matches an unmatched expert pick within ``MATCH_RADIUS`` px (``score_picks``, strongest first;
+half the 28-px disc radius of the
 expert masks); the expert picks are not exhaustive, so precision is a lower bound for every
 method alike. Methods: raw, Gaussian (sigma swept 1-4 px), the shipped general model, and the NT2C
 coarse/fine models of an earlier ``bench_real_picked.py`` run when its work folder exists.
@@ -35,6 +36,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from _common import machine, save  # noqa: E402
+
+from nt2c_core.evaluation.picking import score_picks  # noqa: E402
 
 SHARED = HERE.parent.parent / "shared" / "data"
 DATA = SHARED / "real_picked" / "empiar10028_ribosome"
@@ -104,22 +107,6 @@ def log_pick(folder: Path, adjust: float = -1.0) -> tuple[dict, float]:
     return {p.name[: -len("_autopick.star")]: read_coordinates(p) for p in out.glob("*_autopick.star")}, seconds
 
 
-def match(found: np.ndarray, truth: np.ndarray, radius: float = MATCH_RADIUS) -> int:
-    """Greedy one-to-one matches (closest pairs first) within ``radius`` px."""
-    if len(found) == 0 or len(truth) == 0:
-        return 0
-    d = np.linalg.norm(found[:, None] - truth[None], axis=2)
-    pairs = np.argwhere(d <= radius)
-    pairs = pairs[np.argsort(d[pairs[:, 0], pairs[:, 1]])]
-    used_f, used_t, n = set(), set(), 0
-    for i, j in pairs:
-        if i not in used_f and j not in used_t:
-            used_f.add(i)
-            used_t.add(j)
-            n += 1
-    return n
-
-
 def sweep(picks: dict, truth: dict[str, np.ndarray]) -> dict:
     """Precision/recall/F1 over every FOM threshold (pooled over micrographs); the best F1's row."""
     scores = np.concatenate([p.scores for p in picks.values() if len(p)]) if picks else np.zeros(0)
@@ -132,7 +119,8 @@ def sweep(picks: dict, truth: dict[str, np.ndarray]) -> dict:
             if p is None:
                 continue
             kept = p.above(threshold)
-            tp += match(kept.xy, t)
+            found = kept.xy[np.argsort(-kept.scores)]  # strongest first, as score_picks matches in order
+            tp += round(score_picks(found, t, MATCH_RADIUS).precision * len(found))
             n += len(kept)
         precision, recall = (tp / n if n else 0.0), tp / total
         f1 = 2 * precision * recall / (precision + recall) if tp else 0.0

@@ -20,7 +20,7 @@ from torch import nn
 
 from .. import __version__
 from ..errors import InputError
-from ..io import atomic_write, file_digest
+from ..io import atomic_write
 
 FORMAT = "nt2c-model"
 FORMAT_VERSION = 1
@@ -75,7 +75,8 @@ def read_model_file(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        data = path.read_bytes()  # read once: loaded and hashed from the same bytes
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors, truncated zip, plain text...
         if "weights_only" in str(exc) or "Unpickl" in type(exc).__name__:
             raise ModelFileError(
@@ -91,6 +92,7 @@ def read_model_file(path: str | os.PathLike) -> dict:
     if version > FORMAT_VERSION:
         raise ModelFileError(f"{path}: model format {version} is newer than this nt2c supports")
     payload["metadata"] = _checked_metadata(path, payload.get("metadata"))
+    payload["file_sha256"] = hashlib.sha256(data).hexdigest()
     state = payload.get("state_dict")
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelFileError(f"{path}: damaged model file: it holds no weights (state_dict)")
@@ -157,18 +159,15 @@ def load_model(
             f"{path}: weights are not finite (NaN/Inf): the training that wrote it diverged; "
             "retrain with a lower learning rate"
         )
-    logging.getLogger(__name__).info(describe_model(path, metadata))
+    logging.getLogger(__name__).info(describe_model(path, metadata, payload["file_sha256"]))
     return network.to(device).eval(), metadata
 
 
-def describe_model(path: str | os.PathLike, metadata: dict) -> str:
-    """The line a run logs for each model it loads: file, kind, file hash and provenance, e.g.
-    ``model /x/fine.pt: denoiser (fine stage), sha256 1a2b3c4d5e6f, 1.06 Å/px, nt2c 0.1.0``."""
+def describe_model(path: str | os.PathLike, metadata: dict, sha256: str) -> str:
+    """The line a run logs for each model it loads: file, kind, file hash (``sha256``, hex) and
+    provenance, e.g. ``model /x/fine.pt: denoiser (fine stage), sha256 1a2b3c4d5e6f, 1.06 Å/px, nt2c 0.1.0``."""
     parts = [metadata.get("kind", "denoiser") + (f" ({metadata['stage']} stage)" if metadata.get("stage") else "")]
-    try:
-        parts.append(f"sha256 {file_digest(path)}")
-    except OSError:
-        pass
+    parts.append(f"sha256 {sha256[:12]}")
     if isinstance(metadata.get("pixel_size"), (int, float)):
         parts.append(f"{metadata['pixel_size']:.3g} Å/px")
     if metadata.get("nt2c_version"):

@@ -141,6 +141,10 @@ class ProtNT2CDenoise(ProtNT2CBase):
         close = next((s for s in self._steps if s.funcName == "closeStep"), None)
         if close is None or not close.isWaiting():
             return
+        stamp = os.stat(self.inputMicrographs.get().getFileName()).st_mtime_ns
+        if stamp == getattr(self, "_inputStamp", None):
+            return  # the input set's sqlite is unchanged since the last look: nothing new to read
+        self._inputStamp = stamp
         ids = self._insertNewSteps()
         if ids:
             close.addPrerequisites(*ids)
