@@ -725,8 +725,13 @@ class RestorerConfig:
     restoration (the paper's count is not public; 4 measured best with post-processing); samples: restored
     draws averaged per particle (1 = one posterior sample; more approach the posterior mean);
     refine_steps/refine_width: the post-processing U-Net (0 steps = none); refine_pool: training
-    particles restored by the diffusion model to train the post-processing on; batch: particles
-    per restoration batch; amp: mixed precision on CUDA; seed; log_every / checkpoint_every [steps]."""
+    particles restored by the diffusion model to train the post-processing on; empty_fraction:
+    fraction of training boxes that hold only the noise (target: an empty box), so that the
+    restorer learns that an empty box exists instead of painting its mean particle into noise;
+    batch: particles per restoration batch; amp: mixed precision on CUDA; invention_images /
+    invention_threshold: the invention check run with every restoration (matched-noise images
+    restored, 0 = no check; excess correlation over blurred noise that flags the restorer, see
+    :mod:`nt2c_core.particles.invention`); seed; log_every / checkpoint_every [steps]."""
 
     steps: int = 3000
     batch_size: int = 16
@@ -738,8 +743,11 @@ class RestorerConfig:
     refine_steps: int = 600
     refine_width: int = 16
     refine_pool: int = 256
+    empty_fraction: float = 0.25
     batch: int = 16
     amp: bool = True
+    invention_images: int = 256
+    invention_threshold: float = 0.05
     seed: int = 0
     log_every: int = 50
     checkpoint_every: int = 250
@@ -755,7 +763,7 @@ class RestorerConfig:
             self.seed,
             self.log_every,
             self.checkpoint_every,
-            f"diffusion batch {self.batch_size} {self.architecture()}",
+            f"diffusion batch {self.batch_size} {self.architecture()} empty {self.empty_fraction}",
         )
 
     def refine_loop(self) -> LoopConfig:
@@ -767,7 +775,7 @@ class RestorerConfig:
             self.log_every,
             self.checkpoint_every,
             f"refine batch {self.batch_size} {self.architecture()} pool {self.refine_pool} "
-            f"sample {self.sample_steps} samples {self.samples}",
+            f"sample {self.sample_steps} samples {self.samples} empty {self.empty_fraction}",
         )
 
     def validate(self, section: str | None = None) -> "RestorerConfig":
@@ -797,6 +805,12 @@ class RestorerConfig:
                 "refine_steps": non_negative,
                 "refine_width": (lambda v: 4 <= v <= 512, "must be within 4..512"),
                 "refine_pool": (lambda v: v >= 2, "must be at least 2"),
+                "empty_fraction": (lambda v: 0 <= v < 1, "must be within 0..1 (fraction of empty training boxes)"),
+                "invention_images": (
+                    lambda v: v == 0 or 16 <= v <= 4096,
+                    "must be 0 (no invention check) or within 16..4096",
+                ),
+                "invention_threshold": (lambda v: 0 < v < 1, "must be within 0..1 (a correlation)"),
                 "batch": (at_least_one, "must be at least 1"),
                 "log_every": (at_least_one, "must be at least 1"),
                 "checkpoint_every": (at_least_one, "must be at least 1"),

@@ -24,13 +24,25 @@ RESTORER_HELP = {
     "refine_steps": "post-processing U-Net training steps (0 = no post-processing)",
     "refine_width": "post-processing U-Net channels",
     "refine_pool": "training particles restored to train the post-processing on",
+    "empty_fraction": "fraction of training boxes holding only noise (target: an empty box), so the restorer "
+    "learns that empty boxes exist instead of painting its mean particle into noise",
     "batch": "particles per restoration batch",
     "amp": "mixed precision on CUDA",
+    "invention_images": "images of noise matched to the data restored by the invention check (0 = no check)",
+    "invention_threshold": "excess correlation with the training structure over blurred noise that flags "
+    "the restorer as inventing",
     "seed": "random seed",
     "log_every": "log losses every N steps",
     "checkpoint_every": "checkpoint every N steps",
 }
-INFERENCE = ("sample_steps", "samples", "batch", "seed")  # the settings restore-particles may override
+INFERENCE = (
+    "sample_steps",
+    "samples",
+    "batch",
+    "seed",
+    "invention_images",
+    "invention_threshold",
+)  # the settings restore-particles may override
 
 
 def add_restorer_arguments(
@@ -181,6 +193,17 @@ def add_restore_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--model", required=True, help="a restorer (nt2c train-restorer)")
     p.add_argument("--no-post", dest="post", action="store_false", help="skip the post-processing U-Net")
+    p.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="also write STEM_variance.mrcs per stack: each pixel's variance over the draws (needs --samples >= 2)",
+    )
+    p.add_argument(
+        "--check-only",
+        action="store_true",
+        help="run only the invention check (OUTPUT/invention.json): does the restorer paint its training "
+        "structure into noise matched to these particles?",
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default)")
     add_restorer_arguments(p, INFERENCE, defaults=False)
@@ -201,9 +224,18 @@ def run_restore(args: argparse.Namespace) -> int:
         {k: getattr(args, k) for k in INFERENCE},
         args.post,
         str(resolve_device(args.device)),
+        uncertainty=args.uncertainty,
+        check_only=args.check_only,
     )
+    if args.check_only:
+        log.info(f"invention check: {report.invention.message()} ({args.output}/invention.json)")
+        return 0
     where = report.star or ", ".join(str(p) for p in report.outputs)
     log.info(f"restored {report.particles} particles in {report.seconds:.0f} s: {where}")
+    if report.invention is not None and report.invention.flagged:
+        log.warning(
+            f"the restorer FAILED the invention check ({args.output}/invention.json): {report.invention.label()}"
+        )
     return 0
 
 

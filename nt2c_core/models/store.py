@@ -14,6 +14,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -21,6 +22,9 @@ from torch import nn
 from .. import __version__
 from ..errors import InputError
 from ..io import atomic_write
+
+if TYPE_CHECKING:
+    import numpy as np
 
 FORMAT = "nt2c-model"
 FORMAT_VERSION = 1
@@ -31,11 +35,14 @@ class ModelFileError(InputError):
     """A file that is not an NT2C model, or one for another architecture."""
 
 
-def save_model(path: str | os.PathLike, network: nn.Module, metadata: dict) -> Path:
-    """Write ``network``'s weights (on CPU, float32) and ``metadata`` atomically."""
+def save_model(path: str | os.PathLike, network: nn.Module, metadata: dict, extras: dict | None = None) -> Path:
+    """Write ``network``'s weights (on CPU, float32), ``metadata`` and named ``extras`` (arrays that
+    are data, not weights: e.g. a restorer's training references) atomically."""
     meta = {**metadata, "architecture": network.config, "nt2c_version": __version__, "torch_version": torch.__version__}
     state = {k: v.detach().float().cpu() for k, v in network.state_dict().items()}
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "metadata": json.dumps(meta), "state_dict": state}
+    if extras:
+        payload["extras"] = {k: torch.as_tensor(v).detach().float().cpu().contiguous() for k, v in extras.items()}
     return save_torch(path, payload)
 
 
@@ -96,6 +103,11 @@ def read_model_file(path: str | os.PathLike) -> dict:
     state = payload.get("state_dict")
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelFileError(f"{path}: damaged model file: it holds no weights (state_dict)")
+    extras = payload.setdefault("extras", {})
+    if not isinstance(extras, dict) or not all(isinstance(v, torch.Tensor) for v in extras.values()):
+        raise ModelFileError(f"{path}: damaged model file: its extras are not named arrays")
+    if not all_finite(extras):
+        raise ModelFileError(f"{path}: damaged model file: its extras hold NaN/Inf")
     return payload
 
 
@@ -130,6 +142,14 @@ def load_model(
 ) -> tuple[nn.Module, dict]:
     """(network in eval mode on ``device``, metadata) from a model file; ``kind`` ('denoiser',
     'noise-gan') refuses a model of another kind."""
+    network, metadata, _ = load_model_with_extras(path, device, kind)
+    return network, metadata
+
+
+def load_model_with_extras(
+    path: str | os.PathLike, device: str | torch.device = "cpu", kind: str | None = None
+) -> tuple[nn.Module, dict, dict[str, "np.ndarray"]]:
+    """:func:`load_model` plus the file's extras as float32 numpy arrays ({} when it has none)."""
     payload = read_model_file(path)
     metadata = json.loads(payload["metadata"])
     if kind is not None and metadata.get("kind", "denoiser") != kind:
@@ -160,7 +180,8 @@ def load_model(
             "retrain with a lower learning rate"
         )
     logging.getLogger(__name__).info(describe_model(path, metadata, payload["file_sha256"]))
-    return network.to(device).eval(), metadata
+    extras = {k: v.numpy() for k, v in payload["extras"].items()}
+    return network.to(device).eval(), metadata, extras
 
 
 def describe_model(path: str | os.PathLike, metadata: dict, sha256: str) -> str:

@@ -44,12 +44,13 @@ import torch.nn.functional as F
 
 from .. import __version__
 from ..errors import InputError
-from ..io import ensure_writable_dir, read_mrc, write_mrc
+from ..io import ensure_writable_dir, read_mrc, write_json, write_mrc
 from ..logs import progress as progress_bar
 from ..logs import staged
-from ..models.store import fingerprint, load_model, save_model
+from ..models.store import fingerprint, load_model_with_extras, save_model
 from ..settings import RESTORER, RestorerConfig
 from ..training import _amp, fit, write_loss_log
+from .invention import InventionReport, invention_check, training_references
 from .star import ParticleTable, read_stack
 
 logger = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ class RestorerResult:
     signal_scale: float
     log: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    references: dict = field(default_factory=dict)  # invention-check references (invention.training_references)
 
 
 def train_restorer(
@@ -127,6 +129,8 @@ def train_restorer(
     x0 = (np.asarray(clean, np.float32) - y.mean[:, None, None]) / y.std[:, None, None]
     scale = TARGET_SIGNAL_STD / max(float(np.median(x0.std((1, 2)))), 1e-6)
     x0 = x0 * scale
+    # empty boxes: the pair's own noise (noisy - clean) as the condition, an empty box as the target
+    empty = NormalizedStack.of(np.asarray(noisy, np.float32) - np.asarray(clean, np.float32), "noise").data
     work_dir = ensure_writable_dir(work) if work is not None else None
     t0 = time.perf_counter()
     n = len(x0)
@@ -135,8 +139,9 @@ def train_restorer(
         rng = np.random.default_rng([config.seed, 29, step])
         idx = rng.integers(0, n, config.batch_size)
         turns = rng.integers(0, 8, config.batch_size)
-        yb = np.stack([_dihedral(y.data[i], k) for i, k in zip(idx, turns)])[:, None]
-        xb = np.stack([_dihedral(x0[i], k) for i, k in zip(idx, turns)])[:, None]
+        blank = rng.random(config.batch_size) < config.empty_fraction
+        yb = np.stack([_dihedral((empty if b else y.data)[i], k) for i, k, b in zip(idx, turns, blank)])[:, None]
+        xb = np.stack([_dihedral(x0[i], k) * (not b) for i, k, b in zip(idx, turns, blank)])[:, None]
         eps = rng.standard_normal(xb.shape, dtype=np.float32)
         t = rng.random(config.batch_size).astype(np.float32)
         return (
@@ -168,13 +173,19 @@ def train_restorer(
     stopped = stop_after is not None and stop_after < config.steps
     if config.refine_steps > 0 and not stopped:
         pool = np.arange(min(config.refine_pool, n))
-        logger.info(f"post-processing: restoring {len(pool)} training particles with {config.sample_steps} DDIM steps")
-        restored = sample(network, y.data[pool], config, pool, device, progress=False)
+        blanks = pool[: int(round(len(pool) * config.empty_fraction))]
+        condition = np.concatenate([y.data[pool], empty[blanks]])
+        target = np.concatenate([x0[pool], np.zeros_like(x0[blanks])])
+        logger.info(
+            f"post-processing: restoring {len(pool)} training particles and {len(blanks)} empty boxes "
+            f"with {config.sample_steps} DDIM steps"
+        )
+        restored = sample(network, condition, config, np.arange(len(condition)), device, progress=False)
         refined = _train_refine(
             network,
             restored,
-            y.data[pool],
-            x0[pool],
+            condition,
+            target,
             config,
             work_dir,
             device,
@@ -182,7 +193,8 @@ def train_restorer(
             None if stop_after is None else stop_after - config.steps,
         )
         log += [{"phase": "refine", **row} for row in refined.log]
-    return RestorerResult(network.eval(), scale, log, time.perf_counter() - t0)
+    references = training_references(np.asarray(clean, np.float32))
+    return RestorerResult(network.eval(), scale, log, time.perf_counter() - t0, references)
 
 
 def _train_refine(
@@ -243,15 +255,18 @@ def sample(
     indices: Sequence[int],
     device: str = "cpu",
     progress: bool = True,
-) -> np.ndarray:
+    variance: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """DDIM restoration (scaled units, (N, box, box)) of normalized noisy particles ``condition``,
     ``config.samples`` draws averaged, batches of ``config.batch``; ``indices``: the particles'
-    numbers (they seed the start noise)."""
+    numbers (they seed the start noise). ``variance``: also the per-pixel variance over the draws
+    (unbiased; needs ``samples`` >= 2)."""
     dev = torch.device(device)
     network = network.to(dev).eval()
     autocast, _ = _amp(dev, config.amp)
     n, box = condition.shape[0], condition.shape[-1]
     out = np.zeros((n, box, box), np.float32)
+    squares = np.zeros((n, box, box), np.float64) if variance else None
     times = torch.linspace(1.0, 0.0, config.sample_steps + 1)
     gammas = gamma_of(times)
     starts = range(0, n, config.batch)
@@ -268,8 +283,16 @@ def sample(
                 x0 = math.sqrt(g) * x - math.sqrt(1 - g) * v
                 eps = math.sqrt(1 - g) * x + math.sqrt(g) * v
                 x = math.sqrt(g_next) * x0 + math.sqrt(1 - g_next) * eps
-            out[start:stop] += x0[:, 0].float().cpu().numpy() / config.samples
-    return out
+            draw_x0 = x0[:, 0].float().cpu().numpy()
+            out[start:stop] += draw_x0 / config.samples
+            if squares is not None:
+                squares[start:stop] += draw_x0.astype(np.float64) ** 2
+    if squares is None:
+        return out
+    if config.samples < 2:
+        raise InputError("a per-particle variance needs at least 2 draws (--samples 2 or more)")
+    spread = (squares - config.samples * out.astype(np.float64) ** 2) / (config.samples - 1)
+    return out, np.maximum(spread, 0).astype(np.float32)
 
 
 @torch.inference_mode()
@@ -293,15 +316,22 @@ def restore_images(
     device: str = "cpu",
     post: bool = True,
     progress: bool = True,
-) -> np.ndarray:
+    variance: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Restore particle images (N, box, box) in their own units: DDIM sampling, then (``post``)
-    the post-processing U-Net."""
+    the post-processing U-Net. ``variance``: also each pixel's variance over the ``samples`` draws
+    of the diffusion model (before post-processing), in the images' units squared."""
     norm = NormalizedStack.of(images)
     indices = np.arange(len(norm.data)) if indices is None else np.asarray(indices)
-    restored = sample(network, norm.data, config, indices, device, progress)
+    restored = sample(network, norm.data, config, indices, device, progress, variance)
+    if variance:
+        restored, spread = restored
     if post:
         restored = refine(network, restored, norm.data, device, config.batch)
-    return norm.restore(restored, signal_scale)
+    if not variance:
+        return norm.restore(restored, signal_scale)
+    units = (norm.std / signal_scale)[:, None, None] ** 2
+    return norm.restore(restored, signal_scale), (spread * units).astype(np.float32)
 
 
 # --- the stages: files in, files out ---------------------------------------------------------------
@@ -322,7 +352,7 @@ def save_restorer(
         "source": source,
         "training": {**asdict(config), "seconds": round(result.seconds, 1)},
     }
-    path = save_model(path, result.network.float().cpu(), meta)
+    path = save_model(path, result.network.float().cpu(), meta, result.references)
     if result.log:
         keys = ["phase", "step"] + sorted({k for row in result.log for k in row} - {"phase", "step"})
         write_loss_log(path, result.log, keys)
@@ -355,23 +385,27 @@ def train_restorer_files(
 
 @dataclass
 class RestoreReport:
-    """What ``restore_particles`` wrote: the output stacks (and STAR), particle count, seconds."""
+    """What ``restore_particles`` wrote: the output stacks (and STAR), particle count, seconds, the
+    invention check (None when off or impossible) and the variance stacks (``uncertainty``)."""
 
     outputs: list[Path]
     star: Path | None
     particles: int
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    invention: InventionReport | None = None
+    variances: list[Path] = field(default_factory=list)
 
 
 class Restorer:
     """A loaded restorer with its inference settings: what ``restore-particles`` and the Scipion
-    protocol call. ``overrides``: sample_steps / samples / batch / seed replacing the model's;
-    ``post``: apply the post-processing U-Net."""
+    protocol call. ``overrides``: sample_steps / samples / batch / seed / invention_images /
+    invention_threshold replacing the model's; ``post``: apply the post-processing U-Net."""
 
     def __init__(self, path: str | os.PathLike, overrides: dict | None = None, post: bool = True, device: str = "cpu"):
         self.path = Path(path)
-        self.network, self.metadata = load_model(path, device, kind="particle-restorer")
+        self.network, self.metadata, extras = load_model_with_extras(path, device, kind="particle-restorer")
+        self.references = extras.get("invention_references"), extras.get("invention_mean")
         self.config = restorer_config(self.metadata, overrides)
         self.scale = float(self.metadata.get("signal_scale", 0) or 0)
         if not self.scale > 0:
@@ -382,10 +416,44 @@ class Restorer:
             f"steps={self.config.sample_steps} samples={self.config.samples} post={int(post)}"
         )
 
-    def restore(self, images: np.ndarray, indices: Sequence[int] | None = None, progress: bool = True) -> np.ndarray:
+    def restore(
+        self,
+        images: np.ndarray,
+        indices: Sequence[int] | None = None,
+        progress: bool = True,
+        variance: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Restored particles (N, box, box), float32, in the images' units; ``indices`` (default
-        0..N-1) number the particles for the start noise (give a stack's offset in a larger set)."""
-        return restore_images(self.network, images, self.scale, self.config, indices, self.device, self.post, progress)
+        0..N-1) number the particles for the start noise (give a stack's offset in a larger set);
+        ``variance``: also the per-pixel variance over the draws (needs ``samples`` >= 2)."""
+        return restore_images(
+            self.network, images, self.scale, self.config, indices, self.device, self.post, progress, variance
+        )
+
+    def check_invention(self, images: np.ndarray) -> InventionReport | None:
+        """The invention check (:mod:`nt2c_core.particles.invention`) on noise matched to ``images``
+        (a sample of the particles to restore); None, with a warning, when the model file holds no
+        training references, or when the check is off (``invention_images`` 0)."""
+        if self.config.invention_images == 0:
+            logger.info("invention check off (invention_images 0): restored images are not checked")
+            return None
+        references, mean = self.references
+        if references is None or mean is None:
+            logger.warning(
+                f"{self.path}: holds no training references (written before nt2c checked invention): "
+                "restored images cannot be checked for invented structure; retrain the restorer"
+            )
+            return None
+        logger.info(f"invention check: restoring {self.config.invention_images} images of noise matched to the data")
+        return invention_check(
+            lambda noise: self.restore(noise, progress=False),
+            images,
+            references,
+            mean,
+            self.config.invention_images,
+            self.config.seed,
+            self.config.invention_threshold,
+        )
 
     def check_pixel(self, pixel: float, path: str | os.PathLike) -> list[str]:
         """A warning (logged and returned) when ``pixel`` [Å] is outside 0.8-1.25x the model's."""
@@ -405,7 +473,7 @@ def restorer_config(meta: dict, overrides: dict | None = None) -> RestorerConfig
     from dataclasses import replace
 
     saved = meta.get("training", {})
-    keys = ("sample_steps", "samples", "seed", "batch", "amp")
+    keys = ("sample_steps", "samples", "seed", "batch", "amp", "invention_images", "invention_threshold")
     config = replace(RESTORER, **{k: saved[k] for k in keys if k in saved})
     return replace(config, **{k: v for k, v in (overrides or {}).items() if v is not None}).validate()
 
@@ -426,11 +494,19 @@ def restore_particles(
     post: bool = True,
     device: str = "cpu",
     progress: bool = True,
+    uncertainty: bool = False,
+    check_only: bool = False,
 ) -> RestoreReport:
     """The ``restore-particles`` stage: restore MRC stacks (each to ``OUTPUT/STEM_restored.mrcs``)
     or one RELION particle STAR file (to ``OUTPUT/NAME.star`` with every column kept and only
     ``rlnImageName`` rewritten, stacks in ``OUTPUT/Particles/``). Float32, the input's pixel
-    size, atomic writes, never over an input."""
+    size, atomic writes, never over an input.
+
+    First the invention check restores noise matched to the first stack and writes
+    ``OUTPUT/invention.json``; a flagged restorer is said in the log, the report's warnings and
+    every output stack's labels. ``uncertainty``: also ``STEM_variance.mrcs`` per stack, the
+    variance over the draws (``samples`` >= 2). ``check_only``: the invention check alone (no
+    restored stacks)."""
     t0 = time.perf_counter()
     inputs = [Path(p) for p in inputs]
     if not inputs:
@@ -442,12 +518,37 @@ def restore_particles(
     if table is not None:
         table.check_images()  # before any output is made
     restorer = Restorer(model, overrides, post, device)
+    if uncertainty and restorer.config.samples < 2:
+        raise InputError(
+            f"--uncertainty needs at least 2 draws per particle (--samples), not {restorer.config.samples}"
+        )
     out_dir = ensure_writable_dir(output)
     warnings: list[str] = []
+    variances: list[Path] = []
+    refs = table.image_refs() if stars else []
+    stacks = sorted({s for _, s in refs}, key=[s for _, s in refs].index)
+    paths = [table.resolve(s) for s in stacks] if stars else inputs
+    invention = restorer.check_invention(read_stack(paths[0])[0][:512])  # the data's spectrum
+    labels = [restorer.label]
+    if invention is not None:
+        write_json(_never_input(out_dir / "invention.json", inputs + paths), invention.to_dict())
+        labels.append(invention.label())
+        if invention.flagged:
+            warnings.append(invention.message())
+    if check_only:
+        if invention is None:
+            raise InputError(f"{model}: the invention check cannot run (see the log): nothing to do")
+        return RestoreReport([], None, 0, time.perf_counter() - t0, warnings, invention)
+
+    def write(dst: Path, images: np.ndarray, pixel: float, indices: np.ndarray) -> Path:
+        result = restorer.restore(images, indices, progress, uncertainty)
+        restored, spread = result if uncertainty else (result, None)
+        if spread is not None:
+            twin = dst.with_name(dst.name.replace("_restored.mrcs", "_variance.mrcs"))
+            variances.append(write_mrc(_never_input(twin, inputs + paths), spread, pixel, labels + ["variance"]))
+        return write_mrc(_never_input(dst, inputs + paths), restored, pixel, labels)
+
     if stars:
-        refs = table.image_refs()
-        stacks = sorted({s for _, s in refs}, key=[s for _, s in refs].index)
-        paths = [table.resolve(s) for s in stacks]
         names = unique_names(paths, "_restored.mrcs")
         sub = ensure_writable_dir(out_dir / "Particles")
         outputs, new_names, total = [], [None] * len(refs), 0
@@ -458,22 +559,20 @@ def restore_particles(
             if max(index) >= len(images):
                 raise InputError(f"{stars[0]}: refers to image {max(index) + 1} of {path}, which holds {len(images)}")
             warnings += restorer.check_pixel(pixel, path)
-            restored = restorer.restore(images[index], np.arange(total, total + len(rows)), progress)
+            outputs.append(write(sub / name, images[index], pixel, np.arange(total, total + len(rows))))
             total += len(rows)
-            outputs.append(write_mrc(_never_input(sub / name, inputs + paths), restored, pixel, [restorer.label]))
             for j, i in enumerate(rows):
                 new_names[i] = f"{j + 1:06d}@Particles/{name}"
         star_out = _never_input(out_dir / stars[0].name, inputs)
         table.with_images(new_names).write(star_out)
-        return RestoreReport(outputs, star_out, total, time.perf_counter() - t0, warnings)
+        return RestoreReport(outputs, star_out, total, time.perf_counter() - t0, warnings, invention, variances)
     outputs, total = [], 0
     for path, name in zip(inputs, unique_names(inputs, "_restored.mrcs")):
         images, pixel = read_stack(path)
         warnings += restorer.check_pixel(pixel, path)
-        restored = restorer.restore(images, np.arange(total, total + len(images)), progress)
+        outputs.append(write(out_dir / name, images, pixel, np.arange(total, total + len(images))))
         total += len(images)
-        outputs.append(write_mrc(_never_input(out_dir / name, inputs), restored, pixel, [restorer.label]))
-    return RestoreReport(outputs, None, total, time.perf_counter() - t0, warnings)
+    return RestoreReport(outputs, None, total, time.perf_counter() - t0, warnings, invention, variances)
 
 
 def _never_input(dst: Path, inputs: Sequence[Path]) -> Path:

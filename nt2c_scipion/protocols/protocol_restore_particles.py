@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pyworkflow.protocol.params as params
 from pwem.objects import SetOfParticles
+from pyworkflow.object import Boolean, Float, String
 from pyworkflow.protocol import STEPS_PARALLEL
 
 from nt2c_core.settings import RESTORER
@@ -22,10 +23,12 @@ from nt2c_core.settings import RESTORER
 from .protocol_base import ProtNT2CBase
 
 OUTPUT_PARTICLES = "outputParticles"
+OUTPUT_VARIANCE = "outputVariance"
 
 
 class RestoreOutputs(Enum):
     outputParticles = SetOfParticles
+    outputVariance = SetOfParticles
 
 
 def image_file(location_file: str) -> str:
@@ -38,7 +41,9 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
     (Zhang et al., ICASSP 2024), trained on simulated particles of your structure ('train particle
     restorer (SR3)') or imported. Particles keep their CTF, alignment and identity, so 2-D
     classification or 3-D refinement can run on either set. A generative model can invent detail:
-    check a reconstruction from restored particles against one from the raw particles."""
+    every run first restores noise matched to your particles and says (summary, log, the output
+    set's nt2cInvention* attributes) whether the restorer paints its training structure into it;
+    a flagged restorer's images are for picking/alignment only; reconstruct from the raw set."""
 
     _label = "restore particles (SR3)"
     _possibleOutputs = RestoreOutputs
@@ -104,6 +109,35 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
             label="Random seed",
             help="Seeds each particle's start noise (with its objId): reruns give the same images.",
         )
+        form.addParam(
+            "uncertainty",
+            params.BooleanParam,
+            default=False,
+            label="Write the uncertainty?",
+            help="Also output the per-pixel variance over the draws of each particle (a second particle "
+            "set, outputVariance): where the draws disagree the restorer is guessing. Needs 'Draws "
+            "averaged' >= 2.",
+        )
+        form.addSection("Invention check")
+        form.addParam(
+            "inventionImages",
+            params.IntParam,
+            default=RESTORER.invention_images,
+            label="Noise images restored",
+            help="Before restoring, this many images of pure noise with your particles' power spectrum "
+            "(no particle in them) are restored and compared with the restorer's training structure, "
+            "against the same noise blurred to the same smoothness. A restorer that paints its training "
+            "structure into noise is flagged in the summary. 0 = no check (not recommended).",
+        )
+        form.addParam(
+            "inventionThreshold",
+            params.FloatParam,
+            default=RESTORER.invention_threshold,
+            expertLevel=params.LEVEL_ADVANCED,
+            label="Flag above (correlation)",
+            help="Excess correlation of restored noise with the training structure over blurred noise "
+            "(scale -1..1) above which the restorer is flagged as inventing.",
+        )
         self._defineGpuParams(form)
         self._defineThreadParams(form, threads=1)
 
@@ -117,6 +151,8 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
             self._insertFunctionStep(self.restoreStep, i, stack, prerequisites=[convert])
             for i, stack in enumerate(self._stacks())
         ]
+        if self.inventionImages.get():
+            deps.append(self._insertFunctionStep(self.inventionCheckStep, prerequisites=[convert]))
         self._insertFunctionStep(self.createOutputStep, prerequisites=deps, needsGPU=False)
 
     def _groupsPath(self) -> str:
@@ -132,12 +168,60 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
             json.dump(groups, fh)
 
     def _overrides(self) -> dict:
+        """The inference settings of the restore steps (the invention check is its own step)."""
         return {
             "sample_steps": self.sampleSteps.get(),
             "samples": self.samples.get(),
             "batch": self.batch.get(),
             "seed": self.seed.get(),
+            "invention_images": 0,
+            "invention_threshold": self.inventionThreshold.get(),
         }
+
+    def _inventionPath(self) -> str:
+        return self._getExtraPath("invention.json")
+
+    def inventionCheckStep(self):
+        """Restore noise matched to the first stack's particles and score it against the training
+        structure (nt2c_core.particles.invention); writes extra/invention.json."""
+        stack = self._stacks()[0]
+        overrides = {**self._overrides(), "invention_images": self.inventionImages.get()}
+        if self._inProcess():
+            from nt2c_core.io import write_json
+            from nt2c_core.logs import stage
+            from nt2c_core.particles.sr3 import Restorer
+            from nt2c_core.particles.star import read_stack
+
+            device = self._device()
+            with stage("invention check", device):
+                restorer = Restorer(self.inputModel.get().getFileName(), overrides, self.postProcess.get(), device)
+                report = restorer.check_invention(read_stack(stack)[0][:512])
+            if report is None:
+                self.warning("The invention check could not run (see the log): restored images are unchecked.")
+                return
+            write_json(self._inventionPath(), report.to_dict())
+        else:
+            out = Path(self._getTmpPath("invention"))
+            self._runNT2C(
+                "restore-particles",
+                "--check-only",
+                "--model",
+                os.path.abspath(self.inputModel.get().getFileName()),
+                "-o",
+                str(out.absolute()),
+                "--device",
+                self._cliDevice(),
+                *([] if self.postProcess.get() else ["--no-post"]),
+                *[arg for key, value in overrides.items() for arg in (f"--{key.replace('_', '-')}", value)],
+                os.path.abspath(stack),
+            )
+            shutil.move(str(out / "invention.json"), self._inventionPath())
+        report = self._invention()
+        (self.warning if report["flagged"] else self.info)(f"NT2C invention check: {report['message']}")
+
+    def _invention(self):
+        path = Path(self._inventionPath())
+        return json.loads(path.read_text()) if path.is_file() else None
 
     def _outputPath(self, number: int, stack: str) -> str:
         return self._getExtraPath(f"{number + 1:03d}_{Path(stack).stem}_restored.mrcs")
@@ -150,9 +234,14 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
             self._restoreHere(stack, rows, dst)
         else:
             self._restoreIsolated(number, stack, rows, dst)
+        variance = self._variancePath(dst) if self.uncertainty.get() else None
         with open(self._getExtraPath(f"{number + 1:03d}.json"), "w") as fh:
-            json.dump({"stack": stack, "output": dst, "objIds": [obj for obj, _ in rows]}, fh)
+            json.dump({"stack": stack, "output": dst, "variance": variance, "objIds": [obj for obj, _ in rows]}, fh)
         self.info(f"stack {number + 1} ({stack}): restored {len(rows)} particles into {dst}")
+
+    @staticmethod
+    def _variancePath(dst: str) -> str:
+        return dst.replace("_restored.mrcs", "_variance.mrcs")
 
     def _restoreHere(self, stack, rows, dst):
         import numpy as np
@@ -171,8 +260,12 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
             restorer = Restorer(self.inputModel.get().getFileName(), self._overrides(), self.postProcess.get(), device)
             for warning in restorer.check_pixel(self.inputParticles.get().getSamplingRate(), stack):
                 self.warning(warning)
-            restored = restorer.restore(images[index], np.array([obj for obj, _ in rows]), progress=True)
-            write_mrc(dst, restored, pixel or self.inputParticles.get().getSamplingRate(), [restorer.label])
+            result = restorer.restore(images[index], np.array([obj for obj, _ in rows]), True, self.uncertainty.get())
+            restored, spread = result if self.uncertainty.get() else (result, None)
+            pixel = pixel or self.inputParticles.get().getSamplingRate()
+            if spread is not None:
+                write_mrc(self._variancePath(dst), spread, pixel, [restorer.label, "variance"])
+            write_mrc(dst, restored, pixel, [restorer.label])
 
     def _restoreIsolated(self, number, stack, rows, dst):
         """The same stage through the dedicated environment's ``nt2c restore-particles``, given a
@@ -183,7 +276,7 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
         lines += [f"{index:06d}@{os.path.abspath(stack)}" for _, index in rows]
         star.write_text("\n".join(lines) + "\n")
         out = Path(self._getTmpPath(f"{number + 1:03d}"))
-        post = [] if self.postProcess.get() else ["--no-post"]
+        post = ([] if self.postProcess.get() else ["--no-post"]) + (["--uncertainty"] if self.uncertainty.get() else [])
         self._runNT2C(
             "restore-particles",
             "--model",
@@ -200,10 +293,12 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
         if len(produced) != 1:
             raise RuntimeError(f"nt2c restore-particles wrote {len(produced)} stacks in {out / 'Particles'}")
         shutil.move(str(produced[0]), dst)
+        if self.uncertainty.get():
+            shutil.move(self._variancePath(str(produced[0])), self._variancePath(dst))
 
     def createOutputStep(self):
         in_set = self.inputParticles.get()
-        where = {}
+        where, spread = {}, {}
         with open(self._groupsPath()) as fh:
             stacks = len(json.load(fh))
         for number in range(stacks):
@@ -211,7 +306,24 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
             if info.exists():
                 data = json.loads(info.read_text())
                 where.update({obj: (i + 1, data["output"]) for i, obj in enumerate(data["objIds"])})
-        out = self._createSetOfParticles()
+                if data.get("variance"):
+                    spread.update({obj: (i + 1, data["variance"]) for i, obj in enumerate(data["objIds"])})
+        outputs = {OUTPUT_PARTICLES: self._particlesAt(in_set, where, "")}
+        if spread:
+            outputs[OUTPUT_VARIANCE] = self._particlesAt(in_set, spread, "variance")
+        report = self._invention()
+        for out in outputs.values():
+            if report is not None:
+                out.nt2cInventionExcess = Float(report["excess"])
+                out.nt2cInventionFlagged = Boolean(report["flagged"])
+                out.nt2cInvention = String(report["message"])
+        self._defineOutputs(**outputs)
+        for out in outputs.values():
+            self._defineSourceRelation(self.inputParticles, out)
+
+    def _particlesAt(self, in_set, where: dict, suffix: str):
+        """A copy of the input particles (objId, CTF, alignment, coordinates) at new locations."""
+        out = self._createSetOfParticles(suffix)
         out.copyInfo(in_set)
         for particle in in_set.iterItems(orderBy="id"):
             if particle.getObjId() not in where:
@@ -219,8 +331,7 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
             new = particle.clone()
             new.setLocation(*where[particle.getObjId()])
             out.append(new)
-        self._defineOutputs(**{OUTPUT_PARTICLES: out})
-        self._defineSourceRelation(self.inputParticles, out)
+        return out
 
     # --- info -----------------------------------------------------------------------------
     def _validate(self):
@@ -237,9 +348,12 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
                 "'particle-restorer' (from 'train particle restorer (SR3)')."
             )
         try:
-            RestorerConfig(**{**RestorerConfig().__dict__, **self._overrides()}).validate()
+            overrides = {**self._overrides(), "invention_images": self.inventionImages.get()}
+            RestorerConfig(**{**RestorerConfig().__dict__, **overrides}).validate()
         except NT2CError as exc:
             errors.append(f"Restoration settings: {exc}")
+        if self.uncertainty.get() and self.samples.get() < 2:
+            errors.append("Writing the uncertainty needs 'Draws averaged' >= 2 (the variance over the draws).")
         particles = self.inputParticles.get()
         if particles is not None and particles.getSize():
             missing = [s for s in self._stacks() if not Path(s).is_file()]
@@ -261,13 +375,22 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
 
     def _summary(self):
         out = getattr(self, OUTPUT_PARTICLES, None)
+        report = self._invention()
+        lines = []
+        if report is not None:
+            lines.append(
+                ("WARNING: " if report["flagged"] else "") + report["message"][0].upper() + report["message"][1:]
+            )
+        elif self.inventionImages.get() == 0:
+            lines.append("Invention check off: restored images were not checked for invented structure.")
         if out is None:
-            return ["Running or not started."]
-        return [
+            return lines + ["Running or not started."]
+        lines.append(
             f"Restored {out.getSize()} of {self.inputParticles.get().getSize()} particles with "
             f"{self.inputModel.get().getFileName()} ({self.sampleSteps.get()} diffusion steps, "
             f"{self.samples.get()} draw(s), post-processing {'on' if self.postProcess.get() else 'off'})."
-        ]
+        )
+        return lines
 
     def _methods(self):
         return [

@@ -301,6 +301,8 @@ class TestIsolatedRoute(BaseTest):
         self.assertEqual(restore.validate(), [])
         self.launchProtocol(restore)
         self.assertIn(f"{program} restore-particles", Path(restore.getLogPaths()[0]).read_text())
+        self.assertIn("--check-only", Path(restore.getLogPaths()[0]).read_text())  # the invention check
+        self.assertIn("excess", restore._invention())
         out = restore.outputParticles
         self.assertSetSize(out, particles.getSize())
         self.assertTrue(out.hasCTF() and out.hasAlignmentProj())

@@ -7,6 +7,7 @@ import unittest
 from pathlib import Path
 
 import numpy as np
+from pwem.objects import SetOfParticles
 from pyworkflow.tests import BaseTest, setupTestProject
 
 from nt2c_core.acquisition import Acquisition
@@ -93,7 +94,16 @@ class TestNT2CParticles(BaseTest):
             gains.append(psnr(restored, truth) - psnr(original, truth))
         self.assertEqual(len(files), 2)
         self.assertGreater(float(np.mean(gains)), 2.0, f"mean PSNR gain {np.mean(gains):.2f} dB")
-        self.assertIn("Restored 24 of 24 particles", "\n".join(prot._summary()))
+        summary = "\n".join(prot._summary())
+        self.assertIn("Restored 24 of 24 particles", summary)
+        # the invention check ran, and its verdict travels with the output set (sqlite properties)
+        report = prot._invention()
+        self.assertEqual(report["images"], RESTORER.invention_images)
+        self.assertEqual(summary.startswith("WARNING: INVENTION"), report["flagged"], summary)
+        stored = SetOfParticles(filename=out.getFileName())
+        self.assertAlmostEqual(float(stored.getProperty("nt2cInventionExcess")), report["excess"], places=5)
+        self.assertEqual(stored.getProperty("nt2cInventionFlagged"), str(report["flagged"]))
+        self.assertAlmostEqual(out.nt2cInventionExcess.get(), report["excess"], places=5)  # project database
         self.assertEqual(prot._citations(), ["Zhang2024SR3"])
         raws, restored, ids = particle_pairs(prot, 20, 8)  # a page at the end: only 4 remain
         self.assertEqual(len(ids), 4)
@@ -101,6 +111,26 @@ class TestNT2CParticles(BaseTest):
         path = Path(self.proj.getPath()) / "pairs.png"
         fig.savefig(path)
         self.assertGreater(path.stat().st_size, 5000)
+
+    def test_uncertainty_is_a_second_particle_set(self):
+        """Two draws per particle: outputVariance holds each particle's variance over the draws,
+        with the same objIds; one draw is refused before running."""
+        particles = self._import_particles()
+        model = self._import_model()
+        prot = self.newProtocol(ProtNT2CRestoreParticles, sampleSteps=2, samples=1, uncertainty=True, inventionImages=0)
+        prot.inputParticles.set(particles)
+        prot.inputModel.set(model)
+        self.assertTrue(any("'Draws averaged' >= 2" in e for e in prot.validate()))
+        prot.samples.set(2)
+        self.assertEqual(prot.validate(), [])
+        self.launchProtocol(prot)
+        self.assertIn("Invention check off", "\n".join(prot._summary()))
+        variance = prot.outputVariance
+        self.assertSetSize(variance, 24)
+        self.assertEqual(sorted(variance.getIdSet()), sorted(prot.outputParticles.getIdSet()))
+        first = variance.getFirstItem()
+        values = read_mrc(first.getFileName(), allow_stack=True)[0][first.getIndex() - 1]
+        self.assertTrue(np.all(values >= 0) and values.mean() > 0)
 
     def test_restorer_of_another_kind_is_refused_before_running(self):
         particles = self._import_particles()
