@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 
-.PHONY: demo test lint bench clean scipion-check
+.PHONY: demo test lint bench clean scipion-check relion-check
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 # make bench: its own virtualenv for the baselines (CPU torch, Topaz without torchvision, BM3D),
-# never in the package's dependencies; then speed/memory benches and the side-by-side comparison.
+# never in the package's dependencies, and the third-party simulators (ttsim3d, torch-fourier-slice,
+# torch-ctf) that judge the restorers on data the project did not make; then speed/memory benches and the side-by-side comparison.
 EXT_VENV := benchmarks/.venv-external
 EXT_STAMP := $(EXT_VENV)/.installed
 
@@ -40,12 +41,18 @@ $(EXT_STAMP):
 	$(EXT_VENV)/bin/pip install --quiet --no-deps topaz-em==0.3.20
 	$(EXT_VENV)/bin/pip install --quiet tqdm h5py numpy pandas psutil scikit-learn scipy pillow future mrcfile \
 		"setuptools<81" bm3d==4.0.3 bm4d==4.2.5
+	$(EXT_VENV)/bin/pip install --quiet "$(TORCH)" ttsim3d==0.4.2 torch-fourier-slice==0.6.0 torch-ctf==0.6.0
 	touch $(EXT_STAMP)
 
 bench: $(STAMP) $(EXT_STAMP)
 	cd benchmarks && ../$(PY) bench_simulate.py && ../$(PY) bench_denoise.py && ../$(PY) bench_compare.py \
 		&& ../$(PY) bench_real_picked.py && ../$(PY) bench_noise_model.py && ../$(PY) bench_ice_gradient.py && ../$(PY) bench_tomo.py && ../$(PY) bench_particles.py \
-		&& ../$(PY) bench_downstream.py
+		&& ../$(PY) bench_downstream.py && ../$(PY) bench_poses.py
+
+# make relion-check: the slow RELION chains (scipion-em-relion's 3-D auto-refine with 3 MPI processes on
+# SR3-restored particles, poses assigned to the raw particles, RELION's reconstruction); minutes on 2 CPUs.
+relion-check: $(STAMP)
+	NT2C_SLOW_TESTS=1 $(PY) -m pytest -v nt2c_scipion/tests/test_relion_particles.py
 
 # make scipion-check: Scipion as a facility gets it (scipion-installer, installp --devel, the template
 # chooser's code, the scheduler, uninstallp); Scipion is cached in .scipion-check/ (about 5 min the first time).

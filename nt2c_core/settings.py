@@ -636,6 +636,10 @@ def replace(settings, **changes):
 
 
 SR3 = {"name": "sr3-restorer", "width": 32, "levels": 3, "refine_width": 16}  # diffusion U-Net + post-processing
+# Particle restorers: SR3 (diffusion + post-processing) or the NT2C U-Net trained on the same pairs
+# (MSE, one pass at restoration: the baseline any generative restorer has to beat).
+RESTORER_METHODS = ("sr3", "unet")
+PARTICLE_UNET = {"name": "unet", "width": 24, "first_kernel": 11}
 PARTICLE_NOISE = ("simulated", "patches")  # noise of simulated particle pairs (nt2c_core.particles.simulate)
 # Contrast of particle stacks on disk: 'white' (protein bright: RELION's convention, what relion_refine
 # and relion_reconstruct expect without --invert_contrast) or 'dark' (physical contrast, as in raw micrographs).
@@ -717,9 +721,11 @@ MAX_RESTORER_SAMPLES = 64  # draws averaged per particle: past this the mean no 
 
 @dataclass
 class RestorerConfig:
-    """The SR3 particle restorer (``nt2c train-restorer``, ``nt2c restore-particles``, the Scipion
+    """The particle restorer (``nt2c train-restorer``, ``nt2c restore-particles``, the Scipion
     particle protocols). See :mod:`nt2c_core.particles.sr3` for the method.
 
+    method: 'sr3' (the diffusion restorer) or 'unet' (the NT2C U-Net trained on the same pairs with
+    MSE: one pass, no draws; width is its channel count, the SR3-only settings are unused);
     steps/batch_size/lr: training of the diffusion U-Net (Adam, cosine decay); width/levels: its
     channels at full resolution and its number of resolution levels; sample_steps: DDIM steps of
     restoration (the paper's count is not public; 4 measured best with post-processing); samples: restored
@@ -733,6 +739,7 @@ class RestorerConfig:
     restored, 0 = no check; excess correlation over blurred noise that flags the restorer, see
     :mod:`nt2c_core.particles.invention`); seed; log_every / checkpoint_every [steps]."""
 
+    method: str = "sr3"
     steps: int = 3000
     batch_size: int = 16
     lr: float = 5e-4
@@ -753,6 +760,8 @@ class RestorerConfig:
     checkpoint_every: int = 250
 
     def architecture(self) -> dict:
+        if self.method == "unet":
+            return {**PARTICLE_UNET, "width": self.width}
         return {**SR3, "width": self.width, "levels": self.levels, "refine_width": self.refine_width}
 
     def diffusion_loop(self) -> LoopConfig:
@@ -788,6 +797,7 @@ class RestorerConfig:
             self,
             section,
             {
+                "method": (lambda v: v in RESTORER_METHODS, f"must be one of {', '.join(RESTORER_METHODS)}"),
                 "steps": (at_least_one, "must be at least 1"),
                 "batch_size": (at_least_one, "must be at least 1"),
                 "lr": (positive, "learning rate must be positive"),

@@ -90,7 +90,7 @@ def train_denoiser(
     network = network.to(dev, memory_format=torch.channels_last).train()
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
     schedule = lambda step: _cosine(step, config)  # noqa: E731
-    autocast, scaler = _amp(dev, config.amp)
+    autocast, scaler = mixed_precision(dev, config.amp)
     start, log, running = 0, [], []
     ckpt = checkpoint_path(output)
     if resume and ckpt.exists():
@@ -191,7 +191,7 @@ def _cosine(step: int, config: TrainConfig) -> float:
     return low + 0.5 * (config.lr - low) * (1 + math.cos(math.pi * t))
 
 
-def _amp(dev: torch.device, enabled: bool):
+def mixed_precision(dev: torch.device, enabled: bool):
     """(autocast context factory, grad scaler): bf16 (or fp16 with scaling) on CUDA, off on CPU."""
     if dev.type != "cuda" or not enabled:
         return contextlib.nullcontext, torch.amp.GradScaler("cuda", enabled=False)
@@ -316,7 +316,7 @@ def fit(
     torch.manual_seed(config.seed)
     network = (architecture if isinstance(architecture, nn.Module) else build(architecture)).to(dev).train()
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
-    autocast, scaler = _amp(dev, config.amp)
+    autocast, scaler = mixed_precision(dev, config.amp)
     start, log, running = 0, [], []
     if checkpoint is not None and checkpoint.exists():
         start, log = _load_fit_checkpoint(checkpoint, network, optimizer, config)

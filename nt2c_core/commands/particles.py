@@ -8,16 +8,26 @@ import logging
 from dataclasses import fields
 
 from ..acquisition import Acquisition
-from ..settings import DETECTORS, PARTICLE_CONTRAST, PARTICLE_NOISE, RESTORER, ParticleSimulationConfig, RestorerConfig
+from ..settings import (
+    DETECTORS,
+    PARTICLE_CONTRAST,
+    PARTICLE_NOISE,
+    RESTORER,
+    RESTORER_METHODS,
+    ParticleSimulationConfig,
+    RestorerConfig,
+)
 from . import add_settings_argument, register, settings_or_options
 
 log = logging.getLogger(__name__)
 
 RESTORER_HELP = {
-    "steps": "diffusion U-Net training steps",
+    "method": "sr3: the diffusion restorer (+ post-processing); unet: the NT2C U-Net trained on the same pairs "
+    "(MSE, one pass; the baseline a generative restorer must beat)",
+    "steps": "diffusion U-Net training steps (U-Net: its training steps)",
     "batch_size": "particles per training step",
     "lr": "Adam learning rate of the diffusion U-Net (cosine decay)",
-    "width": "diffusion U-Net channels at full resolution",
+    "width": "diffusion U-Net channels at full resolution (U-Net: its width)",
     "levels": "resolution levels of both U-Nets",
     "sample_steps": "DDIM steps per restoration",
     "samples": "restored draws averaged per particle",
@@ -57,6 +67,8 @@ def add_restorer_arguments(
         help_text = RESTORER_HELP[f.name] + ("" if defaults else " (default: the model's)")
         if isinstance(getattr(RESTORER, f.name), bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        elif f.name == "method":
+            p.add_argument(flag, choices=RESTORER_METHODS, default=default, help=help_text)
         else:
             p.add_argument(flag, type=type(getattr(RESTORER, f.name)), default=default, help=help_text)
 
@@ -281,13 +293,13 @@ register(
 )
 register(
     "train-restorer",
-    "Train the SR3 diffusion restorer (+ post-processing U-Net) on simulated particles.",
+    "Train a particle restorer on simulated particles: SR3 diffusion (+ post-processing U-Net) or a U-Net.",
     add_train_arguments,
     run_train,
 )
 register(
     "restore-particles",
-    "Restore particle images (MRC stacks or a RELION STAR file) with an SR3 restorer.",
+    "Restore particle images (MRC stacks or a RELION STAR file) with a restorer (SR3 or U-Net).",
     add_restore_arguments,
     run_restore,
 )

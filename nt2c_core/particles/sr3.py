@@ -49,7 +49,7 @@ from ..logs import progress as progress_bar
 from ..logs import staged
 from ..models.store import fingerprint, load_model_with_extras, save_model
 from ..settings import RESTORER, RestorerConfig
-from ..training import _amp, fit, write_loss_log
+from ..training import fit, mixed_precision, write_loss_log
 from .invention import InventionReport, invention_check, training_references
 from .star import ParticleTable, read_stack
 
@@ -150,6 +150,20 @@ def train_restorer(
             torch.from_numpy(eps),
             torch.from_numpy(t),
         )
+
+    if config.method == "unet":  # the U-Net baseline: the same batches, MSE to the clean target
+
+        def unet_loss(network, yb, xb, eps, t):
+            return {"loss": F.mse_loss(network(yb).float(), xb)}
+
+        ckpt = work_dir / "unet.ckpt" if work_dir else None
+        result = fit(
+            config.architecture(), batch, unet_loss, config.diffusion_loop(), ckpt, device, progress, stop_after,
+            desc="particle U-Net",
+        )  # fmt: skip
+        log = [{"phase": "unet", **row} for row in result.log]
+        references = training_references(np.asarray(clean, np.float32))
+        return RestorerResult(result.network.eval(), scale, log, time.perf_counter() - t0, references)
 
     def loss_fn(network, yb, xb, eps, t):
         g = gamma_of(t)[:, None, None, None]
@@ -263,7 +277,7 @@ def sample(
     (unbiased; needs ``samples`` >= 2)."""
     dev = torch.device(device)
     network = network.to(dev).eval()
-    autocast, _ = _amp(dev, config.amp)
+    autocast, _ = mixed_precision(dev, config.amp)
     n, box = condition.shape[0], condition.shape[-1]
     out = np.zeros((n, box, box), np.float32)
     squares = np.zeros((n, box, box), np.float64) if variance else None
@@ -296,6 +310,18 @@ def sample(
 
 
 @torch.inference_mode()
+def unet_pass(network, condition: np.ndarray, device: str = "cpu", batch: int = 64) -> np.ndarray:
+    """The U-Net restorer on normalized particles (scaled units)."""
+    dev = torch.device(device)
+    network = network.to(dev).eval()
+    out = np.empty_like(condition)
+    for start in range(0, len(condition), batch):
+        y = torch.from_numpy(np.ascontiguousarray(condition[start : start + batch]))[:, None].to(dev)
+        out[start : start + batch] = network(y)[:, 0].float().cpu().numpy()
+    return out
+
+
+@torch.inference_mode()
 def refine(network, restored: np.ndarray, condition: np.ndarray, device: str = "cpu", batch: int = 64) -> np.ndarray:
     """The post-processing U-Net applied to restored particles (scaled units)."""
     dev = torch.device(device)
@@ -322,6 +348,10 @@ def restore_images(
     the post-processing U-Net. ``variance``: also each pixel's variance over the ``samples`` draws
     of the diffusion model (before post-processing), in the images' units squared."""
     norm = NormalizedStack.of(images)
+    if config.method == "unet":
+        if variance:
+            raise InputError("a U-Net restorer gives one image per particle: no variance over draws")
+        return norm.restore(unet_pass(network, norm.data, device, config.batch), signal_scale)
     indices = np.arange(len(norm.data)) if indices is None else np.asarray(indices)
     restored = sample(network, norm.data, config, indices, device, progress, variance)
     if variance:
@@ -343,7 +373,7 @@ def save_restorer(
     """Write a trained restorer (kind 'particle-restorer') and its loss log next to it."""
     meta = {
         "kind": "particle-restorer",
-        "method": "SR3",
+        "method": "U-Net" if config.method == "unet" else "SR3",
         "pixel_size": pixel_size,
         "box": box,
         "signal_scale": result.signal_scale,
@@ -378,7 +408,8 @@ def train_restorer_files(
     output = Path(output)
     work = Path(work) if work is not None else output.parent / f"{output.stem}.sr3-work"
     result = train_restorer(noisy, clean, config, work, device, progress, stop_after)
-    if stop_after is not None and stop_after < config.steps + config.refine_steps:
+    planned = config.steps + (config.refine_steps if config.method == "sr3" else 0)
+    if stop_after is not None and stop_after < planned:
         return work
     return save_restorer(output, result, config, pixel, int(noisy.shape[-1]), {"pairs": str(folder)})
 
@@ -411,10 +442,13 @@ class Restorer:
         if not self.scale > 0:
             raise InputError(f"{path}: restorer metadata has no signal_scale")
         self.post, self.device = post, device
-        self.label = (
-            f"nt2c {__version__} restore-particles SR3 model-sha256={fingerprint(self.network)} "
-            f"steps={self.config.sample_steps} samples={self.config.samples} post={int(post)}"
-        )
+        if self.config.method == "unet":
+            self.label = f"nt2c {__version__} restore-particles U-Net model-sha256={fingerprint(self.network)}"
+        else:
+            self.label = (
+                f"nt2c {__version__} restore-particles SR3 model-sha256={fingerprint(self.network)} "
+                f"steps={self.config.sample_steps} samples={self.config.samples} post={int(post)}"
+            )
 
     def restore(
         self,
@@ -473,7 +507,7 @@ def restorer_config(meta: dict, overrides: dict | None = None) -> RestorerConfig
     from dataclasses import replace
 
     saved = meta.get("training", {})
-    keys = ("sample_steps", "samples", "seed", "batch", "amp", "invention_images", "invention_threshold")
+    keys = ("method", "sample_steps", "samples", "seed", "batch", "amp", "invention_images", "invention_threshold")
     config = replace(RESTORER, **{k: saved[k] for k in keys if k in saved})
     return replace(config, **{k: v for k, v in (overrides or {}).items() if v is not None}).validate()
 

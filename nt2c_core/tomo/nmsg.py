@@ -51,7 +51,7 @@ from ..metrics import fit_scale_offset
 from ..models.store import fingerprint, load_model, save_model
 from ..noise.synthesize import train_noise_gan
 from ..settings import NMSG, GANConfig, NMSGConfig
-from ..training import FitResult, _amp, fit, write_loss_log
+from ..training import FitResult, fit, mixed_precision, write_loss_log
 from .noise import (
     GAN_PATCH,
     CubeMosaic,
@@ -269,7 +269,7 @@ def apply_network(
     network = network.to(dev).eval()
     out = np.empty_like(volume, dtype=np.float32)
     starts = [range(0, n, t) for n, t in zip(volume.shape, tile)]
-    autocast, _ = _amp(dev, True)
+    autocast, _ = mixed_precision(dev, True)
     for z in starts[0]:
         for y in starts[1]:
             for x in starts[2]:

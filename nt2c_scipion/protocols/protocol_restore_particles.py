@@ -202,19 +202,7 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
             write_json(self._inventionPath(), report.to_dict())
         else:
             out = Path(self._getTmpPath("invention"))
-            self._runNT2C(
-                "restore-particles",
-                "--check-only",
-                "--model",
-                os.path.abspath(self.inputModel.get().getFileName()),
-                "-o",
-                str(out.absolute()),
-                "--device",
-                self._cliDevice(),
-                *([] if self.postProcess.get() else ["--no-post"]),
-                *[arg for key, value in overrides.items() for arg in (f"--{key.replace('_', '-')}", value)],
-                os.path.abspath(stack),
-            )
+            self._runRestore(out, overrides, "--check-only", os.path.abspath(stack))
             shutil.move(str(out / "invention.json"), self._inventionPath())
         report = self._invention()
         (self.warning if report["flagged"] else self.info)(f"NT2C invention check: {report['message']}")
@@ -276,7 +264,18 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
         lines += [f"{index:06d}@{os.path.abspath(stack)}" for _, index in rows]
         star.write_text("\n".join(lines) + "\n")
         out = Path(self._getTmpPath(f"{number + 1:03d}"))
-        post = ([] if self.postProcess.get() else ["--no-post"]) + (["--uncertainty"] if self.uncertainty.get() else [])
+        extra = ["--uncertainty"] if self.uncertainty.get() else []
+        self._runRestore(out, self._overrides(), *extra, str(star.absolute()))
+        produced = sorted((out / "Particles").glob("*_restored.mrcs"))
+        if len(produced) != 1:
+            raise RuntimeError(f"nt2c restore-particles wrote {len(produced)} stacks in {out / 'Particles'}")
+        shutil.move(str(produced[0]), dst)
+        if self.uncertainty.get():
+            shutil.move(self._variancePath(str(produced[0])), self._variancePath(dst))
+
+    def _runRestore(self, out: Path, overrides: dict, *args):
+        """The dedicated environment's ``nt2c restore-particles -o OUT`` with this form's model,
+        device, post-processing and ``overrides``, then ``args`` (options and the input)."""
         self._runNT2C(
             "restore-particles",
             "--model",
@@ -285,16 +284,10 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
             str(out.absolute()),
             "--device",
             self._cliDevice(),
-            *post,
-            *[arg for key, value in self._overrides().items() for arg in (f"--{key.replace('_', '-')}", value)],
-            str(star.absolute()),
+            *([] if self.postProcess.get() else ["--no-post"]),
+            *[arg for key, value in overrides.items() for arg in (f"--{key.replace('_', '-')}", value)],
+            *args,
         )
-        produced = sorted((out / "Particles").glob("*_restored.mrcs"))
-        if len(produced) != 1:
-            raise RuntimeError(f"nt2c restore-particles wrote {len(produced)} stacks in {out / 'Particles'}")
-        shutil.move(str(produced[0]), dst)
-        if self.uncertainty.get():
-            shutil.move(self._variancePath(str(produced[0])), self._variancePath(dst))
 
     def createOutputStep(self):
         in_set = self.inputParticles.get()

@@ -8,7 +8,7 @@ from enum import Enum
 
 import pyworkflow.protocol.params as params
 
-from nt2c_core.settings import DETECTORS, RESTORER, ParticleSimulationConfig
+from nt2c_core.settings import DETECTORS, RESTORER, RESTORER_METHODS, ParticleSimulationConfig
 
 from ..constants import OUTPUT_MODEL
 from ..objects import NT2CModel
@@ -92,6 +92,16 @@ class ProtNT2CTrainRestorer(ProtNT2CSimulationBase):
         )
         form.addSection("Training")
         form.addParam(
+            "method",
+            params.EnumParam,
+            choices=["SR3 diffusion", "U-Net"],
+            default=RESTORER_METHODS.index(RESTORER.method),
+            label="Restorer",
+            help="SR3: the conditional diffusion restorer and its post-processing U-Net. U-Net: the NT2C "
+            "U-Net trained on the same simulated pairs (one pass, no draws): the baseline a generative "
+            "restorer has to beat. Both restore in 'restore particles (SR3)' and run its invention check.",
+        )
+        form.addParam(
             "steps",
             params.IntParam,
             default=RESTORER.steps,
@@ -102,6 +112,7 @@ class ProtNT2CTrainRestorer(ProtNT2CSimulationBase):
             "refineSteps",
             params.IntParam,
             default=RESTORER.refine_steps,
+            condition="method == 0",
             label="Post-processing steps",
             help="Training steps of the post-processing U-Net (0 = none).",
         )
@@ -201,6 +212,7 @@ class ProtNT2CTrainRestorer(ProtNT2CSimulationBase):
 
         return replace(
             RESTORER,
+            method=RESTORER_METHODS[self.method.get()],
             steps=self.steps.get(),
             refine_steps=self.refineSteps.get(),
             width=self.width.get(),
@@ -301,7 +313,8 @@ class ProtNT2CTrainRestorer(ProtNT2CSimulationBase):
         if model is None:
             return ["Running or not started."]
         meta = model.getMetadata()
-        lines = [f"SR3 restorer for {meta.get('pixel_size')} Å/px, box {meta.get('box')} px: {model.getFileName()}"]
+        method, where = meta.get("method", "SR3"), model.getFileName()
+        lines = [f"{method} restorer for {meta.get('pixel_size')} Å/px, box {meta.get('box')} px: {where}"]
         try:
             sim = json.load(open(self._getExtraPath("simulation.json")))
             lines.append(

@@ -37,8 +37,10 @@ ONE_CLICK_TINY = dict(
 PARTICLE_ACQ = Acquisition(pixel_size=6.0, dose=20.0, b_factor=60.0)
 
 
-def particle_sqlite(folder: Path, stacks: int = 2, per_stack: int = 12, seed: int = 11) -> tuple[Path, dict]:
-    """Simulated apoferritin particles (box 32, 6 Å/px) in ``stacks`` MRC stacks and a Scipion
+def particle_sqlite(
+    folder: Path, stacks: int = 2, per_stack: int = 12, seed: int = 11, structure: Path = APOFERRITIN
+) -> tuple[Path, dict]:
+    """Simulated particles of ``structure`` (default apoferritin; box 32, 6 Å/px) in ``stacks`` MRC stacks and a Scipion
     SetOfParticles sqlite with each particle's CTF and projection alignment, protein white as
     RELION-extracted particles are. Returns (sqlite path, {(stack stem, index from 1): clean image})."""
     from pwem.objects import Acquisition as PwAcquisition
@@ -47,7 +49,7 @@ def particle_sqlite(folder: Path, stacks: int = 2, per_stack: int = 12, seed: in
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     sim = simulate_particles(
-        [load_structure(APOFERRITIN)],
+        [load_structure(structure)],
         ParticleSimulationConfig(PARTICLE_ACQ, box=32, count=stacks * per_stack, seed=seed),
         progress=False,
     )

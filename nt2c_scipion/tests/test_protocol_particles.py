@@ -169,6 +169,21 @@ class TestNT2CParticles(BaseTest):
         self.assertAlmostEqual(model.getPixelSize(), 6.0)
         fig, phases = training_figure(prot)
         self.assertEqual(phases, 2)
+        unet = self.newProtocol(
+            ProtNT2CTrainRestorer,
+            structureSource=1,
+            structureFile=str(APOFERRITIN),
+            count=40,
+            steps=20,
+            width=8,
+            batchSize=4,
+            method=1,
+        )
+        unet.inputSet.set(particles)
+        self.launchProtocol(unet)
+        self.assertEqual(unet.outputModel.getMetadata()["method"], "U-Net")
+        self.assertIn("U-Net restorer", "\n".join(unet._summary()))
+        self.assertEqual(training_figure(unet)[1], 1)
 
 
 class TestParticleMenu(unittest.TestCase):

@@ -320,3 +320,35 @@ def test_real_noise_patches_replace_the_simulated_noise(structures):
         )
     with pytest.raises(InputError, match="needs the data set's noise patches"):
         simulate_particles([structures["apoferritin"]], replace(base, noise="patches"), progress=False)
+
+
+def test_unet_restorer_is_a_method_of_the_same_stage(tmp_path, capsys, particles):
+    """`train-restorer --method unet`: the U-Net baseline trained on the same pairs, written as a
+    particle restorer (method U-Net, training references) that `restore-particles` applies in one
+    pass with the invention check; it gains PSNR on held-out particles; draws are refused."""
+    train, test = particles
+    (tmp_path / "pairs").mkdir()
+    write_mrc(tmp_path / "pairs" / "particles.mrcs", train.noisy, 6.0)
+    write_mrc(tmp_path / "pairs" / "clean.mrcs", train.clean, 6.0)
+    write_mrc(tmp_path / "test.mrcs", test.noisy, 6.0)
+    model = tmp_path / "unet.pt"
+    args = ["--steps", "300", "--width", "16", "--batch-size", "8", "--lr", "1e-3"]
+    assert main(["train-restorer", str(tmp_path / "pairs"), "-o", str(model), "--method", "unet", *args]) == 0
+    from nt2c_core.models.store import load_model_with_extras
+
+    _, meta, extras = load_model_with_extras(model)
+    assert meta["method"] == "U-Net" and meta["architecture"]["name"] == "unet"
+    assert extras["invention_references"].shape[-1] == 32
+    assert (
+        main(["restore-particles", str(tmp_path / "test.mrcs"), "-o", str(tmp_path / "out"), "--model", str(model)])
+        == 0
+    )
+    restored, _ = read_mrc(tmp_path / "out" / "test_restored.mrcs", allow_stack=True)
+    gain = np.mean([psnr(a, b) - psnr(c, b) for a, b, c in zip(restored, test.clean, test.noisy)])
+    assert gain > 2.0, gain
+    assert "U-Net" in " ".join(read_mrc_labels(tmp_path / "out" / "test_restored.mrcs"))
+    assert (tmp_path / "out" / "invention.json").exists()
+    capsys.readouterr()
+    rc = main(["restore-particles", str(tmp_path / "test.mrcs"), "-o", str(tmp_path / "v"), "--model", str(model),
+               "--samples", "2", "--uncertainty"])  # fmt: skip
+    assert rc == 2 and "no variance over draws" in capsys.readouterr().err
