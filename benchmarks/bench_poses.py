@@ -42,13 +42,12 @@ import mrcfile  # noqa: E402
 import starfile  # noqa: E402
 import torch  # noqa: E402
 from _common import save  # noqa: E402
-from bench_particles import apply_unet, train_unet  # noqa: E402
 from scipy.ndimage import gaussian_filter  # noqa: E402
 
 from nt2c_core.acquisition import Acquisition  # noqa: E402
 from nt2c_core.io import write_mrc  # noqa: E402
 from nt2c_core.metrics import fsc, psnr  # noqa: E402
-from nt2c_core.particles.invention import correlation_scores, training_references  # noqa: E402
+from nt2c_core.particles.invention import correlation_scores  # noqa: E402
 from nt2c_core.particles.maps import spherical_mask  # noqa: E402
 from nt2c_core.particles.simulate import simulate_particle_files  # noqa: E402
 from nt2c_core.particles.sr3 import Restorer, restore_particles, train_restorer_files  # noqa: E402
@@ -205,15 +204,15 @@ def main(argv=None) -> int:
             simulate_particle_files([TRAIN], config, sim, progress=False)
         noisy_t, clean_t = stack(sim / "particles.mrcs"), stack(sim / "clean.mrcs")
         train_snr = float(clean_t.var() / (noisy_t - clean_t).var())
-        restorer_path = work / f"sr3_{tag}.pt"
-        t0 = time.time()
-        if not restorer_path.exists():
-            cfg = dataclasses.replace(RESTORER, steps=args.steps, refine_steps=args.refine_steps)
-            train_restorer_files(sim, restorer_path, cfg, work / f"sr3_{tag}.work", progress=False)
-        sr3_seconds = time.time() - t0
-        unet = train_unet(noisy_t, clean_t, args.steps, RESTORER.batch_size) if "unet" in args.arms else None
-        print(f"{tag}: training dose {dose:.2f} e/Å² (SNR {train_snr:.3f}), SR3 {sr3_seconds:.0f} s", flush=True)
-        restorer = Restorer(restorer_path)
+        models, seconds = {}, {}
+        for method in [m for m in ("sr3", "unet") if m in args.arms]:  # the user's route for both
+            models[method] = work / f"{method}_{tag}.pt"
+            t0 = time.time()
+            if not models[method].exists():
+                cfg = dataclasses.replace(RESTORER, method=method, steps=args.steps, refine_steps=args.refine_steps)
+                train_restorer_files(sim, models[method], cfg, work / f"{method}_{tag}.work", progress=False)
+            seconds[method] = round(time.time() - t0, 1)
+        print(f"{tag}: training dose {dose:.2f} e/Å² (SNR {train_snr:.3f}), training {seconds} s", flush=True)
         maps = {}
         for name, structure, seed in (("train", TRAIN, 1), ("unseen", UNSEEN, 2)):
             case = work / f"{name}_{tag}"
@@ -232,14 +231,12 @@ def main(argv=None) -> int:
             images = {"raw": raw}
             if "gaussian" in args.arms:
                 images["gaussian"] = np.stack([gaussian_filter(a, sigma) for a in raw]).astype(np.float32)
-            if unet is not None:
-                images["unet"] = apply_unet(unet, raw).astype(np.float32)
-            report = None
-            if "sr3" in args.arms:
-                rep = restore_particles([case / "particles.star"], case / "sr3", restorer_path, progress=False)
-                images["sr3"] = stack(rep.outputs[0])
-                report = rep.invention.to_dict() if rep.invention else None
-            entry = {"third_party": params, "gaussian_sigma_px": sigma, "invention_check": report, "arms": {}}
+            checks = {}
+            for method, path in models.items():  # restore-particles, with its invention check
+                done = restore_particles([case / "particles.star"], case / method, path, progress=False)
+                images[method] = stack(done.outputs[0])
+                checks[method] = done.invention.to_dict() if done.invention else None
+            entry = {"third_party": params, "gaussian_sigma_px": sigma, "invention_check": checks, "arms": {}}
             for arm, data in images.items():
                 star = case / "particles.star" if arm == "raw" else write_arm(data, case / "particles.star", case, arm)
                 scores = {"psnr_dB": round(float(np.mean([psnr(a, b) for a, b in zip(data, clean)])), 2)}
@@ -259,8 +256,8 @@ def main(argv=None) -> int:
                 save("poses-quick" if args.quick else "poses", {**results, "partial": True})
             if name == "train" and "sr3" in args.arms:  # the simulation's own pure-noise images
                 noise = stack(case / "noise.mrcs")
-                refs = training_references(clean_t)
-                against = (refs["invention_references"], refs["invention_mean"])
+                restorer = Restorer(models["sr3"])
+                against = restorer.references  # the training references stored in the model file
                 entry["pure_noise"] = {
                     "restored": correlation_scores(restorer.restore(noise, progress=False), *against),
                     "raw": correlation_scores(noise, *against),
@@ -286,7 +283,7 @@ def main(argv=None) -> int:
                 entry["cross_structure"] = imposed
                 print(f"  cross-structure {tag}: {imposed}", flush=True)
             results["cases"][f"{name}_{tag}"] = entry
-        results["cases"][f"training_{tag}"] = {"dose": dose, "snr": train_snr, "sr3_seconds": round(sr3_seconds, 1)}
+        results["cases"][f"training_{tag}"] = {"dose": dose, "snr": train_snr, "training_seconds": seconds}
     results["seconds"] = round(time.time() - t_start, 1)
     save("poses-quick" if args.quick else "poses", {**results, "partial": False})
     return 0

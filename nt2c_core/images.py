@@ -26,3 +26,10 @@ def bin_image(image: np.ndarray, factor: int) -> np.ndarray:
         raise InputError(f"image of {image.shape[0]} x {image.shape[1]} px is too small to bin by {factor}")
     h, w = (image.shape[0] // factor) * factor, (image.shape[1] // factor) * factor
     return image[:h, :w].reshape(h // factor, factor, w // factor, factor).mean((1, 3)).astype(np.float32)
+
+
+def dihedral(a: np.ndarray, k: int) -> np.ndarray:
+    """One of the 8 flips / quarter turns (k = 0..7) of the last two axes: k % 4 quarter turns,
+    then a left-right flip for k >= 4."""
+    a = np.rot90(a, k % 4, axes=(-2, -1))
+    return a[..., ::-1] if k >= 4 else a

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..images import dihedral
 
 logger = logging.getLogger(__name__)
 INVENTION_THRESHOLD = 0.05  # excess correlation over the Gaussian control that flags invention
@@ -50,11 +51,10 @@ def unit_images(images: np.ndarray) -> np.ndarray:
 
 def _dihedral_stack(images: np.ndarray) -> np.ndarray:
     """The 8 flips / quarter turns of each image, (8 N, box, box)."""
-    turns = [np.rot90(images, k, axes=(-2, -1)) for k in range(4)]
-    return np.concatenate(turns + [t[..., ::-1] for t in turns])
+    return np.concatenate([dihedral(images, k) for k in range(8)])
 
 
-def training_references(clean: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
+def training_references(clean: np.ndarray) -> dict[str, np.ndarray]:
     """What a restorer stores to be checked later: up to ``REFERENCE_FLOATS / box²`` (8-64)
     training clean images, evenly spread through the set, and the mean of all of them averaged over
     the 8 flips / quarter turns the training augments with (float32, unit norm)."""

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 
 from .. import __version__
 from ..errors import InputError
+from ..images import dihedral
 from ..io import ensure_writable_dir, read_mrc, write_json, write_mrc
 from ..logs import progress as progress_bar
 from ..logs import staged
@@ -93,12 +94,6 @@ class NormalizedStack:
         return (data / scale * self.std[:, None, None] + self.mean[:, None, None]).astype(np.float32)
 
 
-def _dihedral(a: np.ndarray, k: int) -> np.ndarray:
-    """One of the 8 flips / quarter turns of the last two axes."""
-    a = np.rot90(a, k % 4, axes=(-2, -1))
-    return a[..., ::-1] if k >= 4 else a
-
-
 @dataclass
 class RestorerResult:
     """A trained restorer, its signal scale, loss log and seconds."""
@@ -131,6 +126,7 @@ def train_restorer(
     x0 = x0 * scale
     # empty boxes: the pair's own noise (noisy - clean) as the condition, an empty box as the target
     empty = NormalizedStack.of(np.asarray(noisy, np.float32) - np.asarray(clean, np.float32), "noise").data
+    references = training_references(np.asarray(clean, np.float32))  # stored with the model (invention check)
     work_dir = ensure_writable_dir(work) if work is not None else None
     t0 = time.perf_counter()
     n = len(x0)
@@ -140,8 +136,8 @@ def train_restorer(
         idx = rng.integers(0, n, config.batch_size)
         turns = rng.integers(0, 8, config.batch_size)
         blank = rng.random(config.batch_size) < config.empty_fraction
-        yb = np.stack([_dihedral((empty if b else y.data)[i], k) for i, k, b in zip(idx, turns, blank)])[:, None]
-        xb = np.stack([_dihedral(x0[i], k) * (not b) for i, k, b in zip(idx, turns, blank)])[:, None]
+        yb = np.stack([dihedral((empty if b else y.data)[i], k) for i, k, b in zip(idx, turns, blank)])[:, None]
+        xb = np.stack([dihedral(x0[i], k) * (not b) for i, k, b in zip(idx, turns, blank)])[:, None]
         eps = rng.standard_normal(xb.shape, dtype=np.float32)
         t = rng.random(config.batch_size).astype(np.float32)
         return (
@@ -162,7 +158,6 @@ def train_restorer(
             desc="particle U-Net",
         )  # fmt: skip
         log = [{"phase": "unet", **row} for row in result.log]
-        references = training_references(np.asarray(clean, np.float32))
         return RestorerResult(result.network.eval(), scale, log, time.perf_counter() - t0, references)
 
     def loss_fn(network, yb, xb, eps, t):
@@ -207,7 +202,6 @@ def train_restorer(
             None if stop_after is None else stop_after - config.steps,
         )
         log += [{"phase": "refine", **row} for row in refined.log]
-    references = training_references(np.asarray(clean, np.float32))
     return RestorerResult(network.eval(), scale, log, time.perf_counter() - t0, references)
 
 
@@ -229,7 +223,7 @@ def _train_refine(
         idx = rng.integers(0, n, config.batch_size)
         turns = rng.integers(0, 8, config.batch_size)
         stack = [
-            np.stack([_dihedral(a[i], k) for i, k in zip(idx, turns)])[:, None] for a in (restored, condition, target)
+            np.stack([dihedral(a[i], k) for i, k in zip(idx, turns)])[:, None] for a in (restored, condition, target)
         ]
         return tuple(torch.from_numpy(np.ascontiguousarray(s)) for s in stack)
 
@@ -275,6 +269,8 @@ def sample(
     ``config.samples`` draws averaged, batches of ``config.batch``; ``indices``: the particles'
     numbers (they seed the start noise). ``variance``: also the per-pixel variance over the draws
     (unbiased; needs ``samples`` >= 2)."""
+    if variance and config.samples < 2:
+        raise InputError("a per-particle variance needs at least 2 draws (--samples 2 or more)")
     dev = torch.device(device)
     network = network.to(dev).eval()
     autocast, _ = mixed_precision(dev, config.amp)
@@ -303,8 +299,6 @@ def sample(
                 squares[start:stop] += draw_x0.astype(np.float64) ** 2
     if squares is None:
         return out
-    if config.samples < 2:
-        raise InputError("a per-particle variance needs at least 2 draws (--samples 2 or more)")
     spread = (squares - config.samples * out.astype(np.float64) ** 2) / (config.samples - 1)
     return out, np.maximum(spread, 0).astype(np.float32)
 
@@ -377,6 +371,7 @@ def save_restorer(
         "pixel_size": pixel_size,
         "box": box,
         "signal_scale": result.signal_scale,
+        "invention_check": bool(result.references),  # the file holds training references
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
         "seed": config.seed,
         "source": source,
@@ -562,7 +557,12 @@ def restore_particles(
     refs = table.image_refs() if stars else []
     stacks = sorted({s for _, s in refs}, key=[s for _, s in refs].index)
     paths = [table.resolve(s) for s in stacks] if stars else inputs
-    invention = restorer.check_invention(read_stack(paths[0])[0][:512])  # the data's spectrum
+    first = {paths[0]: read_stack(paths[0])}  # read once: the check's spectrum, then restored
+
+    def stack_of(path: Path) -> tuple[np.ndarray, float]:
+        return first.pop(path) if path in first else read_stack(path)  # (the first stack not kept after)
+
+    invention = restorer.check_invention(first[paths[0]][0][:512])
     labels = [restorer.label]
     if invention is not None:
         write_json(_never_input(out_dir / "invention.json", inputs + paths), invention.to_dict())
@@ -587,7 +587,7 @@ def restore_particles(
         sub = ensure_writable_dir(out_dir / "Particles")
         outputs, new_names, total = [], [None] * len(refs), 0
         for stack, path, name in zip(stacks, paths, names):
-            images, pixel = read_stack(path)
+            images, pixel = stack_of(path)
             rows = [i for i, (_, s) in enumerate(refs) if s == stack]
             index = [refs[i][0] for i in rows]
             if max(index) >= len(images):
@@ -602,7 +602,7 @@ def restore_particles(
         return RestoreReport(outputs, star_out, total, time.perf_counter() - t0, warnings, invention, variances)
     outputs, total = [], 0
     for path, name in zip(inputs, unique_names(inputs, "_restored.mrcs")):
-        images, pixel = read_stack(path)
+        images, pixel = stack_of(path)
         warnings += restorer.check_pixel(pixel, path)
         outputs.append(write(out_dir / name, images, pixel, np.arange(total, total + len(images))))
         total += len(images)

@@ -151,7 +151,7 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
             self._insertFunctionStep(self.restoreStep, i, stack, prerequisites=[convert])
             for i, stack in enumerate(self._stacks())
         ]
-        if self.inventionImages.get():
+        if self.inventionImages.get() and self._canCheckInvention():
             deps.append(self._insertFunctionStep(self.inventionCheckStep, prerequisites=[convert]))
         self._insertFunctionStep(self.createOutputStep, prerequisites=deps, needsGPU=False)
 
@@ -181,29 +181,26 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
     def _inventionPath(self) -> str:
         return self._getExtraPath("invention.json")
 
+    def _canCheckInvention(self) -> bool:
+        """Whether the restorer file holds the training references the check needs (files written
+        before nt2c checked invention do not)."""
+        model = self.inputModel.get()
+        return model is not None and bool(model.getMetadata().get("invention_check"))
+
     def inventionCheckStep(self):
-        """Restore noise matched to the first stack's particles and score it against the training
-        structure (nt2c_core.particles.invention); writes extra/invention.json."""
+        """``restore-particles --check-only`` on the first stack (in-process or through the
+        dedicated environment): extra/invention.json."""
         stack = self._stacks()[0]
         overrides = {**self._overrides(), "invention_images": self.inventionImages.get()}
+        out = Path(self._getTmpPath("invention"))
         if self._inProcess():
-            from nt2c_core.io import write_json
-            from nt2c_core.logs import stage
-            from nt2c_core.particles.sr3 import Restorer
-            from nt2c_core.particles.star import read_stack
+            from nt2c_core.particles.sr3 import restore_particles
 
-            device = self._device()
-            with stage("invention check", device):
-                restorer = Restorer(self.inputModel.get().getFileName(), overrides, self.postProcess.get(), device)
-                report = restorer.check_invention(read_stack(stack)[0][:512])
-            if report is None:
-                self.warning("The invention check could not run (see the log): restored images are unchecked.")
-                return
-            write_json(self._inventionPath(), report.to_dict())
+            model = self.inputModel.get().getFileName()
+            restore_particles([stack], out, model, overrides, self.postProcess.get(), self._device(), check_only=True)
         else:
-            out = Path(self._getTmpPath("invention"))
             self._runRestore(out, overrides, "--check-only", os.path.abspath(stack))
-            shutil.move(str(out / "invention.json"), self._inventionPath())
+        shutil.move(str(out / "invention.json"), self._inventionPath())
         report = self._invention()
         (self.warning if report["flagged"] else self.info)(f"NT2C invention check: {report['message']}")
 
@@ -376,6 +373,11 @@ class ProtNT2CRestoreParticles(ProtNT2CBase):
             )
         elif self.inventionImages.get() == 0:
             lines.append("Invention check off: restored images were not checked for invented structure.")
+        elif not self._canCheckInvention():
+            lines.append(
+                "Not checked for invented structure: the restorer file holds no training references "
+                "(written before nt2c checked invention); retrain it to have it checked."
+            )
         if out is None:
             return lines + ["Running or not started."]
         lines.append(
