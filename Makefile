@@ -41,13 +41,13 @@ $(EXT_STAMP):
 	$(EXT_VENV)/bin/pip install --quiet --no-deps topaz-em==0.3.20
 	$(EXT_VENV)/bin/pip install --quiet tqdm h5py numpy pandas psutil scikit-learn scipy pillow future mrcfile \
 		"setuptools<81" bm3d==4.0.3 bm4d==4.2.5
-	$(EXT_VENV)/bin/pip install --quiet "$(TORCH)" ttsim3d==0.4.2 torch-fourier-slice==0.6.0 torch-ctf==0.6.0
+	$(EXT_VENV)/bin/pip install --quiet "$(TORCH)" ttsim3d==0.4.2 torch-fourier-slice==0.6.0 torch-ctf==0.6.0 torch-fourier-filter==0.6.0
 	touch $(EXT_STAMP)
 
 bench: $(STAMP) $(EXT_STAMP)
 	cd benchmarks && ../$(PY) bench_simulate.py && ../$(PY) bench_denoise.py && ../$(PY) bench_compare.py \
 		&& ../$(PY) bench_real_picked.py && ../$(PY) bench_noise_model.py && ../$(PY) bench_ice_gradient.py && ../$(PY) bench_tomo.py && ../$(PY) bench_particles.py \
-		&& ../$(PY) bench_downstream.py && ../$(PY) bench_poses.py
+		&& ../$(PY) bench_downstream.py && ../$(PY) bench_poses.py && ../$(PY) bench_tomo_third_party.py
 
 # make relion-check: the slow RELION chains (scipion-em-relion's 3-D auto-refine with 3 MPI processes on
 # SR3-restored particles, poses assigned to the raw particles, RELION's reconstruction); minutes on 2 CPUs.

@@ -6,7 +6,9 @@ installs ttsim3d, torch-fourier-slice and torch-ctf there):
   python particles.py STRUCTURE.pdb[.gz] -o OUT --count 1000 --snr 0.1 [--box 64 --pixel-size 4]
 
 - potential: ttsim3d (Lobato-Dyson atomic form factors), ``box``³ at ``pixel-size`` [Å], the
-  atoms centred; the noise-free map is written as OUT/map.mrc (the truth of every FSC);
+  atoms centred, computed at that pixel size (``upsampling=1``: ttsim3d 0.4.2's Fourier crop after
+  up-sampling fftshifts the rfft's half axis too and keeps the wrong frequencies, a noise-like map);
+  the noise-free map is written as OUT/map.mrc (the truth of every FSC);
 - projections: torch-fourier-slice central slices (2x padding) at uniformly random orientations
   (RELION's angles; the matrix given to torch-fourier-slice is RELION's A transposed unless
   ``--no-transpose``, the convention that ``relion_reconstruct`` turns back into the map, checked
@@ -72,7 +74,7 @@ def potential(structure: Path, box: int, pixel: float) -> np.ndarray:
             pixel_spacing=pixel,
             volume_shape=(box, box, box),
             simulator_config=SimulatorConfig(
-                voltage=VOLTAGE, apply_dose_weighting=False, apply_dqe=False, upsampling=-1, store_volume=True
+                voltage=VOLTAGE, apply_dose_weighting=False, apply_dqe=False, upsampling=1, store_volume=True
             ),
         )
         return sim.run(device="cpu").numpy().astype(np.float32)

@@ -18,7 +18,15 @@ from nt2c_core.metrics import fsc, psnr
 from nt2c_core.settings import NMSG, NMSGConfig, TomoSimulationConfig
 from nt2c_core.simulate.structure import load_structure
 from nt2c_core.tomo.nmsg import _trained_config, denoise_with, train_nmsg
-from nt2c_core.tomo.noise import CubeMosaic, PowerCapped, fitting_block, noise_cubes, tile_power
+from nt2c_core.tomo.noise import (
+    CubeMosaic,
+    NoiseBank,
+    PowerCapped,
+    fine_cap,
+    fitting_block,
+    noise_cubes,
+    tile_power,
+)
 from nt2c_core.tomo.reconstruct import backproject
 from nt2c_core.tomo.simulate import TomogramSimulator
 
@@ -159,6 +167,44 @@ def test_power_cap_removes_noise_where_the_volume_has_none_and_keeps_the_rest():
     # model files made before the cap existed drew uncapped inference noise
     assert _trained_config({"training": {"noise_cube": 16, "noise_depth": 32}}, NMSG).noise_cap is False
     assert _trained_config({"training": {"noise_cube": 16, "noise_cap": True}}, NMSG).noise_cap is True
+
+
+class _White:
+    def sample(self, count, shape, seed, device="cpu"):
+        return torch.from_numpy(np.random.default_rng(seed).normal(size=(count, 1, *shape)).astype(np.float32))
+
+
+def test_fine_cap_follows_a_sharp_wedge_and_the_bank_crops_training_tiles():
+    """The cap measured on the whole volume (fine_cap) follows a +-60 deg missing wedge to within a
+    few frequency bins, where the tile-sized cap leaks (white noise capped: about 1 outside the
+    wedge, almost nothing inside, also next to its edge); training tiles come from a bank of capped
+    volumes (same seed, same tiles), while a volume-sized request is drawn fresh."""
+    rng = np.random.default_rng(3)
+    shape = (48, 96, 96)
+    kz, ky, kx = np.meshgrid(*(np.fft.fftfreq(n) for n in shape), indexing="ij")
+    elevation = np.degrees(np.arctan2(np.abs(kz), np.abs(kx) + 1e-9))
+    wedge = elevation > 60
+    volume = np.fft.ifftn(np.fft.fftn(rng.normal(size=shape)) * ~wedge).real.astype(np.float32)
+    volume /= volume.std()
+    radius = np.sqrt(kz**2 + ky**2 + kx**2)
+    inside = wedge & (elevation > 70) & (radius > 0.1)
+    outside = ~wedge & (elevation < 50) & (radius > 0.1)
+    edge = wedge & (elevation < 66) & (radius > 0.1)
+
+    def power(synth):
+        noise = synth.sample(2, shape, seed=1)[:, 0].numpy()
+        return (np.abs(np.fft.fftn(noise, axes=(1, 2, 3))) ** 2).mean(0) / noise[0].size
+
+    fine = power(fine_cap(_White(), volume, seed=0))
+    coarse = power(PowerCapped.fit(_White(), volume, (16, 32, 32), seed=0, count=64))
+    assert fine[inside].mean() < 0.01 < coarse[inside].mean()  # measured 0.002 and 0.06
+    assert fine[edge].mean() < 0.5 * coarse[edge].mean()  # next to the edge: 0.21 and 0.55
+    assert fine[outside].mean() > 0.85
+    bank = NoiseBank(fine_cap(_White(), volume, seed=0), shape, seed=0, size=2)
+    tiles = bank.sample(3, (16, 32, 32), seed=7)
+    assert tiles.shape == (3, 1, 16, 32, 32) and torch.equal(tiles, bank.sample(3, (16, 32, 32), seed=7))
+    whole = [bank.sample(1, shape, seed=s)[0, 0].numpy() for s in (1, 2)]
+    assert all(np.abs(np.corrcoef(w.ravel(), b[0].numpy().ravel())[0, 1]) < 0.05 for w in whole for b in bank.volumes)
 
 
 def test_nmsg_beats_raw_and_resumes_exactly(tomogram, tmp_path):
