@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from _common import machine, peak_rss_gb, save  # noqa: E402
+from bench_tomo import CASES, EXT_PY, STRUCTURES  # noqa: E402
 from scipy.ndimage import gaussian_filter  # noqa: E402
 
 from nt2c_core.acquisition import Acquisition  # noqa: E402
@@ -54,7 +55,7 @@ from nt2c_core.settings import NMSG, TomoSimulationConfig  # noqa: E402
 from nt2c_core.tomo.nmsg import (  # noqa: E402
     Standardized,
     apply_flipped,
-    cube_mosaic,  # noqa: E402
+    cube_mosaic,
     denoise_halves,
     denoise_with,
     noise_synthesizer,
@@ -67,7 +68,6 @@ from nt2c_core.tomo.simulate import simulate_tomogram_files  # noqa: E402
 from nt2c_core.training import fit  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "structures"
-EXT_PY = HERE / ".venv-external" / "bin" / "python"
 SIMULATOR = HERE / "third_party" / "tomogram.py"
 THIRD_PARTY = {
     "A": {
@@ -123,22 +123,23 @@ def third_party_case(name: str, quick: bool, work: Path) -> tuple[Volumes, Volum
 
 
 def own_case(quick: bool, work: Path) -> tuple[Volumes, Volumes]:
+    """bench_tomo.py's dose60 tomogram, and one more of the same settings (next seed) for the ceiling."""
     size, thickness = ((96, 96), 64) if quick else ((160, 160), 64)
-    structures = [SHARED / "4v5d_Tth_70S_ribosome.cif.gz", SHARED / "3jb9_Spombe_spliceosome.cif.gz"]
+    case = CASES["dose60"]
     out = []
-    for seed in (11, 12):  # 11: bench_tomo.py's dose60 tomogram
+    for seed in (case.seed, case.seed + 1):
         cfg = TomoSimulationConfig(
-            acquisition=Acquisition(pixel_size=8.0, dose=60.0, b_factor=60.0, detector="ideal"),
+            acquisition=Acquisition(pixel_size=8.0, dose=case.dose, b_factor=60.0, detector="ideal"),
             size=size,
             thickness=thickness,
             ice_thickness=400.0,
-            particles=4 if quick else 12,
+            particles=case.count(quick),
             seed=seed,
         )
         folder = work / f"own_s{seed}"
         if not (folder / "params.json").exists():
-            simulate_tomogram_files(structures, cfg, folder, progress=False)
-        ice = int(round(400.0 / 8.0))
+            simulate_tomogram_files(STRUCTURES, cfg, folder, progress=False)
+        ice = int(round(cfg.ice_thickness / cfg.acquisition.pixel_size))
         out.append(read_case(folder, ((thickness - ice) // 2, (thickness + ice) // 2)))
     return out[0], out[1]
 
@@ -176,18 +177,21 @@ def noise_match(v: Volumes, config=NMSG) -> dict:
     |ln ratio| over the cells."""
     std = Standardized.of(v.noisy)
     true = power_cells((v.noisy - v.clean) / std.std)
-    synth = noise_synthesizer(std.data, config, None, "cpu", False)
-    made = power_cells(synth.sample(1, v.noisy.shape, seed=5)[0, 0].numpy())
-    ratio = {k: round(made[k] / true[k], 3) for k in true}
-    fine = fine_cap(cube_mosaic(std.data, config), std.data, seed=config.seed)  # the cap at the volume's resolution
-    fine_made = power_cells(fine.sample(1, v.noisy.shape, seed=5)[0, 0].numpy())
-    fine_ratio = {k: round(fine_made[k] / true[k], 3) for k in true}
+
+    def match(synth) -> dict:
+        made = power_cells(synth.sample(1, v.noisy.shape, seed=5)[0, 0].numpy())
+        ratio = {k: round(made[k] / true[k], 3) for k in true}
+        return {
+            "over_true": ratio,
+            "mean_abs_log_ratio": round(float(np.mean([abs(np.log(r)) for r in ratio.values()])), 3),
+        }
+
     return {
-        "synthetic_over_true": ratio,
-        "fine_cap_over_true": fine_ratio,
-        "fine_cap_mean_abs_log_ratio": round(float(np.mean([abs(np.log(r)) for r in fine_ratio.values()])), 3),
         "true_power": {k: round(t, 5) for k, t in true.items()},
-        "mean_abs_log_ratio": round(float(np.mean([abs(np.log(r)) for r in ratio.values()])), 3),
+        "default": match(noise_synthesizer(std.data, config, None, "cpu", False)),
+        "fine_cap": match(
+            fine_cap(cube_mosaic(std.data, config), std.data, seed=config.seed)
+        ),  # at the volume's resolution
     }
 
 
@@ -223,18 +227,18 @@ def run_case(name: str, test: Volumes, train: Volumes, args, results: dict) -> N
         *(gaussian_filter(x, best) for x in (test.noisy, test.even, test.odd)), test
     )
     rows["noise"] = noise_match(test, config)
-    print(f"  noise synthetic/true: {rows['noise']['synthetic_over_true']}", flush=True)
+    print(f"  noise synthetic/true: {rows['noise']['default']['over_true']}", flush=True)
     save_partial(results)
     for seed in args.seeds:
         cfg = dataclasses.replace(config, seed=seed)
         t0 = time.time()
         result = train_nmsg(test.noisy, cfg, None, work=None, progress=False)
 
-        def den(x, result=result, cfg=cfg):
-            return denoise_with(result.network, x, config=cfg, synthesizer=None)
+        def den(x, synthesizer=None, result=result, cfg=cfg):  # halves: noise from their own blocks
+            return denoise_with(result.network, x, config=cfg, synthesizer=synthesizer)
 
         rows[f"NMSG defaults, seed {seed}"] = {
-            **scores(den(test.noisy), den(test.even), den(test.odd), test),
+            **scores(den(test.noisy, result.synthesizer), den(test.even), den(test.odd), test),
             "seconds": round(time.time() - t0, 1),
         }
         print(f"  NMSG seed {seed}: {rows[f'NMSG defaults, seed {seed}']}", flush=True)
@@ -252,11 +256,12 @@ def run_case(name: str, test: Volumes, train: Volumes, args, results: dict) -> N
         std = Standardized.of(x)
         return std.restore(apply_flipped(ceiling.network, std.data, config.infer_margin, "cpu", flips=True))
 
-    rows["supervised ceiling (other volume's clean/noisy pairs)"] = {
+    label = "supervised ceiling (other volume's clean/noisy pairs)"
+    rows[label] = {
         **scores(sup(test.noisy), sup(test.even), sup(test.odd), test),
         "seconds": round(time.time() - t0, 1),
     }
-    print(f"  supervised: {rows['supervised ceiling (other volume' + chr(39) + 's clean/noisy pairs)']}", flush=True)
+    print(f"  supervised: {rows[label]}", flush=True)
     rows["peak_rss_gb"] = round(peak_rss_gb(), 2)
     save_partial(results)
 

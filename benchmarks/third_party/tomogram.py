@@ -142,18 +142,16 @@ def build_specimen(args, rng: np.random.Generator) -> tuple[np.ndarray, list[dic
     placed: list[dict] = []
     margin = 4  # keep objects this far [px] from the cube's x-y edges
     for name, vol, radius in objects:
+        zr = (z0 + radius + 1, z0 + ice_px - radius - 1)
+        if zr[0] > zr[1]:
+            continue  # thicker than the ice
+        side = (margin + radius, n - margin - radius)
         for _ in range(500):
-            zr = (z0 + radius + 1, z0 + ice_px - radius - 1)
-            if zr[0] > zr[1]:
-                break
-            side = (margin + radius, n - margin - radius)
             centre = np.array([rng.uniform(*zr), rng.uniform(*side), rng.uniform(*side)])
             if all(np.linalg.norm(centre - p["centre"]) > radius + p["radius"] + 1 for p in placed):
                 break
         else:
-            continue
-        if zr[0] > zr[1]:
-            continue
+            continue  # no free place
         if vol is None:
             obj = vesicle(radius * pixel, pixel)
         else:
@@ -206,7 +204,6 @@ def simulate(args) -> dict:
     from torch_fourier_slice import backproject_2d_to_3d, project_3d_to_2d
 
     t0 = time.time()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     rng = np.random.default_rng(args.seed)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
