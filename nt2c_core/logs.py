@@ -213,6 +213,9 @@ def stage(name: str, device=None):
         train-coarse: done in 3m12s
 
     A stage that fails logs no "done" line (its error is the last line)."""
+    from .device import keep_freed_memory
+
+    keep_freed_memory()
     log = logging.getLogger(PACKAGE)
     log.info(f"{name}: device {describe_device(device)}" if device is not None else f"{name}: started")
     started = time.perf_counter()

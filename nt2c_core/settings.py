@@ -147,6 +147,21 @@ class GANConfig:
     log_every: int = 50
     checkpoint_every: int = 200
 
+    def loop(self) -> "LoopConfig":
+        """The training loop's settings: Adam at a constant ``lr`` with ``betas``, one step per
+        generator iteration (the critic's ``n_critic`` steps inside it), no mixed precision."""
+        return LoopConfig(
+            self.iterations,
+            self.lr,
+            False,
+            self.seed,
+            self.log_every,
+            self.checkpoint_every,
+            json.dumps({k: v for k, v in asdict(self).items() if k != "iterations"}),
+            tuple(self.betas),
+            1.0,
+        )
+
     def validate(self, section: str | None = None) -> "GANConfig":
         """Check every value; ``section`` as in :meth:`nt2c_core.training.TrainConfig.validate`."""
         from .validation import at_least_one, check_rules, check_types, positive, require
@@ -703,9 +718,10 @@ class ParticleSimulationConfig:
 
 @dataclass
 class LoopConfig:
-    """What :func:`nt2c_core.training.fit` needs of a training: steps, Adam learning rate, mixed
-    precision on CUDA, seed, logging and checkpoint intervals; ``settings``: a text naming every
-    other setting that shapes the run, so a checkpoint made with others is refused."""
+    """What :func:`nt2c_core.training.fit` needs of a training: steps, Adam learning rate (and
+    betas; decayed by a cosine to ``final_lr_fraction`` of it, 1 = constant), mixed precision on
+    CUDA, seed, logging and checkpoint intervals; ``settings``: a text naming every other setting
+    that shapes the run, so a checkpoint made with others is refused."""
 
     steps: int
     lr: float
@@ -714,6 +730,8 @@ class LoopConfig:
     log_every: int
     checkpoint_every: int
     settings: str = ""
+    betas: tuple[float, float] = (0.9, 0.999)
+    final_lr_fraction: float = 0.05
 
 
 MAX_RESTORER_SAMPLES = 64  # draws averaged per particle: past this the mean no longer changes measurably

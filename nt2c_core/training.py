@@ -1,5 +1,7 @@
-"""Denoiser training: a plain PyTorch loop with L2 loss, Adam, cosine learning-rate decay,
-validation PSNR, atomic checkpoints and exact resume.
+"""Training: :func:`fit`, the one loop every network of nt2c trains in (the micrograph U-Nets
+through :func:`train_denoiser`, the noise GAN, NMSG and its noise2noise baseline, the SR3 restorer
+and its refiner): Adam, cosine learning-rate decay, AMP on CUDA, log rows through
+:mod:`nt2c_core.logs`, divergence checks, atomic checkpoints and exact resume.
 
 Checkpoint ``MODEL.ckpt`` (every ``checkpoint_every`` steps) holds the network, optimizer, scaler
 and loss log; as the crops of each step depend only on (seed, step) (``pairs.PairSet.sample``),
@@ -26,6 +28,7 @@ import torch
 from torch import nn
 
 from . import layout
+from .device import release_freed_memory
 from .errors import InputError
 from .io import atomic_write, ensure_writable_dir
 from .logs import progress as progress_bar
@@ -87,64 +90,49 @@ def train_denoiser(
     train, val = pairs.split(config.val_fraction)
     torch.manual_seed(config.seed)
     network = load_model(init, "cpu", kind="denoiser")[0] if init else build(config.architecture)
-    network = network.to(dev, memory_format=torch.channels_last).train()
-    optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
-    schedule = lambda step: _cosine(step, config)  # noqa: E731
-    autocast, scaler = mixed_precision(dev, config.amp)
-    start, log, running = 0, [], []
-    ckpt = checkpoint_path(output)
-    if resume and ckpt.exists():
-        start, log, running = _load_checkpoint(ckpt, network, optimizer, scaler, config)
-    t0 = time.perf_counter()
+    autocast, _ = mixed_precision(dev, config.amp)
     if transform is not None:
         val = _transformed(val, transform)
     raw_val = _raw_psnr(val)
-    bar = progress_bar(
-        range(start, config.steps), total=config.steps, desc="train", initial=start, unit="step", disable=not progress
-    )
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = schedule(step)
-        batch = train.sample(np.random.default_rng([config.seed, step]), config.batch_size, config.crop)
+    current = {"step": 0}
+
+    def batch(step: int):
+        current["step"] = step
+        pair = train.sample(np.random.default_rng([config.seed, step]), config.batch_size, config.crop)
         if transform is not None:
-            batch = transform(*batch, step)
-        x, y = (torch.from_numpy(a).to(dev, memory_format=torch.channels_last) for a in batch)
-        with autocast():
-            loss = nn.functional.mse_loss(network(x).float(), y)
-            extra = extra_loss(network, step) if extra_loss is not None else None
-        total = loss if extra is None else loss + extra
-        values = [loss.item()] + ([extra.item()] if extra is not None else [])
-        optimizer.zero_grad(set_to_none=True)
-        if not math.isfinite(sum(values)):
-            raise _diverged(step + 1, sum(values), config, ckpt)
-        scaler.scale(total).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        running.append(values if extra is not None else values[0])
-        bar.set_postfix(loss=f"{values[0]:.4f}")
-        done = step + 1
-        if done % config.val_every == 0 or done == config.steps:
-            terms = np.mean(running, axis=0)
-            row = {
-                "step": done,
-                "loss": float(np.atleast_1d(terms)[0]),
-                "lr": schedule(step),
-                "val_psnr": _val_psnr(network, val, dev, autocast),
-            }
-            if extra_loss is not None:
-                row["consistency"] = float(terms[1])
-            log.append(row)
-            running = []
-            logger.info(_format_row(row, raw_val))
-        stopping = stop_after is not None and done >= stop_after
-        if done % config.checkpoint_every == 0 or done == config.steps or stopping:
-            if not all_finite(network.state_dict()) or not math.isfinite(row_psnr(log)):
-                raise _diverged(done, float("nan"), config, ckpt)
-            _save_checkpoint(ckpt, network, optimizer, scaler, config, done, log, running)
-            write_loss_log(output, log)
-        if stopping:
-            return TrainResult(None, done, None, raw_val, time.perf_counter() - t0, log)
-    seconds = time.perf_counter() - t0
+            pair = transform(*pair, step)
+        return tuple(torch.from_numpy(a) for a in pair)
+
+    def loss_fn(net, x, y):
+        loss = nn.functional.mse_loss(net(x).float(), y)
+        if extra_loss is None:
+            return {"loss": loss}
+        extra = extra_loss(net, current["step"])
+        return {"loss": loss + extra, "consistency": extra}
+
+    def validate(net) -> dict:
+        return {"val_psnr": _val_psnr(net, val, dev, autocast)}
+
+    fitted = fit(
+        network,
+        batch,
+        loss_fn,
+        config,
+        checkpoint_path(output),
+        device,
+        progress,
+        stop_after,
+        desc="train",
+        resume=resume,
+        validate=validate,
+        describe=lambda row: _format_row(row, raw_val),
+        memory_format=torch.channels_last,
+    )
+    log, seconds = fitted.log, fitted.seconds
+    write_loss_log(output, log)
+    if fitted.steps < config.steps:  # stopped early: a checkpoint, no model file
+        return TrainResult(None, fitted.steps, None, raw_val, seconds, log)
+    network = fitted.network
     val_psnr = log[-1]["val_psnr"] if log else None
     meta = {
         "kind": "denoiser",
@@ -168,27 +156,19 @@ def train_denoiser(
     return TrainResult(output, config.steps, val_psnr, raw_val, seconds, log)
 
 
-def row_psnr(log: list[dict]) -> float:
-    """The last logged validation PSNR (0 when none was measured yet): NaN means divergence."""
-    value = log[-1]["val_psnr"] if log else None
-    return 0.0 if value is None else float(value)
-
-
-def _diverged(step: int, loss: float, config: TrainConfig, ckpt: Path) -> InputError:
+def _diverged(step: int, loss: float, config, ckpt: Path | None) -> InputError:
     """The error for a run whose loss or weights stopped being finite; the checkpoint on disk
     (if any) is from before and is kept, and no model file is written."""
-    kept = f"the last good checkpoint {ckpt} is kept" if ckpt.exists() else "no checkpoint was written"
+    kept = (
+        f"the last good checkpoint {ckpt} is kept"
+        if ckpt is not None and ckpt.exists()
+        else "no checkpoint was written"
+    )
     return InputError(
         f"training diverged at step {step} (loss {loss:g}; weights or validation not finite): "
         f"lower the learning rate (--lr / lr, now {config.lr:g}) and start again without resuming; "
         f"{kept}, no model file was written"
     )
-
-
-def _cosine(step: int, config: TrainConfig) -> float:
-    t = min(step / max(config.steps - 1, 1), 1.0)
-    low = config.lr * config.final_lr_fraction
-    return low + 0.5 * (config.lr - low) * (1 + math.cos(math.pi * t))
 
 
 def mixed_precision(dev: torch.device, enabled: bool):
@@ -236,41 +216,6 @@ def _format_row(row: dict, raw_val: float | None) -> str:
     return text
 
 
-def _save_checkpoint(
-    path: Path, network, optimizer, scaler, config: TrainConfig, step: int, log: list, running: list
-) -> None:
-    payload = {
-        "format": "nt2c-checkpoint",
-        "step": step,
-        "config": json.dumps(asdict(config)),
-        "log": json.dumps(log),
-        "running": json.dumps(running),
-        "architecture": json.dumps(network.config),
-        "network": network.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-    }
-    save_torch(path, payload)
-
-
-def _load_checkpoint(path: Path, network, optimizer, scaler, config: TrainConfig) -> tuple[int, list, list]:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputError(f"{path}: unreadable checkpoint ({exc}); delete it to start again") from exc
-    old = json.loads(payload["config"])
-    mismatch = [k for k, v in asdict(config).items() if k != "steps" and old.get(k) != v]
-    if mismatch or json.loads(payload["architecture"]) != network.config:
-        raise InputError(
-            f"{path}: checkpoint was made with other settings ({', '.join(mismatch) or 'architecture'});"
-            " use the same settings to resume, or start without --resume"
-        )
-    network.load_state_dict(payload["network"])
-    optimizer.load_state_dict(payload["optimizer"])
-    scaler.load_state_dict(payload["scaler"])
-    return int(payload["step"]), json.loads(payload["log"]), json.loads(payload["running"])
-
-
 def write_loss_log(model_path: Path, log: list[dict], fieldnames: list[str] | None = None) -> Path:
     """``MODEL.loss.csv`` from log rows (columns: ``fieldnames``, else the first row's keys)."""
     path = layout.loss_csv(model_path)
@@ -284,13 +229,22 @@ def write_loss_log(model_path: Path, log: list[dict], fieldnames: list[str] | No
 
 @dataclass
 class FitResult:
-    """A trained network, its loss log and time; ``synthesizer``: the noise it was trained with
-    (NMSG), when there is one."""
+    """A trained network, its loss log, the steps done (fewer than asked when stopped early) and
+    the time of this run; ``synthesizer``: the noise it was trained with (NMSG), when there is one."""
 
     network: nn.Module
     log: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     synthesizer: object = None
+    steps: int = 0
+
+
+def learning_rate(step: int, config) -> float:
+    """Adam's learning rate at ``step``: a cosine from ``config.lr`` down to ``lr *
+    final_lr_fraction`` (5 % where the settings have no such field) at the last step."""
+    t = min(step / max(config.steps - 1, 1), 1.0)
+    low = config.lr * getattr(config, "final_lr_fraction", 0.05)
+    return low + 0.5 * (config.lr - low) * (1 + math.cos(math.pi * t))
 
 
 def fit(
@@ -303,83 +257,140 @@ def fit(
     progress: bool,
     stop_after: int | None = None,
     desc: str = "training",
+    resume: bool = True,
+    validate: Callable[[nn.Module], dict] | None = None,
+    describe: Callable[[dict], str] | None = None,
+    memory_format: torch.memory_format = torch.preserve_format,
+    companions: dict | None = None,
 ) -> FitResult:
-    """The training loop of the networks trained from a ``batch`` function (NMSG, its even/odd
+    """The one training loop of nt2c's networks (the micrograph U-Nets, NMSG and its even/odd
     baseline, the SR3 restorer and its refiner): a network built from ``architecture`` after
-    seeding (same seed, same start), or a network given as built; ``batch(step)`` -> tensors that depend only on
-    (seed, step);
-    ``loss_fn(network, *tensors)`` -> {'loss': total, other terms}, run under autocast on CUDA.
-    Adam with cosine decay to 5 %, checkpoints every ``checkpoint_every`` steps, exact resume from
-    ``checkpoint``. ``config``: a settings dataclass with steps, lr, amp, seed, log_every and
-    checkpoint_every (a checkpoint made with other settings is refused)."""
+    seeding (same seed, same start), or a network given as built; ``batch(step)`` -> tensors that
+    depend only on (seed, step); ``loss_fn(network, *tensors)`` -> {'loss': the objective, other
+    terms to log}, run under autocast on CUDA (bf16, or fp16 with gradient scaling).
+
+    Adam with the cosine :func:`learning_rate`; every ``config.log_every`` steps (``val_every`` for
+    the micrograph denoisers) a log row of the mean terms, the learning rate and ``validate(network)``
+    (e.g. the validation PSNR), logged as ``describe(row)``; a checkpoint every
+    ``checkpoint_every`` steps (network, optimizer, scaler, log and the terms since the last row:
+    with ``resume`` a stopped run continues from it to the same weights as an uninterrupted one; a
+    checkpoint made with other settings is refused). ``stop_after``: stop at that step, with a
+    checkpoint. ``memory_format``: the network's and its 4-D/5-D batches' layout (channels-last
+    for the 2-D U-Nets, channels-last-3d for the 3-D one: on CPU 1.3-2x faster convolutions than
+    the default layout). A loss or weights that stop being finite raise InputError naming the step and
+    ``--lr``, the last good checkpoint kept. ``companions``: other modules and optimizers the
+    loss function updates itself (the GAN's critic and its Adam), saved, checked and resumed with
+    the network. ``batch`` may return non-tensors (e.g. the step), passed to ``loss_fn`` as they are."""
     dev = torch.device(device)
     torch.manual_seed(config.seed)
-    network = (architecture if isinstance(architecture, nn.Module) else build(architecture)).to(dev).train()
-    optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
+    network = architecture if isinstance(architecture, nn.Module) else build(architecture)
+    network = network.to(dev, memory_format=memory_format)
+    batch_dims = {torch.channels_last: 4, torch.channels_last_3d: 5}.get(memory_format)
+    network.train()
+    optimizer = torch.optim.Adam(
+        network.parameters(), lr=config.lr, betas=tuple(getattr(config, "betas", (0.9, 0.999)))
+    )
     autocast, scaler = mixed_precision(dev, config.amp)
+    every = getattr(config, "log_every", None) or config.val_every
+    companions = companions or {}
     start, log, running = 0, [], []
-    if checkpoint is not None and checkpoint.exists():
-        start, log = _load_fit_checkpoint(checkpoint, network, optimizer, config)
+    if resume and checkpoint is not None and checkpoint.exists():
+        start, log, running = _load_checkpoint(checkpoint, network, optimizer, scaler, config, companions)
     t0 = time.perf_counter()
     bar = progress_bar(
         range(start, config.steps), total=config.steps, desc=desc, initial=start, unit="step", disable=not progress
     )
+    done = start
     for step in bar:
-        t = step / max(config.steps - 1, 1)
         for group in optimizer.param_groups:
-            group["lr"] = config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
-        tensors = [None if a is None else a.to(dev) for a in batch(step)]
+            group["lr"] = learning_rate(step, config)
+        tensors = [_to(a, dev, memory_format, batch_dims) for a in batch(step)]
         with autocast():
             terms = loss_fn(network, *tensors)
-        loss = terms["loss"]
-        if not math.isfinite(loss.item()):
-            raise InputError(
-                f"training diverged at step {step + 1} (loss {loss.item()}); lower --lr"
-                + (f" (last good checkpoint kept: {checkpoint})" if checkpoint else "")
-            )
+        values = {k: float(v.item()) for k, v in terms.items()}
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        if not all(math.isfinite(v) for v in values.values()):
+            raise _diverged(step + 1, values["loss"], config, checkpoint)
+        scaler.scale(terms["loss"]).backward()
         scaler.step(optimizer)
         scaler.update()
-        running.append({k: float(v.item()) for k, v in terms.items()})
+        running.append(values)
+        bar.set_postfix(loss=f"{values['loss']:.4f}")
         done = step + 1
-        if done % config.log_every == 0 or done == config.steps:
+        if done % every == 0 or done == config.steps:
             row = {"step": done, **{k: float(np.mean([r[k] for r in running])) for k in running[0]}}
+            row["lr"] = learning_rate(step, config)
+            if validate is not None:
+                row.update(validate(network))
+                network.train()
             log.append(row)
             running = []
-            logger.info(f"{desc} step {done}: " + ", ".join(f"{k} {v:.5f}" for k, v in row.items() if k != "step"))
+            logger.info(describe(row) if describe else f"{desc} step {done}: " + _terms(row))
         stopping = stop_after is not None and done >= stop_after
         if checkpoint is not None and (done % config.checkpoint_every == 0 or done == config.steps or stopping):
-            if not all_finite(network.state_dict()):
-                raise InputError(f"training diverged at step {done}; lower --lr")
+            last = [v for k, v in (log[-1] if log else {}).items() if isinstance(v, float)]
+            modules = [network, *(m for m in companions.values() if isinstance(m, nn.Module))]
+            if not all(all_finite(m.state_dict()) for m in modules) or not all(math.isfinite(v) for v in last):
+                raise _diverged(done, float("nan"), config, checkpoint)
             save_torch(
                 checkpoint,
                 {
                     "format": "nt2c-checkpoint",
+                    "version": 2,
                     "step": done,
                     "log": log,
-                    "config": asdict(config),
+                    "running": running,
+                    "config": _jsonable(asdict(config)),
+                    "architecture": _jsonable(getattr(network, "config", None)),
                     "network": network.state_dict(),
                     "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "companions": {name: c.state_dict() for name, c in companions.items()},
                 },
             )
         if stopping:
             break
-    return FitResult(network.eval(), log, time.perf_counter() - t0)
+    release_freed_memory()  # what comes next (inference, sampling) allocates blocks of other sizes
+    return FitResult(network.eval(), log, time.perf_counter() - t0, steps=done)
 
 
-def _load_fit_checkpoint(path: Path, network, optimizer, config) -> tuple[int, list]:
+def _to(value, dev: torch.device, memory_format, dims: int | None):
+    """A batch item on the device (in the network's memory format when it has that many dims)."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    return value.to(dev, memory_format=memory_format if value.dim() == dims else torch.preserve_format)
+
+
+def _terms(row: dict) -> str:
+    return ", ".join(f"{k} {v:.5f}" if k != "lr" else f"lr {v:.2e}" for k, v in row.items() if k != "step")
+
+
+def _jsonable(value):
+    """Settings as plain JSON types (tuples as lists), as a checkpoint stores and compares them."""
+    return json.loads(json.dumps(value))
+
+
+def _load_checkpoint(path: Path, network, optimizer, scaler, config, companions: dict) -> tuple[int, list, list]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise InputError(f"{path}: unreadable checkpoint ({exc}); delete it to start again") from exc
-    old = payload.get("config", {})
-    mismatch = [k for k, v in asdict(config).items() if k != "steps" and old.get(k) != v]
+    if payload.get("version") != 2:
+        raise InputError(
+            f"{path}: checkpoint from an earlier nt2c version; start again without resuming (or delete it)"
+        )
+    old = payload["config"]
+    mismatch = [k for k, v in _jsonable(asdict(config)).items() if k != "steps" and old.get(k) != v]
+    if payload.get("architecture") != _jsonable(getattr(network, "config", None)):
+        mismatch.append("architecture")
     if mismatch:
         raise InputError(
             f"{path}: checkpoint was made with other settings ({', '.join(mismatch)}); use the same "
-            "settings to resume, or delete it"
+            "settings to resume, or start without --resume"
         )
     network.load_state_dict(payload["network"])
     optimizer.load_state_dict(payload["optimizer"])
-    return int(payload["step"]), list(payload["log"])
+    scaler.load_state_dict(payload["scaler"])
+    for name, companion in companions.items():
+        companion.load_state_dict(payload["companions"][name])
+    return int(payload["step"]), list(payload["log"]), list(payload["running"])

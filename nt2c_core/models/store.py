@@ -39,7 +39,7 @@ def save_model(path: str | os.PathLike, network: nn.Module, metadata: dict, extr
     """Write ``network``'s weights (on CPU, float32), ``metadata`` and named ``extras`` (arrays that
     are data, not weights: e.g. a restorer's training references) atomically."""
     meta = {**metadata, "architecture": network.config, "nt2c_version": __version__, "torch_version": torch.__version__}
-    state = {k: v.detach().float().cpu() for k, v in network.state_dict().items()}
+    state = {k: v.detach().float().cpu().contiguous() for k, v in network.state_dict().items()}
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "metadata": json.dumps(meta), "state_dict": state}
     if extras:
         payload["extras"] = {k: torch.as_tensor(v).detach().float().cpu().contiguous() for k, v in extras.items()}

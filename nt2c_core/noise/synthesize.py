@@ -24,9 +24,7 @@ Writes the generator as an NT2C model file (kind 'noise-gan'), ``MODEL.ckpt`` ch
 from __future__ import annotations
 
 import datetime
-import json
 import logging
-import math
 import os
 import time
 from dataclasses import asdict
@@ -38,12 +36,11 @@ import torch
 from .. import layout
 from ..errors import InputError
 from ..io import ensure_writable_dir
-from ..logs import progress as progress_bar
 from ..models.gan import SCALE, Critic, NoiseGenerator, gradient_penalty
-from ..models.store import all_finite, save_model, save_torch
+from ..models.store import save_model
 from ..plots import gan_losses, noise_samples
 from ..settings import GANConfig
-from ..training import write_loss_log
+from ..training import fit, write_loss_log
 
 logger = logging.getLogger(__name__)
 
@@ -122,21 +119,14 @@ def train_noise_gan(
     ensure_writable_dir(output.parent)
     torch.manual_seed(config.seed)
     gen, critic = NoiseGenerator(config.latent, config.width).to(dev), Critic(config.width).to(dev)
-    opt_g = torch.optim.Adam(gen.parameters(), lr=config.lr, betas=config.betas)
     opt_d = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=config.betas)
-    ckpt = layout.checkpoint(output)
-    start, log = 0, []
-    if resume and ckpt.exists():
-        start, log = _load(ckpt, gen, critic, opt_g, opt_d, config)
     side = crop // SCALE
     spectrum = RadialSpectrum(crop, dev)
     log_target = torch.log(_real_spectrum(patches, spectrum, crop, config.seed, dev))
-    t0 = time.perf_counter()
-    bar = progress_bar(
-        range(start, config.iterations), initial=start, total=config.iterations, desc="noise GAN", disable=not progress
-    )
-    window: list[tuple[float, float, float, float]] = []
-    for it in bar:
+
+    def loss_fn(gen, it: int) -> dict:
+        """One generator iteration: ``n_critic`` critic steps (its own Adam), then the generator's
+        loss (Wasserstein + spectral term), which the training loop steps."""
         rng = np.random.default_rng([config.seed, it])
         tgen = _torch_gen(config.seed, it, dev)
         for _ in range(config.n_critic):
@@ -154,34 +144,44 @@ def train_noise_gan(
         fake = gen(z, tgen)
         spectral = ((torch.log(spectrum(fake)) - log_target) ** 2).mean()
         loss_g = -critic(fake).mean() + config.spectral_weight * spectral
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        window.append((wdist.item(), gp.item(), loss_g.item(), spectral.item()))
-        done = it + 1
-        if not all(math.isfinite(v) for v in window[-1]):
-            raise _diverged(done, config, ckpt)
-        bar.set_postfix(W=f"{window[-1][0]:.3f}")
-        if done % config.log_every == 0 or done == config.iterations:
-            w = np.mean(window, 0)
-            log.append(
-                {
-                    "iteration": done,
-                    "wasserstein": float(w[0]),
-                    "gradient_penalty": float(w[1]),
-                    "generator_loss": float(w[2]),
-                    "spectral_loss": float(w[3]),
-                }
-            )
-            logger.info(
-                f"iteration {done}/{config.iterations}: Wasserstein {w[0]:.4f}, gradient penalty "
-                f"{w[1]:.4f}, spectral {w[3]:.4f}"
-            )
-            window = []
-        if done % config.checkpoint_every == 0 or done == config.iterations:
-            if not (all_finite(gen.state_dict()) and all_finite(critic.state_dict())):
-                raise _diverged(done, config, ckpt)
-            _save(ckpt, gen, critic, opt_g, opt_d, config, done, log)
+        return {
+            "loss": loss_g,
+            "wasserstein": wdist.detach(),
+            "gradient_penalty": gp.detach(),
+            "spectral": spectral.detach(),
+        }
+
+    def describe(row: dict) -> str:
+        return (
+            f"iteration {row['step']}/{config.iterations}: Wasserstein {row['wasserstein']:.4f}, gradient penalty "
+            f"{row['gradient_penalty']:.4f}, spectral {row['spectral']:.4f}"
+        )
+
+    fitted = fit(
+        gen,
+        lambda it: (it,),
+        loss_fn,
+        config.loop(),
+        layout.checkpoint(output),
+        device,
+        progress,
+        desc="noise GAN",
+        resume=resume,
+        describe=describe,
+        companions={"critic": critic, "critic_optimizer": opt_d},
+    )
+    gen = fitted.network
+    log = [
+        {
+            "iteration": r["step"],
+            "wasserstein": r["wasserstein"],
+            "gradient_penalty": r["gradient_penalty"],
+            "generator_loss": r["loss"],
+            "spectral_loss": r["spectral"],
+        }
+        for r in fitted.log
+    ]
+    t0 = time.perf_counter() - fitted.seconds
     meta = {
         "kind": "noise-gan",
         "crop": crop,
@@ -199,42 +199,3 @@ def train_noise_gan(
     fake = gen.cpu().sample(6, crop, config.seed + 12345)[:, 0].numpy()
     noise_samples(layout.samples_png(output), patches[:6, :crop, :crop], fake)
     return output
-
-
-def _diverged(iteration: int, config: GANConfig, ckpt: Path) -> InputError:
-    kept = f"the last good checkpoint {ckpt} is kept" if ckpt.exists() else "no checkpoint was written"
-    return InputError(
-        f"noise GAN training diverged at iteration {iteration} (losses or weights not finite): "
-        f"lower the learning rate (--lr / gan.lr, now {config.lr:g}) and start again without resuming; "
-        f"{kept}, no model file was written"
-    )
-
-
-def _save(path, gen, critic, opt_g, opt_d, config, step, log) -> None:
-    payload = {
-        "format": "nt2c-gan-checkpoint",
-        "step": step,
-        "config": json.dumps(asdict(config)),
-        "log": json.dumps(log),
-        "generator": gen.state_dict(),
-        "critic": critic.state_dict(),
-        "opt_g": opt_g.state_dict(),
-        "opt_d": opt_d.state_dict(),
-    }
-    save_torch(path, payload)
-
-
-def _load(path, gen, critic, opt_g, opt_d, config) -> tuple[int, list]:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputError(f"{path}: unreadable checkpoint ({exc}); delete it to start again") from exc
-    old = json.loads(payload["config"])
-    new = json.loads(json.dumps(asdict(config)))
-    if any(old.get(k) != v for k, v in new.items() if k != "iterations"):
-        raise InputError(f"{path}: checkpoint was made with other GAN settings; use the same to resume")
-    gen.load_state_dict(payload["generator"])
-    critic.load_state_dict(payload["critic"])
-    opt_g.load_state_dict(payload["opt_g"])
-    opt_d.load_state_dict(payload["opt_d"])
-    return int(payload["step"]), json.loads(payload["log"])

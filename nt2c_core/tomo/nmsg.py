@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
 from .. import __version__
+from ..device import release_freed_memory
 from ..errors import InputError
 from ..io import ensure_writable_dir, read_mrc_volume, write_mrc
 from ..logs import staged
@@ -77,7 +78,9 @@ class Standardized:
     std: float
 
     @classmethod
-    def of(cls, volume: np.ndarray, name: str = "volume") -> "Standardized":
+    def of(cls, volume: np.ndarray, name: str = "volume", in_place: bool = False) -> "Standardized":
+        """``volume`` z-scored (a new array; with ``in_place``, a writable float32 ``volume`` itself,
+        one tomogram-sized array less for a caller that is done with the raw values)."""
         volume = np.asarray(volume, np.float32)
         if volume.ndim != 3:
             raise InputError(f"{name}: need a 3-D volume, got shape {volume.shape}")
@@ -87,9 +90,18 @@ class Standardized:
         if std == 0:
             raise InputError(f"{name}: is constant (zero variance); nothing to denoise")
         mean = float(volume.mean())
+        if in_place and volume.flags.writeable:
+            volume -= mean
+            volume /= std
+            return cls(volume, mean, std)
         return cls((volume - mean) / std, mean, std)
 
-    def restore(self, data: np.ndarray) -> np.ndarray:
+    def restore(self, data: np.ndarray, in_place: bool = False) -> np.ndarray:
+        """``data`` in the volume's units (with ``in_place``, float32 ``data`` rescaled itself)."""
+        if in_place and data.dtype == np.float32:
+            data *= self.std
+            data += self.mean
+            return data
         return (data * self.std + self.mean).astype(np.float32)
 
 
@@ -174,6 +186,32 @@ def tile_shape(shape: tuple[int, ...], config: NMSGConfig) -> tuple[int, int, in
     return tile
 
 
+def train_unet3d(
+    batch,
+    loss_fn,
+    config: NMSGConfig,
+    ckpt: Path | None,
+    device: str,
+    progress: bool,
+    desc: str,
+    stop_after: int | None = None,
+) -> FitResult:
+    """``config``'s 3-D U-Net trained in the one training loop (:func:`nt2c_core.training.fit`),
+    channels-last-3d (on CPU 1.3x faster per step than the default layout)."""
+    return fit(
+        config.architecture(),
+        batch,
+        loss_fn,
+        config,
+        ckpt,
+        device,
+        progress,
+        stop_after,
+        desc=desc,
+        memory_format=torch.channels_last_3d,
+    )
+
+
 def train_nmsg(
     volume: np.ndarray,
     config: NMSGConfig = NMSG,
@@ -219,7 +257,7 @@ def train_nmsg(
         return {"loss": total, **terms}
 
     ckpt = work_dir / "nmsg.ckpt" if work_dir is not None else None
-    result = fit(config.architecture(), batch, loss_fn, config, ckpt, device, progress, stop_after, desc="nmsg")
+    result = train_unet3d(batch, loss_fn, config, ckpt, device, progress, "nmsg", stop_after)
     result.synthesizer = synth
     return result
 
@@ -252,7 +290,7 @@ def train_even_odd(
         return {"loss": F.mse_loss(network(x).float(), y)}
 
     ckpt = Path(ensure_writable_dir(work)) / "even_odd.ckpt" if work is not None else None
-    return fit(config.architecture(), batch, loss_fn, config, ckpt, device, progress, desc="noise2noise")
+    return train_unet3d(batch, loss_fn, config, ckpt, device, progress, "noise2noise")
 
 
 @torch.inference_mode()
@@ -262,40 +300,40 @@ def apply_network(
     margin: int = 8,
     device: str = "cpu",
     tile: tuple[int, int, int] = INFER_TILE,
+    axes: tuple[int, ...] = (),
+    add_to: np.ndarray | None = None,
 ) -> np.ndarray:
     """f(volume) for a z-scored volume, in tiles of ``tile`` plus ``margin`` px of context each side
-    (only the centre of each tile is kept, so no seams)."""
+    (only the centre of each tile is kept, so no seams). Every block the network sees has the same
+    shape (a tile at the volume's edge takes its context from inside): the same allocations for
+    every tile, so memory kept for reuse is reused instead of growing. ``axes``: F(f(F(volume))) instead, F the
+    flip along those axes, tile by tile (no flipped copy of the volume). ``add_to``: the result is
+    added to this array (returned) instead of written to a new one: a tomogram's draws and flips
+    accumulate without a full-size array each."""
     dev = torch.device(device)
-    network = network.to(dev).eval()
-    out = np.empty_like(volume, dtype=np.float32)
+    network = network.to(dev, memory_format=torch.channels_last_3d).eval()  # 2x faster 3-D convolutions on CPU
+    out = np.zeros_like(volume, dtype=np.float32) if add_to is None else add_to
+    src, dst = (np.flip(volume, axes), np.flip(out, axes)) if axes else (volume, out)  # views
     starts = [range(0, n, t) for n, t in zip(volume.shape, tile)]
     autocast, _ = mixed_precision(dev, True)
     for z in starts[0]:
         for y in starts[1]:
             for x in starts[2]:
-                lo = [max(0, s - margin) for s in (z, y, x)]
                 core_end = [min(n, s + t) for s, t, n in zip((z, y, x), tile, volume.shape)]
-                hi = [min(n, e + margin) for e, n in zip(core_end, volume.shape)]
-                block = torch.from_numpy(np.ascontiguousarray(volume[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]))
+                full = [min(n, t + 2 * margin) for t, n in zip(tile, volume.shape)]
+                lo = [max(0, min(s - margin, n - f)) for s, n, f in zip((z, y, x), volume.shape, full)]
+                hi = [low + f for low, f in zip(lo, full)]
+                block = torch.from_numpy(np.ascontiguousarray(src[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]))
                 with autocast():
-                    pred = network(block[None, None].to(dev)).float()[0, 0].cpu().numpy()
+                    x_in = block[None, None].to(dev, memory_format=torch.channels_last_3d)
+                    pred = network(x_in).float()[0, 0].cpu().numpy()
                 a = [s - low for s, low in zip((z, y, x), lo)]
                 b = [e - low for e, low in zip(core_end, lo)]
-                out[z : core_end[0], y : core_end[1], x : core_end[2]] = pred[a[0] : b[0], a[1] : b[1], a[2] : b[2]]
+                dst[z : core_end[0], y : core_end[1], x : core_end[2]] += pred[a[0] : b[0], a[1] : b[1], a[2] : b[2]]
     return out
 
 
 FLIPS = [tuple(i for i in range(3) if k >> i & 1) for k in range(8)]  # the 8 subsets of the axes (z, y, x)
-
-
-def apply_flip(
-    network: torch.nn.Module, volume: np.ndarray, axes: tuple[int, ...], margin: int = 8, device: str = "cpu"
-) -> np.ndarray:
-    """F(f(F(volume))), F the flip along ``axes`` (none: f(volume))."""
-    if not axes:
-        return apply_network(network, volume, margin, device)
-    out = apply_network(network, np.ascontiguousarray(np.flip(volume, axes)), margin, device)
-    return np.ascontiguousarray(np.flip(out, axes))
 
 
 def apply_flipped(
@@ -305,7 +343,11 @@ def apply_flipped(
     volume of F(f(F(volume))) (test-time averaging: 8x the time)."""
     if not flips:
         return apply_network(network, volume, margin, device)
-    return np.mean([apply_flip(network, volume, axes, margin, device) for axes in FLIPS], axis=0)
+    total = np.zeros_like(volume, dtype=np.float32)
+    for axes in FLIPS:
+        apply_network(network, volume, margin, device, axes=axes, add_to=total)
+    total /= len(FLIPS)
+    return total
 
 
 def denoise_with(
@@ -315,25 +357,32 @@ def denoise_with(
     device: str = "cpu",
     config: NMSGConfig | None = None,
     synthesizer=None,
+    overwrite: bool = False,
 ) -> np.ndarray:
     """A raw volume denoised by ``network``, in the volume's own units. With an 'r2r' ``config``
     and ``infer_draws`` > 0: the mean of f(n + alpha m_k) over the draws, m_k from ``synthesizer``
     (default: 3-D mosaics of this volume's own noise blocks, power-capped with ``noise_cap``); otherwise f(n). With
     ``config.infer_flips``: draw k goes through the network under the k-th of the 8 flips (one
-    pass per draw, as without flips), and f(n) alone becomes the mean over the 8 flips."""
-    std = Standardized.of(volume)
+    pass per draw, as without flips), and f(n) alone becomes the mean over the 8 flips.
+    ``overwrite``: ``volume`` (float32) is standardized in place and its raw values are lost, for a
+    caller that is done with them (a 512 x 512 x 128 tomogram: 134 MB less at the peak)."""
+    release_freed_memory()
+    std = Standardized.of(volume, in_place=overwrite)
     flips = config is not None and config.infer_flips
     if config is None or config.pairing != "r2r" or config.infer_draws == 0:
-        return std.restore(apply_flipped(network, std.data, margin, device, flips))
+        return std.restore(apply_flipped(network, std.data, margin, device, flips), in_place=True)
     if synthesizer is None:
         synthesizer = capped(cube_mosaic(std.data, config), std.data, config)
     total = np.zeros_like(std.data)
     for k in range(config.infer_draws):
-        noise = synthesizer.sample(1, std.data.shape, seed=config.seed * 7919 + 104_729 + k)[0, 0].numpy()
-        total += apply_flip(
-            network, std.data + config.alpha * noise, FLIPS[k % len(FLIPS)] if flips else (), margin, device
-        )
-    return std.restore(total / config.infer_draws)
+        noisier = synthesizer.sample(1, std.data.shape, seed=config.seed * 7919 + 104_729 + k)[0, 0].numpy()
+        noisier *= config.alpha
+        noisier += std.data  # n + alpha m_k, in the sample's own buffer
+        release_freed_memory()  # the sample's transforms, before the network's tiles need the room
+        apply_network(network, noisier, margin, device, axes=FLIPS[k % len(FLIPS)] if flips else (), add_to=total)
+        del noisier
+    total /= config.infer_draws
+    return std.restore(total, in_place=True)
 
 
 def denoise_halves(
@@ -387,7 +436,7 @@ def denoise_tomogram(
     if model is not None:
         network, meta = load_model(model, kind="tomo-denoiser")
         trained = _trained_config(meta, config)
-        denoised = denoise_with(network, volume, trained.infer_margin, device, trained)
+        denoised = denoise_with(network, volume, trained.infer_margin, device, trained, overwrite=True)
         write_mrc(dst, denoised, voxel, [f"nt2c {__version__} denoise-tomo model-sha256={fingerprint(network)}"])
         return TomoReport(dst, Path(model), False, time.perf_counter() - t0)
     smooth = read_mrc_volume(oversmoothed)[0] if oversmoothed is not None else None
@@ -409,7 +458,9 @@ def denoise_tomogram(
     }
     save_model(save_model_path, result.network.float().cpu(), meta)
     write_loss_log(save_model_path, result.log)
-    denoised = denoise_with(result.network, volume, config.infer_margin, device, config, result.synthesizer)
+    denoised = denoise_with(
+        result.network, volume, config.infer_margin, device, config, result.synthesizer, overwrite=True
+    )
     write_mrc(
         dst, denoised, voxel, [f"nt2c {__version__} denoise-tomo NMSG model-sha256={fingerprint(result.network)}"]
     )

@@ -113,14 +113,28 @@ class CubeMosaic:
         rng = np.random.default_rng(int(seed))
         pick = rng.integers(len(self.cubes), size=count * nd * nh * nw)
         flips = rng.integers(2, size=(len(pick), 3)).astype(bool)
-        blocks = self.cubes[torch.from_numpy(pick)]
-        for axis in range(3):
-            sel = torch.from_numpy(flips[:, axis])
-            blocks[sel] = blocks[sel].flip(axis + 1)
-        vol = blocks.reshape(count, nd, nh, nw, bd, bh, bw).permute(0, 1, 4, 2, 5, 3, 6)
-        vol = vol.reshape(count, nd * bd, nh * bh, nw * bw)
         oz, oy, ox = rng.integers(bd), rng.integers(bh), rng.integers(bw)
-        return vol[:, None, oz : oz + d, oy : oy + h, ox : ox + w].to(device)
+        cubes = self.cubes.numpy()
+        out = np.empty((count, 1, d, h, w), np.float32)
+        # block (i, j, k) of the mosaic covers [i*bd, (i+1)*bd) ...; the sample is the mosaic's
+        # window from (oz, oy, ox): each block is copied, flipped, straight into its part of it
+        index = 0
+        for c in range(count):
+            for i in range(nd):
+                z0, z1 = max(i * bd - oz, 0), min((i + 1) * bd - oz, d)
+                for j in range(nh):
+                    y0, y1 = max(j * bh - oy, 0), min((j + 1) * bh - oy, h)
+                    for k in range(nw):
+                        x0, x1 = max(k * bw - ox, 0), min((k + 1) * bw - ox, w)
+                        if z1 > z0 and y1 > y0 and x1 > x0:
+                            axes = tuple(a for a in range(3) if flips[index, a])
+                            block = np.flip(cubes[pick[index]], axes) if axes else cubes[pick[index]]
+                            bz, by, bx = z0 + oz - i * bd, y0 + oy - j * bh, x0 + ox - k * bw
+                            out[c, 0, z0:z1, y0:y1, x0:x1] = block[
+                                bz : bz + z1 - z0, by : by + y1 - y0, bx : bx + x1 - x0
+                            ]
+                        index += 1
+        return torch.from_numpy(out).to(device)
 
 
 class SliceGAN:
@@ -236,10 +250,11 @@ class PowerCapped:
         return self._cache[shape]
 
     def sample(self, count: int, shape: tuple[int, int, int], seed: int, device="cpu") -> torch.Tensor:
-        noise = self.synthesizer.sample(count, shape, seed)[:, 0].numpy()
-        spectrum = scipy.fft.rfftn(noise, axes=(1, 2, 3)) * self.gain_for(shape)
-        noise = scipy.fft.irfftn(spectrum, s=tuple(shape), axes=(1, 2, 3)).astype(np.float32)
-        return torch.from_numpy(noise[:, None]).to(device)
+        spectrum = scipy.fft.rfftn(self.synthesizer.sample(count, shape, seed)[:, 0].numpy(), axes=(1, 2, 3))
+        spectrum *= self.gain_for(shape)
+        noise = scipy.fft.irfftn(spectrum, s=tuple(shape), axes=(1, 2, 3), overwrite_x=True)
+        del spectrum
+        return torch.from_numpy(noise.astype(np.float32, copy=False)[:, None]).to(device)
 
 
 def crop_power(volume: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Messages and progress readable in a Scipion run log; the CLI's --quiet/--verbose/--log-file;
 ``nt2c --help`` loads no heavy library."""
 
+import os
 import subprocess
 import sys
 
@@ -61,3 +62,24 @@ def test_quiet_verbose_and_log_file(tmp_path, capsys):
     assert "1 denoised" in text and text.splitlines()[0][:4].isdigit()  # time-stamped
     assert main(["denoise", str(mic), "-o", str(tmp_path / "e"), "--log-file", str(tmp_path / "no" / "x.log")]) == 2
     assert "--log-file" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator settings are Linux-only")
+def test_stages_keep_freed_memory_unless_told_not_to():
+    """Every stage keeps the memory it frees for reuse (glibc): the 3-D U-Net's large activations
+    are then not unmapped and zeroed again for every tile. NT2C_KEEP_FREED_MEMORY=0 leaves glibc's
+    default; a second call changes nothing."""
+    code = (
+        "from nt2c_core.device import keep_freed_memory, release_freed_memory\n"
+        "from nt2c_core.logs import stage\n"
+        "with stage('x', 'cpu'):\n    pass\n"
+        "release_freed_memory()\n"
+        "print(keep_freed_memory(), keep_freed_memory())"
+    )
+    for env, expect in (({}, "True True"), ({"NT2C_KEEP_FREED_MEMORY": "0"}, "False False")):
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, check=True
+        )
+        lines = done.stdout.strip().splitlines()
+        assert lines[0].startswith("x: device cpu"), done.stdout  # the stage ran
+        assert lines[-1] == expect, done.stderr

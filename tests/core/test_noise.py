@@ -165,6 +165,28 @@ def test_gan_learns_a_known_colored_noise_process(tmp_path):
     assert (tmp_path / "gan.pt.samples.png").stat().st_size > 1000 and (tmp_path / "gan.pt.loss.csv").exists()
 
 
+def test_gan_training_continued_from_its_checkpoint_equals_the_uninterrupted_run(tmp_path):
+    """The GAN trains in the one training loop: a run of 3 iterations continued to 6 from its
+    checkpoint (generator, critic and both Adams) ends with the weights and log of a run of 6."""
+    real, _ = _colored_noise(16, 32, np.random.default_rng(0))
+    cfg = {"batch_size": 4, "crop": 32, "latent": 8, "width": 8, "n_critic": 2, "log_every": 1, "checkpoint_every": 1}
+    whole = train_noise_gan(real, tmp_path / "a" / "g.pt", GANConfig(iterations=6, **cfg), progress=False)
+    train_noise_gan(real, tmp_path / "b" / "g.pt", GANConfig(iterations=3, **cfg), progress=False)
+    again = train_noise_gan(real, tmp_path / "b" / "g.pt", GANConfig(iterations=6, **cfg), resume=True, progress=False)
+    a, b = load_model(whole)[0].state_dict(), load_model(again)[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [(tmp_path / d / "g.pt.loss.csv").read_text() for d in "ab"]
+    assert rows[0] == rows[1] and rows[0].startswith("iteration,wasserstein,gradient_penalty,generator_loss")
+    with pytest.raises(InputError, match="other settings"):
+        train_noise_gan(
+            real,
+            tmp_path / "b" / "g.pt",
+            GANConfig(iterations=8, **{**cfg, "n_critic": 3}),
+            resume=True,
+            progress=False,
+        )
+
+
 def test_least_squares_recovers_eq4_coefficients():
     rng = np.random.default_rng(1)
     s = torch.from_numpy(rng.normal(size=(5, 64, 64)))

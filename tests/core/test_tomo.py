@@ -2,6 +2,7 @@
 NMSG training (quality, exact resume, determinism) and the ``nt2c simulate-tomo`` /
 ``nt2c denoise-tomo`` commands (tiny sizes; quality figures are in benchmarks/bench_tomo.py)."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -367,6 +368,45 @@ def test_flipped_training_tiles_and_flip_averaged_inference():
     shifted, averaged = apply_network(skewed, volume, 4), apply_flipped(skewed, volume, 4, flips=True)
     manual = np.mean([np.flip(apply_network(skewed, np.ascontiguousarray(np.flip(volume, f)), 4), f) for f in FLIPS], 0)
     assert np.allclose(averaged, manual, atol=1e-5) and not np.allclose(averaged, shifted, atol=1e-2)
+
+
+def test_tile_by_tile_flips_and_in_place_inference_match_the_copying_route():
+    """Flips applied tile by tile (views, no flipped copy of the volume) equal flipping the whole
+    volume; the noise mosaic built straight into its window equals the mosaic cut afterwards; the
+    in-place route of ``nt2c denoise-tomo`` (``overwrite``) gives the same volume as the copying
+    one, and the copying one leaves the caller's array alone."""
+    from nt2c_core.models.store import build_network
+    from nt2c_core.tomo.nmsg import FLIPS, apply_network
+
+    rng = np.random.default_rng(1)
+    volume = rng.normal(size=(24, 40, 36)).astype(np.float32)
+    torch.manual_seed(0)
+    net = build_network(NMSG.architecture())
+    for axes in FLIPS[1:]:
+        whole = np.flip(apply_network(net, np.ascontiguousarray(np.flip(volume, axes)), 4, tile=(8, 16, 16)), axes)
+        assert np.array_equal(apply_network(net, volume, 4, tile=(8, 16, 16), axes=axes), whole)
+
+    cubes = rng.normal(size=(12, 8, 4, 4)).astype(np.float32)
+    mosaic = CubeMosaic(cubes).sample(2, (19, 13, 11), seed=5).numpy()
+    # the same draws, the whole mosaic assembled first and cut afterwards
+    draw = np.random.default_rng(5)
+    nd, nh, nw = 19 // 8 + 2, 13 // 4 + 2, 11 // 4 + 2
+    pick = draw.integers(12, size=2 * nd * nh * nw)
+    flips = draw.integers(2, size=(len(pick), 3)).astype(bool)
+    oz, oy, ox = draw.integers(8), draw.integers(4), draw.integers(4)
+    centred = cubes - cubes.mean(axis=(1, 2, 3), keepdims=True)
+    full = np.zeros((2, nd * 8, nh * 4, nw * 4), np.float32)
+    for n, (c, i, j, k) in enumerate(np.ndindex(2, nd, nh, nw)):
+        block = np.flip(centred[pick[n]], tuple(np.flatnonzero(flips[n])))
+        full[c, i * 8 : (i + 1) * 8, j * 4 : (j + 1) * 4, k * 4 : (k + 1) * 4] = block
+    assert np.array_equal(mosaic[:, 0], full[:, oz : oz + 19, oy : oy + 13, ox : ox + 11])
+
+    config = dataclasses.replace(NMSG, noise_cube=8, noise_depth=8, infer_draws=3)
+    kept = volume.copy()
+    copied = denoise_with(net, volume, 4, "cpu", config)
+    assert np.array_equal(volume, kept)  # the caller's array is untouched
+    in_place = denoise_with(net, volume, 4, "cpu", config, overwrite=True)
+    assert np.array_equal(in_place, copied) and not np.array_equal(volume, kept)
 
 
 def test_direct_unet3d_by_default_and_older_model_files_stay_residual(tmp_path):
