@@ -198,6 +198,18 @@ def simulated_case(name: str, case: Case, args, work: Path) -> tuple[dict, dict]
     return rows, shown
 
 
+def timed_child(command: list[str], env: dict) -> tuple[float, int]:
+    """(wall seconds, peak RSS in kB) of one child process, from its own resource usage (wait4);
+    CalledProcessError when it fails."""
+    t0 = time.time()
+    child = subprocess.Popen(command, env=env)
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise subprocess.CalledProcessError(child.returncode, command)
+    return time.time() - t0, usage.ru_maxrss
+
+
 def speed(args, work: Path) -> dict:
     """``nt2c denoise-tomo`` with defaults on a 512 x 512 x 128 tomogram (quick: 128 x 128 x 64)."""
     side, depth, particles = (128, 64, 6) if args.quick else (512, 128, 40)
@@ -220,31 +232,22 @@ def speed(args, work: Path) -> dict:
         if args.speed_no_baseline and env:
             continue
         out = folder / f"denoised_{len(runs)}.mrc"
-        t0 = time.time()
-        done = subprocess.run(
-            [
-                "/usr/bin/time",
-                "-f",
-                "%M",
-                str(ROOT / ".venv" / "bin" / "nt2c"),
-                "-q",
-                "denoise-tomo",
-                str(folder / "noisy.mrc"),
-                "-o",
-                str(out),
-                "--device",
-                "cpu",
-                "--work",
-                str(folder / f"work_{time.time_ns()}"),
-            ],
-            check=True,
-            env={**os.environ, **env},
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        command = [
+            str(ROOT / ".venv" / "bin" / "nt2c"),
+            "-q",
+            "denoise-tomo",
+            str(folder / "noisy.mrc"),
+            "-o",
+            str(out),
+            "--device",
+            "cpu",
+            "--work",
+            str(folder / f"work_{time.time_ns()}"),
+        ]
+        seconds, peak_kb = timed_child(command, {**os.environ, **env})
         runs[label] = {
-            "seconds": round(time.time() - t0, 1),
-            "peak_rss_gb": round(int(done.stderr.strip().splitlines()[-1]) / 1e6, 2),  # /usr/bin/time: kB
+            "seconds": round(seconds, 1),
+            "peak_rss_gb": round(peak_kb / 1e6, 2),
             "psnr_nmsg_db": round(psnr(read_mrc_volume(out)[0], clean), 2),
         }
         print(f"  speed {label}: {runs[label]}", flush=True)

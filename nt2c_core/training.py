@@ -94,20 +94,18 @@ def train_denoiser(
     if transform is not None:
         val = _transformed(val, transform)
     raw_val = _raw_psnr(val)
-    current = {"step": 0}
 
     def batch(step: int):
-        current["step"] = step
         pair = train.sample(np.random.default_rng([config.seed, step]), config.batch_size, config.crop)
         if transform is not None:
             pair = transform(*pair, step)
-        return tuple(torch.from_numpy(a) for a in pair)
+        return torch.from_numpy(pair[0]), torch.from_numpy(pair[1]), step
 
-    def loss_fn(net, x, y):
+    def loss_fn(net, x, y, step: int):
         loss = nn.functional.mse_loss(net(x).float(), y)
         if extra_loss is None:
             return {"loss": loss}
-        extra = extra_loss(net, current["step"])
+        extra = extra_loss(net, step)
         return {"loss": loss + extra, "consistency": extra}
 
     def validate(net) -> dict:

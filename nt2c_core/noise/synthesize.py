@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -181,7 +180,6 @@ def train_noise_gan(
         }
         for r in fitted.log
     ]
-    t0 = time.perf_counter() - fitted.seconds
     meta = {
         "kind": "noise-gan",
         "crop": crop,
@@ -190,7 +188,7 @@ def train_noise_gan(
         "normalization": "patches z-scored with their micrograph's mean and std",
         "seed": config.seed,
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
-        "training": {**asdict(config), "seconds_this_run": round(time.perf_counter() - t0, 1)},
+        "training": {**asdict(config), "seconds_this_run": round(fitted.seconds, 1)},
         **(metadata or {}),
     }
     save_model(output, gen.cpu().eval(), meta)

@@ -103,7 +103,7 @@ class CubeMosaic:
         cubes = np.asarray(cubes, np.float32)
         if cubes.ndim != 4 or len(cubes) < 2:
             raise InputError(f"noise cubes: need a stack of at least 2 blocks, got shape {cubes.shape}")
-        self.cubes = torch.from_numpy(cubes - cubes.mean(axis=(1, 2, 3), keepdims=True))
+        self.cubes = cubes - cubes.mean(axis=(1, 2, 3), keepdims=True)
         self.block = tuple(int(n) for n in cubes.shape[1:])
 
     def sample(self, count: int, shape: tuple[int, int, int], seed: int, device="cpu") -> torch.Tensor:
@@ -114,26 +114,17 @@ class CubeMosaic:
         pick = rng.integers(len(self.cubes), size=count * nd * nh * nw)
         flips = rng.integers(2, size=(len(pick), 3)).astype(bool)
         oz, oy, ox = rng.integers(bd), rng.integers(bh), rng.integers(bw)
-        cubes = self.cubes.numpy()
         out = np.empty((count, 1, d, h, w), np.float32)
         # block (i, j, k) of the mosaic covers [i*bd, (i+1)*bd) ...; the sample is the mosaic's
         # window from (oz, oy, ox): each block is copied, flipped, straight into its part of it
-        index = 0
-        for c in range(count):
-            for i in range(nd):
-                z0, z1 = max(i * bd - oz, 0), min((i + 1) * bd - oz, d)
-                for j in range(nh):
-                    y0, y1 = max(j * bh - oy, 0), min((j + 1) * bh - oy, h)
-                    for k in range(nw):
-                        x0, x1 = max(k * bw - ox, 0), min((k + 1) * bw - ox, w)
-                        if z1 > z0 and y1 > y0 and x1 > x0:
-                            axes = tuple(a for a in range(3) if flips[index, a])
-                            block = np.flip(cubes[pick[index]], axes) if axes else cubes[pick[index]]
-                            bz, by, bx = z0 + oz - i * bd, y0 + oy - j * bh, x0 + ox - k * bw
-                            out[c, 0, z0:z1, y0:y1, x0:x1] = block[
-                                bz : bz + z1 - z0, by : by + y1 - y0, bx : bx + x1 - x0
-                            ]
-                        index += 1
+        for index, (c, i, j, k) in enumerate(np.ndindex(count, nd, nh, nw)):
+            z0, z1 = max(i * bd - oz, 0), min((i + 1) * bd - oz, d)
+            y0, y1 = max(j * bh - oy, 0), min((j + 1) * bh - oy, h)
+            x0, x1 = max(k * bw - ox, 0), min((k + 1) * bw - ox, w)
+            if z1 > z0 and y1 > y0 and x1 > x0:
+                block = np.flip(self.cubes[pick[index]], tuple(np.flatnonzero(flips[index])))
+                bz, by, bx = z0 + oz - i * bd, y0 + oy - j * bh, x0 + ox - k * bw
+                out[c, 0, z0:z1, y0:y1, x0:x1] = block[bz : bz + z1 - z0, by : by + y1 - y0, bx : bx + x1 - x0]
         return torch.from_numpy(out).to(device)
 
 
